@@ -270,14 +270,19 @@ def _data_label(values: Iterable[str]) -> str:
 
 def _bootstrap(score_dict: Dict[Any, Any], func: Callable, reps: int, seed: int):
   """rliable stratified bootstrap; seeds numpy's global RNG and restores it."""
+  from absl import logging as absl_logging
   from rliable import library as rly  # Heavy import (arch, scipy): keep lazy.
   state = np.random.get_state()
+  verbosity = absl_logging.get_verbosity()
   np.random.seed(seed)
   try:
+    # rliable logs one INFO line per key; keep it quiet.
+    absl_logging.set_verbosity(min(verbosity, absl_logging.WARNING))  # absl: lower = quieter
     with warnings.catch_warnings():
       warnings.simplefilter('ignore', RuntimeWarning)
       return rly.get_interval_estimates(score_dict, func, reps=reps)
   finally:
+    absl_logging.set_verbosity(verbosity)
     np.random.set_state(state)
 
 

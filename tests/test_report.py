@@ -51,7 +51,8 @@ FINALS = {
 
 def curve(final):
   # Early evals are junk (0 and 1) and must be ignored; the last three average to `final`.
-  return [0.0, 1.0, final - 0.1, final, final + 0.1]
+  d = min(0.1, final, 1.0 - final)
+  return [0.0, 1.0, final - d, final, final + d]
 
 
 @pytest.fixture
@@ -204,8 +205,8 @@ def test_nested_sweep_group_by_and_path_fallback(tmp_path):
   assert t['agent.critic_flow_steps'].tolist() == [2, 8]
   np.testing.assert_allclose(t['mean'], [0.3, 0.9])
   t = report.results_table(runs, group_by='variant', reps=REPS)
-  assert t['variant'].tolist() == ['None', 'k2', 'k8']
-  np.testing.assert_allclose(t['mean'], [0.4, 0.3, 0.9])
+  assert t['variant'].tolist() == ['k2', 'k8', 'None']  # sorted by task, then group
+  np.testing.assert_allclose(t['mean'], [0.3, 0.9, 0.4])
 
 
 def _is_png(path):
