@@ -14,7 +14,7 @@ from floq_jax import report
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = [100, 200, 300, 400, 500]
-REPS = 300
+REPS = 200
 
 
 def make_run(root, env, agent, seed, success, data_source='ogbench', extra_flags=None,
@@ -262,7 +262,7 @@ def test_entrypoint_empty_dir_fails_with_one_line(tmp_path):
 
 def test_entrypoint_writes_report(grid_root, tmp_path):
   out = tmp_path / 'out'
-  proc = _entrypoint(f'--runs={grid_root}', f'--out={out}', '--reps=200', '--format=csv')
+  proc = _entrypoint(f'--runs={grid_root}', f'--out={out}', '--reps=100', '--format=csv')
   assert proc.returncode == 0, proc.stderr
   assert 'env_name,agent_name' in proc.stdout
   for name in ('results.md', 'results.csv', 'learning_curves.png'):
