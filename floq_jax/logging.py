@@ -1,0 +1,193 @@
+"""CSV and TensorBoard metric logging, resumable and flushed on every write.
+
+CSV layout (FQL's): a ``step`` column, then metric columns such as
+``training/critic/loss`` or ``evaluation/success`` in first-seen order.  A row
+that introduces new keys rewrites the file (atomically, via a temp file and
+``os.replace``) with the wider header; earlier rows get empty cells there, so
+the file is always a valid CSV for ``csv.DictReader``/pandas.
+
+Resuming: ``CsvLogger(path, resume_from_step=s)`` keeps rows with step <= s,
+drops later ones, and rebuilds the header from the kept rows only, so a run
+killed after step s and resumed from its step-s checkpoint produces the same
+file as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging as py_logging
+import math
+import numbers
+import os
+from typing import Any, Mapping
+
+import numpy as np
+
+STEP = 'step'
+
+
+def _to_scalar(value: Any):
+    """Python int/float/str/bool for a scalar-like value (NumPy/JAX 0-d arrays included), else None."""
+    if isinstance(value, (bool, np.bool_)):
+        return int(value)
+    if isinstance(value, (str, numbers.Integral, numbers.Real)):
+        return value
+    try:
+        arr = np.asarray(value)
+    except Exception:  # noqa: BLE001
+        return None
+    if arr.size != 1 or arr.dtype.kind not in 'biuf':
+        return None
+    return arr.reshape(())[()]  # NumPy scalar: keeps float32 vs float64.
+
+
+def _format(value) -> str:
+    """Shortest text that parses back to the same value at the value's own precision."""
+    if isinstance(value, np.floating):
+        return str(value)  # NumPy's shortest repr at the value's precision (float32 0.3 -> '0.3').
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, numbers.Integral):
+        return str(int(value))
+    return str(value)
+
+
+class CsvLogger:
+    """Appends ``{'step': step, **metrics}`` rows to a CSV file.
+
+    Args:
+        path: CSV file path (parent directories are created).
+        resume_from_step: None starts a fresh file (an existing one is replaced);
+            an int keeps existing rows with step <= it and drops the rest.
+        fsync: also ``os.fsync`` after each row (survives machine crashes,
+            not just a killed process).
+    """
+
+    def __init__(self, path, resume_from_step: int | None = None, fsync: bool = True):
+        self.path = os.fspath(path)
+        self.fsync = fsync
+        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        self._columns: list[str] = [STEP]
+        rows: list[dict] = []
+        if resume_from_step is not None and os.path.exists(self.path):
+            with open(self.path, newline='') as f:
+                reader = csv.DictReader(f)
+                header = list(reader.fieldnames or [STEP])
+                for row in reader:
+                    if row.get(STEP) not in (None, '') and int(float(row[STEP])) <= resume_from_step:
+                        rows.append(row)
+            used = [c for c in header if c != STEP and any(row.get(c) not in (None, '') for row in rows)]
+            self._columns = [STEP] + used
+        self._rewrite(rows)
+
+    @property
+    def columns(self) -> list[str]:
+        """Current header (``'step'`` first)."""
+        return list(self._columns)
+
+    def _rewrite(self, rows: list[dict]) -> None:
+        """Atomically replaces the file with the current header and ``rows``."""
+        tmp = self.path + '.tmp'
+        with open(tmp, 'w', newline='') as f:
+            writer = csv.DictWriter(f, fieldnames=self._columns, extrasaction='ignore', restval='')
+            writer.writeheader()
+            writer.writerows(rows)
+            f.flush()
+            if self.fsync:
+                os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+        self._file = open(self.path, 'a', newline='')
+
+    def _read_rows(self) -> list[dict]:
+        self._file.close()
+        with open(self.path, newline='') as f:
+            return list(csv.DictReader(f))
+
+    def log(self, metrics: Mapping[str, Any], step: int) -> None:
+        """Writes one row.  Non-scalar values are skipped (with a warning)."""
+        row = {STEP: str(int(step))}
+        for key, value in metrics.items():
+            if key == STEP:
+                continue
+            scalar = _to_scalar(value)
+            if scalar is None:
+                py_logging.warning('CsvLogger: skipping non-scalar metric %r', key)
+                continue
+            row[key] = _format(scalar)
+        new_keys = [k for k in row if k not in self._columns]
+        if new_keys:
+            rows = self._read_rows()
+            self._columns += new_keys
+            self._rewrite(rows)
+        buf = io.StringIO()
+        csv.DictWriter(buf, fieldnames=self._columns, restval='').writerow(row)
+        self._file.write(buf.getvalue())
+        self._file.flush()
+        if self.fsync:
+            os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self._file.close()
+
+
+class TensorBoardLogger:
+    """Scalar logging with tensorboardX; a no-op when ``enabled`` is False.
+
+    Args:
+        log_dir: event file directory.
+        resume_from_step: events with step > it are purged (tensorboardX ``purge_step``).
+    """
+
+    def __init__(self, log_dir, enabled: bool = True, resume_from_step: int | None = None):
+        self.enabled = enabled
+        self._writer = None
+        if enabled:
+            from tensorboardX import SummaryWriter
+
+            purge = None if resume_from_step is None else int(resume_from_step) + 1
+            self._writer = SummaryWriter(os.fspath(log_dir), purge_step=purge)
+
+    def log(self, metrics: Mapping[str, Any], step: int) -> None:
+        if self._writer is None:
+            return
+        for key, value in metrics.items():
+            scalar = _to_scalar(value)
+            if scalar is None or isinstance(scalar, str) or math.isnan(float(scalar)):
+                continue
+            self._writer.add_scalar(key, float(scalar), int(step))
+        self._writer.flush()
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+class RunLogger:
+    """CSV (``<log_dir>/<csv_name>``) + TensorBoard (``<log_dir>/tb``) logging.
+
+    Every ``log`` call is flushed to both before returning.
+    """
+
+    def __init__(self, log_dir, csv_name: str = 'log.csv', tensorboard: bool = True,
+                 resume_from_step: int | None = None):
+        self.log_dir = os.fspath(log_dir)
+        self.csv = CsvLogger(os.path.join(self.log_dir, csv_name), resume_from_step=resume_from_step)
+        self.tb = TensorBoardLogger(os.path.join(self.log_dir, 'tb'), enabled=tensorboard,
+                                    resume_from_step=resume_from_step)
+
+    def log(self, metrics: Mapping[str, Any], step: int) -> None:
+        self.csv.log(metrics, step)
+        self.tb.log(metrics, step)
+
+    def close(self) -> None:
+        self.csv.close()
+        self.tb.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
