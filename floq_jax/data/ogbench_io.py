@@ -1,0 +1,181 @@
+"""Load OGBench single-task datasets (real or generated) through OGBench's own loader, after validating the files.
+
+Raw OGBench file layout (``<dataset>.npz``, N rows = sum of episode lengths):
+    observations [N, obs_dim] float32, actions [N, act_dim] float32 in [-1, 1], terminals [N] (1 on each episode's
+    last row), qpos [N, nq], qvel [N, nv], and for puzzle/scene button_states [N, num_buttons].
+Loaded (regular layout, M = N - num_episodes transitions), every array float32:
+    observations/next_observations [M, obs_dim], actions [M, act_dim], rewards/masks/terminals [M].
+"""
+import dataclasses
+import json
+import os
+
+import numpy as np
+
+from floq_jax.data.errors import DatasetError
+from floq_jax.data.names import parse_name
+
+DEFAULT_DATASET_DIR = '~/.ogbench/data'
+ACTION_CLIP = 1 - 1e-5
+OUT_KEYS = ('observations', 'actions', 'rewards', 'masks', 'next_observations', 'terminals')
+
+
+@dataclasses.dataclass
+class OfflineData:
+    """An environment pair plus its offline train/val transitions (see module docstring for shapes)."""
+
+    env: object
+    eval_env: object
+    train: dict
+    val: dict | None
+    source: str
+    generator: dict | None
+    reward_range: tuple
+    dataset_file: str
+
+
+def sidecar_path(npz_path):
+    """'<dir>/<name>.npz' -> '<dir>/<name>.generator.json'."""
+    return npz_path[: -len('.npz')] + '.generator.json' if npz_path.endswith('.npz') else npz_path + '.generator.json'
+
+
+def val_path(npz_path):
+    """OGBench's rule for the validation file beside a train file."""
+    return npz_path.replace('.npz', '-val.npz')
+
+
+def required_keys(family):
+    keys = ['observations', 'actions', 'terminals', 'qpos', 'qvel']
+    if family in ('puzzle', 'scene'):
+        keys.append('button_states')
+    return keys
+
+
+def validate_file(path, family, obs_shape=None, action_dim=None):
+    """Check one raw OGBench ``.npz`` file; raise DatasetError naming the first problem found."""
+    fname = os.path.basename(path)
+    try:
+        file = np.load(path)
+    except Exception as e:  # noqa: BLE001 - any unreadable file is a data problem
+        raise DatasetError(f'{fname}: cannot read as .npz ({type(e).__name__}: {e})') from None
+    with file:
+        missing = [k for k in required_keys(family) if k not in file.files]
+        if missing:
+            raise DatasetError(
+                f"{fname}: missing key '{missing[0]}' (required for {family}: {', '.join(required_keys(family))})"
+            )
+        arrays = {k: file[k] for k in required_keys(family)}
+    n = len(arrays['observations'])
+    if n == 0:
+        raise DatasetError(f"{fname}: key 'observations' is empty")
+    for k, v in arrays.items():
+        if v.ndim == 0 or len(v) != n:
+            raise DatasetError(f"{fname}: key '{k}' has length {len(v) if v.ndim else 'scalar'}, expected {n} "
+                               f"(the length of 'observations')")
+        if np.issubdtype(v.dtype, np.number) and not np.issubdtype(v.dtype, np.integer):
+            if not np.all(np.isfinite(v)):
+                bad = int(np.argmax(~np.isfinite(v).reshape(n, -1).all(axis=1)))
+                raise DatasetError(f"{fname}: key '{k}' has non-finite values (first at row {bad}), expected finite")
+    acts = arrays['actions']
+    if acts.ndim != 2:
+        raise DatasetError(f"{fname}: key 'actions' has shape {acts.shape}, expected [N, action_dim]")
+    if action_dim is not None and acts.shape[1] != action_dim:
+        raise DatasetError(f"{fname}: key 'actions' has dim {acts.shape[1]}, expected {action_dim} (env action space)")
+    if acts.min() < -1.0 or acts.max() > 1.0:
+        raise DatasetError(
+            f"{fname}: key 'actions' has values in [{acts.min():.4g}, {acts.max():.4g}], expected within [-1, 1]"
+        )
+    obs = arrays['observations']
+    if obs_shape is not None and tuple(obs.shape[1:]) != tuple(obs_shape):
+        raise DatasetError(
+            f"{fname}: key 'observations' has shape {tuple(obs.shape[1:])} per row, expected {tuple(obs_shape)} "
+            f'(env observation space)'
+        )
+    terms = arrays['terminals'].astype(np.float64).reshape(n)
+    if not np.all((terms == 0) | (terms == 1)):
+        raise DatasetError(f"{fname}: key 'terminals' has values other than 0/1")
+    if terms[-1] != 1:
+        raise DatasetError(f"{fname}: key 'terminals' must be 1 on the last row (end of the last episode)")
+    if np.any(terms[:-1] + terms[1:] > 1):
+        raise DatasetError(f"{fname}: key 'terminals' has an episode of length 1 (two consecutive terminals)")
+
+
+def resolve_dataset_file(env_name, dataset_dir=None, dataset_path=None):
+    """Path of the train file for ``env_name``; raise DatasetError (no download attempt) if it does not exist."""
+    parsed = parse_name(env_name)
+    if dataset_path is not None:
+        path = os.path.abspath(os.path.expanduser(dataset_path))
+    else:
+        base = os.path.expanduser(dataset_dir if dataset_dir is not None else DEFAULT_DATASET_DIR)
+        path = os.path.abspath(os.path.join(base, f'{parsed.dataset_name}.npz'))
+    if not path.endswith('.npz'):
+        raise DatasetError(f'dataset_path {path} must end with .npz')
+    if not os.path.isfile(path):
+        raise DatasetError(
+            f'dataset file {path} not found for {parsed.dataset_name} (env {env_name}): copy OGBench\'s '
+            f'{parsed.dataset_name}.npz and {parsed.dataset_name}-val.npz into --dataset_dir, or generate it with '
+            f'`python -m experiments.make_dataset --env_name={parsed.dataset_name} '
+            f'--dataset_dir={os.path.dirname(path)}`'
+        )
+    return path
+
+
+def _finish(ds):
+    """Keep the six float32 keys and clip actions as FQL does."""
+    out = {k: np.asarray(ds[k], dtype=np.float32) for k in OUT_KEYS}
+    out['actions'] = np.clip(out['actions'], -ACTION_CLIP, ACTION_CLIP)
+    return out
+
+
+def load_offline_data(env_name, dataset_dir=None, dataset_path=None):
+    """Validate and load a single-task OGBench dataset; returns an :class:`OfflineData`."""
+    import ogbench  # heavy import kept local
+    from ogbench.relabel_utils import relabel_dataset
+    from ogbench.utils import load_dataset
+
+    parsed = parse_name(env_name)
+    if not parsed.single_task:
+        raise DatasetError(
+            f'{env_name!r} is not a single-task name: use e.g. '
+            f"'{parsed.single_task_name(1)}' (rewards need a fixed task)"
+        )
+    path = resolve_dataset_file(env_name, dataset_dir, dataset_path)
+    vpath = val_path(path)
+    has_val = os.path.isfile(vpath)
+    try:
+        env = ogbench.make_env_and_datasets(env_name, env_only=True)
+        eval_env = ogbench.make_env_and_datasets(env_name, env_only=True)
+    except Exception as e:  # noqa: BLE001
+        raise DatasetError(f'cannot create environment for {env_name!r}: {type(e).__name__}: {e}') from None
+    obs_shape = env.observation_space.shape
+    action_dim = env.action_space.shape[0]
+    validate_file(path, parsed.family, obs_shape, action_dim)
+    if has_val:
+        validate_file(vpath, parsed.family, obs_shape, action_dim)
+        train, val = ogbench.make_env_and_datasets(env_name, dataset_path=path, cur_env=env, dataset_only=True)
+        # make_env_and_datasets(dataset_only=True) relabels with cur_env; it returns only the datasets.
+    else:
+        splits = env_name.split('-')
+        pos = splits.index('singletask')
+        gc_env_name = '-'.join(splits[: pos - 1] + splits[pos:])
+        train = load_dataset(path, add_info=True)
+        relabel_dataset(gc_env_name, env, train)
+        val = None
+    train = _finish(train)
+    val = _finish(val) if val is not None else None
+
+    side = sidecar_path(path)
+    generator = None
+    if os.path.isfile(side):
+        with open(side) as f:
+            generator = json.load(f)
+    return OfflineData(
+        env=env,
+        eval_env=eval_env,
+        train=train,
+        val=val,
+        source='generated' if generator is not None else 'ogbench',
+        generator=generator,
+        reward_range=(float(train['rewards'].min()), float(train['rewards'].max())),
+        dataset_file=path,
+    )
