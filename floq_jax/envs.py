@@ -5,7 +5,9 @@ are mapped to environments with ``ogbench.make_env_and_datasets(name,
 env_only=True)`` (no dataset download).
 
 For evaluation, :func:`make_vector_env` builds a gymnasium vector env
-(``'sync'``: all envs in this process; ``'async'``: one worker process per env)
+(``'sync'``: all envs in this process; ``'async'``: gymnasium's
+AsyncVectorEnv, one worker process per env; ``'chunked'``: :class:`ChunkedVectorEnv`,
+a few worker processes (default: one per CPU core) each stepping a chunk of envs)
 with autoreset DISABLED: the evaluator decides when (and with which seed) each
 sub-env is reset.  Every sub-env is wrapped in :class:`FreezeAfterDone`, so a
 sub-env whose episode has ended is not simulated any further while its
@@ -22,7 +24,7 @@ from typing import Callable, Sequence
 import gymnasium
 import numpy as np
 
-VECTOR_MODES = ('sync', 'async')
+VECTOR_MODES = ('sync', 'async', 'chunked')
 
 
 def make_env(env_name: str, **env_kwargs) -> gymnasium.Env:
@@ -55,9 +57,17 @@ class FreezeAfterDone(gymnasium.Wrapper):
         self._last = None
 
     def reset(self, *, seed=None, options=None):
-        """Resets; ``options={'freeze': True}`` resets and freezes at once (an idle sub-env)."""
+        """Resets; ``options={'freeze': True}`` parks the env (idle slot) instead.
+
+        Freezing an env whose episode has ended costs nothing (its final
+        transition is kept); otherwise it is reset once and then frozen.
+        Gymnasium vector envs with autoreset DISABLED need a done sub-env to be
+        reset before the next ``step``; parking it satisfies that.
+        """
         options = dict(options or {})
         freeze = bool(options.pop('freeze', False))
+        if freeze and self._done:
+            return self._last
         obs, info = self.env.reset(seed=seed, options=options)
         self._done = freeze
         self._last = (obs, info) if freeze else None
@@ -78,11 +88,142 @@ def _make_frozen_env(env_name: str, env_kwargs: dict) -> gymnasium.Env:
     return FreezeAfterDone(make_env(env_name, **env_kwargs))
 
 
+def _worker(conn, env_fns) -> None:
+    """Worker loop of ChunkedVectorEnv: owns ``len(env_fns)`` envs."""
+    try:
+        envs = [fn() for fn in env_fns]
+        conn.send(('ok', (envs[0].observation_space, envs[0].action_space)))
+        while True:
+            cmd, data = conn.recv()
+            if cmd == 'reset':
+                seeds, mask, options = data
+                out = {}
+                for i, env in enumerate(envs):
+                    if mask[i]:
+                        out[i] = env.reset(seed=seeds[i], options=dict(options))
+                conn.send(('ok', out))
+            elif cmd == 'step':
+                results = [env.step(a) for env, a in zip(envs, data)]
+                conn.send(('ok', results))
+            elif cmd == 'close':
+                for env in envs:
+                    env.close()
+                conn.send(('ok', None))
+                break
+    except Exception as e:  # noqa: BLE001 - forwarded to the parent.
+        conn.send(('error', f'{type(e).__name__}: {e}'))
+    finally:
+        conn.close()
+
+
+def _scalar_infos(infos: list[dict]) -> dict:
+    """Stacks info values that are scalars in every env into (N,) arrays (e.g. infos['success'])."""
+    out = {}
+    for key in infos[0] if infos else ():
+        values = [info.get(key) for info in infos]
+        if all(np.ndim(v) == 0 and v is not None for v in values):
+            out[key] = np.asarray(values)
+    return out
+
+
+class ChunkedVectorEnv(gymnasium.vector.VectorEnv):
+    """Vector env whose ``num_envs`` sub-envs live in ``num_workers`` processes.
+
+    Unlike gymnasium's AsyncVectorEnv (one process per env), each worker steps a
+    contiguous chunk of envs, so 50 envs on 2 cores need 2 processes, not 50.
+    Semantics match gymnasium's DISABLED autoreset mode: ``reset(seed=list,
+    options={'reset_mask': (N,) bool, ...})`` resets the masked sub-envs only;
+    ``step`` never resets.  ``infos`` holds (N,) arrays of the scalar info keys
+    (e.g. ``infos['success']``).
+
+    Args:
+        env_fns: N picklable env constructors.
+        num_workers: worker processes (default: CPU cores, at most N).
+        context: multiprocessing start method.
+    """
+
+    def __init__(self, env_fns, num_workers: int | None = None, context: str | None = 'forkserver'):
+        import multiprocessing as mp
+
+        self.num_envs = len(env_fns)
+        num_workers = min(num_workers or default_num_workers(), self.num_envs)
+        bounds = np.linspace(0, self.num_envs, num_workers + 1).astype(int)
+        self._slices = [slice(bounds[i], bounds[i + 1]) for i in range(num_workers)]
+        ctx = mp.get_context(context)
+        self._conns, self._procs = [], []
+        for sl in self._slices:
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(target=_worker, args=(child, list(env_fns[sl])), daemon=True)
+            proc.start()
+            child.close()
+            self._conns.append(parent)
+            self._procs.append(proc)
+        obs_space, act_space = self._gather()[0]
+        self.single_observation_space = obs_space
+        self.single_action_space = act_space
+        self.observation_space = gymnasium.vector.utils.batch_space(obs_space, self.num_envs)
+        self.action_space = gymnasium.vector.utils.batch_space(act_space, self.num_envs)
+        self._obs = np.zeros((self.num_envs,) + obs_space.shape, obs_space.dtype)
+        self.closed = False
+
+    def _gather(self):
+        results = []
+        for conn in self._conns:
+            status, payload = conn.recv()
+            if status != 'ok':
+                raise RuntimeError(f'ChunkedVectorEnv worker failed: {payload}')
+            results.append(payload)
+        return results
+
+    def reset(self, *, seed=None, options=None):
+        options = dict(options or {})
+        mask = np.asarray(options.pop('reset_mask', np.ones(self.num_envs, bool)), bool)
+        if seed is None or isinstance(seed, int):
+            seed = [None if seed is None else seed + i for i in range(self.num_envs)]
+        for conn, sl in zip(self._conns, self._slices):
+            conn.send(('reset', (list(seed[sl]), mask[sl], options)))
+        infos = [{} for _ in range(self.num_envs)]
+        for sl, out in zip(self._slices, self._gather()):
+            for i, (obs, info) in out.items():
+                self._obs[sl.start + i] = obs
+                infos[sl.start + i] = info
+        return self._obs.copy(), _scalar_infos(infos)
+
+    def step(self, actions):
+        actions = np.asarray(actions)
+        for conn, sl in zip(self._conns, self._slices):
+            conn.send(('step', actions[sl]))
+        rewards = np.zeros(self.num_envs)
+        terminated = np.zeros(self.num_envs, bool)
+        truncated = np.zeros(self.num_envs, bool)
+        infos = []
+        for sl, results in zip(self._slices, self._gather()):
+            for i, (obs, r, term, trunc, info) in enumerate(results):
+                j = sl.start + i
+                self._obs[j], rewards[j], terminated[j], truncated[j] = obs, r, term, trunc
+                infos.append(info)
+        return self._obs.copy(), rewards, terminated, truncated, _scalar_infos(infos)
+
+    def close_extras(self, **kwargs):
+        for conn in self._conns:
+            try:
+                conn.send(('close', None))
+                conn.recv()
+            except (OSError, EOFError, BrokenPipeError):
+                pass
+            conn.close()
+        for proc in self._procs:
+            proc.join(timeout=5)
+            if proc.is_alive():
+                proc.terminate()
+
+
 def make_vector_env(
     env_name: str,
     num_envs: int,
     mode: str = 'sync',
     context: str | None = 'forkserver',
+    num_workers: int | None = None,
     **env_kwargs,
 ) -> gymnasium.vector.VectorEnv:
     """Makes a vector env of ``num_envs`` OGBench envs with autoreset DISABLED.
@@ -90,11 +231,13 @@ def make_vector_env(
     Args:
         env_name: OGBench name (see :func:`make_env`).
         num_envs: number of sub-envs N.
-        mode: 'sync' (gymnasium SyncVectorEnv, one process) or 'async'
-            (AsyncVectorEnv, one worker process per sub-env).
+        mode: 'sync' (gymnasium SyncVectorEnv, one process), 'async'
+            (AsyncVectorEnv, one worker process per sub-env) or 'chunked'
+            (ChunkedVectorEnv, ``num_workers`` processes holding chunks of envs).
         context: multiprocessing start method for 'async'.  'forkserver' (or
             'spawn') avoids forking a process that has already started JAX's
             threads.
+        num_workers: worker processes for 'chunked' (default: CPU cores).
         **env_kwargs: forwarded to each sub-env.
 
     Returns:
@@ -108,6 +251,8 @@ def make_vector_env(
     autoreset = gymnasium.vector.AutoresetMode.DISABLED
     if mode == 'sync':
         return gymnasium.vector.SyncVectorEnv(fns, autoreset_mode=autoreset)
+    if mode == 'chunked':
+        return ChunkedVectorEnv(fns, num_workers=num_workers, context=context)
     return gymnasium.vector.AsyncVectorEnv(fns, context=context, autoreset_mode=autoreset)
 
 

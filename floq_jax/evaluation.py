@@ -41,7 +41,8 @@ def _actions(policy_fn: PolicyFn, obs: np.ndarray, rng, temperature: float) -> n
     return np.clip(actions, -1.0, 1.0)
 
 
-def _summary(ep_success: np.ndarray, ep_return: np.ndarray, ep_length: np.ndarray) -> dict:
+def _summary(ep_success: np.ndarray, ep_return: np.ndarray, ep_length: np.ndarray,
+             final_obs: np.ndarray) -> dict:
     return {
         'success': float(np.mean(ep_success)),
         'return': float(np.mean(ep_return)),
@@ -49,6 +50,7 @@ def _summary(ep_success: np.ndarray, ep_return: np.ndarray, ep_length: np.ndarra
         'episode_success': ep_success.astype(np.float64),
         'episode_return': ep_return.astype(np.float64),
         'episode_length': ep_length.astype(np.int64),
+        'episode_final_observation': final_obs,
     }
 
 
@@ -64,6 +66,7 @@ def _run_sequential(env, policy_fn: PolicyFn, seeds: np.ndarray, rng, temperatur
     ep_success = np.zeros(n)
     ep_return = np.zeros(n)
     ep_length = np.zeros(n, dtype=np.int64)
+    final_obs = np.zeros((n,) + env.observation_space.shape, np.float32)
     videos = []
     for ep in range(n):
         obs, _ = env.reset(seed=int(seeds[ep]))
@@ -78,6 +81,7 @@ def _run_sequential(env, policy_fn: PolicyFn, seeds: np.ndarray, rng, temperatur
             done = terminated or truncated
             if done:
                 ep_success[ep] = float(info['success'])
+                final_obs[ep] = obs
             if frames is not None:
                 frame = _try_render(env)
                 frames = None if frame is None else frames + frame
@@ -85,7 +89,7 @@ def _run_sequential(env, policy_fn: PolicyFn, seeds: np.ndarray, rng, temperatur
             videos.append(np.stack(frames))
         elif render:
             render = False  # Rendering failed (already warned); stop trying.
-    return _summary(ep_success, ep_return, ep_length), videos
+    return _summary(ep_success, ep_return, ep_length, final_obs), videos
 
 
 def _try_render(env) -> list[np.ndarray] | None:
@@ -113,6 +117,7 @@ def _run_parallel(venv, policy_fn: PolicyFn, seeds: np.ndarray, rng, temperature
     ep_success = np.zeros(n)
     ep_return = np.zeros(n)
     ep_length = np.zeros(n, dtype=np.int64)
+    final_obs = np.zeros((n,) + venv.single_observation_space.shape, np.float32)
     slot_ep = np.full(num_envs, -1, dtype=np.int64)  # Episode index per slot; -1 = idle.
 
     first = min(n, num_envs)
@@ -133,7 +138,9 @@ def _run_parallel(venv, policy_fn: PolicyFn, seeds: np.ndarray, rng, temperature
         if finished.size == 0:
             continue
         ep_success[slot_ep[finished]] = infos['success'][finished].astype(np.float64)
+        final_obs[slot_ep[finished]] = obs[finished]
         reset_mask = np.zeros(num_envs, dtype=bool)
+        park_mask = np.zeros(num_envs, dtype=bool)
         seed_list = [0] * num_envs
         for i in finished:
             if next_ep < n:
@@ -142,12 +149,15 @@ def _run_parallel(venv, policy_fn: PolicyFn, seeds: np.ndarray, rng, temperature
                 reset_mask[i] = True
                 next_ep += 1
             else:
-                slot_ep[i] = -1  # FreezeAfterDone stops simulating it.
+                slot_ep[i] = -1
+                park_mask[i] = True
+        if park_mask.any():  # No episodes left for these slots: freeze them (no simulation).
+            venv.reset(seed=[0] * num_envs, options={'reset_mask': park_mask, 'freeze': True})
         if reset_mask.any():
             new_obs, _ = venv.reset(seed=seed_list, options={'reset_mask': reset_mask})
             obs = np.array(obs)
             obs[reset_mask] = new_obs[reset_mask]
-    return _summary(ep_success, ep_return, ep_length)
+    return _summary(ep_success, ep_return, ep_length, final_obs)
 
 
 class Evaluator:
@@ -162,20 +172,22 @@ class Evaluator:
         num_envs: sub-envs of the vector env (default: num_episodes, i.e. all
             episodes at once).
         parallel: vector env + batched policy (True) or one episode at a time.
-        vector_mode: 'sync' or 'async' (see ``envs.make_vector_env``).
+        vector_mode: 'sync', 'async' or 'chunked' (see ``envs.make_vector_env``).
+        num_workers: worker processes for 'chunked' (default: CPU cores).
         max_episode_steps: optional override of the env's time limit.
         **env_kwargs: forwarded to env creation.
     """
 
     def __init__(self, env_name: str, num_episodes: int = 50, seed: int = 0, num_envs: int | None = None,
                  parallel: bool = True, vector_mode: str = 'sync', max_episode_steps: int | None = None,
-                 **env_kwargs):
+                 num_workers: int | None = None, **env_kwargs):
         self.env_name = env_name
         self.num_episodes = int(num_episodes)
         self.seed = int(seed)
         self.num_envs = int(num_envs or num_episodes)
         self.parallel = parallel
         self.vector_mode = vector_mode
+        self.num_workers = num_workers
         self._env_kwargs = dict(env_kwargs)
         if max_episode_steps is not None:
             self._env_kwargs['max_episode_steps'] = int(max_episode_steps)
@@ -188,7 +200,7 @@ class Evaluator:
         if self._env is None:
             if self.parallel:
                 self._env = envs_lib.make_vector_env(self.env_name, self.num_envs, self.vector_mode,
-                                                     **self._env_kwargs)
+                                                     num_workers=self.num_workers, **self._env_kwargs)
             else:
                 self._env = envs_lib.make_env(self.env_name, **self._env_kwargs)
         return self._env
@@ -201,6 +213,7 @@ class Evaluator:
             {'success': mean of info['success'] at episode ends in [0, 1],
              'return': mean episode return, 'length': mean episode length,
              'episode_success' / 'episode_return' / 'episode_length': (num_episodes,) arrays,
+             'episode_final_observation': float32 (num_episodes, obs_dim) last observations,
              'videos' (only if video_episodes > 0): list of uint8 (T+1, H, W, 3)}.
         """
         seed = self.seed if seed is None else int(seed)
@@ -252,17 +265,18 @@ def evaluate(policy_fn: PolicyFn, env_name: str, num_episodes: int = 50, seed: i
 
 
 def benchmark_evaluation(policy_fn: PolicyFn, env_name: str, num_episodes: int = 50, seed: int = 0,
-                         vector_mode: str = 'sync', num_envs: int | None = None,
+                         vector_mode: str = 'chunked', num_envs: int | None = None, num_workers: int | None = None,
                          max_episode_steps: int | None = None) -> dict:
     """Wall-clock of a parallel vs a sequential ``num_episodes`` evaluation.
 
-    Both timings include env creation (one-shot ``evaluate``); ``parallel_warm_s``
-    is a second call on a kept-alive evaluator (the training-loop case).  The
-    policy is called once on both batch shapes first, so JIT compiles are excluded.
+    Both are timed on already-created envs (training keeps its evaluator alive;
+    FQL also builds its eval env once), after calling the policy once on both
+    batch shapes so JIT compiles are excluded.  Env construction (~1 s per
+    OGBench manipulation env: MJCF compile) is reported separately.
 
     Returns:
-        dict(parallel_s, parallel_warm_s, sequential_s, speedup, success_parallel,
-        success_sequential, same_episode_success).
+        dict(parallel_s, sequential_s, speedup, parallel_create_s, sequential_create_s,
+        success_parallel, success_sequential, same_episode_success, vector_mode, num_envs).
     """
     n_par = num_envs or num_episodes
     dummy_key = jax.random.PRNGKey(0)
@@ -270,24 +284,31 @@ def benchmark_evaluation(policy_fn: PolicyFn, env_name: str, num_episodes: int =
     for b in (1, n_par):
         np.asarray(policy_fn(np.zeros((b, obs_dim), np.float32), dummy_key, 0.0))
 
-    t0 = time.perf_counter()
-    evaluator = make_evaluator(env_name, num_episodes, seed, num_envs, True, vector_mode, max_episode_steps)
-    par = evaluator(policy_fn)
-    parallel_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    evaluator(policy_fn)
-    parallel_warm_s = time.perf_counter() - t0
-    evaluator.close()
-
-    t0 = time.perf_counter()
-    seq = evaluate(policy_fn, env_name, num_episodes, seed, parallel=False, max_episode_steps=max_episode_steps)
-    sequential_s = time.perf_counter() - t0
+    timings = {}
+    results = {}
+    for name, parallel in (('parallel', True), ('sequential', False)):
+        evaluator = make_evaluator(env_name, num_episodes, seed, num_envs, parallel, vector_mode,
+                                   max_episode_steps, num_workers=num_workers)
+        try:
+            t0 = time.perf_counter()
+            env = evaluator.env
+            if parallel:  # Make sure workers finished building their envs.
+                env.reset(seed=list(range(env.num_envs)))
+            timings[f'{name}_create_s'] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            results[name] = evaluator(policy_fn)
+            timings[f'{name}_s'] = time.perf_counter() - t0
+        finally:
+            evaluator.close()
     return {
-        'parallel_s': parallel_s,
-        'parallel_warm_s': parallel_warm_s,
-        'sequential_s': sequential_s,
-        'speedup': sequential_s / parallel_s,
-        'success_parallel': par['success'],
-        'success_sequential': seq['success'],
-        'same_episode_success': bool(np.array_equal(par['episode_success'], seq['episode_success'])),
+        **timings,
+        'speedup': timings['sequential_s'] / timings['parallel_s'],
+        'success_parallel': results['parallel']['success'],
+        'success_sequential': results['sequential']['success'],
+        'same_episode_success': bool(np.array_equal(results['parallel']['episode_success'],
+                                                    results['sequential']['episode_success'])),
+        'same_episode_length': bool(np.array_equal(results['parallel']['episode_length'],
+                                                   results['sequential']['episode_length'])),
+        'vector_mode': vector_mode,
+        'num_envs': n_par,
     }
