@@ -66,6 +66,7 @@ def test_some_task_succeeds_in_dataset(cube_file):
     data = load_offline_data(f'cube-single-play-singletask-task{best}-v0', dataset_path=cube_file)
     assert data.reward_range == (-1.0, 0.0)
     assert (data.train['masks'] == 0).any()
+    assert oracle_success(CUBE, best, num_episodes=1) == 1.0  # the noise-free Markov oracle solves the task
 
 
 def test_without_val_file(cube_file, tmp_path):

@@ -34,6 +34,19 @@ def dataset_success(dataset_name, path, tasks=range(1, NUM_TASKS + 1)):
     return out
 
 
+def _cube_task_info(env, info):
+    """Add the privileged target keys the cube oracle reads (only present in data-collection mode) for cube 0."""
+    from ogbench.manipspace import lie
+
+    u = env.unwrapped
+    mocap = u._cube_target_mocap_ids[0]
+    info = dict(info)
+    info['privileged/target_block'] = 0
+    info['privileged/target_block_pos'] = u._data.mocap_pos[mocap].copy()
+    info['privileged/target_block_yaw'] = np.array([lie.SO3(wxyz=u._data.mocap_quat[mocap]).compute_yaw_radians()])
+    return info
+
+
 def oracle_success(dataset_name, task, num_episodes=3, seed=0):
     """Success rate of the noise-free oracle driven on the single-task env, or None where no oracle fits the task.
 
@@ -61,7 +74,7 @@ def oracle_success(dataset_name, task, num_episodes=3, seed=0):
             if p.family == 'pointmaze':
                 action = point_action(env, env.unwrapped.cur_goal_xy)
             else:
-                action = np.clip(agent.select_action(ob, info), -1, 1)
+                action = np.clip(agent.select_action(ob, _cube_task_info(env, info)), -1, 1)
             ob, _, terminated, truncated, info = env.step(action)
             success = success or bool(info['success'])
             done = terminated or truncated
