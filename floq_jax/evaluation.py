@@ -264,6 +264,15 @@ def evaluate(policy_fn: PolicyFn, env_name: str, num_episodes: int = 50, seed: i
         return evaluator(policy_fn, temperature=temperature, video_episodes=video_episodes)
 
 
+def _cpu_seconds() -> float:
+    """User+system CPU seconds of this process and its joined children."""
+    import resource
+
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def benchmark_evaluation(policy_fn: PolicyFn, env_name: str, num_episodes: int = 50, seed: int = 0,
                          vector_mode: str = 'chunked', num_envs: int | None = None, num_workers: int | None = None,
                          max_episode_steps: int | None = None) -> dict:
@@ -274,9 +283,15 @@ def benchmark_evaluation(policy_fn: PolicyFn, env_name: str, num_episodes: int =
     batch shapes so JIT compiles are excluded.  Env construction (~1 s per
     OGBench manipulation env: MJCF compile) is reported separately.
 
+    ``*_cpu_s`` are CPU seconds (this process + worker processes; the
+    'chunked' workers' CPU time includes their env construction), useful on a
+    shared machine where wall-clock depends on other load.
+
     Returns:
         dict(parallel_s, sequential_s, speedup, parallel_create_s, sequential_create_s,
-        success_parallel, success_sequential, same_episode_success, vector_mode, num_envs).
+        parallel_cpu_s, sequential_cpu_s,
+        success_parallel, success_sequential, same_episode_success, same_episode_length,
+        same_final_observation, vector_mode, num_envs).
     """
     n_par = num_envs or num_episodes
     dummy_key = jax.random.PRNGKey(0)
@@ -295,11 +310,12 @@ def benchmark_evaluation(policy_fn: PolicyFn, env_name: str, num_episodes: int =
             if parallel:  # Make sure workers finished building their envs.
                 env.reset(seed=list(range(env.num_envs)))
             timings[f'{name}_create_s'] = time.perf_counter() - t0
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), _cpu_seconds()
             results[name] = evaluator(policy_fn)
             timings[f'{name}_s'] = time.perf_counter() - t0
         finally:
-            evaluator.close()
+            evaluator.close()  # Joins worker processes, so their CPU time is counted below.
+        timings[f'{name}_cpu_s'] = _cpu_seconds() - c0
     return {
         **timings,
         'speedup': timings['sequential_s'] / timings['parallel_s'],
@@ -309,6 +325,8 @@ def benchmark_evaluation(policy_fn: PolicyFn, env_name: str, num_episodes: int =
                                                     results['sequential']['episode_success'])),
         'same_episode_length': bool(np.array_equal(results['parallel']['episode_length'],
                                                    results['sequential']['episode_length'])),
+        'same_final_observation': bool(np.array_equal(results['parallel']['episode_final_observation'],
+                                                      results['sequential']['episode_final_observation'])),
         'vector_mode': vector_mode,
         'num_envs': n_par,
     }
