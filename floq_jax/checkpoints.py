@@ -101,6 +101,7 @@ class Checkpointer:
                  async_save: bool = True, verify: bool = True):
         self.directory = str(directory)
         self.verify = verify
+        self.async_save = async_save
         policies = [pp_lib.LatestN(max_to_keep)] if max_to_keep is not None else [pp_lib.PreserveAll()]
         keep_steps = sorted(int(s) for s in keep_steps)
         if keep_steps:
@@ -118,9 +119,12 @@ class Checkpointer:
         metadata = dict(metadata or {})
         if self.verify:
             metadata[_DIGEST_KEY] = tree_digest(state)
+        state = _encode(state)
+        if self.async_save:  # The caller may mutate NumPy leaves (e.g. a replay buffer) while we write.
+            state = jax.tree.map(lambda x: np.array(x, copy=True) if isinstance(x, np.ndarray) else x, state)
         self._manager.save(
             int(step),
-            args=ocp.args.Composite(state=ocp.args.StandardSave(_encode(state)),
+            args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                     metadata=ocp.args.JsonSave(metadata)),
             force=True,
         )

@@ -153,3 +153,13 @@ def test_partial_tmp_dir_ignored(tmp_path):
         assert ck.all_steps() == [1]
         _, _, step = ck.restore(_state(0))
         assert step == 1
+
+
+def test_async_save_snapshots_numpy_leaves(tmp_path):
+    buffer = np.arange(1000, dtype=np.float32)
+    with Checkpointer(tmp_path, async_save=True) as ck:
+        ck.save(1, {'buffer': buffer}, {})
+        buffer[:] = -1.0  # Mutated right after save returns (replay buffer keeps filling).
+        ck.wait_until_finished()
+        restored, _, _ = ck.restore({'buffer': np.zeros(1000, np.float32)})
+    np.testing.assert_array_equal(restored['buffer'], np.arange(1000, dtype=np.float32))
