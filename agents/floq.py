@@ -1,0 +1,257 @@
+"""floq: a flow-matching critic (velocity field integrated with K Euler steps) with FQL's actor.
+
+Q(s, a) = z_K where z_0 ~ Unif[l, u] and z_{k+1} = z_k + v(k/K, z_k | s, a) / K.  The velocity field
+is trained by conditional flow matching on the straight line from z_0 to the TD target
+y = r + gamma * mask * Q_target(s', a'), with Q_target integrated through the Polyak-averaged target
+velocity field and a' from the one-step policy.  A distilled scalar critic (an ensemble of plain MLPs
+regressed onto the flow critic's integrated estimate) serves the actor by default.
+
+Cost at the default config (B = 256, noise_samples 8, K = 8, E = 2, O + A = 33, 4 x 512 velocity
+net): one velocity-net evaluation of one row costs 2 * (84*512 + 3*512*512 + 512) = 1.66 MFLOP per
+member; each K-step integration over 256 * 8 = 2048 rows through both members costs
+K * 2048 * 2 * 1.66 MFLOP = 54.5 GFLOP, and an update does two (the TD target through the target
+field, the distillation target through the current field): ~109 GFLOP, ~145 GFLOP with the
+flow-matching loss's forward/backward and the actor.  ``floq_jax.flops.update_flops`` counts it from
+XLA's cost analysis; ``floq_jax.flops.floq_update_flops`` counts it analytically.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from floq_jax import actor, flow
+from floq_jax.agent_base import Agent, compute_dtype, freeze_config
+from floq_jax.networks import EnsembleValue, TrunkSpec, VelocityField
+
+Q_AGGREGATES = ('mean', 'min')
+
+
+def _aggregate(values, how):
+    """Reduce the leading ensemble axis: (E, ...) -> (...)."""
+    return values.min(axis=0) if how == 'min' else values.mean(axis=0)
+
+
+class FloqAgent(Agent):
+    """floq agent.  params: 'critic_flow', 'distill_critic' (if used), 'actor_bc_flow', 'actor_onestep_flow'."""
+
+    CRITIC = 'critic_flow'  # what config.freeze_critic_trunk freezes (all but the velocity net's output layer)
+
+    # ------------------------------------------------------------------ networks
+    @staticmethod
+    @functools.lru_cache(maxsize=None)
+    def build_modules(config):
+        dtype = compute_dtype(config)
+        velocity_trunk = TrunkSpec(hidden_dims=(config.block_width,) * config.block_depth,
+                                   layer_norm=config.layer_norm, use_resnet=config.use_resnets,
+                                   width=config.block_width, num_blocks=config.num_transformations,
+                                   block_depth=config.block_depth)
+        modules = {
+            'critic_flow': VelocityField(
+                trunk=velocity_trunk, num_ensembles=config.flow_num_ensembles, q_min=config.q_min,
+                q_max=config.q_max, use_prob_embed=config.use_prob_embed, num_bins=config.num_bins,
+                sigma=config.sigma, time_embed=config.time_embedding, time_embed_dim=config.time_embed_dim,
+                dtype=dtype),
+            **actor.build_actor_modules(config, config.action_dim, dtype),
+        }
+        if config.use_distilled_critic:
+            modules['distill_critic'] = EnsembleValue(
+                trunk=TrunkSpec(hidden_dims=tuple(config.value_hidden_dims), layer_norm=config.layer_norm),
+                num_ensembles=config.distill_num_ensembles, dtype=dtype)
+        return modules
+
+    # ------------------------------------------------------------------ flow critic
+    def integrate(self, critic_params, observations, actions, z0, num_steps, first_step=0, last_step=None,
+                  return_path=False):
+        """Euler-integrate the velocity field from z0 (N,) for rows (N, O), (N, A) -> z (E, N) [, path (S, E, N)]."""
+        field = self.modules['critic_flow']
+        z0 = jnp.broadcast_to(z0, (self.config.flow_num_ensembles, *z0.shape))
+
+        def velocity(t, z):
+            return field.apply({'params': critic_params}, observations, actions, z, t)
+
+        return flow.euler_integrate(velocity, z0, num_steps, first_step, last_step, return_path)
+
+    def sample_z0(self, rng, shape):
+        return flow.sample_noise(rng, shape, self.config.noise_min, self.config.noise_max)
+
+    @functools.partial(jax.jit, static_argnames=('num_steps', 'num_noise_samples', 'params_name'))
+    def q_values(self, observations, actions, num_steps=None, seed=None, num_noise_samples=None,
+                 params_name='current'):
+        """Q(s, a) of the flow critic: observations (B, O), actions (B, A) -> (B,).
+
+        Integrates ``num_steps`` Euler steps (default ``config.critic_flow_steps``; any K works at test
+        time) from ``num_noise_samples`` noises per row (default ``config.noise_samples``) and averages
+        over noises and ensemble members.  ``params_name='target'`` uses the target velocity field.
+        """
+        num_steps = num_steps or self.config.critic_flow_steps
+        n = num_noise_samples or self.config.noise_samples
+        seed = self.rng if seed is None else seed
+        params = self.target_params['critic_flow'] if params_name == 'target' else self.params['critic_flow']
+        batch = observations.shape[0]
+        z0 = self.sample_z0(seed, (batch * n,))
+        z = self.integrate(params, jnp.repeat(observations, n, axis=0), jnp.repeat(actions, n, axis=0), z0, num_steps)
+        return z.reshape(z.shape[0], batch, n).mean(axis=(0, 2))
+
+    @functools.partial(jax.jit, static_argnames=('num_steps',))
+    def flow_paths(self, observations, actions, num_steps=None, seed=None):
+        """The integration path of every member: (B, O), (B, A) -> (K + 1, E, B), z_0 first."""
+        num_steps = num_steps or self.config.critic_flow_steps
+        seed = self.rng if seed is None else seed
+        z0 = self.sample_z0(seed, (observations.shape[0],))
+        _, path = self.integrate(self.params['critic_flow'], observations, actions, z0, num_steps, return_path=True)
+        start = jnp.broadcast_to(z0, path.shape[1:])[None]
+        return jnp.concatenate([start, path], axis=0)
+
+    # ------------------------------------------------------------------ losses
+    def critic_loss(self, batch, params, rng):
+        """Flow-matching TD loss (+ distillation of the integrated estimate into the scalar critic)."""
+        config = self.config
+        observations, actions = batch['observations'], batch['actions']
+        batch_size = observations.shape[0]
+        n, num_steps, num_members = config.noise_samples, config.critic_flow_steps, config.flow_num_ensembles
+        repeat = lambda x: jnp.repeat(x, n, axis=0)  # (B, ...) -> (B * n, ...), row i * n + j = x[i]
+        obs_n, act_n, next_obs_n = repeat(observations), repeat(actions), repeat(batch['next_observations'])
+        action_rng, next_noise_rng, noise_rng, t_rng = jax.random.split(rng, 4)
+        frozen = jax.lax.stop_gradient(params)
+
+        # TD target: y = r + gamma * mask * Q_target(s', a'), averaged over n noises -> (B,).
+        next_actions = actor.one_step_actions(self.modules, frozen, next_obs_n, action_rng)
+        next_z = self.integrate(self.target_params['critic_flow'], next_obs_n, next_actions,
+                                self.sample_z0(next_noise_rng, (batch_size * n,)), num_steps)
+        next_q = _aggregate(next_z, config.q_agg).reshape(batch_size, n)
+        targets = (batch['rewards'][:, None] + config.discount * batch['masks'][:, None] * next_q).mean(axis=1)
+        targets = jax.lax.stop_gradient(targets)
+
+        # Conditional flow matching on the line from z0 to y, t ~ U(0, 1) (or t = 0 only).
+        z0 = self.sample_z0(noise_rng, (batch_size * n,))
+        t = (jnp.zeros((batch_size * n,)) if config.train_at_zero_only
+             else jax.random.uniform(t_rng, (batch_size * n,)))
+        z_t, target_velocity = flow.interpolate(z0, repeat(targets), t)
+        pred = self.modules['critic_flow'].apply({'params': params['critic_flow']}, obs_n, act_n,
+                                                 jnp.broadcast_to(z_t, (num_members, batch_size * n)), t)
+        flow_loss = ((pred - target_velocity) ** 2).reshape(num_members, batch_size, n).sum(axis=-1)  # (E, B)
+        loss = flow_loss.mean()
+        info = {'flow_loss': flow_loss.mean(), 'target_q': targets.mean()}
+
+        if config.use_distilled_critic:
+            current = self.integrate(frozen['critic_flow'], obs_n, act_n, z0, num_steps)  # (E, B * n)
+            current = current.reshape(num_members, batch_size, n)
+            current_q = current.mean(axis=(0, 2))
+            q = self.modules['distill_critic'].apply({'params': params['distill_critic']}, observations, actions)
+            distill_loss = ((q - current_q) ** 2).mean()
+            loss = loss + distill_loss
+            info.update(distill_loss=distill_loss, q=q.mean(), flow_q=current_q.mean(),
+                        flow_q_noise_var=current.mean(axis=0).var(axis=-1).mean(),
+                        td_error=((current_q - targets) ** 2).mean())
+        info['critic_loss'] = loss
+        return loss, info
+
+    def actor_q_fn(self, params, rng):
+        """Q used by the actor (gradients reach the actions only): the distilled critic, or the flow critic."""
+        frozen = jax.lax.stop_gradient(params)
+        if self.config.use_distilled_critic:
+            return lambda o, a: self.modules['distill_critic'].apply({'params': frozen['distill_critic']}, o, a).mean(0)
+
+        def flow_q(o, a):
+            z = self.integrate(frozen['critic_flow'], o, a, self.sample_z0(rng, (o.shape[0],)),
+                               self.config.critic_flow_steps)
+            return z.mean(axis=0)
+
+        return flow_q
+
+    def total_loss(self, batch, params, rng):
+        critic_rng, actor_rng, q_rng = jax.random.split(rng, 3)
+        critic_loss, critic_info = self.critic_loss(batch, params, critic_rng)
+        actor_loss, actor_info = actor.actor_loss(self.modules, params, batch, actor_rng,
+                                                  self.actor_q_fn(params, q_rng), self.config)
+        info = {f'critic/{k}': v for k, v in critic_info.items()}
+        info.update({f'actor/{k}': v for k, v in actor_info.items()})
+        return critic_loss + actor_loss, info
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def create(cls, seed, ex_observations, ex_actions, config):
+        """A new agent.  ``config`` must carry the dataset's reward range (``r_min``, ``r_max``).
+
+        seed: int (or traced int32, so ``jax.vmap(lambda s: FloqAgent.create(s, ...))`` makes many).
+        ex_observations (B, O), ex_actions (B, A): example inputs fixing the shapes.
+        """
+        config = _checked(config)
+        q_min, q_max = flow.q_value_bounds(config.r_min, config.r_max, config.discount, config.reward_offset)
+        noise_min, noise_max = flow.noise_interval(config.r_min, config.r_max, config.discount,
+                                                   config.noise_coverage)
+        config = freeze_config(config, ob_dim=int(ex_observations.shape[-1]), action_dim=int(ex_actions.shape[-1]),
+                               q_min=float(q_min), q_max=float(q_max), noise_min=float(noise_min),
+                               noise_max=float(noise_max))
+        rng, init_rng = jax.random.split(jax.random.PRNGKey(seed))
+        modules = cls.build_modules(config)
+        critic_rng, distill_rng, actor_rng = jax.random.split(init_rng, 3)
+        batch = ex_observations.shape[0]
+        params = {'critic_flow': modules['critic_flow'].init(
+            critic_rng, ex_observations, ex_actions, jnp.zeros((config.flow_num_ensembles, batch)),
+            jnp.zeros((batch,)))['params']}
+        if config.use_distilled_critic:
+            params['distill_critic'] = modules['distill_critic'].init(distill_rng, ex_observations, ex_actions)['params']
+        params.update(actor.init_actor_params(modules, actor_rng, ex_observations, ex_actions))
+        return cls._from_params(rng, params, ('critic_flow',), config)
+
+
+def _checked(config):
+    """Validate the config's choices with one-line errors naming the key."""
+    if config.get('r_min') is None or config.get('r_max') is None:
+        raise ValueError('config.r_min and config.r_max must be set from the dataset rewards '
+                         '(OfflineData.reward_range) before FloqAgent.create')
+    if config.r_max < config.r_min:
+        raise ValueError(f'config.r_max ({config.r_max}) must be >= config.r_min ({config.r_min})')
+    if config.q_agg not in Q_AGGREGATES:
+        raise ValueError(f'config.q_agg must be one of {Q_AGGREGATES}, got {config.q_agg!r}')
+    for key in ('critic_flow_steps', 'noise_samples', 'actor_flow_steps', 'batch_size'):
+        if int(config[key]) < 1:
+            raise ValueError(f'config.{key} must be a positive integer, got {config[key]}')
+    if config.train_at_zero_only and config.critic_flow_steps != 1:
+        raise ValueError('config.train_at_zero_only trains a one-step flow: set config.critic_flow_steps=1')
+    if config.time_embedding not in ('cos', 'raw', 'fourier'):
+        raise ValueError(f"config.time_embedding must be 'cos', 'raw' or 'fourier', got {config.time_embedding!r}")
+    return config
+
+
+def get_config():
+    """floq's defaults, as published (CMU-AIRe/floq)."""
+    return ml_collections.ConfigDict(dict(
+        agent_name='floq',
+        lr=3e-4,                      # Adam learning rate.
+        batch_size=256,
+        actor_hidden_dims=(512, 512, 512, 512),
+        value_hidden_dims=(512, 512, 512, 512),  # Distilled scalar critic.
+        layer_norm=True,              # LayerNorm in critics (GELU then LayerNorm).
+        actor_layer_norm=False,
+        discount=0.99,
+        tau=0.005,                    # Polyak rate of the target velocity field.
+        q_agg='mean',                 # 'mean' or 'min' over the ensemble for TD targets.
+        alpha=10.0,                   # Distillation weight of the one-step policy (per task).
+        actor_flow_steps=10,          # Euler steps of the BC flow policy.
+        normalize_q_loss=False,
+        flow_num_ensembles=2,
+        distill_num_ensembles=2,
+        noise_samples=8,              # Noises per transition for targets and estimates.
+        noise_coverage=0.1,           # z0 ~ Unif[coverage * r_min, coverage * r_max] / (1 - gamma).
+        critic_flow_steps=8,          # K, the critic's Euler steps (test-time knob: q_values(num_steps=...)).
+        train_at_zero_only=False,     # One-step flow trained only at t = 0 (set critic_flow_steps=1).
+        time_embedding='cos',         # 'cos' (cos(t), as published), 'raw' or 'fourier'.
+        time_embed_dim=64,            # Width of the 'fourier' time embedding.
+        use_prob_embed=True,          # HL-Gauss embedding of z (else min-max normalised z).
+        num_bins=51,                  # HL-Gauss support points (50 bins).
+        sigma=16.0,                   # HL-Gauss sigma in bin widths.
+        reward_offset=0.01,           # Widens the HL-Gauss support: (r -+ offset) / (1 - gamma).
+        block_width=512,              # Velocity-net width.
+        block_depth=4,                # Velocity-net depth (per residual block with use_resnets).
+        use_resnets=False,            # Residual velocity net: num_transformations blocks.
+        num_transformations=2,
+        use_distilled_critic=True,    # The actor uses a distilled scalar critic (else the flow critic).
+        freeze_critic_trunk=False,    # Plasticity experiment: train only the velocity net's output layer.
+        compute_dtype='float32',      # 'bfloat16' for bf16 matmuls with float32 params and losses.
+        r_min=ml_collections.config_dict.placeholder(float),  # From the dataset (set by the trainer).
+        r_max=ml_collections.config_dict.placeholder(float),
+    ))

@@ -1,0 +1,124 @@
+"""FQL (flow Q-learning, Park et al. 2025): a monolithic scalar critic ensemble with FQL's actor.
+
+Critic loss: ``(Q(s, a) - (r + gamma * mask * agg_e Q_target(s', a')))^2`` with a' from the one-step
+policy, averaged over ensemble members.
+
+``get_config('resnet')`` (``--agent=agents/fql.py:resnet``) gives FQL with a residual critic matched to
+floq's FLOPs at K = 8.  Matching rule: equal FLOPs per Q-value evaluation of one (s, a) row per
+ensemble member.  floq spends K forward passes of its 4 x 512 velocity net (input O + A + 51):
+8 * 2 * (84*512 + 3*512^2 + 512) = 13.3 MFLOP at O + A = 33.  A width-512 residual critic costs
+2 * ((O + A)*512 + 2 * num_blocks * 512^2 + 512) FLOP, so ``matched_resnet_blocks`` picks the
+number of depth-2 blocks nearest to that: 13 blocks (13.6 MFLOP, 102% of floq's) at O + A = 33.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from floq_jax import actor
+from floq_jax.agent_base import Agent, compute_dtype, freeze_config
+from floq_jax.flops import dense_flops, mlp_flops
+from floq_jax.networks import EnsembleValue, TrunkSpec
+
+
+class FQLAgent(Agent):
+    """FQL agent.  params: 'critic', 'actor_bc_flow', 'actor_onestep_flow'; target: 'critic'."""
+
+    @staticmethod
+    @functools.lru_cache(maxsize=None)
+    def build_modules(config):
+        dtype = compute_dtype(config)
+        trunk = TrunkSpec(hidden_dims=tuple(config.value_hidden_dims), layer_norm=config.layer_norm,
+                          use_resnet=config.critic_use_resnet, width=config.critic_resnet_width,
+                          num_blocks=config.critic_resnet_blocks, block_depth=config.critic_resnet_block_depth)
+        return {'critic': EnsembleValue(trunk=trunk, num_ensembles=config.num_ensembles, dtype=dtype),
+                **actor.build_actor_modules(config, config.action_dim, dtype)}
+
+    def critic_values(self, critic_params, observations, actions):
+        """Q of every member: (B, O), (B, A) -> (E, B)."""
+        return self.modules['critic'].apply({'params': critic_params}, observations, actions)
+
+    @jax.jit
+    def q_values(self, observations, actions, num_steps=None, seed=None, num_noise_samples=None):
+        """Q(s, a) averaged over the ensemble: (B, O), (B, A) -> (B,).  (num_steps etc. are accepted and
+        ignored, so evaluation code can query every agent the same way.)"""
+        return self.critic_values(self.params['critic'], observations, actions).mean(axis=0)
+
+    def critic_loss(self, batch, params, rng):
+        next_actions = actor.one_step_actions(self.modules, jax.lax.stop_gradient(params),
+                                              batch['next_observations'], rng)
+        next_qs = self.critic_values(self.target_params['critic'], batch['next_observations'], next_actions)
+        next_q = next_qs.min(axis=0) if self.config.q_agg == 'min' else next_qs.mean(axis=0)
+        targets = jax.lax.stop_gradient(batch['rewards'] + self.config.discount * batch['masks'] * next_q)
+        q = self.critic_values(params['critic'], batch['observations'], batch['actions'])
+        loss = ((q - targets) ** 2).mean()
+        return loss, {'critic_loss': loss, 'q': q.mean(), 'target_q': targets.mean()}
+
+    def total_loss(self, batch, params, rng):
+        critic_rng, actor_rng = jax.random.split(rng)
+        critic_loss, critic_info = self.critic_loss(batch, params, critic_rng)
+        frozen = jax.lax.stop_gradient(params['critic'])
+        q_fn = lambda o, a: self.critic_values(frozen, o, a).mean(axis=0)
+        actor_loss, actor_info = actor.actor_loss(self.modules, params, batch, actor_rng, q_fn, self.config)
+        info = {f'critic/{k}': v for k, v in critic_info.items()}
+        info.update({f'actor/{k}': v for k, v in actor_info.items()})
+        return critic_loss + actor_loss, info
+
+    @classmethod
+    def create(cls, seed, ex_observations, ex_actions, config):
+        """A new agent; seed may be traced (vmap over seeds).  ex_observations (B, O), ex_actions (B, A)."""
+        if config.q_agg not in ('mean', 'min'):
+            raise ValueError(f"config.q_agg must be 'mean' or 'min', got {config.q_agg!r}")
+        config = freeze_config(config, ob_dim=int(ex_observations.shape[-1]), action_dim=int(ex_actions.shape[-1]))
+        rng, init_rng = jax.random.split(jax.random.PRNGKey(seed))
+        critic_rng, actor_rng = jax.random.split(init_rng)
+        modules = cls.build_modules(config)
+        params = {'critic': modules['critic'].init(critic_rng, ex_observations, ex_actions)['params']}
+        params.update(actor.init_actor_params(modules, actor_rng, ex_observations, ex_actions))
+        return cls._from_params(rng, params, ('critic',), config)
+
+
+def matched_resnet_blocks(obs_action_dim: int = 33, floq_steps: int = 8, floq_width: int = 512, floq_depth: int = 4,
+                          z_embed_dim: int = 50, width: int = 512, block_depth: int = 2) -> int:
+    """Number of residual blocks whose per-row forward FLOPs best match floq's K-step integration."""
+    floq = floq_steps * mlp_flops(obs_action_dim + z_embed_dim + 1, (floq_width,) * floq_depth, 1)
+    base = dense_flops(obs_action_dim, width) + dense_flops(width, 1)
+    per_block = block_depth * dense_flops(width, width)
+    return max(1, round((floq - base) / per_block))
+
+
+def get_config(variant: str = ''):
+    """FQL's published defaults; ``variant='resnet'`` gives the matched-FLOPs residual critic."""
+    config = ml_collections.ConfigDict(dict(
+        agent_name='fql',
+        lr=3e-4,
+        batch_size=256,
+        actor_hidden_dims=(512, 512, 512, 512),
+        value_hidden_dims=(512, 512, 512, 512),
+        layer_norm=True,
+        actor_layer_norm=False,
+        discount=0.99,
+        tau=0.005,
+        q_agg='mean',
+        alpha=10.0,
+        actor_flow_steps=10,
+        normalize_q_loss=False,
+        num_ensembles=2,
+        critic_use_resnet=False,      # Residual critic (the matched-FLOPs baseline).
+        critic_resnet_width=512,
+        critic_resnet_blocks=2,
+        critic_resnet_block_depth=2,
+        freeze_critic_trunk=False,    # Plasticity experiment: train only the critic's output layer.
+        compute_dtype='float32',
+        r_min=ml_collections.config_dict.placeholder(float),  # Unused by FQL; set by the trainer for symmetry.
+        r_max=ml_collections.config_dict.placeholder(float),
+    ))
+    if variant == 'resnet':
+        config.agent_name = 'fql_resnet'
+        config.critic_use_resnet = True
+        config.critic_resnet_blocks = matched_resnet_blocks()
+    elif variant:
+        raise ValueError(f"agents/fql.py: unknown config variant {variant!r} (accepted: '' or 'resnet')")
+    return config
