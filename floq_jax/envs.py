@@ -104,7 +104,16 @@ def _worker(conn, env_fns) -> None:
                 conn.send(('ok', out))
             elif cmd == 'step':
                 results = [env.step(a) for env, a in zip(envs, data)]
-                conn.send(('ok', results))
+                obs, rew, term, trunc, infos = zip(*results)
+                # Only scalar info entries travel back (OGBench infos also hold arrays: qpos, qvel, ...).
+                infos = [{k: v for k, v in info.items() if np.ndim(v) == 0} for info in infos]
+                conn.send(('ok', (np.stack(obs), np.asarray(rew, np.float64), np.asarray(term, bool),
+                                  np.asarray(trunc, bool), infos)))
+            elif cmd == 'cpu':
+                import resource
+
+                usage = resource.getrusage(resource.RUSAGE_SELF)
+                conn.send(('ok', usage.ru_utime + usage.ru_stime))
             elif cmd == 'close':
                 for env in envs:
                     env.close()
@@ -134,7 +143,8 @@ class ChunkedVectorEnv(gymnasium.vector.VectorEnv):
     Semantics match gymnasium's DISABLED autoreset mode: ``reset(seed=list,
     options={'reset_mask': (N,) bool, ...})`` resets the masked sub-envs only;
     ``step`` never resets.  ``infos`` holds (N,) arrays of the scalar info keys
-    (e.g. ``infos['success']``).
+    only (e.g. ``infos['success']``); array-valued info entries are dropped in
+    the workers to keep inter-process traffic small.
 
     Args:
         env_fns: N picklable env constructors.
@@ -197,12 +207,16 @@ class ChunkedVectorEnv(gymnasium.vector.VectorEnv):
         terminated = np.zeros(self.num_envs, bool)
         truncated = np.zeros(self.num_envs, bool)
         infos = []
-        for sl, results in zip(self._slices, self._gather()):
-            for i, (obs, r, term, trunc, info) in enumerate(results):
-                j = sl.start + i
-                self._obs[j], rewards[j], terminated[j], truncated[j] = obs, r, term, trunc
-                infos.append(info)
+        for sl, (obs, rew, term, trunc, chunk_infos) in zip(self._slices, self._gather()):
+            self._obs[sl], rewards[sl], terminated[sl], truncated[sl] = obs, rew, term, trunc
+            infos.extend(chunk_infos)
         return self._obs.copy(), rewards, terminated, truncated, _scalar_infos(infos)
+
+    def worker_cpu_seconds(self) -> float:
+        """Total CPU seconds used so far by the worker processes."""
+        for conn in self._conns:
+            conn.send(('cpu', None))
+        return float(sum(self._gather()))
 
     def close_extras(self, **kwargs):
         for conn in self._conns:

@@ -264,13 +264,13 @@ def evaluate(policy_fn: PolicyFn, env_name: str, num_episodes: int = 50, seed: i
         return evaluator(policy_fn, temperature=temperature, video_episodes=video_episodes)
 
 
-def _cpu_seconds() -> float:
-    """User+system CPU seconds of this process and its joined children."""
+def _cpu_seconds(env) -> float:
+    """User+system CPU seconds of this process plus ``env``'s worker processes (if any)."""
     import resource
 
     own = resource.getrusage(resource.RUSAGE_SELF)
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+    workers = env.worker_cpu_seconds() if hasattr(env, 'worker_cpu_seconds') else 0.0
+    return own.ru_utime + own.ru_stime + workers
 
 
 def benchmark_evaluation(policy_fn: PolicyFn, env_name: str, num_episodes: int = 50, seed: int = 0,
@@ -283,8 +283,8 @@ def benchmark_evaluation(policy_fn: PolicyFn, env_name: str, num_episodes: int =
     batch shapes so JIT compiles are excluded.  Env construction (~1 s per
     OGBench manipulation env: MJCF compile) is reported separately.
 
-    ``*_cpu_s`` are CPU seconds (this process + worker processes; the
-    'chunked' workers' CPU time includes their env construction), useful on a
+    ``*_cpu_s`` are CPU seconds of the timed call (this process + 'chunked'
+    worker processes; gymnasium 'async' workers are not counted), useful on a
     shared machine where wall-clock depends on other load.
 
     Returns:
@@ -310,12 +310,12 @@ def benchmark_evaluation(policy_fn: PolicyFn, env_name: str, num_episodes: int =
             if parallel:  # Make sure workers finished building their envs.
                 env.reset(seed=list(range(env.num_envs)))
             timings[f'{name}_create_s'] = time.perf_counter() - t0
-            t0, c0 = time.perf_counter(), _cpu_seconds()
+            t0, c0 = time.perf_counter(), _cpu_seconds(env)
             results[name] = evaluator(policy_fn)
             timings[f'{name}_s'] = time.perf_counter() - t0
+            timings[f'{name}_cpu_s'] = _cpu_seconds(env) - c0
         finally:
-            evaluator.close()  # Joins worker processes, so their CPU time is counted below.
-        timings[f'{name}_cpu_s'] = _cpu_seconds() - c0
+            evaluator.close()
     return {
         **timings,
         'speedup': timings['sequential_s'] / timings['parallel_s'],
