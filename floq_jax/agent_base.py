@@ -104,7 +104,7 @@ class Agent(flax.struct.PyTreeNode):
         params = optax.apply_updates(self.params, updates)
         target_params = {name: polyak(params[name], self.target_params[name], self.config.tau)
                          for name in self.target_params}
-        info['grad_norm'] = optax.global_norm(grads)
+        info['grad_norm'] = optax.tree.norm(grads)
         return self.replace(params=params, target_params=target_params, opt_state=opt_state, rng=new_rng,
                             step=self.step + 1), info
 

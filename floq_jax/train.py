@@ -1,0 +1,156 @@
+"""The training loop on device: ``lax.scan`` over updates, ``vmap`` over seeds, a mesh over devices.
+
+Agents here carry a leading seed axis S (``create_agents`` builds them with ``jax.vmap`` over seeds).
+One host call runs ``steps`` updates for every seed:
+
+    agents, rngs, infos = train_chunk(agents, data, rngs)       # infos: {metric: (S,)} chunk means
+
+Inside, each seed draws batch indices with ``jax.random`` from the device-resident dataset, so the host
+only logs, evaluates and checkpoints.  Seed k of an S-seed run follows exactly the computation of a
+1-seed run with seed k (same init, same rng stream), and a chunk of n steps equals n chunks of 1.
+
+Devices: a 2-D ``jax.sharding.Mesh`` ('seeds', 'batch') over all devices (all hosts after
+``jax.distributed.initialize``).  Agents are sharded along 'seeds'; the dataset is replicated; each
+update's batch is constrained to be split along 'batch', and XLA inserts the gradient all-reduce
+(GSPMD), so there are no hand-written collectives.
+"""
+
+import math
+from typing import Callable, Dict, Optional, Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from floq_jax.data.sampling import sample_batch
+
+
+# ----------------------------------------------------------------------------- devices and meshes
+
+
+def initialize_distributed(coordinator_address: Optional[str] = None, num_processes: Optional[int] = None,
+                           process_id: Optional[int] = None) -> None:
+    """``jax.distributed.initialize`` for multi-host runs (TPU pods: no arguments needed)."""
+    kwargs = {k: v for k, v in dict(coordinator_address=coordinator_address, num_processes=num_processes,
+                                    process_id=process_id).items() if v is not None}
+    jax.distributed.initialize(**kwargs)
+
+
+def make_mesh(num_seeds: int, devices=None) -> Mesh:
+    """A ('seeds', 'batch') mesh: as many devices along 'seeds' as divide ``num_seeds``, the rest along 'batch'."""
+    devices = list(jax.devices() if devices is None else devices)
+    seeds_axis = math.gcd(num_seeds, len(devices))
+    return Mesh(np.asarray(devices).reshape(seeds_axis, len(devices) // seeds_axis), ('seeds', 'batch'))
+
+
+def seed_sharding(mesh: Mesh) -> NamedSharding:
+    """Leading (seed) axis split over 'seeds', everything else replicated."""
+    return NamedSharding(mesh, P('seeds'))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, P())
+
+
+# ----------------------------------------------------------------------------- agents over seeds
+
+
+def create_agents(agent_cls, config, ex_observations, ex_actions, seeds, mesh: Optional[Mesh] = None):
+    """Agents for every seed in ``seeds`` (S,), stacked along a leading axis (sharded over 'seeds' on a mesh)."""
+    seeds = jnp.asarray(seeds, jnp.int32)
+    make = jax.vmap(lambda s: agent_cls.create(s, ex_observations, ex_actions, config))
+    if mesh is None:
+        return jax.jit(make)(seeds)
+    return jax.jit(make, out_shardings=seed_sharding(mesh))(seeds)
+
+
+def seed_rngs(seeds, salt: int = 1) -> jax.Array:
+    """Per-seed rng streams for data sampling, (S, 2): independent of the agents' own rngs."""
+    return jax.vmap(lambda s: jax.random.fold_in(jax.random.PRNGKey(s), salt))(jnp.asarray(seeds, jnp.int32))
+
+
+def select_seed(agents, k: int):
+    """Seed k's agent out of stacked agents."""
+    return jax.tree_util.tree_map(lambda x: x[k], agents)
+
+
+def stack(trees):
+    """Stack a list of pytrees along a new leading axis."""
+    return jax.tree_util.tree_map(lambda *x: jnp.stack(x), *trees)
+
+
+# ----------------------------------------------------------------------------- the jitted chunk
+
+
+def _single_seed_chunk(batch_size: int, steps: int, batch_constraint: Optional[Callable]):
+    """(agent, data, rng) -> (agent, rng, chunk-mean info) running ``steps`` updates of one seed."""
+
+    def chunk(agent, data, rng):
+        def body(carry, _):
+            agent, rng = carry
+            rng, key = jax.random.split(rng)
+            batch = sample_batch(data, key, batch_size)
+            if batch_constraint is not None:
+                batch = batch_constraint(batch)
+            agent, info = agent.update(batch)
+            return (agent, rng), info
+
+        (agent, rng), infos = jax.lax.scan(body, (agent, rng), None, length=steps)
+        return agent, rng, jax.tree_util.tree_map(lambda x: x.mean(axis=0), infos)
+
+    return chunk
+
+
+def make_train_chunk(batch_size: int, steps: int, mesh: Optional[Mesh] = None):
+    """The jitted multi-seed chunk: (agents (S, ...), data {(N, ...)}, rngs (S, 2)) -> (agents, rngs, infos {(S,)}).
+
+    With a mesh, the agents and rngs stay sharded along 'seeds' and each seed's batch is split
+    along 'batch' (data parallelism inside a seed when there are more devices than seeds).
+    """
+    if mesh is None:
+        chunk = jax.vmap(_single_seed_chunk(batch_size, steps, None), in_axes=(0, None, 0))
+        return jax.jit(chunk, donate_argnums=(0, 2))
+    batch_spec = NamedSharding(mesh, P('batch'))
+    constraint = None
+    if mesh.shape['batch'] > 1:
+        constraint = lambda batch: jax.tree_util.tree_map(
+            lambda x: jax.lax.with_sharding_constraint(x, batch_spec), batch)
+    chunk = jax.vmap(_single_seed_chunk(batch_size, steps, constraint), in_axes=(0, None, 0),
+                     spmd_axis_name='seeds')
+    by_seed = seed_sharding(mesh)
+    return jax.jit(chunk, in_shardings=(by_seed, replicated(mesh), by_seed),
+                   out_shardings=(by_seed, by_seed, by_seed), donate_argnums=(0, 2))
+
+
+def make_host_batch_chunk(steps: int, mesh: Optional[Mesh] = None):
+    """The same chunk for host-sampled batches: (agents, batches {(S, steps, B, ...)}) -> (agents, infos).
+
+    Used when the dataset does not fit on the device (``floq_jax.data.sampling.HostSampler``).
+    """
+
+    def one_seed(agent, batches):
+        agent, infos = jax.lax.scan(lambda a, b: a.update(b), agent, batches)
+        return agent, jax.tree_util.tree_map(lambda x: x.mean(axis=0), infos)
+
+    if mesh is None:
+        return jax.jit(jax.vmap(one_seed), donate_argnums=(0,))
+    by_seed = seed_sharding(mesh)
+    return jax.jit(jax.vmap(one_seed, spmd_axis_name='seeds'), in_shardings=(by_seed, by_seed),
+                   out_shardings=(by_seed, by_seed), donate_argnums=(0,))
+
+
+def to_host(tree) -> Dict[str, np.ndarray]:
+    """Fetch (possibly multi-host, sharded) arrays to numpy on every process."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+        return multihost_utils.process_allgather(tree, tiled=True)
+    return jax.device_get(tree)
+
+
+def reference_step_by_step(agent, data, rng, batch_size: int, steps: int) -> Tuple:
+    """One seed, one jitted update per host call with the same rng stream: the loop the chunk must equal."""
+    one = jax.jit(_single_seed_chunk(batch_size, 1, None))
+    for _ in range(steps):
+        agent, rng, _ = one(agent, data, rng)
+    return agent, rng

@@ -1,0 +1,91 @@
+"""The device-resident training loop: scan chunks, vmapped seeds, meshes over 8 CPU devices."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from agents import floq
+from floq_jax import train
+from floq_jax.data import sampling
+from tests.conftest import small_floq_config
+
+CONFIG = small_floq_config(batch_size=16, noise_samples=2, critic_flow_steps=2,
+                           actor_hidden_dims=(32, 32), value_hidden_dims=(32, 32), block_width=32)
+
+
+def toy_data(n=256, ob_dim=4, action_dim=2, seed=0):
+    rng = np.random.default_rng(seed)
+    obs = rng.normal(size=(n, ob_dim)).astype(np.float32)
+    return sampling.batch_arrays(dict(
+        observations=obs, actions=rng.uniform(-1, 1, (n, action_dim)), rewards=-rng.uniform(0, 1, n),
+        masks=(rng.uniform(size=n) > 0.1), next_observations=np.roll(obs, 1, axis=0)))
+
+
+def agents_for(seeds, mesh=None, data=None):
+    data = data if data is not None else toy_data()
+    return train.create_agents(floq.FloqAgent, CONFIG, data['observations'][:2], data['actions'][:2], seeds, mesh)
+
+
+def assert_trees_close(a, b, rtol=1e-5, atol=1e-6):
+    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=atol)
+
+
+def test_chunk_equals_step_by_step():
+    data = toy_data()
+    device_data = sampling.put_replicated(data)
+    agents, rngs = agents_for([3], data=data), train.seed_rngs([3])
+    reference, ref_rng = train.reference_step_by_step(train.select_seed(agents, 0), device_data, rngs[0],
+                                                      CONFIG.batch_size, 6)
+    chunked, out_rngs, infos = train.make_train_chunk(CONFIG.batch_size, 6)(agents, device_data, rngs)
+    assert infos['critic/critic_loss'].shape == (1,)
+    np.testing.assert_array_equal(out_rngs[0], ref_rng)
+    assert int(chunked.step[0]) == 6
+    assert_trees_close(train.select_seed(chunked, 0).params, reference.params)
+
+
+def test_vmapped_seed_equals_single_seed_run():
+    data = toy_data()
+    device_data = sampling.put_replicated(data)
+    chunk = train.make_train_chunk(CONFIG.batch_size, 5)
+    multi, _, multi_info = chunk(agents_for([0, 1, 2], data=data), device_data, train.seed_rngs([0, 1, 2]))
+    single, _, single_info = chunk(agents_for([1], data=data), device_data, train.seed_rngs([1]))
+    assert_trees_close(train.select_seed(multi, 1).params, train.select_seed(single, 0).params)
+    np.testing.assert_allclose(multi_info['critic/critic_loss'][1], single_info['critic/critic_loss'][0], rtol=1e-5)
+    # Different seeds really differ.
+    assert not np.allclose(multi_info['critic/critic_loss'][0], multi_info['critic/critic_loss'][1])
+
+
+@pytest.mark.parametrize('num_seeds', [8, 2])
+def test_mesh_over_8_devices_matches_one_device(num_seeds):
+    assert len(jax.devices()) == 8, 'tests/conftest.py sets --xla_force_host_platform_device_count=8'
+    data = toy_data()
+    seeds = list(range(num_seeds))
+    mesh = train.make_mesh(num_seeds)
+    assert mesh.shape['seeds'] * mesh.shape['batch'] == 8 and mesh.shape['seeds'] == num_seeds
+    sharded_data = sampling.put_replicated(data, train.replicated(mesh))
+    rngs = jax.device_put(train.seed_rngs(seeds), train.seed_sharding(mesh))
+    on_mesh, _, _ = train.make_train_chunk(CONFIG.batch_size, 4, mesh)(agents_for(seeds, mesh, data), sharded_data, rngs)
+    assert len(on_mesh.step.sharding.device_set) == 8
+    on_one, _, _ = train.make_train_chunk(CONFIG.batch_size, 4)(agents_for(seeds, data=data),
+                                                               sampling.put_replicated(data), train.seed_rngs(seeds))
+    assert_trees_close(on_mesh.params, on_one.params, rtol=2e-4, atol=2e-5)
+
+
+def test_host_sampler_chunk_trains():
+    data = toy_data()
+    sampler = sampling.HostSampler(data, CONFIG.batch_size, steps=3, num_seeds=2, seed=0)
+    batches = sampler.next_chunk()
+    assert batches['observations'].shape == (2, 3, CONFIG.batch_size, 4)
+    agents, infos = train.make_host_batch_chunk(3)(agents_for([0, 1], data=data), batches)
+    sampler.close()
+    assert np.all(np.asarray(agents.step) == 3) and np.all(np.isfinite(infos['critic/critic_loss']))
+
+
+def test_batch_arrays_rejects_bad_datasets():
+    data = toy_data()
+    with pytest.raises(ValueError, match='masks'):
+        sampling.batch_arrays({k: v for k, v in data.items() if k != 'masks'})
+    with pytest.raises(ValueError, match='different lengths'):
+        sampling.batch_arrays({**data, 'rewards': data['rewards'][:10]})
