@@ -1,0 +1,267 @@
+"""Flags shared by the training entrypoints (FQL's names), their validation, and one-line error reporting.
+
+Every bad input ends the program with exit code 2 (or 1 for errors found while running) and ONE line on
+stderr naming the flag and what is accepted; nothing is written before the inputs are validated.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+
+from absl import flags
+from ml_collections import config_flags
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FLAGS = flags.FLAGS
+
+
+class UsageError(ValueError):
+    """A bad flag value (reported as one line, exit code 2)."""
+
+
+def define_common_flags(offline_steps: int = 1_000_000) -> None:
+    flags.DEFINE_string('env_name', 'cube-single-play-singletask-task2-v0', 'OGBench single-task dataset name.')
+    flags.DEFINE_string('dataset_dir', None, 'Directory holding <dataset>.npz (default: ~/.ogbench/data).')
+    flags.DEFINE_string('dataset_path', None, 'Explicit path of the training .npz file.')
+    flags.DEFINE_integer('seed', 0, 'First seed.')
+    flags.DEFINE_integer('num_seeds', 1, 'Seeds seed..seed+num_seeds-1, trained together (vmapped).')
+    flags.DEFINE_integer('offline_steps', offline_steps, 'Offline updates.')
+    flags.DEFINE_integer('steps_per_call', 1000, 'Updates per host call (chunks are clipped at log/eval/save steps).')
+    flags.DEFINE_integer('log_interval', 5000, 'Training-metric logging interval (steps).')
+    flags.DEFINE_integer('eval_interval', 20000, 'Evaluation interval (steps).')
+    flags.DEFINE_integer('save_interval', 100000, 'Checkpoint interval (steps); the final step is always saved.')
+    flags.DEFINE_integer('eval_episodes', 50, 'Episodes per evaluation.')
+    flags.DEFINE_integer('eval_num_envs', None, 'Parallel sub-envs per evaluation (default: eval_episodes).')
+    flags.DEFINE_float('eval_temperature', 0.0,
+                       'Policy noise scale at evaluation (0: deterministic; FQL\'s published code samples with 1).')
+    flags.DEFINE_string('eval_num_steps', '', 'Comma list of extra critic K values to log Q estimates at, e.g. 1,4,8.')
+    flags.DEFINE_bool('eval_at_start', True, 'Evaluate the untrained policy at step 0.')
+    flags.DEFINE_string('save_dir', 'runs', 'Root of the run directories.')
+    flags.DEFINE_string('run_group', 'default', 'Run group (a directory level under save_dir).')
+    flags.DEFINE_bool('resume', True, 'Continue an existing run dir from its newest intact checkpoint.')
+    flags.DEFINE_string('preset', None, "Per-environment hyperparameters: 'published' or none.")
+    flags.DEFINE_bool('wandb', False, 'Also log to Weights & Biases (offline mode unless WANDB_MODE is set).')
+    flags.DEFINE_bool('tensorboard', True, 'Write TensorBoard events.')
+    flags.DEFINE_bool('distributed', False, 'Call jax.distributed.initialize (multi-host).')
+    flags.DEFINE_integer('max_checkpoints', 3, 'Newest checkpoints kept per seed.')
+    flags.DEFINE_bool('progress', True, 'tqdm progress bar.')
+    config_flags.DEFINE_config_file('agent', os.path.join(REPO, 'agents', 'floq.py'), 'Agent config file.',
+                                    lock_config=False)
+
+
+def one_line(message) -> str:
+    text = ' '.join(str(message).split())
+    return text if len(text) <= 400 else text[:397] + '...'
+
+
+def fail(message, code: int = 2):
+    """Print one error line to stderr and exit."""
+    print(f'error: {one_line(message)}', file=sys.stderr)
+    sys.exit(code)
+
+
+def flags_parser(argv):
+    """absl ``app.run`` flags parser whose errors are one line (the default prints usage hints)."""
+    unknown_agent = _unknown_agent_keys(argv)
+    try:
+        return FLAGS(argv)
+    except flags.Error as e:
+        if unknown_agent:
+            fail(f'--agent.{unknown_agent[0]}: unknown agent config key; accepted keys: '
+                 f'{", ".join(sorted(unknown_agent_keys_config(argv)))}')
+        fail(e)
+
+
+def _agent_file(argv) -> str:
+    for a in argv[1:]:
+        if a.startswith('--agent='):
+            return a.split('=', 1)[1]
+    return os.path.join(REPO, 'agents', 'floq.py')
+
+
+def unknown_agent_keys_config(argv):
+    """Top-level keys of the agent config named by argv (empty if it cannot be loaded)."""
+    import importlib.util
+
+    spec = _agent_file(argv)
+    path, _, arg = spec.partition(':')
+    try:
+        module_spec = importlib.util.spec_from_file_location('_agent_cfg', path)
+        module = importlib.util.module_from_spec(module_spec)
+        module_spec.loader.exec_module(module)
+        return list((module.get_config(arg) if arg else module.get_config()).keys())
+    except Exception:  # noqa: BLE001 - the flags parser reports bad files itself
+        return []
+
+
+def _unknown_agent_keys(argv):
+    keys = [a[len('--agent.'):].split('=', 1)[0].split('.')[0] for a in argv[1:] if a.startswith('--agent.')]
+    if not keys:
+        return []
+    known = set(unknown_agent_keys_config(argv))
+    return [k for k in keys if known and k not in known]
+
+
+def user_agent_keys() -> set:
+    """Agent config keys set on the command line (they win over presets)."""
+    try:
+        return set(config_flags.get_override_values(FLAGS['agent']).keys())
+    except Exception:  # noqa: BLE001
+        return {a[len('--agent.'):].split('=', 1)[0] for a in sys.argv[1:] if a.startswith('--agent.')}
+
+
+def parse_int_list(name: str, text: str):
+    if not text:
+        return ()
+    try:
+        values = tuple(int(x) for x in text.split(',') if x.strip())
+    except ValueError:
+        raise UsageError(f'--{name}={text!r}: expected a comma list of positive integers, e.g. 1,4,8') from None
+    if any(v < 1 for v in values):
+        raise UsageError(f'--{name}={text!r}: expected a comma list of positive integers, e.g. 1,4,8')
+    return values
+
+
+def check_positive(**values) -> None:
+    for name, v in values.items():
+        if v is None or int(v) < 1:
+            raise UsageError(f'--{name}={v}: must be a positive integer')
+
+
+def check_env_name(env_name: str) -> None:
+    from floq_jax.data import DatasetError, parse_name
+
+    try:
+        parsed = parse_name(env_name)
+    except DatasetError as e:
+        raise UsageError(f'--env_name: {e}') from None
+    if not parsed.single_task:
+        raise UsageError(f'--env_name={env_name!r} is not a single-task name; accepted: e.g. '
+                         f'{parsed.single_task_name(1)!r} or {parsed.env_prefix}-{parsed.dataset_type}-singletask-'
+                         f'{parsed.version} (default task)')
+
+
+def check_writable(save_dir: str) -> None:
+    """--save_dir must be (creatable and) writable; checked before anything is written."""
+    path = os.path.abspath(os.path.expanduser(save_dir))
+    probe = path
+    while not os.path.exists(probe):
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            break
+        probe = parent
+    if not os.path.isdir(probe) or not os.access(probe, os.W_OK | os.X_OK):
+        raise UsageError(f'--save_dir={save_dir!r} is not writable (nearest existing directory: {probe}); '
+                         f'accepted: a directory you can write to')
+    if os.path.isdir(path):
+        try:
+            with tempfile.NamedTemporaryFile(dir=path):
+                pass
+        except OSError as e:
+            raise UsageError(f'--save_dir={save_dir!r} is not writable ({e.strerror})') from None
+
+
+def check_dataset(env_name: str, dataset_dir, dataset_path) -> str:
+    from floq_jax.data import DatasetError
+    from floq_jax.data.ogbench_io import resolve_dataset_file
+
+    try:
+        return resolve_dataset_file(env_name, dataset_dir, dataset_path)
+    except DatasetError as e:
+        flag = '--dataset_path' if dataset_path else '--dataset_dir'
+        raise UsageError(f'{flag}: {e}') from None
+
+
+def common_options(**extra):
+    """RunOptions from the common flags (validated; raises UsageError)."""
+    from floq_jax.runner import RunOptions
+
+    check_positive(num_seeds=FLAGS.num_seeds, steps_per_call=FLAGS.steps_per_call, log_interval=FLAGS.log_interval,
+                   eval_interval=FLAGS.eval_interval, save_interval=FLAGS.save_interval,
+                   eval_episodes=FLAGS.eval_episodes, max_checkpoints=FLAGS.max_checkpoints)
+    if FLAGS.eval_num_envs is not None:
+        check_positive(eval_num_envs=FLAGS.eval_num_envs)
+    if FLAGS.offline_steps < 0:
+        raise UsageError(f'--offline_steps={FLAGS.offline_steps}: must be >= 0')
+    if FLAGS.eval_temperature < 0:
+        raise UsageError(f'--eval_temperature={FLAGS.eval_temperature}: must be >= 0')
+    if FLAGS.preset not in (None, '', 'none', 'published'):
+        raise UsageError(f"--preset={FLAGS.preset!r}: accepted: 'published' or none")
+    check_env_name(FLAGS.env_name)
+    options = RunOptions(
+        env_name=FLAGS.env_name, seed=FLAGS.seed, num_seeds=FLAGS.num_seeds, offline_steps=FLAGS.offline_steps,
+        steps_per_call=FLAGS.steps_per_call, log_interval=FLAGS.log_interval, eval_interval=FLAGS.eval_interval,
+        save_interval=FLAGS.save_interval, eval_episodes=FLAGS.eval_episodes,
+        eval_temperature=FLAGS.eval_temperature, eval_num_steps=parse_int_list('eval_num_steps', FLAGS.eval_num_steps),
+        eval_at_start=FLAGS.eval_at_start, eval_num_envs=FLAGS.eval_num_envs, save_dir=FLAGS.save_dir,
+        run_group=FLAGS.run_group, resume=FLAGS.resume, tensorboard=FLAGS.tensorboard,
+        max_checkpoints=FLAGS.max_checkpoints, progress=FLAGS.progress, **extra)
+    check_writable(FLAGS.save_dir)
+    return options
+
+
+def prepare(**extra):
+    """Validate flags, load the data, apply the preset; returns (config, data, options). Raises UsageError."""
+    from floq_jax import presets, runner
+    from floq_jax.data import DatasetError, load_offline_data
+
+    options = common_options(**extra)
+    options.validate()
+    check_dataset(FLAGS.env_name, FLAGS.dataset_dir, FLAGS.dataset_path)
+    config = FLAGS.agent
+    if 'agent_name' not in config:
+        raise UsageError(f'--agent={FLAGS["agent"].config_filename}: the config has no agent_name')
+    from agents import AGENTS
+
+    if config.agent_name not in AGENTS:
+        raise UsageError(f'--agent.agent_name={config.agent_name!r}: accepted: {", ".join(sorted(AGENTS))}')
+    try:
+        applied = presets.apply_preset(config, FLAGS.env_name, FLAGS.preset, user_agent_keys())
+    except ValueError as e:
+        raise UsageError(e) from None
+    if FLAGS.distributed:
+        from floq_jax import train
+
+        train.initialize_distributed()
+    try:
+        data = load_offline_data(FLAGS.env_name, FLAGS.dataset_dir, FLAGS.dataset_path)
+    except DatasetError as e:
+        raise UsageError(f'--env_name/--dataset_dir: {e}') from None
+    runner.set_reward_range(config, data)
+    options.flags = {name: FLAGS[name].value for name in FLAGS if name in _OUR_FLAGS}
+    options.flags['preset_applied'] = applied
+    return config, data, options
+
+
+_OUR_FLAGS = {'env_name', 'dataset_dir', 'dataset_path', 'seed', 'num_seeds', 'offline_steps', 'online_steps',
+              'steps_per_call', 'log_interval', 'eval_interval', 'save_interval', 'eval_episodes', 'eval_num_envs',
+              'eval_temperature', 'eval_num_steps', 'eval_at_start', 'save_dir', 'run_group', 'resume', 'preset',
+              'wandb', 'tensorboard', 'distributed', 'max_checkpoints', 'progress', 'utd_ratio', 'buffer_size'}
+
+
+def maybe_wandb(options, config) -> None:
+    """--wandb: offline-mode W&B run mirroring the TensorBoard events (needs the wandb package)."""
+    if not FLAGS.wandb:
+        return
+    try:
+        import wandb
+    except ImportError:
+        raise UsageError('--wandb: the wandb package is not installed (pip install wandb), or pass --nowandb') from None
+    os.environ.setdefault('WANDB_MODE', 'offline')
+    wandb.init(project='floq-jax', group=options.run_group, name=f'{options.env_name}/{config.agent_name}',
+               config={'agent': config.to_dict(), **options.flags}, sync_tensorboard=True,
+               dir=os.path.abspath(options.save_dir))
+
+
+def run_cli(body) -> None:
+    """Runs ``body()`` turning expected errors into one stderr line (exit 2 usage, 1 runtime)."""
+    from floq_jax.runner import NonFiniteMetric, RunDirConflict
+
+    try:
+        body()
+    except UsageError as e:
+        fail(e, 2)
+    except (RunDirConflict, NonFiniteMetric) as e:
+        fail(e, 1)

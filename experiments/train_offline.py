@@ -1,0 +1,34 @@
+"""Offline training of floq (or FQL) on an OGBench single-task dataset.
+
+    python -m experiments.train_offline --env_name=cube-single-play-singletask-task2-v0 \
+        --dataset_dir=~/.ogbench/data --num_seeds=3 --preset=published
+    python -m experiments.train_offline --agent=agents/fql.py --agent.alpha=300 ...
+
+Run dirs: <save_dir>/<run_group>/<env_name>/<agent_name>/seed<k>/ (flags.json, train.csv, eval.csv, tb/,
+checkpoints/).  Re-running the same command continues from the newest intact checkpoint (--resume, default).
+See docs/training.md.
+"""
+
+from absl import app
+
+from experiments import common
+
+common.define_common_flags()
+FLAGS = common.FLAGS
+
+
+def main(_):
+    def body():
+        from floq_jax import runner
+
+        config, data, options = common.prepare()
+        common.maybe_wandb(options, config)
+        dirs = runner.run_offline(config, data, options)
+        for d in dirs:
+            print(d)
+
+    common.run_cli(body)
+
+
+if __name__ == '__main__':
+    app.run(main, flags_parser=common.flags_parser)

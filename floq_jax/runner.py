@@ -1,0 +1,394 @@
+"""The host training loop as a library function (no flags): offline training, then optional online fine-tuning.
+
+    run_dirs = run_offline(config, data, RunOptions(env_name=..., seed=0, num_seeds=3, offline_steps=...))
+
+Seeds ``seed .. seed + num_seeds - 1`` train together (vmapped, see ``floq_jax.train``); each gets its own run
+directory ``<save_dir>/<run_group>/<env_name>/<agent_name>/seed<k>/`` with ``flags.json``, ``train.csv``,
+``eval.csv``, TensorBoard events (``tb/``) and orbax checkpoints (``checkpoints/<step>/``) holding that seed's
+full agent state (params, target params, optimizer state, rng, step) and its data-sampling rng.
+
+Schedule: updates run in jitted chunks of at most ``steps_per_call`` updates, clipped at every log / eval /
+save boundary, so the chunk schedule is a function of the absolute step only and a run resumed from a
+checkpoint repeats the uninterrupted run's computation exactly (bitwise on CPU).  ``train.csv`` holds only
+deterministic values (chunk means of the losses); wall-clock rates go to TensorBoard.
+
+Resume: with ``resume=True`` an existing run directory continues from the newest step for which every seed has
+an intact checkpoint (corrupt ones are skipped with a warning); CSV rows after that step are dropped.  A run
+directory written for another env / agent / config is refused (:class:`RunDirConflict`), never overwritten.
+A non-finite training metric stops the run with :class:`NonFiniteMetric` (the last good checkpoint stays).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import time
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from floq_jax import train
+from floq_jax.checkpoints import Checkpointer, CorruptCheckpointError
+from floq_jax.data import sampling
+from floq_jax.logging import CsvLogger, TensorBoardLogger
+
+# flags.json keys that must match for a run directory to be resumed.
+IDENTITY_KEYS = ('env_name', 'agent', 'dataset_file')
+EVAL_METRICS = ('success', 'return', 'length')
+
+
+class RunDirConflict(RuntimeError):
+    """The run directory belongs to another run (different env / agent / config) or resume is off."""
+
+
+class NonFiniteMetric(RuntimeError):
+    """A training metric became NaN or inf."""
+
+
+@dataclasses.dataclass
+class RunOptions:
+    """Everything the loop needs besides the agent config and the data (the entrypoints map flags onto it)."""
+
+    env_name: str
+    seed: int = 0
+    num_seeds: int = 1
+    offline_steps: int = 1_000_000
+    online_steps: int = 0
+    steps_per_call: int = 1000
+    log_interval: int = 5000
+    eval_interval: int = 20000
+    save_interval: int = 100000
+    eval_episodes: int = 50
+    eval_temperature: float = 0.0
+    eval_num_steps: Sequence[int] = ()   # extra critic K values at which to log Q estimates
+    eval_at_start: bool = True           # evaluate the untrained policy at step 0
+    eval_num_envs: Optional[int] = None  # parallel sub-envs per evaluation (default: eval_episodes)
+    save_dir: str = 'runs'
+    run_group: str = 'default'
+    resume: bool = True
+    tensorboard: bool = True
+    max_checkpoints: Optional[int] = 3
+    utd_ratio: int = 1                   # online: updates per env step
+    buffer_size: int = 1_000_000         # online: replay capacity (at least the dataset size + 1)
+    use_mesh: Optional[bool] = None      # None: shard over devices when there is more than one
+    progress: bool = True                # tqdm bar
+    flags: Dict[str, Any] = dataclasses.field(default_factory=dict)  # recorded in flags.json
+    stop_after_step: Optional[int] = None  # test hook: return after this step (as if killed after its save)
+
+    def validate(self) -> None:
+        """One-line ValueErrors naming the option."""
+        for name in ('num_seeds', 'steps_per_call', 'log_interval', 'eval_interval', 'save_interval',
+                     'eval_episodes', 'utd_ratio', 'buffer_size'):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f'{name} must be a positive integer, got {getattr(self, name)}')
+        for name in ('offline_steps', 'online_steps'):
+            if int(getattr(self, name)) < 0:
+                raise ValueError(f'{name} must be >= 0, got {getattr(self, name)}')
+        if self.offline_steps + self.online_steps < 1:
+            raise ValueError('offline_steps + online_steps must be positive')
+        for k in self.eval_num_steps:
+            if int(k) < 1:
+                raise ValueError(f'eval_num_steps entries must be positive integers, got {k}')
+
+
+def run_dir(options: RunOptions, agent_name: str, seed: int) -> str:
+    return os.path.join(options.save_dir, options.run_group, options.env_name, agent_name, f'seed{seed}')
+
+
+def seeds_of(options: RunOptions) -> List[int]:
+    return [options.seed + k for k in range(options.num_seeds)]
+
+
+def _jsonable(x):
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, (np.generic,)):
+        return x.item()
+    if isinstance(x, (str, int, float, bool)) or x is None:
+        return x
+    return str(x)
+
+
+def config_dict(config) -> dict:
+    return _jsonable(config.to_dict() if hasattr(config, 'to_dict') else dict(config))
+
+
+def flags_record(config, data, options: RunOptions, seed: int) -> dict:
+    """The flags.json content of one seed's run directory."""
+    record = dict(_jsonable(options.flags))
+    record.update(env_name=options.env_name, seed=int(seed), agent=config_dict(config),
+                  data_source=data.source, generator=_jsonable(data.generator), dataset_file=data.dataset_file,
+                  num_seeds=options.num_seeds, offline_steps=options.offline_steps, online_steps=options.online_steps)
+    return record
+
+
+def check_run_dir(directory: str, record: dict, resume: bool) -> bool:
+    """True if ``directory`` holds a run to resume; raises RunDirConflict for a foreign or unresumable one."""
+    path = os.path.join(directory, 'flags.json')
+    if not os.path.exists(path):
+        return False
+    try:
+        with open(path) as f:
+            old = json.load(f)
+    except (OSError, ValueError) as e:
+        raise RunDirConflict(f'{path} is unreadable ({e}); refusing to overwrite {directory}') from None
+    differ = [k for k in IDENTITY_KEYS if old.get(k) != record.get(k)]
+    if differ:
+        details = []
+        for k in differ:
+            if isinstance(old.get(k), dict) and isinstance(record.get(k), dict):
+                keys = sorted(set(old[k]) | set(record[k]))
+                sub = [f'{k}.{s}: {old[k].get(s)!r} -> {record[k].get(s)!r}' for s in keys
+                       if old[k].get(s) != record[k].get(s)]
+                details.extend(sub[:5])
+            else:
+                details.append(f'{k}: {old.get(k)!r} -> {record.get(k)!r}')
+        raise RunDirConflict(f'run dir {directory} belongs to another run ({"; ".join(details)}); refusing to '
+                             f'overwrite it: pass another --run_group or --save_dir')
+    if not resume:
+        raise RunDirConflict(f'run dir {directory} already exists and resume is off; refusing to overwrite it: '
+                             f'pass --resume or another --run_group')
+    return True
+
+
+def write_json(path: str, obj) -> None:
+    tmp = path + '.tmp'
+    with open(tmp, 'w') as f:
+        json.dump(_jsonable(obj), f, indent=2, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def chunk_schedule(start: int, end: int, steps_per_call: int, intervals: Sequence[int]):
+    """[(step, n)] chunks from ``start`` to ``end``: at most steps_per_call long, never crossing an interval multiple."""
+    out, step = [], start
+    while step < end:
+        nxt = min([end, step + steps_per_call] + [(step // i + 1) * i for i in intervals])
+        out.append((step, nxt - step))
+        step = nxt
+    return out
+
+
+def check_finite(infos: Dict[str, np.ndarray], step: int, seeds: Sequence[int], last_good: Optional[int]) -> None:
+    for key, values in infos.items():
+        values = np.asarray(values)
+        bad = ~np.isfinite(values)
+        if bad.any():
+            k = int(np.argmax(bad))
+            where = f'checkpoint step {last_good}' if last_good is not None else 'no checkpoint'
+            raise NonFiniteMetric(f'training metric {key} is {values[k]} at step {step} (seed {seeds[k]}); '
+                                  f'stopping; the last good checkpoint is kept ({where})')
+
+
+# ----------------------------------------------------------------------------- policies and evaluation
+
+
+def policy_fn_for(agent) -> Callable:
+    """policy_fn(obs (N, O), rng, temperature) -> actions for one (unstacked) agent."""
+    act = jax.jit(lambda a, o, r, t: a.sample_actions(o, seed=r, temperature=t))
+    return lambda obs, rng, temperature: act(agent, jnp.asarray(obs), rng, jnp.float32(temperature))
+
+
+def q_estimates(agent, batch: Dict[str, np.ndarray], num_steps: Sequence[int], seed: int = 0) -> Dict[str, float]:
+    """Mean Q of the flow critic on ``batch`` at each K (agents without ``q_values`` give {})."""
+    if not hasattr(agent, 'q_values') or not num_steps:
+        return {}
+    out = {}
+    for k in num_steps:
+        q = agent.q_values(jnp.asarray(batch['observations']), jnp.asarray(batch['actions']), num_steps=int(k),
+                           seed=jax.random.PRNGKey(seed))
+        out[f'evaluation/q_K{int(k)}'] = float(np.mean(np.asarray(q)))
+    return out
+
+
+def eval_batch(data, size: int = 256, seed: int = 0) -> Dict[str, np.ndarray]:
+    """A fixed batch of (validation, else training) transitions for Q estimates."""
+    source = data.val if data.val is not None else data.train
+    n = len(source['observations'])
+    idx = np.random.default_rng(seed).choice(n, size=min(size, n), replace=False)
+    return {k: source[k][idx] for k in ('observations', 'actions')}
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+class _Run:
+    """Shared state of one (multi-seed) run: agents, rngs, loggers, checkpointers."""
+
+    def __init__(self, agent_cls, config, data, options: RunOptions, extra_state: Optional[Callable] = None):
+        options.validate()
+        self.options, self.config, self.data = options, config, data
+        self.seeds = seeds_of(options)
+        self.dirs = [run_dir(options, config.agent_name, s) for s in self.seeds]
+        records = [flags_record(config, data, options, s) for s in self.seeds]
+        resuming = [check_run_dir(d, r, options.resume) for d, r in zip(self.dirs, records)]
+        use_mesh = options.use_mesh if options.use_mesh is not None else jax.device_count() > 1
+        self.mesh = train.make_mesh(options.num_seeds) if use_mesh else None
+        arrays = sampling.batch_arrays(data.train)
+        self.host_arrays = arrays
+        self.device_data = sampling.put_replicated(arrays, train.replicated(self.mesh) if self.mesh else None)
+        ex_obs, ex_act = arrays['observations'][:1], arrays['actions'][:1]
+        self.agents = train.create_agents(agent_cls, config, ex_obs, ex_act, self.seeds, self.mesh)
+        self.rngs = train.seed_rngs(self.seeds)
+        self.extra = extra_state(self) if extra_state is not None else None  # e.g. replay buffers (S, ...)
+        for d in self.dirs:
+            os.makedirs(d, exist_ok=True)
+        self.checkpointers = [Checkpointer(os.path.join(d, 'checkpoints'), max_to_keep=options.max_checkpoints)
+                              for d in self.dirs]
+        self.step = 0
+        self.metadata: Dict[str, Any] = {}
+        self.restored = any(resuming) and self._restore()
+        for d, r in zip(self.dirs, records):
+            write_json(os.path.join(d, 'flags.json'), r)
+        resume_step = self.step if self.restored else None
+        self.train_logs = [CsvLogger(os.path.join(d, 'train.csv'), resume_from_step=resume_step) for d in self.dirs]
+        self.eval_logs = [CsvLogger(os.path.join(d, 'eval.csv'), resume_from_step=resume_step) for d in self.dirs]
+        self.tb = [TensorBoardLogger(os.path.join(d, 'tb'), enabled=options.tensorboard,
+                                     resume_from_step=resume_step) for d in self.dirs]
+        self.last_good = self.step if self.restored else None
+        self._evaluator = None
+        self._qbatch = eval_batch(data) if options.eval_num_steps else None
+
+    # -- state of one seed
+    def seed_state(self, k: int) -> dict:
+        state = {'agent': train.select_seed(self.agents, k), 'data_rng': self.rngs[k]}
+        if self.extra is not None:
+            state['extra'] = train.select_seed(self.extra, k)
+        return jax.device_get(state)
+
+    def _put(self, states: List[dict]) -> None:
+        stacked = train.stack(states)
+        if self.mesh is not None:
+            stacked = jax.device_put(stacked, train.seed_sharding(self.mesh))
+        self.agents, self.rngs = stacked['agent'], stacked['data_rng']
+        if self.extra is not None:
+            self.extra = stacked['extra']
+
+    def _restore(self) -> bool:
+        """Restores the newest step with an intact checkpoint for every seed; False if there is none."""
+        steps = [set(c.all_steps()) for c in self.checkpointers]
+        common = sorted(set.intersection(*steps), reverse=True) if steps else []
+        for s in common:
+            try:
+                restored = [c.restore(self.seed_state(k), step=s) for k, c in enumerate(self.checkpointers)]
+            except (CorruptCheckpointError, Exception) as e:  # noqa: BLE001
+                logging.warning('checkpoint step %d is not usable for every seed (%s); trying an older one', s, e)
+                continue
+            self._put([r[0] for r in restored])
+            self.step = s
+            self.metadata = restored[0][1]
+            return True
+        if any(steps):
+            logging.warning('no step with an intact checkpoint for every seed; starting from scratch')
+        return False
+
+    def save(self) -> None:
+        for k, c in enumerate(self.checkpointers):
+            c.save(self.step, self.seed_state(k), {'step': self.step, **self.metadata})
+        self.last_good = self.step
+
+    # -- logging
+    def log_train(self, infos: Dict[str, np.ndarray], extra: Optional[Dict[str, np.ndarray]] = None,
+                  rate: Optional[float] = None) -> None:
+        for k in range(len(self.seeds)):
+            row = {f'training/{key}': v[k] for key, v in infos.items()}
+            if extra:
+                row.update({key: v[k] for key, v in extra.items()})
+            self.train_logs[k].log(row, self.step)
+            self.tb[k].log(row if rate is None else {**row, 'time/steps_per_sec': rate}, self.step)
+
+    def evaluate(self) -> List[dict]:
+        from floq_jax.evaluation import Evaluator
+
+        o = self.options
+        if self._evaluator is None:
+            self._evaluator = Evaluator(o.env_name, num_episodes=o.eval_episodes, seed=o.seed,
+                                        num_envs=min(o.eval_num_envs or o.eval_episodes, o.eval_episodes))
+        results = []
+        for k, s in enumerate(self.seeds):
+            agent = train.select_seed(self.agents, k)
+            res = self._evaluator(policy_fn_for(agent), temperature=o.eval_temperature, seed=s)
+            row = {f'evaluation/{m}': float(res[m]) for m in EVAL_METRICS}
+            if self._qbatch is not None:
+                row.update(q_estimates(agent, self._qbatch, o.eval_num_steps))
+            self.eval_logs[k].log(row, self.step)
+            self.tb[k].log(row, self.step)
+            results.append(row)
+        return results
+
+    def close(self) -> None:
+        for c in self.checkpointers:
+            c.close()
+        for lg in self.train_logs + self.eval_logs + self.tb:
+            lg.close()
+        if self._evaluator is not None:
+            self._evaluator.close()
+
+
+def _progress(options: RunOptions, total: int, initial: int):
+    if not options.progress:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, unit='step', dynamic_ncols=True, smoothing=0.1)
+
+
+def _at(step: int, interval: int) -> bool:
+    return step % interval == 0
+
+
+def run_training(agent_cls, config, data, options: RunOptions, online_phase: Optional[Callable] = None,
+                 extra_state: Optional[Callable] = None) -> List[str]:
+    """Offline steps (then ``online_phase(run, bar)`` if given); returns the run directories (one per seed)."""
+    run = _Run(agent_cls, config, data, options, extra_state)
+    o = options
+    bar = _progress(o, o.offline_steps + o.online_steps, run.step)
+    chunks: Dict[int, Callable] = {}
+    try:
+        if not run.restored and o.eval_at_start:
+            run.evaluate()
+        intervals = (o.log_interval, o.eval_interval, o.save_interval)
+        for start, n in chunk_schedule(run.step, o.offline_steps, o.steps_per_call, intervals):
+            if n not in chunks:
+                chunks[n] = train.make_train_chunk(config.batch_size, n, run.mesh)
+            t0 = time.perf_counter()
+            run.agents, run.rngs, infos = chunks[n](run.agents, run.device_data, run.rngs)
+            infos = train.to_host(infos)
+            run.step = start + n
+            check_finite(infos, run.step, run.seeds, run.last_good)
+            if bar is not None:
+                bar.update(n)
+            if _at(run.step, o.log_interval):
+                run.log_train(infos, rate=n / max(time.perf_counter() - t0, 1e-9))
+            if _at(run.step, o.eval_interval) or run.step == o.offline_steps:
+                res = run.evaluate()
+                if bar is not None:
+                    bar.set_postfix(success=f'{np.mean([r["evaluation/success"] for r in res]):.2f}')
+            if _at(run.step, o.save_interval) or run.step == o.offline_steps:
+                run.save()
+            if o.stop_after_step is not None and run.step >= o.stop_after_step:
+                return run.dirs
+        if online_phase is not None and o.online_steps > 0:
+            online_phase(run, bar)
+        return run.dirs
+    finally:
+        if bar is not None:
+            bar.close()
+        run.close()
+
+
+def run_offline(config, data, options: RunOptions) -> List[str]:
+    """Offline training of ``config.agent_name`` on ``data`` (an OfflineData); returns the run dirs."""
+    from agents import agent_class
+
+    return run_training(agent_class(config.agent_name), config, data, options)
+
+
+def set_reward_range(config, data) -> None:
+    """config.r_min / r_max from the dataset (the agents need them)."""
+    config.r_min, config.r_max = (float(x) for x in data.reward_range)
