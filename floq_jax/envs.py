@@ -235,7 +235,7 @@ class ChunkedVectorEnv(gymnasium.vector.VectorEnv):
 def make_vector_env(
     env_name: str,
     num_envs: int,
-    mode: str = 'sync',
+    mode: str = 'chunked',
     context: str | None = 'forkserver',
     num_workers: int | None = None,
     **env_kwargs,
@@ -247,7 +247,8 @@ def make_vector_env(
         num_envs: number of sub-envs N.
         mode: 'sync' (gymnasium SyncVectorEnv, one process), 'async'
             (AsyncVectorEnv, one worker process per sub-env) or 'chunked'
-            (ChunkedVectorEnv, ``num_workers`` processes holding chunks of envs).
+            (ChunkedVectorEnv, ``num_workers`` processes holding chunks of envs;
+            falls back to 'sync' when there would be a single worker).
         context: multiprocessing start method for 'async'.  'forkserver' (or
             'spawn') avoids forking a process that has already started JAX's
             threads.
@@ -263,10 +264,12 @@ def make_vector_env(
         functools.partial(_make_frozen_env, env_name, dict(env_kwargs)) for _ in range(num_envs)
     ]
     autoreset = gymnasium.vector.AutoresetMode.DISABLED
+    if mode == 'chunked':
+        if min(num_workers or default_num_workers(), num_envs) > 1:
+            return ChunkedVectorEnv(fns, num_workers=num_workers, context=context)
+        mode = 'sync'  # One worker process would only add IPC overhead.
     if mode == 'sync':
         return gymnasium.vector.SyncVectorEnv(fns, autoreset_mode=autoreset)
-    if mode == 'chunked':
-        return ChunkedVectorEnv(fns, num_workers=num_workers, context=context)
     return gymnasium.vector.AsyncVectorEnv(fns, context=context, autoreset_mode=autoreset)
 
 

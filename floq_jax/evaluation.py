@@ -172,14 +172,20 @@ class Evaluator:
         num_envs: sub-envs of the vector env (default: num_episodes, i.e. all
             episodes at once).
         parallel: vector env + batched policy (True) or one episode at a time.
-        vector_mode: 'sync', 'async' or 'chunked' (see ``envs.make_vector_env``).
+        vector_mode: 'chunked' (default; worker processes, one per CPU core, each
+            stepping a chunk of envs), 'sync' (all envs in this process) or
+            'async' (gymnasium AsyncVectorEnv, one process per env); see
+            ``envs.make_vector_env``.  Measured on 2 CPU cores, 50 episodes of
+            cube-single: chunked 2.0x, sync 1.2x faster than one at a time.
+            Worker processes use the 'forkserver' start method, so scripts
+            must guard their entry point with ``if __name__ == '__main__'``.
         num_workers: worker processes for 'chunked' (default: CPU cores).
         max_episode_steps: optional override of the env's time limit.
         **env_kwargs: forwarded to env creation.
     """
 
     def __init__(self, env_name: str, num_episodes: int = 50, seed: int = 0, num_envs: int | None = None,
-                 parallel: bool = True, vector_mode: str = 'sync', max_episode_steps: int | None = None,
+                 parallel: bool = True, vector_mode: str = 'chunked', max_episode_steps: int | None = None,
                  num_workers: int | None = None, **env_kwargs):
         self.env_name = env_name
         self.num_episodes = int(num_episodes)
@@ -248,7 +254,7 @@ class Evaluator:
 
 
 def make_evaluator(env_name: str, num_episodes: int = 50, seed: int = 0, num_envs: int | None = None,
-                   parallel: bool = True, vector_mode: str = 'sync', max_episode_steps: int | None = None,
+                   parallel: bool = True, vector_mode: str = 'chunked', max_episode_steps: int | None = None,
                    **env_kwargs) -> Evaluator:
     """Builds an :class:`Evaluator` (call it with ``policy_fn``; ``close()`` when done)."""
     return Evaluator(env_name, num_episodes, seed, num_envs, parallel, vector_mode, max_episode_steps, **env_kwargs)
@@ -256,7 +262,7 @@ def make_evaluator(env_name: str, num_episodes: int = 50, seed: int = 0, num_env
 
 def evaluate(policy_fn: PolicyFn, env_name: str, num_episodes: int = 50, seed: int = 0,
              num_envs: int | None = None, parallel: bool = True, temperature: float = 0.0,
-             video_episodes: int = 0, vector_mode: str = 'sync', max_episode_steps: int | None = None,
+             video_episodes: int = 0, vector_mode: str = 'chunked', max_episode_steps: int | None = None,
              **env_kwargs) -> dict:
     """One-shot evaluation (creates and closes its envs); see :meth:`Evaluator.__call__`."""
     with make_evaluator(env_name, num_episodes, seed, num_envs, parallel, vector_mode, max_episode_steps,
@@ -294,11 +300,6 @@ def benchmark_evaluation(policy_fn: PolicyFn, env_name: str, num_episodes: int =
         same_final_observation, vector_mode, num_envs).
     """
     n_par = num_envs or num_episodes
-    dummy_key = jax.random.PRNGKey(0)
-    obs_dim = envs_lib.make_env(env_name).observation_space.shape[0]
-    for b in (1, n_par):
-        np.asarray(policy_fn(np.zeros((b, obs_dim), np.float32), dummy_key, 0.0))
-
     timings = {}
     results = {}
     for name, parallel in (('parallel', True), ('sequential', False)):
@@ -310,6 +311,9 @@ def benchmark_evaluation(policy_fn: PolicyFn, env_name: str, num_episodes: int =
             if parallel:  # Make sure workers finished building their envs.
                 env.reset(seed=list(range(env.num_envs)))
             timings[f'{name}_create_s'] = time.perf_counter() - t0
+            space = env.single_observation_space if parallel else env.observation_space
+            batch = env.num_envs if parallel else 1
+            np.asarray(policy_fn(np.zeros((batch,) + space.shape, np.float32), jax.random.PRNGKey(0), 0.0))
             t0, c0 = time.perf_counter(), _cpu_seconds(env)
             results[name] = evaluator(policy_fn)
             timings[f'{name}_s'] = time.perf_counter() - t0

@@ -76,9 +76,10 @@ def test_success_read_from_final_info_toy(mode):
     seeds = envs_lib.episode_seeds(3, 9)
     exp_len, exp_success = _toy_expected(seeds)
     assert 0 < exp_success.sum() < len(seeds)  # Both outcomes occur.
-    fns = [toy_env_fn] * 4  # 9 episodes on 4 slots: exercises slot refills.
+    fns = [toy_env_fn] * 4  # 9 episodes on 4 slots: exercises slot refills and parking.
+    disabled = gymnasium.vector.AutoresetMode.DISABLED
     if mode == 'sync':
-        venv = gymnasium.vector.SyncVectorEnv(fns, autoreset_mode=gymnasium.vector.AutoresetMode.DISABLED)
+        venv = gymnasium.vector.SyncVectorEnv(fns, autoreset_mode=disabled)
     else:
         venv = envs_lib.ChunkedVectorEnv(fns, num_workers=2)
     try:
@@ -97,12 +98,12 @@ def test_success_read_from_final_info_toy(mode):
 def test_parallel_equals_sequential_and_deterministic():
     """Same reset seeds -> identical per-episode results, whatever the driver."""
     kw = dict(num_episodes=5, seed=7, max_episode_steps=STEPS)
-    with evaluation.make_evaluator(ENV, num_envs=3, parallel=True, vector_mode='sync', **kw) as ev:
+    with evaluation.make_evaluator(ENV, num_envs=2, parallel=True, vector_mode='sync', **kw) as ev:
         par1 = ev(feature_policy)
         par2 = ev(feature_policy)  # Env kept alive and reused.
         other = ev(feature_policy, seed=8)
     seq = evaluation.evaluate(feature_policy, ENV, parallel=False, **kw)
-    chunk = evaluation.evaluate(feature_policy, ENV, num_envs=5, vector_mode='chunked', num_workers=2, **kw)
+    chunk = evaluation.evaluate(feature_policy, ENV, num_envs=3, vector_mode='chunked', num_workers=2, **kw)
     for res in (par2, seq, chunk):
         for key in ('episode_success', 'episode_return', 'episode_length', 'episode_final_observation'):
             np.testing.assert_array_equal(res[key], par1[key], err_msg=key)
@@ -118,7 +119,7 @@ def test_parallel_equals_sequential_and_deterministic():
 def test_idle_policy_never_succeeds():
     """A policy that does nothing cannot solve the task: success comes from OGBench's info."""
     zero = lambda obs, rng, t: np.zeros((obs.shape[0], 5), np.float32)
-    res = evaluation.evaluate(zero, ENV, num_episodes=3, seed=1, max_episode_steps=STEPS)
+    res = evaluation.evaluate(zero, ENV, num_episodes=3, seed=1, max_episode_steps=STEPS, vector_mode='sync')
     assert res['success'] == 0.0
     np.testing.assert_array_equal(res['episode_success'], np.zeros(3))
     assert res['episode_success'].shape == (3,)
@@ -133,15 +134,16 @@ def test_policy_gets_batched_float32_obs_and_one_call_per_step():
         calls.append((obs.shape, obs.dtype, temperature))
         return feature_policy(obs, rng, temperature)
 
-    evaluation.evaluate(policy, ENV, num_episodes=4, seed=0, max_episode_steps=5, temperature=0.5)
-    assert len(calls) == 5  # 4 episodes in lockstep: one call per env step.
-    assert all(c == ((4, 28), np.float32, 0.5) for c in calls)
+    evaluation.evaluate(policy, ENV, num_episodes=3, seed=0, max_episode_steps=5, temperature=0.5,
+                        vector_mode='sync')
+    assert len(calls) == 5  # 3 episodes in lockstep: one call per env step.
+    assert all(c == ((3, 28), np.float32, 0.5) for c in calls)
 
 
 def test_video_does_not_crash(caplog):
     with caplog.at_level(logging.WARNING):
-        res = evaluation.evaluate(feature_policy, ENV, num_episodes=2, seed=0, max_episode_steps=3,
-                                  video_episodes=1)
+        res = evaluation.evaluate(feature_policy, ENV, num_episodes=1, seed=0, max_episode_steps=3,
+                                  video_episodes=1, vector_mode='sync')
     assert isinstance(res['videos'], list)
     if res['videos']:
         assert res['videos'][0].dtype == np.uint8 and res['videos'][0].shape[0] == 4
