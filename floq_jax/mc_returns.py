@@ -1,0 +1,49 @@
+"""Monte-Carlo discounted returns of dataset trajectories: ground truth for Q-estimate errors.
+
+Datasets follow OGBench's layout: transitions in episode order, ``terminals[i] = 1`` on each episode's
+last step, ``masks[i] = 0`` where the single-task goal is reached (the value stops there).
+"""
+
+import numpy as np
+
+
+def discounted_returns(rewards: np.ndarray, masks: np.ndarray, terminals: np.ndarray, discount: float,
+                       tolerance: float = 0.01):
+    """Returns G_i = r_i + gamma * m_i * G_{i+1} within each episode, and which G_i are trustworthy.
+
+    Args:
+      rewards, masks, terminals: (N,) arrays in episode order.
+      discount: gamma.
+      tolerance: G_i is marked valid when the value stops (mask 0) before the episode is cut off, or
+        when the cut-off is far enough that gamma^(steps to the cut) <= tolerance (the missing tail
+        then changes G_i by at most tolerance * |r| / (1 - gamma)).
+
+    Returns:
+      returns (N,) float64 and valid (N,) bool.
+    """
+    rewards, masks, terminals = (np.asarray(x, np.float64) for x in (rewards, masks, terminals))
+    n = rewards.shape[0]
+    returns = np.zeros(n)
+    valid = np.zeros(n, bool)
+    future, horizon_weight, stopped = 0.0, 1.0, False
+    for i in range(n - 1, -1, -1):
+        if terminals[i] or i == n - 1:  # the episode is cut off after step i
+            future, horizon_weight, stopped = 0.0, 1.0, False
+        if masks[i] == 0:  # the value stops here: G_i = r_i exactly
+            future, horizon_weight, stopped = 0.0, 0.0, True
+        returns[i] = rewards[i] + discount * future
+        horizon_weight = discount * horizon_weight
+        valid[i] = stopped or horizon_weight <= tolerance
+        future = returns[i]
+    return returns, valid
+
+
+def heldout_q_targets(dataset: dict, discount: float, max_states: int = 1024, seed: int = 0, tolerance: float = 0.01):
+    """A sample of (observations, actions, MC returns) from a (validation) dataset's valid states."""
+    returns, valid = discounted_returns(dataset['rewards'], dataset['masks'], dataset['terminals'], discount, tolerance)
+    idx = np.flatnonzero(valid)
+    if idx.size == 0:
+        raise ValueError('no state of the dataset has a trustworthy Monte-Carlo return (episodes too short '
+                         f'for discount {discount}); use longer episodes or a smaller discount')
+    idx = np.random.default_rng(seed).choice(idx, size=min(max_states, idx.size), replace=False)
+    return dataset['observations'][idx], dataset['actions'][idx], returns[idx].astype(np.float32)

@@ -1,0 +1,28 @@
+import numpy as np
+import pytest
+
+from floq_jax.mc_returns import discounted_returns, heldout_q_targets
+
+
+def test_returns_follow_masks_and_episode_boundaries():
+    # Two episodes: the first reaches the goal at step 2 (mask 0), the second is cut off after 3 steps.
+    rewards = np.array([-1, -1, 0, -1, -1, -1, -1], float)
+    masks = np.array([1, 1, 0, 1, 1, 1, 1], float)
+    terminals = np.array([0, 0, 0, 1, 0, 0, 1], float)
+    g, valid = discounted_returns(rewards, masks, terminals, discount=0.5, tolerance=0.2)
+    # Episode 1: G2 = 0, G1 = -1, G0 = -1.5; step 3 (after the goal, before the cut) = -1, cut at once.
+    np.testing.assert_allclose(g[:4], [-1.5, -1.0, 0.0, -1.0])
+    # Episode 2: G6 = -1, G5 = -1.5, G4 = -1.75.
+    np.testing.assert_allclose(g[4:], [-1.75, -1.5, -1.0])
+    assert valid[:3].all()                       # the value stopped before the cut
+    assert not valid[3] and not valid[6]          # cut off right away
+    assert valid[4] and not valid[5]              # 0.5^3 = 0.125 <= 0.2, 0.5^2 = 0.25 > 0.2
+
+
+def test_heldout_sample_and_error():
+    data = dict(observations=np.zeros((4, 2)), actions=np.zeros((4, 1)), rewards=-np.ones(4), masks=np.ones(4),
+                terminals=np.array([0, 0, 0, 1.0]))
+    with pytest.raises(ValueError, match='trustworthy'):
+        heldout_q_targets(data, discount=0.99)
+    obs, act, ret = heldout_q_targets(data, discount=0.1, tolerance=0.05)
+    assert obs.shape[0] == act.shape[0] == ret.shape[0] >= 2
