@@ -51,6 +51,13 @@ def define_common_flags(offline_steps: int = 1_000_000) -> None:
                                     lock_config=False)
 
 
+def quiet_logs() -> None:
+    """Hide orbax's INFO chatter (warnings, e.g. skipped corrupt checkpoints, still show)."""
+    from absl import logging as absl_logging
+
+    absl_logging.set_verbosity(absl_logging.WARNING)
+
+
 def one_line(message) -> str:
     text = ' '.join(str(message).split())
     return text if len(text) <= 400 else text[:397] + '...'

@@ -18,6 +18,8 @@ FLAGS = common.FLAGS
 
 
 def main(_):
+    common.quiet_logs()
+
     def body():
         from floq_jax import runner
 

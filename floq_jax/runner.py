@@ -281,11 +281,22 @@ class _Run:
                 continue
             self._put([r[0] for r in restored])
             self.step = s
+            self._drop_after(s)
             self.metadata = restored[0][1]
             return True
         if any(steps):
             logging.warning('no step with an intact checkpoint for every seed; starting from scratch')
         return False
+
+    def _drop_after(self, step: int) -> None:
+        """Deletes checkpoints newer than the restored step (corrupt ones, or ones a resumed run will redo)."""
+        import shutil
+
+        for c in self.checkpointers:
+            for s in c.all_steps():
+                if s > step:
+                    shutil.rmtree(os.path.join(c.directory, str(s)), ignore_errors=True)
+            c.all_steps()
 
     def save(self) -> None:
         for k, c in enumerate(self.checkpointers):
@@ -342,6 +353,47 @@ def _at(step: int, interval: int) -> bool:
     return step % interval == 0
 
 
+def load_run(run_directory: str, step: Optional[int] = None, dataset_path: Optional[str] = None):
+    """(agent, state, metadata, step, data, flags) from a seed's run directory (newest intact checkpoint by default)."""
+    from agents import agent_class
+    from floq_jax.data import load_offline_data
+    import ml_collections
+
+    with open(os.path.join(run_directory, 'flags.json')) as f:
+        flags = json.load(f)
+    agent_cfg = dict(flags['agent'])
+    for key, value in agent_cfg.items():
+        if isinstance(value, list):
+            agent_cfg[key] = tuple(value)
+    config = ml_collections.ConfigDict(agent_cfg)
+    data = load_offline_data(flags['env_name'], dataset_path=dataset_path or flags['dataset_file'])
+    arrays = sampling.batch_arrays(data.train)
+    agent_cls = agent_class(config.agent_name)
+    agent = agent_cls.create(int(flags['seed']), arrays['observations'][:1], arrays['actions'][:1], config)
+    target = {'agent': agent, 'data_rng': train.seed_rngs([int(flags['seed'])])[0]}
+    if int(flags.get('online_steps') or 0) > 0:
+        from floq_jax import replay
+
+        capacity = replay.capacity_for(len(arrays['observations']), int(flags.get('buffer_size') or 0))
+        target['extra'] = replay.from_dataset(arrays, capacity)
+    checkpointer = Checkpointer(os.path.join(run_directory, 'checkpoints'))
+    try:
+        state, metadata, step = checkpointer.restore(jax.device_get(target), step=step)
+    finally:
+        checkpointer.close()
+    return state['agent'], state, metadata, step, data, flags
+
+
+def _test_pause(run) -> None:
+    """Test hook: with $FLOQ_TEST_PAUSE_AT_STEP=<step>, block forever after that step (tests SIGKILL us here)."""
+    if os.environ.get('FLOQ_TEST_PAUSE_AT_STEP') == str(run.step):
+        for c in run.checkpointers:
+            c.wait_until_finished()
+        print(f'PAUSED {run.step}', flush=True)
+        while True:
+            time.sleep(1)
+
+
 def run_training(agent_cls, config, data, options: RunOptions, online_phase: Optional[Callable] = None,
                  extra_state: Optional[Callable] = None) -> List[str]:
     """Offline steps (then ``online_phase(run, bar)`` if given); returns the run directories (one per seed)."""
@@ -373,6 +425,7 @@ def run_training(agent_cls, config, data, options: RunOptions, online_phase: Opt
                 run.save()
             if o.stop_after_step is not None and run.step >= o.stop_after_step:
                 return run.dirs
+            _test_pause(run)
         if online_phase is not None and o.online_steps > 0:
             online_phase(run, bar)
         return run.dirs
@@ -392,3 +445,98 @@ def run_offline(config, data, options: RunOptions) -> List[str]:
 def set_reward_range(config, data) -> None:
     """config.r_min / r_max from the dataset (the agents need them)."""
     config.r_min, config.r_max = (float(x) for x in data.reward_range)
+
+
+# ----------------------------------------------------------------------------- offline-to-online
+
+
+def make_online_update(batch_size: int, utd_ratio: int):
+    """jit((agents, buffers, transitions {(S, ...)}, rngs)) -> (agents, buffers, rngs, infos {(S,)}).
+
+    Per seed: insert the new transition into the device replay buffer, then ``utd_ratio`` updates on
+    batches sampled from it (``lax.scan``).
+    """
+    from floq_jax import replay
+
+    def one_seed(agent, buffer, transition, rng):
+        buffer = replay.add(buffer, transition)
+
+        def body(carry, _):
+            agent, rng = carry
+            rng, key = jax.random.split(rng)
+            agent, info = agent.update(replay.sample(buffer, key, batch_size))
+            return (agent, rng), info
+
+        (agent, rng), infos = jax.lax.scan(body, (agent, rng), None, length=utd_ratio)
+        return agent, buffer, rng, jax.tree_util.tree_map(lambda x: x.mean(axis=0), infos)
+
+    return jax.jit(jax.vmap(one_seed), donate_argnums=(0, 1, 3))
+
+
+def _online_phase(run: _Run, bar) -> None:
+    """Online fine-tuning: one env per seed, one batched policy call per env step, utd_ratio updates after it."""
+    from floq_jax import envs as envs_lib
+
+    o, seeds = run.options, run.seeds
+    envs = [envs_lib.make_env(o.env_name) for _ in seeds]
+    act = jax.jit(jax.vmap(lambda a, obs, key: a.sample_actions(obs, seed=key, temperature=1.0)))
+    update = make_online_update(run.config.batch_size, o.utd_ratio)
+    episode = int(run.metadata.get('episodes', 0))
+    obs = np.stack([env.reset(seed=s * 100_003 + episode)[0] for env, s in zip(envs, seeds)]).astype(np.float32)
+    action_keys = jax.vmap(lambda s: jax.random.fold_in(jax.random.PRNGKey(s), 2))(jnp.asarray(seeds))
+    returns = np.zeros(len(seeds))
+    try:
+        while run.step < o.offline_steps + o.online_steps:
+            keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(action_keys, run.step)
+            actions = np.clip(np.asarray(act(run.agents, jnp.asarray(obs), keys)), -1, 1)
+            next_obs, rewards, terminated, truncated = [], [], [], []
+            for k, env in enumerate(envs):
+                ob, r, term, trunc, _ = env.step(actions[k])
+                next_obs.append(ob), rewards.append(r), terminated.append(term), truncated.append(trunc)
+            next_obs = np.stack(next_obs).astype(np.float32)
+            transitions = dict(observations=obs, actions=actions.astype(np.float32),
+                               rewards=np.asarray(rewards, np.float32),
+                               masks=1.0 - np.asarray(terminated, np.float32), next_observations=next_obs)
+            run.agents, run.extra, run.rngs, infos = update(run.agents, run.extra, transitions, run.rngs)
+            run.step += 1
+            returns += np.asarray(rewards)
+            obs = next_obs
+            done = np.logical_or(terminated, truncated)
+            if done.any():
+                episode += 1
+                run.metadata['episodes'] = episode
+                for k in np.flatnonzero(done):
+                    obs[k] = envs[k].reset(seed=seeds[k] * 100_003 + episode)[0]
+                    returns[k] = 0.0
+            if bar is not None:
+                bar.update(1)
+            if _at(run.step, o.log_interval):
+                infos = train.to_host(infos)
+                check_finite(infos, run.step, seeds, run.last_good)
+                size = np.asarray(train.to_host(run.extra.size))
+                run.log_train(infos, extra={'online/buffer_size': size})
+            if _at(run.step, o.eval_interval) or run.step == o.offline_steps + o.online_steps:
+                run.evaluate()
+            if _at(run.step, o.save_interval) or run.step == o.offline_steps + o.online_steps:
+                run.save()
+    finally:
+        for env in envs:
+            env.close()
+
+
+def run_offline_to_online(config, data, options: RunOptions) -> List[str]:
+    """``options.offline_steps`` offline updates, then ``options.online_steps`` env steps of fine-tuning with
+    the dataset as the initial (device) replay buffer, ``options.utd_ratio`` updates per env step."""
+    from agents import agent_class
+    from floq_jax import replay
+
+    def buffers(run: _Run):
+        capacity = replay.capacity_for(len(run.host_arrays['observations']), options.buffer_size)
+        one = replay.from_dataset(run.host_arrays, capacity)
+        stacked = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (len(run.seeds), *x.shape)), one)
+        if run.mesh is not None:
+            stacked = jax.device_put(stacked, train.seed_sharding(run.mesh))
+        return stacked
+
+    return run_training(agent_class(config.agent_name), config, data, options, online_phase=_online_phase,
+                        extra_state=buffers)

@@ -1,0 +1,92 @@
+"""`make demo`: generate a small OGBench dataset, train floq for a few CPU minutes, evaluate at several K, report.
+
+    python -m experiments.demo                     # defaults below; ~8 min of training + evaluation on 2 CPU cores
+    python -m experiments.demo --steps=2000        # a quicker smoke run
+
+Steps:
+  1. ``ensure_generated_dataset`` (cached under $FLOQ_DATA_CACHE or ~/.cache/floq_jax/datasets; no download);
+  2. ``floq_jax.runner.run_offline`` with the small config :func:`demo_config` (1 seed);
+  3. evaluation of the final checkpoint (success, and the flow critic's Q estimates at K = 1, 2, 4, 8);
+  4. ``floq_jax.report.write_report``: results table (printed) and learning-curve plot (path printed).
+"""
+
+import os
+import time
+
+from absl import app, flags
+
+from experiments import common
+
+flags.DEFINE_string('env_name', 'pointmaze-medium-navigate-singletask-task1-v0', 'Single-task name to train on.')
+flags.DEFINE_integer('dataset_episodes', 100, 'Episodes of the generated dataset.')
+flags.DEFINE_integer('steps', 10000, 'Offline updates.')
+flags.DEFINE_integer('eval_episodes', 20, 'Episodes per evaluation.')
+flags.DEFINE_string('num_steps', '1,2,4,8', 'Critic K values for the final Q estimates.')
+flags.DEFINE_string('save_dir', 'runs', 'Root of the run directories.')
+flags.DEFINE_string('run_group', 'demo', 'Run group.')
+flags.DEFINE_string('cache_dir', None, 'Dataset cache (default: $FLOQ_DATA_CACHE or ~/.cache/floq_jax/datasets).')
+flags.DEFINE_integer('seed', 0, 'Seed.')
+FLAGS = flags.FLAGS
+
+
+def demo_config():
+    """floq at 2 x 256 (velocity net, actor and distilled critic), K = 4, 4 noise samples, batch 256."""
+    from agents import floq
+
+    config = floq.get_config()
+    config.update(dict(actor_hidden_dims=(256, 256), value_hidden_dims=(256, 256), block_width=256, block_depth=2,
+                       critic_flow_steps=4, noise_samples=4, batch_size=256))
+    return config
+
+
+def main(_):
+    common.quiet_logs()
+
+    def body():
+        from floq_jax import report, runner
+        from floq_jax.data import ensure_generated_dataset, load_offline_data, parse_name
+        from experiments.evaluate import evaluate_run
+
+        common.check_env_name(FLAGS.env_name)
+        common.check_positive(steps=FLAGS.steps, dataset_episodes=FLAGS.dataset_episodes,
+                              eval_episodes=FLAGS.eval_episodes)
+        ks = common.parse_int_list('num_steps', FLAGS.num_steps)
+        common.check_writable(FLAGS.save_dir)
+        t0 = time.time()
+        parsed = parse_name(FLAGS.env_name)
+        print(f'[1/4] dataset: {parsed.dataset_name}, {FLAGS.dataset_episodes} generated episodes (cached)', flush=True)
+        path = ensure_generated_dataset(parsed.dataset_name, FLAGS.dataset_episodes, seed=0,
+                                        cache_dir=FLAGS.cache_dir, progress=True)
+        data = load_offline_data(FLAGS.env_name, dataset_path=path)
+        print(f'      {path} ({len(data.train["observations"])} transitions, {time.time() - t0:.0f} s)', flush=True)
+
+        config = demo_config()
+        runner.set_reward_range(config, data)
+        interval = max(FLAGS.steps // 4, 1)
+        options = runner.RunOptions(
+            env_name=FLAGS.env_name, seed=FLAGS.seed, offline_steps=FLAGS.steps, steps_per_call=min(500, interval),
+            log_interval=min(500, interval), eval_interval=interval, save_interval=interval,
+            eval_episodes=FLAGS.eval_episodes, eval_at_start=False, save_dir=FLAGS.save_dir,
+            run_group=FLAGS.run_group, flags={'demo': True, 'steps': FLAGS.steps})
+        print(f'[2/4] training floq (2x256 nets, K=4, noise_samples 4, batch 256) for {FLAGS.steps} steps', flush=True)
+        t1 = time.time()
+        run_dir, = runner.run_offline(config, data, options)
+        print(f'      {run_dir} ({time.time() - t1:.0f} s)', flush=True)
+
+        print(f'[3/4] evaluating the final checkpoint ({FLAGS.eval_episodes} episodes; Q at K={ks})', flush=True)
+        summary = evaluate_run(run_dir, None, FLAGS.eval_episodes, ks)
+        print(f'      success {summary["success"]:.2f}, return {summary["return"]:.1f}; Q estimates by K: '
+              + ', '.join(f'K={k}: {q:.2f}' for k, q in summary['q_estimates'].items()), flush=True)
+
+        print('[4/4] report', flush=True)
+        root = os.path.join(FLAGS.save_dir, FLAGS.run_group)
+        paths = report.write_report(root, os.path.join(root, 'report'), reps=500)
+        print(open(paths['results.md']).read())
+        print(f'learning curves: {paths["learning_curves.png"]}')
+        print(f'total {time.time() - t0:.0f} s')
+
+    common.run_cli(body)
+
+
+if __name__ == '__main__':
+    app.run(main, flags_parser=common.flags_parser)

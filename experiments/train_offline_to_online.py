@@ -1,0 +1,41 @@
+"""Offline training, then online fine-tuning in the environment (dataset = initial replay buffer).
+
+    python -m experiments.train_offline_to_online --env_name=cube-single-play-singletask-task2-v0 \
+        --offline_steps=1000000 --online_steps=1000000 --utd_ratio=1 --buffer_size=1000000
+
+One env per seed, one batched policy call (temperature 1) across seeds per env step, then ``utd_ratio``
+updates sampled from the device replay buffer (insertion inside jit).  Checkpoints hold the replay buffer
+too; a resumed online phase restarts its episodes (env state is not checkpointed).  See docs/training.md.
+"""
+
+from absl import app, flags
+
+from experiments import common
+
+common.define_common_flags()
+flags.DEFINE_integer('online_steps', 1_000_000, 'Online env steps.')
+flags.DEFINE_integer('utd_ratio', 1, 'Updates per env step.')
+flags.DEFINE_integer('buffer_size', 1_000_000, 'Replay capacity (at least the dataset size + 1).')
+FLAGS = common.FLAGS
+
+
+def main(_):
+    common.quiet_logs()
+
+    def body():
+        from floq_jax import runner
+
+        common.check_positive(utd_ratio=FLAGS.utd_ratio, buffer_size=FLAGS.buffer_size)
+        if FLAGS.online_steps < 0:
+            raise common.UsageError(f'--online_steps={FLAGS.online_steps}: must be >= 0')
+        config, data, options = common.prepare(online_steps=FLAGS.online_steps, utd_ratio=FLAGS.utd_ratio,
+                                               buffer_size=FLAGS.buffer_size)
+        common.maybe_wandb(options, config)
+        for d in runner.run_offline_to_online(config, data, options):
+            print(d)
+
+    common.run_cli(body)
+
+
+if __name__ == '__main__':
+    app.run(main, flags_parser=common.flags_parser)

@@ -1,0 +1,172 @@
+"""The training runner: SIGKILL + resume reproduces an uninterrupted run exactly; NaN stops; presets; evaluate."""
+
+import csv
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from floq_jax import presets
+from floq_jax.runner import RunOptions, chunk_schedule
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = 'cube-single-play-singletask-task1-v0'
+TINY = ['--agent.batch_size=16', '--agent.block_width=32', '--agent.block_depth=2', "--agent.actor_hidden_dims=(32,32)",
+        "--agent.value_hidden_dims=(32,32)", '--agent.noise_samples=2', '--agent.critic_flow_steps=2',
+        '--agent.actor_flow_steps=2']
+
+
+@pytest.fixture(scope='session')
+def tiny_dataset(tmp_path_factory):
+    from floq_jax.data import ensure_generated_dataset
+
+    return ensure_generated_dataset('cube-single-play-v0', num_episodes=3, seed=0, max_episode_steps=100,
+                                    cache_dir=str(tmp_path_factory.mktemp('data_cache')), num_workers=1)
+
+
+def subprocess_env():
+    env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS='cpu')
+    env.pop('XLA_FLAGS', None)  # one CPU device, as a user's run
+    return env
+
+
+def train_cmd(dataset, save_dir, group, steps=400, extra=()):
+    return [sys.executable, '-m', 'experiments.train_offline', f'--env_name={ENV}', f'--dataset_path={dataset}',
+            f'--offline_steps={steps}', '--steps_per_call=50', '--log_interval=50', '--eval_interval=200',
+            '--save_interval=100', '--eval_episodes=2', '--max_checkpoints=10', '--eval_num_steps=1,2',
+            f'--save_dir={save_dir}', f'--run_group={group}', '--noprogress', '--notensorboard', *TINY, *extra]
+
+
+def seed_dir(save_dir, group):
+    return os.path.join(save_dir, group, ENV, 'floq', 'seed0')
+
+
+def read_csv(path):
+    with open(path, newline='') as f:
+        return list(csv.DictReader(f))
+
+
+def digest(run, step):
+    with open(os.path.join(run, 'checkpoints', str(step), 'metadata', 'metadata')) as f:
+        return json.load(f)['__floq_checkpoint_digest__']
+
+
+@pytest.fixture(scope='module')
+def full_run(tiny_dataset, tmp_path_factory):
+    save_dir = str(tmp_path_factory.mktemp('runs'))
+    out = subprocess.run(train_cmd(tiny_dataset, save_dir, 'full'), cwd=REPO, env=subprocess_env(),
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return save_dir, seed_dir(save_dir, 'full')
+
+
+def test_sigkill_then_resume_equals_uninterrupted_run(tiny_dataset, full_run):
+    save_dir, full = full_run
+    cmd = train_cmd(tiny_dataset, save_dir, 'killed')
+    # The hook blocks the run after step 250 (checkpoints 100 and 200 durable, rows up to 250 logged).
+    proc = subprocess.Popen(cmd, cwd=REPO, env=dict(subprocess_env(), FLOQ_TEST_PAUSE_AT_STEP='250'),
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        line = ''
+        deadline = time.time() + 240
+        while 'PAUSED' not in line and time.time() < deadline and proc.poll() is None:
+            line = proc.stdout.readline()
+        assert 'PAUSED 250' in line, f'run did not reach the pause hook (rc={proc.poll()})'
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    killed = seed_dir(save_dir, 'killed')
+    assert max(int(r['step']) for r in read_csv(os.path.join(killed, 'train.csv'))) == 250
+    assert sorted(int(os.path.basename(p)) for p in glob.glob(os.path.join(killed, 'checkpoints', '*'))) == [100, 200]
+    # Corrupt the newest checkpoint: resume must skip it (warning) and restart from step 100.
+    for path in glob.glob(os.path.join(killed, 'checkpoints', '200', 'state', '**', '*'), recursive=True):
+        if os.path.isfile(path) and 'commit_success' not in path:
+            with open(path, 'wb') as f:
+                f.write(b'garbage')
+    out = subprocess.run(cmd, cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert 'Skipping corrupt or partial checkpoint' in out.stderr or 'not usable' in out.stderr
+
+    full_train, resumed_train = read_csv(os.path.join(full, 'train.csv')), read_csv(os.path.join(killed, 'train.csv'))
+    assert [r['step'] for r in full_train] == [str(s) for s in range(50, 401, 50)]
+    assert resumed_train == full_train  # exact: the same text for every value
+    full_eval, resumed_eval = read_csv(os.path.join(full, 'eval.csv')), read_csv(os.path.join(killed, 'eval.csv'))
+    assert [r['step'] for r in full_eval] == ['0', '200', '400']
+    assert {'evaluation/success', 'evaluation/return', 'evaluation/length', 'evaluation/q_K1'} <= set(full_eval[0])
+    assert resumed_eval == full_eval
+    assert digest(killed, 400) == digest(full, 400)  # SHA-256 over every leaf of the final agent state
+    assert digest(killed, 300) == digest(full, 300)
+    assert digest(full, 400) != digest(full, 300)
+
+    flags = json.load(open(os.path.join(killed, 'flags.json')))
+    assert flags['agent']['block_width'] == 32 and flags['data_source'] == 'generated'
+    assert flags['generator']['episodes'] == 3 and flags['dataset_file'] == tiny_dataset
+    assert flags['env_name'] == ENV and flags['seed'] == 0 and flags['offline_steps'] == 400
+
+
+def test_foreign_run_dir_is_refused(tiny_dataset, full_run):
+    save_dir, full = full_run
+    before = open(os.path.join(full, 'train.csv')).read()
+    out = subprocess.run(train_cmd(tiny_dataset, save_dir, 'full', extra=['--agent.block_width=64']), cwd=REPO,
+                         env=subprocess_env(), capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0
+    assert 'belongs to another run' in out.stderr and 'agent.block_width: 32 -> 64' in out.stderr
+    assert open(os.path.join(full, 'train.csv')).read() == before
+
+
+def test_evaluate_checkpoint_at_several_k(full_run):
+    _, full = full_run
+    out = subprocess.run([sys.executable, '-m', 'experiments.evaluate', f'--run_dir={full}', '--step=200',
+                          '--eval_episodes=2', '--num_steps=1,4'], cwd=REPO, env=subprocess_env(),
+                         capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr[-2000:]
+    summary = json.load(open(os.path.join(full, 'evaluations', 'step200.json')))
+    assert summary['step'] == 200 and 0.0 <= summary['success'] <= 1.0 and summary['episodes'] == 2
+    assert set(summary['q_estimates']) == {'1', '4'}
+    assert all(np.isfinite(v) for v in summary['q_estimates'].values())
+    # The step-200 evaluation in eval.csv used the same episodes and policy: same success.
+    row = [r for r in read_csv(os.path.join(full, 'eval.csv')) if r['step'] == '200'][0]
+    assert summary['success'] == pytest.approx(float(row['evaluation/success']))
+
+
+def test_nan_loss_stops_with_clear_message(tiny_dataset, tmp_path):
+    out = subprocess.run(train_cmd(tiny_dataset, str(tmp_path), 'nan', steps=200, extra=['--agent.lr=nan']),
+                         cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=180)
+    assert out.returncode == 1
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith('error: training metric ') and 'at step 50' in last and 'is nan' in last, last
+    assert not glob.glob(os.path.join(seed_dir(str(tmp_path), 'nan'), 'checkpoints', '[0-9]*'))
+
+
+def test_chunk_schedule_clips_at_boundaries():
+    assert chunk_schedule(0, 250, 100, (60,)) == [(0, 60), (60, 60), (120, 60), (180, 60), (240, 10)]
+    assert chunk_schedule(100, 300, 1000, (100, 150)) == [(100, 50), (150, 50), (200, 100)]
+    with pytest.raises(ValueError, match='steps_per_call'):
+        RunOptions(env_name='x', steps_per_call=0).validate()
+
+
+def test_published_presets():
+    from agents import floq, fql
+
+    c = floq.get_config()
+    applied = presets.apply_preset(c, 'antmaze-giant-navigate-singletask-v0', 'published', user_keys={'alpha'})
+    assert c.discount == 0.995 and c.q_agg == 'min' and c.batch_size == 512 and c.critic_flow_steps == 4
+    assert c.alpha == floq.get_config().alpha and 'alpha' not in applied  # the user's value wins
+    c = fql.get_config()
+    applied = presets.apply_preset(c, 'cube-single-play-singletask-task2-v0', 'published')
+    assert applied == {'alpha': 300.0} and 'block_depth' not in c
+    c = floq.get_config()
+    presets.apply_preset(c, 'puzzle-4x4-play-singletask-v0', 'published')
+    assert (c.alpha, c.noise_coverage) == (1000.0, 0.25)
+    assert presets.published_overrides('pointmaze-medium-navigate-singletask-v0') == {}
+    assert presets.default_task('cube-double-play-singletask-v0') == 2
+    assert presets.default_task('puzzle-3x3-play-singletask-v0') == 4
+    assert presets.default_task('antmaze-large-navigate-singletask-v0') == 1
+    with pytest.raises(ValueError, match='preset'):
+        presets.apply_preset(floq.get_config(), 'scene-play-singletask-v0', 'paper')
