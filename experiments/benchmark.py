@@ -1,0 +1,433 @@
+"""Throughput benchmark of floq / FQL updates, the training loop, seeds and evaluation.
+
+    PYTHONPATH=. python -m experiments.benchmark [--quick] [--out=docs/benchmark_cpu.json] \
+        [--table_out=/tmp/table.md] [--device_note="..."]
+
+Prints a markdown table and writes JSON (every number, the command, the device) to ``--out``.
+Every timing: compile / warm-up first, then several calls each ended by ``block_until_ready``;
+the median is reported.  Ratios (targets) are computed between cases timed in the same run.
+"""
+
+import json
+import os
+import sys
+import time
+
+from absl import app, flags
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from agents import floq as floq_lib
+from agents import fql as fql_lib
+from floq_jax import benchmarking as bm
+from floq_jax import flops as flops_lib
+from floq_jax import train as train_lib
+from floq_jax.data import sampling
+
+FLAGS = flags.FLAGS
+flags.DEFINE_bool('quick', False, 'Few timed calls, K in {1, 8, 16}, short chunks, 10 episodes (< 5 min on 2 CPUs).')
+flags.DEFINE_bool('tiny', False, 'Toy sizes everywhere (for the smoke test only; numbers are meaningless).')
+flags.DEFINE_string('out', None, 'Write the JSON results here.')
+flags.DEFINE_string('table_out', None, 'Write the markdown table here.')
+flags.DEFINE_string('device_note', '', 'Free text recorded with the device kind (e.g. "H100 SXM, shared node").')
+flags.DEFINE_string('env_name', 'cube-single-play-singletask-task2-v0', 'Env of the evaluation benchmark.')
+flags.DEFINE_integer('eval_episodes', None, 'Episodes of the evaluation benchmark (default 50; 10 with --quick).')
+flags.DEFINE_integer('eval_max_steps', None, 'Optional episode time limit of the evaluation benchmark.')
+flags.DEFINE_list('skip', [], 'Sections to skip: updates, small, seeds, loop, profile, eval.')
+flags.DEFINE_integer('num_transitions', 1_000_000, 'Synthetic dataset size (device-resident and host copies).')
+
+OB_DIM, ACTION_DIM = 28, 5  # cube-single (OGBench): the dims the published FLOP numbers use.
+
+
+def small_overrides(config):
+    """The small config: 2 x 256 nets everywhere, noise_samples 4 (floq)."""
+    config.actor_hidden_dims = (256, 256)
+    config.value_hidden_dims = (256, 256)
+    if 'block_width' in config:
+        config.block_width = 256
+        config.block_depth = 2
+        config.noise_samples = 4
+    return config
+
+
+def tiny_overrides(config):
+    config.actor_hidden_dims = (16, 16)
+    config.value_hidden_dims = (16, 16)
+    config.batch_size = 8
+    config.actor_flow_steps = 2
+    if 'block_width' in config:
+        config.block_width = 16
+        config.block_depth = 2
+        config.noise_samples = 2
+    return config
+
+
+def make_config(agent, K=None, small=False):
+    config = floq_lib.get_config() if agent == 'floq' else fql_lib.get_config()
+    config.r_min, config.r_max = -1.0, 0.0
+    if K is not None:
+        config.critic_flow_steps = K
+    if small:
+        small_overrides(config)
+    if FLAGS.tiny:
+        tiny_overrides(config)
+    return config
+
+
+def agent_cls(agent):
+    return floq_lib.FloqAgent if agent == 'floq' else fql_lib.FQLAgent
+
+
+class Bench:
+    def __init__(self):
+        self.quick = FLAGS.quick or FLAGS.tiny
+        n = 4096 if FLAGS.tiny else FLAGS.num_transitions
+        self.host_data = bm.fake_dataset(n, OB_DIM, ACTION_DIM)
+        self.data = sampling.put_replicated(self.host_data)
+        self.results = {'updates': [], 'seeds': {}, 'loop': {}, 'profile': {}, 'evaluation': None}
+        self.compiled = {}  # (agent, K, small) -> AOT-compiled update, reused by the host loop
+
+    def log(self, *a):
+        print(*a, flush=True)
+
+    def batch(self, batch_size):
+        return bm.host_batch(self.host_data, np.random.default_rng(0), batch_size)
+
+    # ------------------------------------------------------------------ single updates
+    def update_case(self, name, agent, K=None, small=False, iters=3):
+        config = make_config(agent, K, small)
+        ag = agent_cls(agent).create(0, self.host_data['observations'][:2], self.host_data['actions'][:2], config)
+        batch = jax.device_put(self.batch(config.batch_size))
+        compiled, lower_s, compile_s = bm.time_compile(type(ag).update, ag, batch)
+        self.compiled[(agent, K, small)] = compiled
+        timing = bm.time_calls(lambda: compiled(ag, batch), iters, warmup=1)
+        analytic = flops_lib.update_flops(ag)
+        row = dict(name=name, agent=agent, K=K if agent == 'floq' else None, small=small,
+                   lower_s=lower_s, compile_s=compile_s, compile_total_s=lower_s + compile_s,
+                   times_s=timing.times_s, ms_per_update=1e3 * timing.median_s,
+                   updates_per_s=1.0 / timing.median_s, analytic_flops=analytic, xla_flops=bm.xla_flops(compiled),
+                   achieved_flops_per_s=analytic / timing.median_s,
+                   compiled_memory=bm.compiled_memory_bytes(compiled), **bm.peak_memory())
+        self.results['updates'].append(row)
+        self.log(f"{name}: compile {row['compile_total_s']:.1f} s, {row['ms_per_update']:.1f} ms/update, "
+                 f"{row['achieved_flops_per_s'] / 1e9:.1f} GFLOP/s")
+        return row
+
+    # ------------------------------------------------------------------ seeds: vmapped vs sequential
+    def seeds(self, num_seeds=8, steps=None, iters=None):
+        steps = steps or (2 if self.quick else 10)  # quick: same chunk as the loop section (one compile)
+        iters = iters or (2 if self.quick else 3)
+        config = make_config('floq', small=True)
+        cls = floq_lib.FloqAgent
+        ex_o, ex_a = self.host_data['observations'][:2], self.host_data['actions'][:2]
+        chunk = train_lib.make_train_chunk(config.batch_size, steps)
+        out = {'steps_per_call': steps, 'num_seeds': num_seeds}
+
+        state = {'v': (train_lib.create_agents(cls, config, ex_o, ex_a, np.arange(num_seeds)),
+                       train_lib.seed_rngs(np.arange(num_seeds)))}
+
+        def vmapped():
+            agents, rngs, infos = chunk(*state['v'][:1], self.data, state['v'][1])
+            state['v'] = (agents, rngs)
+            return infos
+
+        singles = [(train_lib.create_agents(cls, config, ex_o, ex_a, np.array([s])), train_lib.seed_rngs(np.array([s])))
+                   for s in range(num_seeds)]
+
+        def one_seed():
+            agents, rngs, infos = chunk(singles[0][0], self.data, singles[0][1])
+            singles[0] = (agents, rngs)
+            return infos
+
+        def sequential():
+            infos = None
+            for s in range(num_seeds):
+                agents, rngs, infos = chunk(singles[s][0], self.data, singles[s][1])
+                singles[s] = (agents, rngs)
+                jax.block_until_ready(infos)  # separate runs: each finishes before the next starts
+            return infos
+
+        # Interleave so machine noise hits all three alike.
+        t1 = bm.time_calls(one_seed, iters)
+        tv = bm.time_calls(vmapped, iters)
+        ts = bm.time_calls(sequential, iters, warmup=0)
+        out['one_seed'] = dict(times_s=t1.times_s, seed_updates_per_s=steps / t1.median_s)
+        out['vmapped'] = dict(times_s=tv.times_s, seed_updates_per_s=num_seeds * steps / tv.median_s)
+        out['sequential'] = dict(times_s=ts.times_s, seed_updates_per_s=num_seeds * steps / ts.median_s)
+        out['vmapped_over_sequential'] = out['vmapped']['seed_updates_per_s'] / out['sequential']['seed_updates_per_s']
+        self.results['seeds'] = out
+        self.log(f"seeds: 1 seed {out['one_seed']['seed_updates_per_s']:.2f}, {num_seeds} vmapped "
+                 f"{out['vmapped']['seed_updates_per_s']:.2f}, {num_seeds} sequential "
+                 f"{out['sequential']['seed_updates_per_s']:.2f} seed-updates/s "
+                 f"(x{out['vmapped_over_sequential']:.2f})")
+
+    # ------------------------------------------------------------------ device-resident loop vs host loop
+    def loop(self, steps=None, iters=None):
+        steps = steps or (2 if self.quick else 100)
+        iters = iters or (2 if self.quick else 3)
+        config = make_config('floq', small=True)
+        cls = floq_lib.FloqAgent
+        ex_o, ex_a = self.host_data['observations'][:2], self.host_data['actions'][:2]
+        chunk = train_lib.make_train_chunk(config.batch_size, steps)
+        dev = {'s': (train_lib.create_agents(cls, config, ex_o, ex_a, np.array([0])), train_lib.seed_rngs(np.array([0])))}
+
+        def device_loop():
+            agents, rngs, infos = chunk(dev['s'][0], self.data, dev['s'][1])
+            dev['s'] = (agents, rngs)
+            return infos
+
+        host = {'agent': cls.create(0, ex_o, ex_a, config), 'rng': np.random.default_rng(0)}
+        update = self.compiled.get(('floq', None, True)) or type(host['agent']).update
+        sample_s, put_s = [], []
+
+        def host_loop():
+            agent, info = host['agent'], None
+            for _ in range(steps):
+                t0 = time.perf_counter()
+                b = bm.host_batch(self.host_data, host['rng'], config.batch_size)
+                t1 = time.perf_counter()
+                b = jax.device_put(b)
+                t2 = time.perf_counter()
+                sample_s.append(t1 - t0)
+                put_s.append(t2 - t1)
+                agent, info = update(agent, b)
+            host['agent'] = agent
+            return info
+
+        td = bm.time_calls(device_loop, iters)
+        th = bm.time_calls(host_loop, iters)
+        out = dict(steps_per_call=steps,
+                   device_resident=dict(times_s=td.times_s, updates_per_s=steps / td.median_s),
+                   host_per_step=dict(times_s=th.times_s, updates_per_s=steps / th.median_s,
+                                      host_sample_ms=1e3 * float(np.median(sample_s)),
+                                      device_put_ms=1e3 * float(np.median(put_s))))
+        out['speedup'] = out['device_resident']['updates_per_s'] / out['host_per_step']['updates_per_s']
+        self.results['loop'] = out
+        self.log(f"loop: device-resident {out['device_resident']['updates_per_s']:.2f} updates/s, host per step "
+                 f"{out['host_per_step']['updates_per_s']:.2f} updates/s (x{out['speedup']:.2f}); host sampling "
+                 f"{out['host_per_step']['host_sample_ms']:.3f} ms, device_put {out['host_per_step']['device_put_ms']:.3f} ms")
+
+    # ------------------------------------------------------------------ where the floq update's time goes
+    def profile(self, iters=None):
+        iters = iters or (2 if self.quick else 3)
+        config = make_config('floq')
+        ag = floq_lib.FloqAgent.create(0, self.host_data['observations'][:2], self.host_data['actions'][:2], config)
+        c = ag.config
+        B, n, E, K = c.batch_size, c.noise_samples, c.flow_num_ensembles, c.critic_flow_steps
+        rows = B * n
+        batch = jax.device_put(self.batch(B))
+        obs_n = jnp.repeat(batch['observations'], n, axis=0)
+        act_n = jnp.repeat(batch['actions'], n, axis=0)
+        z0 = jnp.zeros((rows,))
+        v_flops = flops_lib.velocity_net_flops(c)
+        out = {'matmul_rate_flops_per_s': self.results.get('matmul', {}).get('flops_per_s')}
+
+        def record(name, fn, args, flops):
+            jitted = jax.jit(fn)
+            timing = bm.time_calls(lambda: jitted(*args), iters)
+            out[name] = dict(ms=1e3 * timing.median_s, flops=flops, flops_per_s=flops / timing.median_s if flops else None)
+            self.log(f"profile {name}: {out[name]['ms']:.1f} ms" +
+                     (f", {out[name]['flops_per_s'] / 1e9:.1f} GFLOP/s" if flops else ''))
+
+        field = ag.modules['critic_flow']
+        p = ag.params['critic_flow']
+        record('velocity_fwd_2048rows', lambda p, o, a, z: field.apply({'params': p}, o, a, jnp.broadcast_to(z, (E, rows)), 0.5),
+               (p, obs_n, act_n, z0), rows * E * v_flops)
+        record(f'integration_K{K}_2048rows', lambda p, o, a, z: ag.integrate(p, o, a, z, K), (p, obs_n, act_n, z0),
+               K * rows * E * v_flops)
+        rng = jax.random.PRNGKey(1)
+        record('critic_loss_grad', lambda params: jax.grad(lambda q: ag.critic_loss(batch, q, rng)[0])(params),
+               (ag.params,), None)
+        from floq_jax import actor
+        record('actor_loss_grad', lambda params: jax.grad(lambda q: actor.actor_loss(
+            ag.modules, q, batch, rng, ag.actor_q_fn(q, rng), ag.config)[0])(params), (ag.params,), None)
+
+        # The velocity net's pieces at 2 x 2048 rows: matmuls only vs + GELU vs + LayerNorm; batched vs flat.
+        width, depth = c.block_width, c.block_depth
+        d_in = c.ob_dim + c.action_dim + c.num_bins - 1 + 1
+        keys = jax.random.split(jax.random.PRNGKey(2), depth + 2)
+        Ws = [jax.random.normal(keys[0], (E, d_in, width)) * 0.05] + \
+             [jax.random.normal(keys[i + 1], (E, width, width)) * 0.05 for i in range(depth - 1)] + \
+             [jax.random.normal(keys[-1], (E, width, 1)) * 0.05]
+        x = jax.random.normal(keys[-2], (E, rows, d_in))
+
+        def mlp(Ws, x, act=None, ln=False):
+            for W in Ws[:-1]:
+                x = jnp.einsum('erd,edh->erh', x, W)
+                if act is not None:
+                    x = act(x)
+                if ln:
+                    mu = x.mean(-1, keepdims=True)
+                    var = ((x - mu) ** 2).mean(-1, keepdims=True)
+                    x = (x - mu) * jax.lax.rsqrt(var + 1e-6)
+            return jnp.einsum('erd,edh->erh', x, Ws[-1])
+
+        mm_flops = rows * E * v_flops
+        record('mlp_matmuls_only_batched', lambda Ws, x: mlp(Ws, x), (Ws, x), mm_flops)
+        record('mlp_matmuls_per_member_loop', lambda Ws, x: jnp.stack([mlp([W[e:e + 1] for W in Ws], x[e:e + 1])[0]
+                                                                         for e in range(E)]), (Ws, x), mm_flops)
+        record('mlp_matmuls_shared_weights_2x_rows', lambda Ws, x: mlp([W[:1] for W in Ws], x.reshape(1, E * rows, d_in)),
+               (Ws, x), mm_flops)
+        record('mlp_gelu_tanh', lambda Ws, x: mlp(Ws, x, jax.nn.gelu), (Ws, x), mm_flops)
+        record('mlp_gelu_exact', lambda Ws, x: mlp(Ws, x, lambda y: jax.nn.gelu(y, approximate=False)), (Ws, x), mm_flops)
+        record('mlp_relu', lambda Ws, x: mlp(Ws, x, jax.nn.relu), (Ws, x), mm_flops)
+        record('mlp_gelu_tanh_layernorm', lambda Ws, x: mlp(Ws, x, jax.nn.gelu, True), (Ws, x), mm_flops)
+        from floq_jax.networks import hl_gauss_embedding
+        record('hl_gauss_embedding_2x2048', lambda z: hl_gauss_embedding(z, c.q_min, c.q_max, c.num_bins, c.sigma),
+               (jnp.zeros((E, rows)),), None)
+        xb = x.astype(jnp.bfloat16)
+        Wb = [W.astype(jnp.bfloat16) for W in Ws]
+        record('mlp_matmuls_only_bfloat16', lambda Ws, x: mlp(Ws, x), (Wb, xb), mm_flops)
+        self.results['profile'] = out
+
+    # ------------------------------------------------------------------ evaluation
+    def evaluation(self):
+        from floq_jax import evaluation
+        episodes = FLAGS.eval_episodes or (2 if FLAGS.tiny else 10 if FLAGS.quick else 50)
+        config = make_config('fql', small=True)
+        ag = fql_lib.FQLAgent.create(0, self.host_data['observations'][:2], self.host_data['actions'][:2], config)
+
+        def policy(obs, rng, temperature):
+            return ag.sample_actions(jnp.asarray(obs), seed=rng, temperature=temperature)
+
+        kwargs = {}
+        if FLAGS.eval_max_steps:
+            kwargs['max_episode_steps'] = FLAGS.eval_max_steps
+        if FLAGS.tiny:
+            kwargs['vector_mode'] = 'sync'
+        res = evaluation.benchmark_evaluation(policy, FLAGS.env_name, num_episodes=episodes, **kwargs)
+        res = {k: v for k, v in res.items() if isinstance(v, (int, float, str, bool))}
+        res['num_episodes'] = episodes
+        res['policy'] = 'FQL small config (2x256) one-step policy, jitted sample_actions'
+        self.results['evaluation'] = res
+        self.log(f"evaluation ({episodes} episodes): parallel {res['parallel_s']:.1f} s, sequential "
+                 f"{res['sequential_s']:.1f} s (x{res['speedup']:.2f})")
+
+
+def targets(results, matmul):
+    rate = matmul['flops_per_s']
+    ups = {u['name']: u for u in results['updates']}
+    t = {}
+    if 'floq_K8' in ups:
+        frac = ups['floq_K8']['achieved_flops_per_s'] / rate
+        t['floq_default_matmul_fraction'] = dict(goal='>= 0.75 of measured matmul FLOP/s', value=frac, met=frac >= 0.75)
+    if 'floq_K1' in ups and 'floq_K16' in ups:
+        r = ups['floq_K16']['compile_total_s'] / ups['floq_K1']['compile_total_s']
+        t['compile_K16_over_K1'] = dict(goal='<= 1.5', value=r, met=r <= 1.5)
+    if results['loop']:
+        r = results['loop']['speedup']
+        t['device_loop_over_host_loop_small'] = dict(goal='>= 2.0', value=r, met=r >= 2.0)
+    if results['seeds']:
+        r = results['seeds']['vmapped_over_sequential']
+        t['vmapped8_over_sequential8_small'] = dict(goal='>= 1.5', value=r, met=r >= 1.5)
+    if results['evaluation']:
+        r = results['evaluation']['speedup']
+        t['eval_parallel_over_sequential'] = dict(goal='>= 2.0', value=r, met=r >= 2.0)
+    return t
+
+
+def table(results) -> str:
+    rate = results['matmul']['flops_per_s']
+    lines = [f"Device: {results['device']['device_kind']} ({results['device']['platform']}, "
+             f"{results['device']['num_devices']} device(s)); note: {results['device_note'] or '-'}; "
+             f"jax {results['device']['jax_version']}; mode: {results['mode']}",
+             f"Reference: {results['matmul']['n']}x{results['matmul']['n']} float32 matmul "
+             f"{rate / 1e9:.1f} GFLOP/s (median; start {results['matmul_start']['flops_per_s'] / 1e9:.1f}, "
+             f"end {results['matmul_end']['flops_per_s'] / 1e9:.1f})", '',
+             '| case | compile (s) | updates/s | ms/update | analytic GFLOP/update | XLA GFLOP (scan body once) '
+             '| achieved GFLOP/s | fraction of matmul | XLA temp memory | peak memory |',
+             '|---|---|---|---|---|---|---|---|---|---|']
+    for u in results['updates']:
+        temp = (u['compiled_memory'] or {}).get('temp_size_in_bytes')
+        lines.append(f"| {u['name']} | {u['compile_total_s']:.1f} | {u['updates_per_s']:.3f} | {u['ms_per_update']:.1f} "
+                     f"| {u['analytic_flops'] / 1e9:.2f} | {(u['xla_flops'] or 0) / 1e9:.2f} "
+                     f"| {u['achieved_flops_per_s'] / 1e9:.1f} | {u['achieved_flops_per_s'] / rate:.2f} "
+                     f"| {bm.fmt_bytes(temp)} | {bm.fmt_bytes(u['peak_memory_bytes'])} |")
+    lines.append('')
+    s = results['seeds']
+    if s:
+        lines += ['| seeds (small config, floq) | seed-updates/s |', '|---|---|',
+                  f"| 1 seed | {s['one_seed']['seed_updates_per_s']:.2f} |",
+                  f"| {s['num_seeds']} seeds vmapped | {s['vmapped']['seed_updates_per_s']:.2f} |",
+                  f"| {s['num_seeds']} sequential runs | {s['sequential']['seed_updates_per_s']:.2f} |", '']
+    lp = results['loop']
+    if lp:
+        lines += ['| loop (small config, floq, 1 seed) | updates/s |', '|---|---|',
+                  f"| device-resident make_train_chunk, {lp['steps_per_call']} steps/call "
+                  f"| {lp['device_resident']['updates_per_s']:.2f} |",
+                  f"| one update per host call, host numpy sampling (sample "
+                  f"{lp['host_per_step']['host_sample_ms']:.2f} ms + device_put {lp['host_per_step']['device_put_ms']:.2f} ms) "
+                  f"| {lp['host_per_step']['updates_per_s']:.2f} |", '']
+    ev = results['evaluation']
+    if ev:
+        lines += [f"| evaluation ({ev['num_episodes']} episodes, {ev['vector_mode']}, {ev['num_envs']} envs) | seconds |",
+                  '|---|---|', f"| parallel | {ev['parallel_s']:.1f} |", f"| one at a time | {ev['sequential_s']:.1f} |", '']
+    pr = results['profile']
+    if pr:
+        lines += ['| profile (floq default pieces) | ms | GFLOP/s |', '|---|---|---|']
+        for k, v in pr.items():
+            if isinstance(v, dict):
+                rate_s = '' if v['flops_per_s'] is None else f"{v['flops_per_s'] / 1e9:.1f}"
+                lines.append(f"| {k} | {v['ms']:.1f} | {rate_s} |")
+        lines.append('')
+    lines += ['| target | goal | measured | met |', '|---|---|---|---|']
+    for k, v in results['targets'].items():
+        lines.append(f"| {k} | {v['goal']} | {v['value']:.2f} | {'yes' if v['met'] else 'NO'} |")
+    return '\n'.join(lines)
+
+
+def main(_):
+    t_start = time.perf_counter()
+    b = Bench()
+    skip = set(FLAGS.skip)
+    results = b.results
+    results['command'] = 'PYTHONPATH=. python -m experiments.benchmark ' + ' '.join(sys.argv[1:])
+    results['mode'] = 'tiny' if FLAGS.tiny else 'quick' if FLAGS.quick else 'full'
+    results['device'] = bm.device_description()
+    results['device_note'] = FLAGS.device_note
+    results['xla_flags'] = os.environ.get('XLA_FLAGS', '')
+    results['cpu_count'] = os.cpu_count()
+    n = 256 if FLAGS.tiny else 2048
+    results['matmul_start'] = bm.matmul_flops_per_s(n)
+    b.log(f"matmul {n}: {results['matmul_start']['flops_per_s'] / 1e9:.1f} GFLOP/s")
+
+    if 'updates' not in skip:
+        Ks = (1, 8, 16) if b.quick else (1, 2, 4, 8, 16)
+        for K in Ks:
+            iters = 1 if (FLAGS.quick and K == 16) else 2 if b.quick else 5
+            b.update_case(f'floq_K{K}', 'floq', K=K, iters=iters)
+        b.update_case('fql', 'fql', iters=3 if b.quick else 10)
+    if 'small' not in skip:
+        b.update_case('floq_small', 'floq', small=True, iters=3 if b.quick else 10)
+        if not b.quick:
+            b.update_case('fql_small', 'fql', small=True, iters=10)
+    if 'seeds' not in skip:
+        b.seeds()
+    if 'loop' not in skip:
+        b.loop()
+    if 'profile' not in skip and not b.quick:
+        b.profile()
+    if 'eval' not in skip:
+        b.evaluation()
+
+    results['matmul_end'] = bm.matmul_flops_per_s(n)
+    # The reference rate: the better of the two (start, end) medians, so load spikes do not flatter the fraction.
+    results['matmul'] = max(results['matmul_start'], results['matmul_end'], key=lambda m: m['flops_per_s'])
+    results['targets'] = targets(results, results['matmul'])
+    results['total_s'] = time.perf_counter() - t_start
+    text = table(results)
+    print(text)
+    print(f"total {results['total_s']:.0f} s")
+    if FLAGS.out:
+        os.makedirs(os.path.dirname(FLAGS.out) or '.', exist_ok=True)
+        with open(FLAGS.out, 'w') as f:
+            json.dump(results, f, indent=1, default=float)
+    if FLAGS.table_out:
+        with open(FLAGS.table_out, 'w') as f:
+            f.write(text + '\n')
+
+
+if __name__ == '__main__':
+    app.run(main)
