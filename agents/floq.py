@@ -16,12 +16,14 @@ XLA's cost analysis; ``floq_jax.flops.floq_update_flops`` counts it analytically
 """
 
 import functools
+from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 
 from floq_jax import actor, flow
+from agents.fql import TARGET_NOISE_DISTS, sample_target_noise
 from floq_jax.agent_base import Agent, compute_dtype, freeze_config
 from floq_jax.networks import EnsembleValue, TrunkSpec, VelocityField
 
@@ -37,6 +39,11 @@ class FloqAgent(Agent):
     """floq agent.  params: 'critic_flow', 'distill_critic' (if used), 'actor_bc_flow', 'actor_onestep_flow'."""
 
     CRITIC = 'critic_flow'  # what config.freeze_critic_trunk freezes (all but the velocity net's output layer)
+
+    # Stale copies for ``config.stale_steps > 0``: {'critic_flow': stale current field,
+    # 'target_critic_flow': stale target field}; None otherwise.  Hard-copied from the pre-update
+    # fields at every update while step + 1 < config.stale_copy_until, frozen afterwards.
+    stale_params: Optional[Any] = None
 
     # ------------------------------------------------------------------ networks
     @staticmethod
@@ -63,15 +70,47 @@ class FloqAgent(Agent):
 
     # ------------------------------------------------------------------ flow critic
     def integrate(self, critic_params, observations, actions, z0, num_steps, first_step=0, last_step=None,
-                  return_path=False):
-        """Euler-integrate the velocity field from z0 (N,) for rows (N, O), (N, A) -> z (E, N) [, path (S, E, N)]."""
-        field = self.modules['critic_flow']
-        z0 = jnp.broadcast_to(z0, (self.config.flow_num_ensembles, *z0.shape))
+                  return_path=False, anchor=None):
+        """Euler-integrate the velocity field from z0 (N,) or (E, N) for rows (N, O), (N, A) -> z (E, N)
+        [, path (S, E, N)], over steps [first_step, last_step) of the K-step grid.
 
-        def velocity(t, z):
-            return field.apply({'params': critic_params}, observations, actions, z, t)
+        With ``config.predict_final`` the network's output p_k is an estimate of the final value, and a
+        step follows the published floq_predict_final update z_{k+1} = (1 - t_{k+1}) z_0 + t_{k+1} p_k
+        (re-anchored at the initial noise z_0 = ``anchor``, default z0; needed when first_step > 0),
+        written as the velocity K (z_{k+1} - z_k) so the same Euler integrator and step split apply.
+        """
+        field = self.modules['critic_flow']
+        members = self.config.flow_num_ensembles
+        widen = lambda x: x if x.ndim == 2 else jnp.broadcast_to(x, (members, *x.shape))
+        z0 = widen(z0)
+
+        if self.config.get('predict_final', False):
+            if anchor is None and first_step > 0:
+                raise ValueError('integrate: predict_final needs the initial noise (anchor) when first_step > 0')
+            anchor = z0 if anchor is None else widen(anchor)
+
+            def velocity(t, z):
+                pred = field.apply({'params': critic_params}, observations, actions, z, t)
+                t_next = t + 1.0 / num_steps
+                return num_steps * ((1.0 - t_next) * anchor + t_next * pred - z)
+        else:
+            def velocity(t, z):
+                return field.apply({'params': critic_params}, observations, actions, z, t)
 
         return flow.euler_integrate(velocity, z0, num_steps, first_step, last_step, return_path)
+
+    def critic_integrate(self, critic_params, stale_params, observations, actions, z0, num_steps):
+        """z_K (E, N) from z0 (N,): the first ``min(config.stale_steps, K)`` steps through ``stale_params``
+        (if given and stale_steps > 0), the rest through ``critic_params`` (two calls of integrate)."""
+        m = min(int(self.config.get('stale_steps', 0)), num_steps)
+        if stale_params is None or m == 0:
+            return self.integrate(critic_params, observations, actions, z0, num_steps)
+        z_mid = self.integrate(stale_params, observations, actions, z0, num_steps, 0, m)
+        return self.integrate(critic_params, observations, actions, z_mid, num_steps, m, num_steps, anchor=z0)
+
+    def _stale(self, name):
+        """The stale copy of 'critic_flow' (current) or 'target_critic_flow', or None when unused."""
+        return None if self.stale_params is None else self.stale_params[name]
 
     def sample_z0(self, rng, shape):
         return flow.sample_noise(rng, shape, self.config.noise_min, self.config.noise_max)
@@ -89,14 +128,17 @@ class FloqAgent(Agent):
         n = num_noise_samples or self.config.noise_samples
         seed = self.rng if seed is None else seed
         params = self.target_params['critic_flow'] if params_name == 'target' else self.params['critic_flow']
+        stale = self._stale('target_critic_flow' if params_name == 'target' else 'critic_flow')
         batch = observations.shape[0]
         z0 = self.sample_z0(seed, (batch * n,))
-        z = self.integrate(params, jnp.repeat(observations, n, axis=0), jnp.repeat(actions, n, axis=0), z0, num_steps)
+        z = self.critic_integrate(params, stale, jnp.repeat(observations, n, axis=0), jnp.repeat(actions, n, axis=0),
+                                  z0, num_steps)
         return z.reshape(z.shape[0], batch, n).mean(axis=(0, 2))
 
     @functools.partial(jax.jit, static_argnames=('num_steps',))
     def flow_paths(self, observations, actions, num_steps=None, seed=None):
-        """The integration path of every member: (B, O), (B, A) -> (K + 1, E, B), z_0 first."""
+        """The integration path of every member: (B, O), (B, A) -> (K + 1, E, B), z_0 first (current field
+        only, no stale split)."""
         num_steps = num_steps or self.config.critic_flow_steps
         seed = self.rng if seed is None else seed
         z0 = self.sample_z0(seed, (observations.shape[0],))
@@ -106,7 +148,11 @@ class FloqAgent(Agent):
 
     # ------------------------------------------------------------------ losses
     def critic_loss(self, batch, params, rng):
-        """Flow-matching TD loss (+ distillation of the integrated estimate into the scalar critic)."""
+        """Flow-matching TD loss (+ distillation of the integrated estimate into the scalar critic).
+
+        Switches: ``distributional`` (each noise's own TD target), ``predict_final`` (regress y rather than
+        the velocity), ``stale_steps`` (stale fields for the first m steps), ``target_noise``.
+        """
         config = self.config
         observations, actions = batch['observations'], batch['actions']
         batch_size = observations.shape[0]
@@ -118,25 +164,42 @@ class FloqAgent(Agent):
 
         # TD target: y = r + gamma * mask * Q_target(s', a'), averaged over n noises -> (B,).
         next_actions = actor.one_step_actions(self.modules, frozen, next_obs_n, action_rng)
-        next_z = self.integrate(self.target_params['critic_flow'], next_obs_n, next_actions,
-                                self.sample_z0(next_noise_rng, (batch_size * n,)), num_steps)
+        next_z = self.critic_integrate(self.target_params['critic_flow'], self._stale('target_critic_flow'),
+                                       next_obs_n, next_actions, self.sample_z0(next_noise_rng, (batch_size * n,)),
+                                       num_steps)
         next_q = _aggregate(next_z, config.q_agg).reshape(batch_size, n)
-        targets = (batch['rewards'][:, None] + config.discount * batch['masks'][:, None] * next_q).mean(axis=1)
-        targets = jax.lax.stop_gradient(targets)
+        noise_targets = batch['rewards'][:, None] + config.discount * batch['masks'][:, None] * next_q  # (B, n)
+        if config.get('distributional', False):
+            # Distributional floq: noise j's flow-matching target is its own r + gamma * mask * z_K^(j).
+            row_targets = jax.lax.stop_gradient(noise_targets.reshape(batch_size * n))
+            targets = row_targets.reshape(batch_size, n).mean(axis=1)
+        else:
+            targets = noise_targets.mean(axis=1)
+            targets = jax.lax.stop_gradient(targets)
+            row_targets = repeat(targets)
 
         # Conditional flow matching on the line from z0 to y, t ~ U(0, 1) (or t = 0 only).
         z0 = self.sample_z0(noise_rng, (batch_size * n,))
         t = (jnp.zeros((batch_size * n,)) if config.train_at_zero_only
              else jax.random.uniform(t_rng, (batch_size * n,)))
-        z_t, target_velocity = flow.interpolate(z0, repeat(targets), t)
+        z_t, target_velocity = flow.interpolate(z0, row_targets, t)
+        # The regression target: the velocity y - z0, or y itself with predict_final (the net reads as y).
+        regression_target = row_targets if config.get('predict_final', False) else target_velocity
         pred = self.modules['critic_flow'].apply({'params': params['critic_flow']}, obs_n, act_n,
                                                  jnp.broadcast_to(z_t, (num_members, batch_size * n)), t)
-        flow_loss = ((pred - target_velocity) ** 2).reshape(num_members, batch_size, n).sum(axis=-1)  # (E, B)
+        if config.get('target_noise', 0.0):
+            # Independent noise per member, row and noise sample, on the regression target (as published).
+            regression_target = regression_target + sample_target_noise(
+                jax.random.fold_in(rng, 1), pred.shape, config.target_noise, config.get('target_noise_dist', 'uniform'))
+        flow_loss = ((pred - regression_target) ** 2).reshape(num_members, batch_size, n).sum(axis=-1)  # (E, B)
         loss = flow_loss.mean()
         info = {'flow_loss': flow_loss.mean(), 'target_q': targets.mean()}
+        if config.get('distributional', False):
+            info['target_q_noise_var'] = noise_targets.var(axis=1).mean()
 
         if config.use_distilled_critic:
-            current = self.integrate(frozen['critic_flow'], obs_n, act_n, z0, num_steps)  # (E, B * n)
+            current = self.critic_integrate(frozen['critic_flow'], self._stale('critic_flow'), obs_n, act_n, z0,
+                                            num_steps)  # (E, B * n)
             current = current.reshape(num_members, batch_size, n)
             current_q = current.mean(axis=(0, 2))
             q = self.modules['distill_critic'].apply({'params': params['distill_critic']}, observations, actions)
@@ -155,8 +218,8 @@ class FloqAgent(Agent):
             return lambda o, a: self.modules['distill_critic'].apply({'params': frozen['distill_critic']}, o, a).mean(0)
 
         def flow_q(o, a):
-            z = self.integrate(frozen['critic_flow'], o, a, self.sample_z0(rng, (o.shape[0],)),
-                               self.config.critic_flow_steps)
+            z = self.critic_integrate(frozen['critic_flow'], self._stale('critic_flow'), o, a,
+                                      self.sample_z0(rng, (o.shape[0],)), self.config.critic_flow_steps)
             return z.mean(axis=0)
 
         return flow_q
@@ -169,6 +232,19 @@ class FloqAgent(Agent):
         info = {f'critic/{k}': v for k, v in critic_info.items()}
         info.update({f'actor/{k}': v for k, v in actor_info.items()})
         return critic_loss + actor_loss, info
+
+    @jax.jit
+    def update(self, batch):
+        """The shared update; with stale_steps > 0 also refresh the stale copies (hard copy of the
+        pre-update current and target fields while step + 1 < config.stale_copy_until)."""
+        agent, info = Agent.update(self, batch)
+        if self.stale_params is None:
+            return agent, info
+        refresh = self.step + 1 < self.config.stale_copy_until
+        fresh = {'critic_flow': self.params['critic_flow'], 'target_critic_flow': self.target_params['critic_flow']}
+        stale = jax.tree_util.tree_map(lambda f, s: jnp.where(refresh, f, s), fresh, self.stale_params)
+        info['stale_refreshed'] = refresh.astype(jnp.float32)
+        return agent.replace(stale_params=stale), info
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -195,7 +271,11 @@ class FloqAgent(Agent):
         if config.use_distilled_critic:
             params['distill_critic'] = modules['distill_critic'].init(distill_rng, ex_observations, ex_actions)['params']
         params.update(actor.init_actor_params(modules, actor_rng, ex_observations, ex_actions))
-        return cls._from_params(rng, params, ('critic_flow',), config)
+        agent = cls._from_params(rng, params, ('critic_flow',), config)
+        if config.get('stale_steps', 0) > 0:
+            agent = agent.replace(stale_params={'critic_flow': params['critic_flow'],
+                                                'target_critic_flow': params['critic_flow']})
+        return agent
 
 
 def _checked(config):
@@ -212,6 +292,13 @@ def _checked(config):
             raise ValueError(f'config.{key} must be a positive integer, got {config[key]}')
     if config.train_at_zero_only and config.critic_flow_steps != 1:
         raise ValueError('config.train_at_zero_only trains a one-step flow: set config.critic_flow_steps=1')
+    if not 0 <= int(config.get('stale_steps', 0)) <= config.critic_flow_steps:
+        raise ValueError(f'config.stale_steps must be in [0, critic_flow_steps={config.critic_flow_steps}], '
+                         f'got {config.get("stale_steps")}')
+    if config.get('target_noise', 0.0) < 0:
+        raise ValueError(f'config.target_noise must be >= 0, got {config.target_noise}')
+    if config.get('target_noise_dist', 'uniform') not in TARGET_NOISE_DISTS:
+        raise ValueError(f'config.target_noise_dist must be one of {TARGET_NOISE_DISTS}, got {config.target_noise_dist!r}')
     if config.time_embedding not in ('cos', 'raw', 'fourier'):
         raise ValueError(f"config.time_embedding must be 'cos', 'raw' or 'fourier', got {config.time_embedding!r}")
     return config
@@ -251,6 +338,13 @@ def get_config():
         num_transformations=2,
         use_distilled_critic=True,    # The actor uses a distilled scalar critic (else the flow critic).
         freeze_critic_trunk=False,    # Plasticity experiment: train only the velocity net's output layer.
+        # Mechanism variants ("what does flow matching bring to TD learning"); all off by default.
+        distributional=False,         # Each noise's flow-matching target is its own TD target (no mean over noises).
+        predict_final=False,          # The net predicts the final value y from (t, z); re-anchored integration.
+        stale_steps=0,                # m: the first m of K integration steps use a stale copy of the field.
+        stale_copy_until=250_000,     # Stale copy = pre-update field while step + 1 < this; frozen afterwards.
+        target_noise=0.0,             # Noise magnitude on the regression target (paper: 0, 4, 8, 16).
+        target_noise_dist='uniform',  # 'uniform' on [-m, m] (as published) or 'gaussian' with std m.
         compute_dtype='float32',      # 'bfloat16' for bf16 matmuls with float32 params and losses.
         r_min=ml_collections.config_dict.placeholder(float),  # From the dataset (set by the trainer).
         r_max=ml_collections.config_dict.placeholder(float),

@@ -17,10 +17,22 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from agents import fql_iqn
 from floq_jax import actor
 from floq_jax.agent_base import Agent, compute_dtype, freeze_config
 from floq_jax.flops import dense_flops, mlp_flops
 from floq_jax.networks import EnsembleValue, TrunkSpec
+
+CRITIC_TYPES = ('scalar', 'iqn')
+TARGET_NOISE_DISTS = ('uniform', 'gaussian')
+
+
+def sample_target_noise(rng, shape, magnitude: float, dist: str = 'uniform'):
+    """Noise added to TD regression targets: 'uniform' on [-magnitude, magnitude] (the published
+    target-noise experiments) or 'gaussian' with std ``magnitude``."""
+    if dist == 'gaussian':
+        return magnitude * jax.random.normal(rng, shape)
+    return magnitude * (2.0 * jax.random.uniform(rng, shape) - 1.0)
 
 
 class FQLAgent(Agent):
@@ -33,12 +45,41 @@ class FQLAgent(Agent):
         trunk = TrunkSpec(hidden_dims=tuple(config.value_hidden_dims), layer_norm=config.layer_norm,
                           use_resnet=config.critic_use_resnet, width=config.critic_resnet_width,
                           num_blocks=config.critic_resnet_blocks, block_depth=config.critic_resnet_block_depth)
-        return {'critic': EnsembleValue(trunk=trunk, num_ensembles=config.num_ensembles, dtype=dtype),
-                **actor.build_actor_modules(config, config.action_dim, dtype)}
+        if config.get('critic_type', 'scalar') == 'iqn':
+            critic = fql_iqn.ImplicitQuantileCritic(
+                hidden_dims=tuple(config.value_hidden_dims), num_ensembles=config.num_ensembles,
+                num_cosines=config.iqn_num_cosines, embed_dim=config.iqn_embed_dim,
+                layer_norm=config.layer_norm, dtype=dtype)
+        else:
+            critic = EnsembleValue(trunk=trunk, num_ensembles=config.num_ensembles, dtype=dtype)
+        return {'critic': critic, **actor.build_actor_modules(config, config.action_dim, dtype)}
 
-    def critic_values(self, critic_params, observations, actions):
-        """Q of every member: (B, O), (B, A) -> (E, B)."""
+    @property
+    def is_iqn(self) -> bool:
+        return self.config.get('critic_type', 'scalar') == 'iqn'
+
+    def quantile_levels(self, batch_size, rng=None, num_quantiles=None):
+        """IQN quantile levels (B, N): U(0, 1) samples, or the fixed midpoints (i + 0.5) / N without rng."""
+        n = num_quantiles or self.config.iqn_num_quantiles
+        if rng is None:
+            return jnp.broadcast_to(fql_iqn.quantile_midpoints(n), (batch_size, n))
+        return jax.random.uniform(rng, (batch_size, n))
+
+    def critic_values(self, critic_params, observations, actions, rng=None):
+        """Q of every member: (B, O), (B, A) -> (E, B).  IQN: the mean of the quantiles at levels sampled
+        with ``rng`` (``config.iqn_num_quantiles`` of them; fixed midpoints without rng)."""
+        if self.is_iqn:
+            taus = self.quantile_levels(observations.shape[0], rng)
+            return self.modules['critic'].apply({'params': critic_params}, observations, actions, taus).mean(-1)
         return self.modules['critic'].apply({'params': critic_params}, observations, actions)
+
+    def critic_features(self, critic_params, observations, actions):
+        """Penultimate critic features: (E, B, H) (IQN: (E, B, N, H) at the quantile midpoints)."""
+        if self.is_iqn:
+            taus = self.quantile_levels(observations.shape[0])
+            return self.modules['critic'].apply({'params': critic_params}, observations, actions, taus,
+                                                return_features=True)[1]
+        return self.modules['critic'].apply({'params': critic_params}, observations, actions, return_features=True)[1]
 
     @jax.jit
     def q_values(self, observations, actions, num_steps=None, seed=None, num_noise_samples=None):
@@ -47,20 +88,52 @@ class FQLAgent(Agent):
         return self.critic_values(self.params['critic'], observations, actions).mean(axis=0)
 
     def critic_loss(self, batch, params, rng):
+        if self.is_iqn:
+            return self.iqn_critic_loss(batch, params, rng)
         next_actions = actor.one_step_actions(self.modules, jax.lax.stop_gradient(params),
                                               batch['next_observations'], rng)
         next_qs = self.critic_values(self.target_params['critic'], batch['next_observations'], next_actions)
         next_q = next_qs.min(axis=0) if self.config.q_agg == 'min' else next_qs.mean(axis=0)
         targets = jax.lax.stop_gradient(batch['rewards'] + self.config.discount * batch['masks'] * next_q)
         q = self.critic_values(params['critic'], batch['observations'], batch['actions'])
+        info = {}
+        if self.config.get('target_noise', 0.0):
+            # Independent noise per member and row (the published fql_target_noise); own rng stream.
+            targets = targets + sample_target_noise(jax.random.fold_in(rng, 1), q.shape, self.config.target_noise,
+                                                    self.config.get('target_noise_dist', 'uniform'))
+            info['noisy_target_q'] = targets.mean()
         loss = ((q - targets) ** 2).mean()
-        return loss, {'critic_loss': loss, 'q': q.mean(), 'target_q': targets.mean()}
+        return loss, {'critic_loss': loss, 'q': q.mean(), 'target_q': targets.mean(), **info}
+
+    def iqn_critic_loss(self, batch, params, rng):
+        """Quantile Huber TD loss of the IQN critic (``config.critic_type == 'iqn'``)."""
+        config = self.config
+        action_rng, tau_rng, next_tau_rng, noise_rng = jax.random.split(rng, 4)
+        observations, next_observations = batch['observations'], batch['next_observations']
+        batch_size = observations.shape[0]
+        next_actions = actor.one_step_actions(self.modules, jax.lax.stop_gradient(params), next_observations,
+                                              action_rng)
+        critic = self.modules['critic']
+        next_taus = self.quantile_levels(batch_size, next_tau_rng, config.iqn_num_target_quantiles)
+        next_z = critic.apply({'params': self.target_params['critic']}, next_observations, next_actions,
+                              next_taus)  # (E, B, N')
+        next_z = next_z.min(axis=0) if config.q_agg == 'min' else next_z.mean(axis=0)
+        targets = batch['rewards'][:, None] + config.discount * batch['masks'][:, None] * next_z  # (B, N')
+        targets = jnp.broadcast_to(jax.lax.stop_gradient(targets), (config.num_ensembles, *targets.shape))
+        if config.get('target_noise', 0.0):
+            targets = targets + sample_target_noise(noise_rng, targets.shape, config.target_noise,
+                                                    config.get('target_noise_dist', 'uniform'))
+        taus = self.quantile_levels(batch_size, tau_rng)
+        z = critic.apply({'params': params['critic']}, observations, batch['actions'], taus)  # (E, B, N)
+        loss = fql_iqn.quantile_huber_loss(z, taus[None], targets, config.iqn_kappa).mean()
+        return loss, {'critic_loss': loss, 'q': z.mean(), 'target_q': targets.mean()}
 
     def total_loss(self, batch, params, rng):
         critic_rng, actor_rng = jax.random.split(rng)
         critic_loss, critic_info = self.critic_loss(batch, params, critic_rng)
         frozen = jax.lax.stop_gradient(params['critic'])
-        q_fn = lambda o, a: self.critic_values(frozen, o, a).mean(axis=0)
+        q_rng = jax.random.fold_in(actor_rng, 1) if self.is_iqn else None  # IQN: sampled quantile levels
+        q_fn = lambda o, a: self.critic_values(frozen, o, a, q_rng).mean(axis=0)
         actor_loss, actor_info = actor.actor_loss(self.modules, params, batch, actor_rng, q_fn, self.config)
         info = {f'critic/{k}': v for k, v in critic_info.items()}
         info.update({f'actor/{k}': v for k, v in actor_info.items()})
@@ -71,11 +144,22 @@ class FQLAgent(Agent):
         """A new agent; seed may be traced (vmap over seeds).  ex_observations (B, O), ex_actions (B, A)."""
         if config.q_agg not in ('mean', 'min'):
             raise ValueError(f"config.q_agg must be 'mean' or 'min', got {config.q_agg!r}")
+        if config.get('critic_type', 'scalar') not in CRITIC_TYPES:
+            raise ValueError(f'config.critic_type must be one of {CRITIC_TYPES}, got {config.critic_type!r}')
+        if config.get('target_noise_dist', 'uniform') not in TARGET_NOISE_DISTS:
+            raise ValueError(f'config.target_noise_dist must be one of {TARGET_NOISE_DISTS}, '
+                             f'got {config.target_noise_dist!r}')
+        if config.get('target_noise', 0.0) < 0:
+            raise ValueError(f'config.target_noise must be >= 0, got {config.target_noise}')
         config = freeze_config(config, ob_dim=int(ex_observations.shape[-1]), action_dim=int(ex_actions.shape[-1]))
         rng, init_rng = jax.random.split(jax.random.PRNGKey(seed))
         critic_rng, actor_rng = jax.random.split(init_rng)
         modules = cls.build_modules(config)
-        params = {'critic': modules['critic'].init(critic_rng, ex_observations, ex_actions)['params']}
+        if config.get('critic_type', 'scalar') == 'iqn':
+            ex_taus = jnp.full((ex_observations.shape[0], 1), 0.5)
+            params = {'critic': modules['critic'].init(critic_rng, ex_observations, ex_actions, ex_taus)['params']}
+        else:
+            params = {'critic': modules['critic'].init(critic_rng, ex_observations, ex_actions)['params']}
         params.update(actor.init_actor_params(modules, actor_rng, ex_observations, ex_actions))
         return cls._from_params(rng, params, ('critic',), config)
 
@@ -90,7 +174,8 @@ def matched_resnet_blocks(obs_action_dim: int = 33, floq_steps: int = 8, floq_wi
 
 
 def get_config(variant: str = ''):
-    """FQL's published defaults; ``variant='resnet'`` gives the matched-FLOPs residual critic."""
+    """FQL's published defaults; ``variant='resnet'`` gives the matched-FLOPs residual critic and
+    ``variant='iqn'`` the implicit-quantile critic (agents/fql_iqn.py)."""
     config = ml_collections.ConfigDict(dict(
         agent_name='fql',
         lr=3e-4,
@@ -111,6 +196,14 @@ def get_config(variant: str = ''):
         critic_resnet_blocks=2,
         critic_resnet_block_depth=2,
         freeze_critic_trunk=False,    # Plasticity experiment: train only the critic's output layer.
+        target_noise=0.0,             # Noise magnitude added to the TD targets (0: off; paper: 0, 4, 8, 16).
+        target_noise_dist='uniform',  # 'uniform' on [-m, m] (as published) or 'gaussian' with std m.
+        critic_type='scalar',         # 'scalar' (FQL) or 'iqn' (implicit quantile critic, get_config('iqn')).
+        iqn_num_quantiles=32,         # N: quantile levels per row for the loss, the actor's Q and q_values.
+        iqn_num_target_quantiles=32,  # N': target quantile samples per row.
+        iqn_num_cosines=64,           # Cosine features of tau.
+        iqn_embed_dim=512,            # Width of the tau and (s, a) embeddings.
+        iqn_kappa=1.0,                # Huber threshold of the quantile loss.
         compute_dtype='float32',
         r_min=ml_collections.config_dict.placeholder(float),  # Unused by FQL; set by the trainer for symmetry.
         r_max=ml_collections.config_dict.placeholder(float),
@@ -119,6 +212,9 @@ def get_config(variant: str = ''):
         config.agent_name = 'fql_resnet'
         config.critic_use_resnet = True
         config.critic_resnet_blocks = matched_resnet_blocks()
+    elif variant == 'iqn':
+        config.agent_name = 'fql_iqn'
+        config.critic_type = 'iqn'
     elif variant:
-        raise ValueError(f"agents/fql.py: unknown config variant {variant!r} (accepted: '' or 'resnet')")
+        raise ValueError(f"agents/fql.py: unknown config variant {variant!r} (accepted: '', 'resnet' or 'iqn')")
     return config
