@@ -1,0 +1,58 @@
+"""Smoke test of the benchmark's code paths at a toy size (not a timed test: no assertion on speed).
+
+The full paths (floq/FQL updates, seeds, loop, evaluation) are exercised by
+``python -m experiments.benchmark --tiny``; compiling a floq update takes ~20-30 s on the shared
+2-core CPU, so here we run the timing helpers on toy functions and build the table and targets
+from a synthetic results dict.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from experiments import benchmark
+from floq_jax import benchmarking as bm
+
+
+def test_timing_helpers_toy():
+    f = jax.jit(lambda x: x @ x.T)
+    x = jnp.ones((8, 8))
+    compiled, lower_s, compile_s = bm.time_compile(f, x)
+    assert lower_s >= 0 and compile_s >= 0
+    timing = bm.time_calls(lambda: compiled(x), iters=3)
+    assert len(timing.times_s) == 3 and timing.median_s >= timing.min_s > 0
+    assert bm.xla_flops(compiled) is None or bm.xla_flops(compiled) >= 2 * 8 ** 3 * 0.9
+    mem = bm.compiled_memory_bytes(compiled)
+    assert mem is None or all(v >= 0 for v in mem.values())
+    assert bm.peak_memory()['peak_memory_bytes'] > 0
+    mm = bm.matmul_flops_per_s(n=32, iters=2)
+    assert mm['flops_per_s'] > 0
+    data = bm.fake_dataset(100, 3, 2)
+    b = bm.host_batch(data, np.random.default_rng(0), 7)
+    assert b['observations'].shape == (7, 3) and b['actions'].shape == (7, 2)
+
+
+def test_table_and_targets_synthetic():
+    upd = lambda name, K, s, c: dict(name=name, agent='floq', K=K, small=False, compile_total_s=c,
+                                     updates_per_s=1 / s, ms_per_update=1e3 * s, analytic_flops=1e9,
+                                     xla_flops=5e8, achieved_flops_per_s=1e9 / s, compiled_memory=None,
+                                     peak_memory_bytes=2 ** 30)
+    mm = dict(n=2048, flops_per_s=4e10)
+    results = dict(
+        device=bm.device_description(), device_note='toy', mode='tiny', matmul=mm, matmul_start=mm, matmul_end=mm,
+        updates=[upd('floq_K1', 1, 0.1, 10.0), upd('floq_K8', 8, 0.05, 11.0), upd('floq_K16', 16, 0.2, 12.0)],
+        seeds=dict(num_seeds=8, one_seed=dict(seed_updates_per_s=10.0), vmapped=dict(seed_updates_per_s=40.0),
+                   sequential=dict(seed_updates_per_s=10.0), vmapped_over_sequential=4.0),
+        loop=dict(steps_per_call=100, device_resident=dict(updates_per_s=10.0),
+                  host_per_step=dict(updates_per_s=9.0, host_sample_ms=0.1, device_put_ms=0.1), speedup=10 / 9),
+        evaluation=dict(num_episodes=10, vector_mode='chunked', num_envs=10, parallel_s=1.0, sequential_s=3.0,
+                        speedup=3.0),
+        profile={'velocity_fwd': dict(ms=1.0, flops=1e9, flops_per_s=1e12), 'actor': dict(ms=2.0, flops=None,
+                                                                                          flops_per_s=None)})
+    t = benchmark.targets(results, mm)
+    assert t['floq_default_matmul_fraction']['value'] == 0.5 and not t['floq_default_matmul_fraction']['met']
+    assert t['compile_K16_over_K1']['met'] and not t['device_loop_over_host_loop_small']['met']
+    assert t['vmapped8_over_sequential8_small']['met'] and t['eval_parallel_over_sequential']['met']
+    results['targets'] = t
+    text = benchmark.table(results)
+    assert '| floq_K8 |' in text and 'toy' in text and '| NO |' in text
