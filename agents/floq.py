@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from floq_jax import actor, flow
-from agents.fql import TARGET_NOISE_DISTS, sample_target_noise
+from agents.fql import NOISE_STREAM, TARGET_NOISE_DISTS, sample_target_noise
 from floq_jax.agent_base import Agent, compute_dtype, freeze_config
 from floq_jax.networks import EnsembleValue, TrunkSpec, VelocityField
 
@@ -190,7 +190,7 @@ class FloqAgent(Agent):
         if config.get('target_noise', 0.0):
             # Independent noise per member, row and noise sample, on the regression target (as published).
             regression_target = regression_target + sample_target_noise(
-                jax.random.fold_in(rng, 1), pred.shape, config.target_noise, config.get('target_noise_dist', 'uniform'))
+                jax.random.fold_in(rng, NOISE_STREAM), pred.shape, config.target_noise, config.get('target_noise_dist', 'uniform'))
         flow_loss = ((pred - regression_target) ** 2).reshape(num_members, batch_size, n).sum(axis=-1)  # (E, B)
         loss = flow_loss.mean()
         info = {'flow_loss': flow_loss.mean(), 'target_q': targets.mean()}

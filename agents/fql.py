@@ -25,6 +25,9 @@ from floq_jax.networks import EnsembleValue, TrunkSpec
 
 CRITIC_TYPES = ('scalar', 'iqn')
 TARGET_NOISE_DISTS = ('uniform', 'gaussian')
+# fold_in tag of the extra rng streams the switches draw from (target noise, IQN actor quantiles).  Not a
+# small integer: with JAX's partitionable threefry, fold_in(key, i) can equal split(key, n)[i].
+NOISE_STREAM = 0x5EED
 
 
 def sample_target_noise(rng, shape, magnitude: float, dist: str = 'uniform'):
@@ -96,14 +99,15 @@ class FQLAgent(Agent):
         next_q = next_qs.min(axis=0) if self.config.q_agg == 'min' else next_qs.mean(axis=0)
         targets = jax.lax.stop_gradient(batch['rewards'] + self.config.discount * batch['masks'] * next_q)
         q = self.critic_values(params['critic'], batch['observations'], batch['actions'])
-        info = {}
+        info = {'target_q': targets.mean()}
         if self.config.get('target_noise', 0.0):
             # Independent noise per member and row (the published fql_target_noise); own rng stream.
-            targets = targets + sample_target_noise(jax.random.fold_in(rng, 1), q.shape, self.config.target_noise,
+            targets = targets + sample_target_noise(jax.random.fold_in(rng, NOISE_STREAM), q.shape,
+                                                    self.config.target_noise,
                                                     self.config.get('target_noise_dist', 'uniform'))
             info['noisy_target_q'] = targets.mean()
         loss = ((q - targets) ** 2).mean()
-        return loss, {'critic_loss': loss, 'q': q.mean(), 'target_q': targets.mean(), **info}
+        return loss, {'critic_loss': loss, 'q': q.mean(), **info}
 
     def iqn_critic_loss(self, batch, params, rng):
         """Quantile Huber TD loss of the IQN critic (``config.critic_type == 'iqn'``)."""
@@ -120,19 +124,20 @@ class FQLAgent(Agent):
         next_z = next_z.min(axis=0) if config.q_agg == 'min' else next_z.mean(axis=0)
         targets = batch['rewards'][:, None] + config.discount * batch['masks'][:, None] * next_z  # (B, N')
         targets = jnp.broadcast_to(jax.lax.stop_gradient(targets), (config.num_ensembles, *targets.shape))
+        info = {'target_q': targets.mean()}
         if config.get('target_noise', 0.0):
             targets = targets + sample_target_noise(noise_rng, targets.shape, config.target_noise,
                                                     config.get('target_noise_dist', 'uniform'))
         taus = self.quantile_levels(batch_size, tau_rng)
         z = critic.apply({'params': params['critic']}, observations, batch['actions'], taus)  # (E, B, N)
         loss = fql_iqn.quantile_huber_loss(z, taus[None], targets, config.iqn_kappa).mean()
-        return loss, {'critic_loss': loss, 'q': z.mean(), 'target_q': targets.mean()}
+        return loss, {'critic_loss': loss, 'q': z.mean(), **info}
 
     def total_loss(self, batch, params, rng):
         critic_rng, actor_rng = jax.random.split(rng)
         critic_loss, critic_info = self.critic_loss(batch, params, critic_rng)
         frozen = jax.lax.stop_gradient(params['critic'])
-        q_rng = jax.random.fold_in(actor_rng, 1) if self.is_iqn else None  # IQN: sampled quantile levels
+        q_rng = jax.random.fold_in(actor_rng, NOISE_STREAM) if self.is_iqn else None  # IQN: sampled quantile levels
         q_fn = lambda o, a: self.critic_values(frozen, o, a, q_rng).mean(axis=0)
         actor_loss, actor_info = actor.actor_loss(self.modules, params, batch, actor_rng, q_fn, self.config)
         info = {f'critic/{k}': v for k, v in critic_info.items()}
