@@ -19,7 +19,7 @@ from experiments import common
 
 flags.DEFINE_string('env_name', 'pointmaze-medium-navigate-singletask-task1-v0', 'Single-task name to train on.')
 flags.DEFINE_integer('dataset_episodes', 100, 'Episodes of the generated dataset.')
-flags.DEFINE_integer('steps', 10000, 'Offline updates.')
+flags.DEFINE_integer('steps', 12000, 'Offline updates.')
 flags.DEFINE_integer('eval_episodes', 20, 'Episodes per evaluation.')
 flags.DEFINE_string('num_steps', '1,2,4,8', 'Critic K values for the final Q estimates.')
 flags.DEFINE_string('save_dir', 'runs', 'Root of the run directories.')
@@ -30,12 +30,12 @@ FLAGS = flags.FLAGS
 
 
 def demo_config():
-    """floq at 2 x 256 (velocity net, actor and distilled critic), K = 4, 4 noise samples, batch 256."""
+    """floq at 2 x 128 (velocity net, actor and distilled critic), K = 4, 2 noise samples, batch 128."""
     from agents import floq
 
     config = floq.get_config()
-    config.update(dict(actor_hidden_dims=(256, 256), value_hidden_dims=(256, 256), block_width=256, block_depth=2,
-                       critic_flow_steps=4, noise_samples=4, batch_size=256))
+    config.update(dict(actor_hidden_dims=(128, 128), value_hidden_dims=(128, 128), block_width=128, block_depth=2,
+                       critic_flow_steps=4, noise_samples=2, batch_size=128))
     return config
 
 
@@ -45,7 +45,6 @@ def main(_):
     def body():
         from floq_jax import report, runner
         from floq_jax.data import ensure_generated_dataset, load_offline_data, parse_name
-        from experiments.evaluate import evaluate_run
 
         common.check_env_name(FLAGS.env_name)
         common.check_positive(steps=FLAGS.steps, dataset_episodes=FLAGS.dataset_episodes,
@@ -68,13 +67,13 @@ def main(_):
             log_interval=min(500, interval), eval_interval=interval, save_interval=interval,
             eval_episodes=FLAGS.eval_episodes, eval_at_start=False, save_dir=FLAGS.save_dir,
             run_group=FLAGS.run_group, flags={'demo': True, 'steps': FLAGS.steps})
-        print(f'[2/4] training floq (2x256 nets, K=4, noise_samples 4, batch 256) for {FLAGS.steps} steps', flush=True)
+        print(f'[2/4] training floq (2x128 nets, K=4, noise_samples 2, batch 128) for {FLAGS.steps} steps', flush=True)
         t1 = time.time()
         run_dir, = runner.run_offline(config, data, options)
         print(f'      {run_dir} ({time.time() - t1:.0f} s)', flush=True)
 
         print(f'[3/4] evaluating the final checkpoint ({FLAGS.eval_episodes} episodes; Q at K={ks})', flush=True)
-        summary = evaluate_run(run_dir, None, FLAGS.eval_episodes, ks)
+        summary = runner.evaluate_checkpoint(run_dir, None, FLAGS.eval_episodes, ks)
         print(f'      success {summary["success"]:.2f}, return {summary["return"]:.1f}; Q estimates by K: '
               + ', '.join(f'K={k}: {q:.2f}' for k, q in summary['q_estimates'].items()), flush=True)
 

@@ -8,7 +8,6 @@ critic only: the policy (FQL's one-step actor) never integrates the critic, so s
 K; the Q estimates on a fixed dataset batch do.
 """
 
-import csv
 import json
 import os
 
@@ -28,50 +27,18 @@ flags.DEFINE_string('dataset_path', None, 'Dataset file (default: the one in fla
 FLAGS = flags.FLAGS
 
 
-def evaluate_run(run_dir, step=None, eval_episodes=50, num_steps=(), temperature=0.0, video_episodes=0,
-                 eval_seed=None, eval_num_envs=None, dataset_path=None):
-    """Summary dict (also written to <run_dir>/evaluations/step<step>.json/.csv)."""
-    import numpy as np
-
-    from floq_jax import runner
-    from floq_jax.evaluation import Evaluator
-
-    agent, _, _, step, data, run_flags = runner.load_run(run_dir, step, dataset_path)
-    num_steps = tuple(num_steps) or (int(agent.config.get('critic_flow_steps', 1)),)
-    seed = int(run_flags['seed']) if eval_seed is None else int(eval_seed)
-    with Evaluator(run_flags['env_name'], num_episodes=eval_episodes, seed=seed,
-                   num_envs=min(eval_num_envs or eval_episodes, eval_episodes)) as evaluator:
-        res = evaluator(runner.policy_fn_for(agent), temperature=temperature, seed=seed,
-                        video_episodes=video_episodes)
-    qs = runner.q_estimates(agent, runner.eval_batch(data), num_steps)
-    summary = dict(run_dir=os.path.abspath(run_dir), step=int(step), env_name=run_flags['env_name'],
-                   agent_name=agent.config.agent_name, episodes=int(eval_episodes), temperature=float(temperature),
-                   success=float(res['success']), **{'return': float(res['return'])}, length=float(res['length']),
-                   trained_K=int(agent.config.get('critic_flow_steps', 0)),
-                   q_estimates={k.split('_K')[1]: v for k, v in qs.items()})
-    out = os.path.join(run_dir, 'evaluations')
-    os.makedirs(out, exist_ok=True)
-    runner.write_json(os.path.join(out, f'step{step}.json'), summary)
-    with open(os.path.join(out, f'step{step}.csv'), 'w', newline='') as f:
-        writer = csv.writer(f)
-        writer.writerow(['step', 'K', 'evaluation/success', 'evaluation/return', 'evaluation/length', 'q_mean'])
-        for k, q in summary['q_estimates'].items() or [('', '')]:
-            writer.writerow([step, k, summary['success'], summary['return'], summary['length'], q])
-    for i, video in enumerate(res.get('videos') or []):
-        np.save(os.path.join(out, f'step{step}_video{i}.npy'), np.asarray(video))
-    return summary
-
-
 def main(_):
     common.quiet_logs()
 
     def body():
+        from floq_jax import runner
+
         if not FLAGS.run_dir or not os.path.isfile(os.path.join(FLAGS.run_dir, 'flags.json')):
             raise common.UsageError(f'--run_dir={FLAGS.run_dir!r}: expected a seed run directory holding flags.json')
         common.check_positive(eval_episodes=FLAGS.eval_episodes)
         ks = common.parse_int_list('num_steps', FLAGS.num_steps)
         try:
-            summary = evaluate_run(FLAGS.run_dir, FLAGS.step, FLAGS.eval_episodes, ks, FLAGS.eval_temperature,
+            summary = runner.evaluate_checkpoint(FLAGS.run_dir, FLAGS.step, FLAGS.eval_episodes, ks, FLAGS.eval_temperature,
                                    FLAGS.video_episodes, FLAGS.eval_seed, FLAGS.eval_num_envs, FLAGS.dataset_path)
         except FileNotFoundError as e:
             raise common.UsageError(f'--step: {e}') from None

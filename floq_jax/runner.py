@@ -384,6 +384,43 @@ def load_run(run_directory: str, step: Optional[int] = None, dataset_path: Optio
     return state['agent'], state, metadata, step, data, flags
 
 
+def evaluate_checkpoint(run_dir, step=None, eval_episodes=50, num_steps=(), temperature=0.0, video_episodes=0,
+                 eval_seed=None, eval_num_envs=None, dataset_path=None):
+    """Evaluates a seed run dir's checkpoint (newest intact one by default): success over ``eval_episodes``
+    (parallel Evaluator) and Q estimates at each K in ``num_steps`` on a fixed dataset batch.
+
+    Returns the summary dict, also written to <run_dir>/evaluations/step<step>.json and .csv (videos as .npy).
+    """
+    import csv
+
+    from floq_jax.evaluation import Evaluator
+
+    agent, _, _, step, data, run_flags = load_run(run_dir, step, dataset_path)
+    num_steps = tuple(num_steps) or (int(agent.config.get('critic_flow_steps', 1)),)
+    seed = int(run_flags['seed']) if eval_seed is None else int(eval_seed)
+    with Evaluator(run_flags['env_name'], num_episodes=eval_episodes, seed=seed,
+                   num_envs=min(eval_num_envs or eval_episodes, eval_episodes)) as evaluator:
+        res = evaluator(policy_fn_for(agent), temperature=temperature, seed=seed,
+                        video_episodes=video_episodes)
+    qs = q_estimates(agent, eval_batch(data), num_steps)
+    summary = dict(run_dir=os.path.abspath(run_dir), step=int(step), env_name=run_flags['env_name'],
+                   agent_name=agent.config.agent_name, episodes=int(eval_episodes), temperature=float(temperature),
+                   success=float(res['success']), **{'return': float(res['return'])}, length=float(res['length']),
+                   trained_K=int(agent.config.get('critic_flow_steps', 0)),
+                   q_estimates={k.split('_K')[1]: v for k, v in qs.items()})
+    out = os.path.join(run_dir, 'evaluations')
+    os.makedirs(out, exist_ok=True)
+    write_json(os.path.join(out, f'step{step}.json'), summary)
+    with open(os.path.join(out, f'step{step}.csv'), 'w', newline='') as f:
+        writer = csv.writer(f)
+        writer.writerow(['step', 'K', 'evaluation/success', 'evaluation/return', 'evaluation/length', 'q_mean'])
+        for k, q in summary['q_estimates'].items() or [('', '')]:
+            writer.writerow([step, k, summary['success'], summary['return'], summary['length'], q])
+    for i, video in enumerate(res.get('videos') or []):
+        np.save(os.path.join(out, f'step{step}_video{i}.npy'), np.asarray(video))
+    return summary
+
+
 def _test_pause(run) -> None:
     """Test hook: with $FLOQ_TEST_PAUSE_AT_STEP=<step>, block forever after that step (tests SIGKILL us here)."""
     if os.environ.get('FLOQ_TEST_PAUSE_AT_STEP') == str(run.step):

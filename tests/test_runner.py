@@ -39,8 +39,16 @@ def subprocess_env():
 def train_cmd(dataset, save_dir, group, steps=400, extra=()):
     return [sys.executable, '-m', 'experiments.train_offline', f'--env_name={ENV}', f'--dataset_path={dataset}',
             f'--offline_steps={steps}', '--steps_per_call=50', '--log_interval=50', '--eval_interval=200',
-            '--save_interval=100', '--eval_episodes=2', '--max_checkpoints=10', '--eval_num_steps=1,2',
+            '--save_interval=100', '--eval_episodes=2', '--max_checkpoints=10', '--eval_num_steps=2',
             f'--save_dir={save_dir}', f'--run_group={group}', '--noprogress', '--notensorboard', *TINY, *extra]
+
+
+def online_cmd(dataset, save_dir):
+    return [sys.executable, '-m', 'experiments.train_offline_to_online', f'--env_name={ENV}',
+            f'--dataset_path={dataset}', '--offline_steps=50', '--online_steps=30', '--utd_ratio=2',
+            '--buffer_size=10', '--steps_per_call=25', '--log_interval=10', '--eval_interval=80', '--save_interval=40',
+            '--eval_episodes=2', '--noeval_at_start', f'--save_dir={save_dir}', '--run_group=online', '--noprogress',
+            '--notensorboard', *TINY]
 
 
 def seed_dir(save_dir, group):
@@ -58,30 +66,41 @@ def digest(run, step):
 
 
 @pytest.fixture(scope='module')
-def full_run(tiny_dataset, tmp_path_factory):
+def runs(tiny_dataset, tmp_path_factory):
+    """Three concurrent subprocesses: an uninterrupted run, one SIGKILLed after step 250, one with lr=nan."""
     save_dir = str(tmp_path_factory.mktemp('runs'))
-    out = subprocess.run(train_cmd(tiny_dataset, save_dir, 'full'), cwd=REPO, env=subprocess_env(),
-                         capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
-    return save_dir, seed_dir(save_dir, 'full')
-
-
-def test_sigkill_then_resume_equals_uninterrupted_run(tiny_dataset, full_run):
-    save_dir, full = full_run
-    cmd = train_cmd(tiny_dataset, save_dir, 'killed')
-    # The hook blocks the run after step 250 (checkpoints 100 and 200 durable, rows up to 250 logged).
-    proc = subprocess.Popen(cmd, cwd=REPO, env=dict(subprocess_env(), FLOQ_TEST_PAUSE_AT_STEP='250'),
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    env = subprocess_env()
+    popen = lambda cmd, **kw: subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                               text=True, **kw)
+    full = popen(train_cmd(tiny_dataset, save_dir, 'full'), env=env)
+    nan = popen(train_cmd(tiny_dataset, save_dir, 'nan', steps=200, extra=['--agent.lr=nan']), env=env)
+    online = popen(online_cmd(tiny_dataset, save_dir), env=env)
+    # The hook blocks this run after step 250 (checkpoints 100 and 200 durable, rows up to 250 logged).
+    killed = popen(train_cmd(tiny_dataset, save_dir, 'killed'), env=dict(env, FLOQ_TEST_PAUSE_AT_STEP='250'))
     try:
-        line = ''
-        deadline = time.time() + 240
-        while 'PAUSED' not in line and time.time() < deadline and proc.poll() is None:
-            line = proc.stdout.readline()
-        assert 'PAUSED 250' in line, f'run did not reach the pause hook (rc={proc.poll()})'
+        line, deadline = '', time.time() + 300
+        while 'PAUSED' not in line and time.time() < deadline and killed.poll() is None:
+            line = killed.stdout.readline()
+        paused = 'PAUSED 250' in line
     finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    killed = seed_dir(save_dir, 'killed')
+        killed.send_signal(signal.SIGKILL)
+        killed.wait()
+    outs = {name: (p.communicate(timeout=300), p.returncode)
+            for name, p in (('full', full), ('nan', nan), ('online', online))}
+    assert paused, f'run did not reach the pause hook (rc={killed.returncode})'
+    (_, err), rc = outs['full']
+    assert rc == 0, err[-2000:]
+    return dict(save_dir=save_dir, full=seed_dir(save_dir, 'full'), killed=seed_dir(save_dir, 'killed'),
+                nan=outs['nan'], online=outs['online'], cmd=train_cmd(tiny_dataset, save_dir, 'killed'))
+
+
+@pytest.fixture(scope='module')
+def full_run(runs):
+    return runs['save_dir'], runs['full']
+
+
+def test_sigkill_then_resume_equals_uninterrupted_run(tiny_dataset, runs):
+    full, killed, cmd = runs['full'], runs['killed'], runs['cmd']
     assert max(int(r['step']) for r in read_csv(os.path.join(killed, 'train.csv'))) == 250
     assert sorted(int(os.path.basename(p)) for p in glob.glob(os.path.join(killed, 'checkpoints', '*'))) == [100, 200]
     # Corrupt the newest checkpoint: resume must skip it (warning) and restart from step 100.
@@ -98,7 +117,7 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tiny_dataset, full_run):
     assert resumed_train == full_train  # exact: the same text for every value
     full_eval, resumed_eval = read_csv(os.path.join(full, 'eval.csv')), read_csv(os.path.join(killed, 'eval.csv'))
     assert [r['step'] for r in full_eval] == ['0', '200', '400']
-    assert {'evaluation/success', 'evaluation/return', 'evaluation/length', 'evaluation/q_K1'} <= set(full_eval[0])
+    assert {'evaluation/success', 'evaluation/return', 'evaluation/length', 'evaluation/q_K2'} <= set(full_eval[0])
     assert resumed_eval == full_eval
     assert digest(killed, 400) == digest(full, 400)  # SHA-256 over every leaf of the final agent state
     assert digest(killed, 300) == digest(full, 300)
@@ -135,13 +154,12 @@ def test_evaluate_checkpoint_at_several_k(full_run):
     assert summary['success'] == pytest.approx(float(row['evaluation/success']))
 
 
-def test_nan_loss_stops_with_clear_message(tiny_dataset, tmp_path):
-    out = subprocess.run(train_cmd(tiny_dataset, str(tmp_path), 'nan', steps=200, extra=['--agent.lr=nan']),
-                         cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=180)
-    assert out.returncode == 1
-    last = out.stderr.strip().splitlines()[-1]
+def test_nan_loss_stops_with_clear_message(runs):
+    (_, err), rc = runs['nan']
+    assert rc == 1
+    last = err.strip().splitlines()[-1]
     assert last.startswith('error: training metric ') and 'at step 50' in last and 'is nan' in last, last
-    assert not glob.glob(os.path.join(seed_dir(str(tmp_path), 'nan'), 'checkpoints', '[0-9]*'))
+    assert not glob.glob(os.path.join(seed_dir(runs['save_dir'], 'nan'), 'checkpoints', '[0-9]*'))
 
 
 def test_chunk_schedule_clips_at_boundaries():
@@ -170,3 +188,41 @@ def test_published_presets():
     assert presets.default_task('antmaze-large-navigate-singletask-v0') == 1
     with pytest.raises(ValueError, match='preset'):
         presets.apply_preset(floq.get_config(), 'scene-play-singletask-v0', 'paper')
+
+
+def test_offline_to_online_smoke(runs):
+    from floq_jax import runner
+
+    (_, err), rc = runs['online']
+    assert rc == 0, err[-2000:]
+    d = seed_dir(runs['save_dir'], 'online')
+    rows = read_csv(os.path.join(d, 'train.csv'))
+    assert [int(r['step']) for r in rows] == list(range(10, 81, 10))
+    assert all(r['online/buffer_size'] == '' for r in rows[:5])  # offline rows
+    assert all(np.isfinite(float(r['training/critic/critic_loss'])) for r in rows)
+    agent, state, metadata, step, data, flags = runner.load_run(d)
+    n = len(data.train['observations'])
+    assert step == 80 and int(agent.step) == 50 + 30 * 2  # utd_ratio 2
+    buffer = state['extra']
+    assert buffer.data['observations'].shape[0] == n + 1  # capacity: max(buffer_size, dataset + 1)
+    assert int(buffer.size) == n + 1 and int(buffer.pointer) == (n + 30) % (n + 1)  # wrapped around
+    assert [float(r['online/buffer_size']) for r in rows[5:]] == [n + 1] * 3
+    # The newest rows hold online transitions: not the dataset's.
+    newest = np.asarray(buffer.data['observations'][int(buffer.pointer) - 1])
+    assert not np.any(np.all(np.isclose(data.train['observations'], newest), axis=1))
+    assert [r['step'] for r in read_csv(os.path.join(d, 'eval.csv'))] == ['50', '80']
+
+
+def test_replay_buffer_add_and_sample():
+    import jax
+    from floq_jax import replay
+
+    arrays = {'observations': np.arange(6, dtype=np.float32).reshape(3, 2), 'rewards': np.zeros(3, np.float32)}
+    buffer = replay.from_dataset(arrays, replay.capacity_for(3, 4))
+    add = jax.jit(replay.add)
+    for i in range(3):
+        buffer = add(buffer, {'observations': np.full(2, 10.0 + i, np.float32), 'rewards': np.float32(1.0)})
+    assert buffer.capacity == 4 and int(buffer.size) == 4 and int(buffer.pointer) == 2
+    np.testing.assert_array_equal(np.asarray(buffer.data['observations'][:, 0]), [11.0, 12.0, 4.0, 10.0])
+    batch = jax.jit(replay.sample, static_argnums=2)(buffer, jax.random.PRNGKey(0), 64)
+    assert set(np.asarray(batch['observations'][:, 0]).tolist()) <= {11.0, 12.0, 4.0, 10.0}
