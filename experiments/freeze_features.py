@@ -1,0 +1,85 @@
+"""Experiment 3: plasticity of the critic's features.  At a fraction f (default 0.25) of training the critic's
+trunk is frozen (``freeze_critic_trunk=True`` from that step on, runner ``config_schedule``) and only its output
+layer keeps training.  Compared: floq, floq trained at t = 0 only (train_at_zero_only, K = 1), FQL and FQL with the
+matched-FLOPs ResNet critic.  Every run logs the feature norm, srank / effective rank of the penultimate features
+and the fraction of dormant units of its critic (train.csv 'diagnostics/...').
+
+    python -m experiments.freeze_features --preset=smoke --save_dir=/tmp/sweeps
+    python -m experiments.freeze_features --preset=paper --dataset_dir=~/.ogbench/data [--freeze_fraction=0.25]
+
+Writes results.{md,csv}, learning_curves.png, plasticity.csv, plasticity_vs_success.png,
+plasticity_curves_<metric>.png.
+"""
+
+import os
+
+from absl import app, flags
+
+from floq_jax import sweeps
+
+sweeps.define_flags()
+flags.DEFINE_float('freeze_fraction', 0.25, 'Fraction of the offline steps after which the critic trunk is frozen '
+                   '(1: never).')
+flags.DEFINE_bool('unfrozen_baselines', False, 'Also run every agent without freezing.')
+FLAGS = flags.FLAGS
+
+PAPER_ENVS = ('cube-double-play-singletask-task2-v0', 'puzzle-4x4-play-singletask-task4-v0')
+PLASTICITY = ('diagnostics/feature_norm', 'diagnostics/effective_rank', 'diagnostics/srank',
+              'diagnostics/dormant_0', 'diagnostics/dormant_0.025')
+AGENTS = (('floq', 'floq', {}), ('floq_t0', 'floq', {'critic_flow_steps': 1, 'train_at_zero_only': True}),
+          ('fql', 'fql', {}), ('fql_resnet', 'fql_resnet', {}))
+
+
+def variants(freeze_step: int, unfrozen: bool):
+    out = []
+    for name, agent, overrides in AGENTS:
+        schedule = [(int(freeze_step), {'freeze_critic_trunk': True})]
+        out.append(sweeps.Variant(f'{name}_frozen', agent, overrides, options={'config_schedule': schedule},
+                                  tags={'freeze_step': int(freeze_step), 'critic': name}))
+        if unfrozen:
+            out.append(sweeps.Variant(name, agent, overrides, tags={'freeze_step': -1, 'critic': name}))
+    return out
+
+
+def post(sweep):
+    from floq_jax import report
+
+    runs = sweeps.load_sweep_runs(sweep)
+    df = sweeps.per_variant_metrics(sweep, runs, PLASTICITY)
+    df.to_csv(os.path.join(sweep.root, 'plasticity.csv'), index=False)
+    keys = [k.split('/', 1)[1] for k in PLASTICITY]
+    present = [k for k in keys if k in df.columns and df[k].notna().any()]
+    sweeps.scatter_vs_success(df, present[:3], os.path.join(sweep.root, 'plasticity_vs_success.png'),
+                              title='final critic-feature metrics vs success')
+    for key in PLASTICITY:
+        if key.split('/', 1)[1] in present:
+            report.plot_train_metric(runs, os.path.join(sweep.root, f'plasticity_curves_{key.split("/")[1]}.png'),
+                                     metric=key, group_by='variant')
+    cols = ['env_name', 'variant', 'num_seeds', 'success'] + present
+    md = ['## Critic-feature metrics (final logged values, mean over seeds; CIs in plasticity.csv)', '',
+          'floq: velocity-net features at a random step of each row\'s integration path; FQL: the critic\'s '
+          'penultimate features.  dormant_<tau>: fraction of units with normalised activity <= tau (Sokar et al.).',
+          '', sweeps.md_table(df[cols])]
+    missing = sorted(set(keys) - set(present))
+    if missing:
+        md.append(f'Not logged by this runner: {", ".join(missing)}\n')
+    return '\n'.join(md)
+
+
+def main(_):
+    if not 0 < FLAGS.freeze_fraction <= 1:
+        raise app.UsageError('--freeze_fraction must be in (0, 1]')
+    sweep, source = sweeps.sweep_from_flags('freeze_features', [], PAPER_ENVS)
+    step = int(round(FLAGS.freeze_fraction * sweeps.offline_steps_of(sweep)))
+    sweep.variants = variants(step, FLAGS.unfrozen_baselines)
+    keep = sweeps.parse_list(FLAGS.variants)
+    if keep:
+        sweep.variants = [v for v in sweep.variants if v.name in keep]
+    sweep.description = (f'Variants <critic>_frozen: the critic trunk is frozen from step {step} '
+                         f'({FLAGS.freeze_fraction:g} of training); floq_t0 = train_at_zero_only with K = 1; '
+                         f'fql_resnet = FQL with the matched-FLOPs residual critic.')
+    sweeps.main(sweep, source, post=post)
+
+
+if __name__ == '__main__':
+    app.run(main)

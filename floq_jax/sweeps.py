@@ -1,0 +1,540 @@
+"""Shared machinery of the analysis sweeps (experiments/main_table.py, scale_k.py, noise_width.py,
+freeze_features.py, utd.py, mechanisms.py): variants x envs x seeds -> runner calls -> tables and plots.
+
+    sweep = Sweep('noise_width', variants=[Variant('cov0.1', 'floq', {'noise_coverage': 0.1}), ...],
+                  envs=['cube-single-play-singletask-task1-v0'], preset='smoke')
+    dirs = run_sweep(sweep, SweepData(dataset_dir=...))      # {(variant, env): [seed run dirs]}
+    paths = write_sweep_report(sweep_root(sweep, save_dir), sweep)   # results.md / .csv / learning_curves.png
+
+Every run of a sweep lives in the standard layout ``<save_dir>/<sweep>/<variant>/<env>/<agent>/seed<k>/``
+(run_group ``<sweep>/<variant>``) with ``variant``, ``sweep`` and ``preset`` (plus the variant's tags, e.g. ``K``)
+in flags.json, so ``floq_jax.report`` groups by any of them.  All seeds of a (variant, env) train together
+(vmapped, ``RunOptions.num_seeds``).  Re-running a sweep resumes its runs (the runner's checkpoints).
+
+Presets: ``smoke`` (tiny nets, a few hundred updates, 2 seeds, 2 short evaluation episodes on a small generated
+cube-single dataset: checks the pipeline end to end on a 2-core CPU, far too short to show any effect) and
+``paper`` (published per-environment hyperparameters from floq_jax.presets, 1M offline steps, evaluation every
+20k steps over 50 episodes, 3 seeds; meant for a GPU).
+
+Data: a real OGBench file is used where ``--dataset_dir`` holds it; otherwise the dataset is generated here
+(cube/scene/puzzle/pointmaze only, cached) and the report's ``data`` column says ``generated``; environments that
+can be neither loaded nor generated are skipped and listed in results.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+import warnings
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+
+SMOKE_ENV = 'cube-single-play-singletask-task1-v0'
+
+# The OGBench single-task suite of the FQL / floq papers: 10 environments x 5 tasks.
+SUITE_ENVS = ('antmaze-large-navigate', 'antmaze-giant-navigate', 'humanoidmaze-medium-navigate',
+              'humanoidmaze-large-navigate', 'antsoccer-arena-navigate', 'cube-single-play', 'cube-double-play',
+              'scene-play', 'puzzle-3x3-play', 'puzzle-4x4-play')
+SUITE = tuple(f'{e}-singletask-task{t}-v0' for e in SUITE_ENVS for t in range(1, 6))
+
+# Tiny networks for the smoke preset (only keys an agent's config has are applied).
+SMOKE_AGENT = dict(actor_hidden_dims=(32, 32), value_hidden_dims=(32, 32), block_width=32, block_depth=2,
+                   batch_size=32, noise_samples=2, critic_flow_steps=2, actor_flow_steps=2, num_transformations=1,
+                   critic_resnet_width=32, critic_resnet_blocks=2, iqn_num_quantiles=4, iqn_num_target_quantiles=4,
+                   iqn_num_cosines=8, iqn_embed_dim=32, stale_copy_until=100)
+
+PRESETS: Dict[str, dict] = {
+    'smoke': dict(
+        options=dict(num_seeds=2, offline_steps=200, steps_per_call=100, log_interval=100, eval_interval=100,
+                     save_interval=200, eval_episodes=2, eval_at_start=False, tensorboard=False, progress=False,
+                     max_checkpoints=1,
+                     # Short, in-process evaluation episodes (runner option; dropped if the runner lacks it).
+                     eval_kwargs=dict(vector_mode='sync', max_episode_steps=50)),
+        online=dict(offline_steps=100, online_steps=100, log_interval=50, eval_interval=50, save_interval=200),
+        agent=SMOKE_AGENT, env_preset=None, envs=(SMOKE_ENV,),
+        data=dict(num_episodes=3, max_episode_steps=100), last_n=1, fast_compile=True),
+    'paper': dict(
+        options=dict(num_seeds=3, offline_steps=1_000_000, steps_per_call=1000, log_interval=5000,
+                     eval_interval=20000, save_interval=100000, eval_episodes=50, max_checkpoints=3),
+        online=dict(offline_steps=1_000_000, online_steps=1_000_000, log_interval=5000, eval_interval=20000,
+                    save_interval=100000),
+        agent={}, env_preset='published', envs=None,
+        data=dict(num_episodes=1000, max_episode_steps=None), last_n=3, fast_compile=False),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """One arm of a sweep: an agent ('floq', 'fql', 'fql_resnet', 'fql_iqn'), its config overrides, RunOptions
+    overrides (e.g. ``utd_ratio``, ``config_schedule``) and tags recorded in flags.json (e.g. ``{'K': 4}``)."""
+
+    name: str
+    agent: str = 'floq'
+    overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    tags: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class Sweep:
+    name: str
+    variants: Sequence[Variant]
+    envs: Sequence[str]
+    preset: str = 'smoke'
+    mode: str = 'offline'                     # or 'offline_to_online'
+    options: Dict[str, Any] = dataclasses.field(default_factory=dict)  # RunOptions overrides for every run
+    save_dir: str = 'runs/sweeps'
+    description: str = ''
+
+    @property
+    def root(self) -> str:
+        return os.path.join(self.save_dir, self.name)
+
+
+@dataclasses.dataclass
+class SweepData:
+    """Where datasets come from: real files (dataset_dir / dataset_path) else generated into cache_dir."""
+
+    dataset_dir: Optional[str] = None
+    dataset_path: Optional[str] = None
+    cache_dir: Optional[str] = None
+    num_episodes: int = 1000
+    max_episode_steps: Optional[int] = None
+    seed: int = 0
+
+
+def preset(name: str) -> dict:
+    if name not in PRESETS:
+        raise ValueError(f'--preset={name!r}: accepted: {", ".join(PRESETS)}')
+    return PRESETS[name]
+
+
+def parse_list(text: str, cast=str) -> list:
+    return [cast(x.strip()) for x in str(text).split(',') if x.strip()] if text else []
+
+
+# ----------------------------------------------------------------------------- configs and data
+
+
+def base_config(agent: str):
+    """The agent's default config for 'floq', 'fql', 'fql_resnet' or 'fql_iqn'."""
+    from agents import floq, fql
+
+    if agent == 'floq':
+        return floq.get_config()
+    if agent == 'fql':
+        return fql.get_config()
+    if agent in ('fql_resnet', 'fql_iqn'):
+        return fql.get_config(agent.split('_', 1)[1])
+    raise ValueError(f'unknown sweep agent {agent!r}; accepted: floq, fql, fql_resnet, fql_iqn')
+
+
+def agent_available(agent: str) -> Optional[str]:
+    """None if the agent can run here, else why not (e.g. an agent another change has not registered yet)."""
+    try:
+        from agents import agent_class
+
+        agent_class(base_config(agent).agent_name)
+    except Exception as e:  # noqa: BLE001 - reported in results.md
+        return f'{agent}: {e}'
+    return None
+
+
+def make_config(variant: Variant, env_name: str, preset_name: str, data=None):
+    """Config of ``variant`` on ``env_name``: agent defaults < published env preset (paper) < preset's network
+    sizes (smoke) < the variant's overrides; reward range from ``data``."""
+    from floq_jax import presets as env_presets
+
+    p = preset(preset_name)
+    config = base_config(variant.agent)
+    if p['env_preset']:
+        env_presets.apply_preset(config, env_name, p['env_preset'], user_keys=set(variant.overrides))
+    for key, value in p['agent'].items():
+        if key in config and key not in variant.overrides:
+            config[key] = value
+    for key, value in variant.overrides.items():
+        if key not in config:
+            raise ValueError(f'variant {variant.name}: {variant.agent} config has no key {key!r}')
+        config[key] = value
+    if data is not None:
+        config.r_min, config.r_max = (float(x) for x in data.reward_range)
+    return config
+
+
+def load_data(env_name: str, source: SweepData):
+    """OfflineData for ``env_name``: the real file if present, else a generated (cached) dataset.
+
+    Raises floq_jax.data.DatasetError when neither is possible.
+    """
+    from floq_jax.data import DatasetError, ensure_generated_dataset, load_offline_data, parse_name
+    from floq_jax.data.ogbench_io import resolve_dataset_file
+
+    if source.dataset_path:
+        return load_offline_data(env_name, dataset_path=source.dataset_path)
+    try:
+        resolve_dataset_file(env_name, source.dataset_dir)
+        return load_offline_data(env_name, source.dataset_dir)
+    except DatasetError:
+        pass
+    dataset_name = parse_name(env_name).dataset_name
+    path = ensure_generated_dataset(dataset_name, num_episodes=source.num_episodes, seed=source.seed,
+                                    cache_dir=source.cache_dir, max_episode_steps=source.max_episode_steps,
+                                    num_workers=1 if source.num_episodes <= 4 else None)
+    return load_offline_data(env_name, dataset_path=path)
+
+
+def run_options(sweep: Sweep, variant: Variant, env_name: str):
+    """RunOptions of one (variant, env): preset < sweep options < variant options.  Options the runner does not
+    know (e.g. an older runner without ``eval_kwargs``) are dropped with a warning."""
+    from floq_jax.runner import RunOptions
+
+    p = preset(sweep.preset)
+    values = dict(p['options'])
+    if sweep.mode == 'offline_to_online':
+        values.update(p['online'])
+    values.update(sweep.options)
+    values.update(variant.options)
+    known = {f.name for f in dataclasses.fields(RunOptions)}
+    dropped = sorted(set(values) - known)
+    if dropped:
+        warnings.warn(f'runner has no option(s) {dropped}; running without them')
+    values = {k: v for k, v in values.items() if k in known}
+    values.update(env_name=env_name, save_dir=sweep.save_dir, run_group=f'{sweep.name}/{variant.name}',
+                  flags=dict(variant=variant.name, sweep=sweep.name, preset=sweep.preset, sweep_agent=variant.agent,
+                             **dict(variant.tags)))
+    return RunOptions(**values)
+
+
+def enable_fast_compile(cache_dir: Optional[str]) -> None:
+    """Persistent compilation cache (identical configs across a sweep's runs / experiments compile once)."""
+    import jax
+
+    if cache_dir:
+        os.makedirs(cache_dir, exist_ok=True)
+        jax.config.update('jax_compilation_cache_dir', os.path.abspath(cache_dir))
+        jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
+        jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
+
+
+def run_sweep(sweep: Sweep, source: SweepData, log: Callable[[str], None] = print) -> Dict[Tuple[str, str], List[str]]:
+    """Trains every (variant, env) (all seeds vmapped); returns {(variant, env): run dirs}.
+
+    Skipped pieces (unloadable envs, unavailable agents) are written to ``<root>/skipped.json`` and listed in
+    the report.
+    """
+    from floq_jax import runner
+
+    os.makedirs(sweep.root, exist_ok=True)
+    skipped: List[str] = []
+    out: Dict[Tuple[str, str], List[str]] = {}
+    variants = []
+    for v in sweep.variants:
+        why = agent_available(v.agent)
+        if why:
+            skipped.append(f'variant {v.name} skipped: {why}')
+            log(skipped[-1])
+        else:
+            variants.append(v)
+    for env_name in sweep.envs:
+        try:
+            data = load_data(env_name, source)
+        except Exception as e:  # noqa: BLE001 - DatasetError and generation failures: skip the env
+            skipped.append(f'env {env_name} skipped: {" ".join(str(e).split())[:300]}')
+            log(skipped[-1])
+            continue
+        for v in variants:
+            config = make_config(v, env_name, sweep.preset, data)
+            options = run_options(sweep, v, env_name)
+            t0 = time.time()
+            fn = runner.run_offline_to_online if sweep.mode == 'offline_to_online' else runner.run_offline
+            out[(v.name, env_name)] = fn(config, data, options)
+            log(f'[{sweep.name}] {v.name} on {env_name} ({data.source} data): {time.time() - t0:.1f}s')
+    runner.write_json(os.path.join(sweep.root, 'skipped.json'), skipped)
+    return out
+
+
+# ----------------------------------------------------------------------------- results
+
+
+def mean_ci(x: Sequence[float], reps: int = 2000, seed: int = 0) -> Tuple[float, float, float]:
+    """Mean and 95% bootstrap CI over seeds (rliable; the point estimate when there is one value or no spread)."""
+    x = np.asarray([v for v in x if np.isfinite(v)], dtype=float)
+    if x.size == 0:
+        return math.nan, math.nan, math.nan
+    m = float(x.mean())
+    if x.size < 2 or np.ptp(x) == 0:
+        return m, m, m
+    from rliable import library as rly
+    from rliable import metrics
+
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore', RuntimeWarning)
+            _, ci = rly.get_interval_estimates({'x': x[:, None]}, lambda s: np.array([metrics.aggregate_mean(s)]),
+                                               reps=reps)
+    finally:
+        np.random.set_state(state)
+    return m, float(ci['x'][0, 0]), float(ci['x'][1, 0])
+
+
+def md_table(df, digits: int = 3) -> str:
+    """A pandas DataFrame as a markdown table (floats rounded)."""
+    cols = list(df.columns)
+    lines = ['| ' + ' | '.join(map(str, cols)) + ' |', '|' + '---|' * len(cols)]
+    for _, row in df.iterrows():
+        cells = []
+        for c in cols:
+            v = row[c]
+            cells.append(f'{v:.{digits}g}' if isinstance(v, (float, np.floating)) else str(v))
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines) + '\n'
+
+
+def variant_order(sweep: Sweep) -> Dict[str, int]:
+    return {v.name: i for i, v in enumerate(sweep.variants)}
+
+
+def load_sweep_runs(sweep: Sweep):
+    from floq_jax import report
+
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', report.RunWarning)
+        return report.load_runs(sweep.root)
+
+
+def run_length_note(sweep: Sweep) -> str:
+    p = preset(sweep.preset)
+    o = dict(p['options'])
+    if sweep.mode == 'offline_to_online':
+        o.update(p['online'])
+    o.update(sweep.options)
+    steps = f'{o.get("offline_steps")} offline updates'
+    if sweep.mode == 'offline_to_online':
+        steps += f' + {o.get("online_steps")} online env steps'
+    import jax
+
+    device = f'{jax.devices()[0].platform} ({jax.device_count()} device(s), {os.cpu_count()} CPU cores visible)'
+    note = (f'preset `{sweep.preset}`: {steps}, {o.get("num_seeds")} seeds, {o.get("eval_episodes")} evaluation '
+            f'episodes per evaluation; device: {device}.')
+    if sweep.preset == 'smoke':
+        note += (' Smoke runs check the pipeline only: they are far too short (tiny networks, a few hundred '
+                 'updates, a 3-episode generated dataset) to show any of the effects under study.')
+    return note
+
+
+def write_sweep_report(sweep: Sweep, group_by: str = 'variant', extra_md: str = '', title: Optional[str] = None,
+                       metric: str = 'evaluation/success') -> Dict[str, str]:
+    """results.md / results.csv (per task x variant: mean and 95% bootstrap CI over seeds, IQM over tasks) and
+    learning_curves.png under the sweep's root; ``extra_md`` is appended to results.md."""
+    from floq_jax import report
+
+    runs = load_sweep_runs(sweep)
+    last_n = preset(sweep.preset)['last_n']
+    table = report.results_table(runs, metric, last_n=last_n, group_by=group_by, reps=2000)
+    iqm = report.aggregate_iqm(runs, metric, last_n=last_n, group_by=group_by, reps=2000)
+    paths = {name: os.path.join(sweep.root, name) for name in ('results.md', 'results.csv', 'learning_curves.png')}
+    skipped = _read_skipped(sweep)
+    md = report.to_markdown(table, iqm, title=title or f'{sweep.name} ({sweep.preset} preset)')
+    md += '\n' + run_length_note(sweep) + '\n'
+    if sweep.description:
+        md += '\n' + sweep.description.strip() + '\n'
+    if skipped:
+        md += '\nSkipped:\n\n' + ''.join(f'- {s}\n' for s in skipped)
+    if extra_md:
+        md += '\n' + extra_md.strip() + '\n'
+    with open(paths['results.md'], 'w') as f:
+        f.write(md)
+    with open(paths['results.csv'], 'w') as f:
+        f.write(report.to_csv(table, iqm))
+    report.plot_learning_curves(runs, paths['learning_curves.png'], metric=metric, group_by=group_by, band='ci')
+    return paths
+
+
+def _read_skipped(sweep: Sweep) -> List[str]:
+    path = os.path.join(sweep.root, 'skipped.json')
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return list(json.load(f))
+
+
+def final_train_metric(run, key: str, last_n: int = 1) -> float:
+    """Mean of the last ``last_n`` logged values of a train.csv column (NaN if absent)."""
+    if run.train is None or key not in run.train.columns:
+        return math.nan
+    values = run.train[key].dropna().to_numpy(dtype=float)
+    return float(values[-last_n:].mean()) if values.size else math.nan
+
+
+def per_variant_metrics(sweep: Sweep, runs, keys: Sequence[str], success_last_n: Optional[int] = None):
+    """DataFrame: one row per (env, variant) with final success and the final value of each train.csv ``key``
+    (mean and 95% CI over seeds)."""
+    import pandas as pd
+
+    from floq_jax import report
+
+    last_n = success_last_n or preset(sweep.preset)['last_n']
+    order = variant_order(sweep)
+    groups: Dict[Tuple[str, str], list] = {}
+    for r in runs:
+        groups.setdefault((r.env_name, str(r.get('variant'))), []).append(r)
+    rows = []
+    for (env, variant), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], order.get(kv[0][1], 99))):
+        row = {'env_name': env, 'variant': variant, 'num_seeds': len(rs)}
+        m, lo, hi = mean_ci([report.final_score(r, 'evaluation/success', last_n) for r in rs])
+        row.update(success=m, success_ci_low=lo, success_ci_high=hi)
+        for key in keys:
+            short = key.split('/', 1)[-1]
+            m, lo, hi = mean_ci([final_train_metric(r, key, last_n) for r in rs])
+            row.update({short: m, f'{short}_ci_low': lo, f'{short}_ci_high': hi})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def scatter_vs_success(df, keys: Sequence[str], path: str, title: str = '') -> str:
+    """One panel per metric: final metric (x) against final success (y), one point per variant (CI bars)."""
+    import matplotlib
+
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    keys = [k for k in keys if k in df.columns]
+    fig, axes = plt.subplots(1, max(1, len(keys)), figsize=(4.2 * max(1, len(keys)), 3.4), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        for _, row in df.iterrows():
+            x, y = row[key], row['success'] * 100
+            if not (np.isfinite(x) and np.isfinite(y)):
+                continue
+            xerr = [[x - row[f'{key}_ci_low']], [row[f'{key}_ci_high'] - x]]
+            yerr = [[y - row['success_ci_low'] * 100], [row['success_ci_high'] * 100 - y]]
+            ax.errorbar([x], [y], xerr=xerr, yerr=yerr, fmt='o', capsize=3, label=str(row['variant']))
+        ax.set_xlabel(key)
+        ax.set_ylabel('success (%)')
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def bar_plot(df, value: str, path: str, title: str = '', label_col: str = 'variant', scale: float = 100.0,
+             ylabel: str = 'success (%)') -> str:
+    """Bars of ``value`` (with its _ci_low/_ci_high) per row of ``df``."""
+    import matplotlib
+
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(1.0 + 0.9 * max(3, len(df)), 3.6))
+    x = np.arange(len(df))
+    y = df[value].to_numpy(float) * scale
+    lo = df[f'{value}_ci_low'].to_numpy(float) * scale
+    hi = df[f'{value}_ci_high'].to_numpy(float) * scale
+    ax.bar(x, np.nan_to_num(y), yerr=[np.nan_to_num(y - lo), np.nan_to_num(hi - y)], capsize=3)
+    labels = [f'{a}\n{b}' if df['env_name'].nunique() > 1 else str(b) for a, b in zip(df['env_name'], df[label_col])]
+    ax.set_xticks(x, labels, rotation=30, ha='right', fontsize=8)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+# ----------------------------------------------------------------------------- entrypoint plumbing
+
+
+def define_flags(default_envs: str = '') -> None:
+    """Flags shared by the sweep entrypoints."""
+    from absl import flags
+
+    flags.DEFINE_enum('preset', 'smoke', list(PRESETS), 'smoke: minutes on a CPU; paper: published settings (GPU).')
+    flags.DEFINE_string('save_dir', 'runs/sweeps', 'Root of the sweep directories (<save_dir>/<sweep>/...).')
+    flags.DEFINE_string('dataset_dir', None, 'Directory with OGBench <dataset>.npz files (used where present; '
+                        'otherwise datasets are generated here).')
+    flags.DEFINE_string('dataset_path', None, 'Explicit training .npz for every env of the sweep.')
+    flags.DEFINE_string('cache_dir', None, 'Cache of generated datasets (default $FLOQ_DATA_CACHE or '
+                        '~/.cache/floq_jax/datasets).')
+    flags.DEFINE_string('envs', default_envs, 'Comma list of single-task env names (default: the preset\'s).')
+    flags.DEFINE_string('variants', '', 'Comma list: run only these variants (default: all).')
+    flags.DEFINE_integer('num_seeds', None, 'Seeds per (variant, env) (default: the preset\'s).')
+    flags.DEFINE_integer('seed', 0, 'First seed.')
+    flags.DEFINE_integer('offline_steps', None, 'Override the preset\'s offline steps.')
+    flags.DEFINE_integer('num_episodes', None, 'Episodes of a generated dataset (default: the preset\'s).')
+    flags.DEFINE_string('compile_cache_dir', None, 'JAX persistent compilation cache (default for smoke: '
+                        '<save_dir>/.jax_cache).')
+    flags.DEFINE_bool('report_only', False, 'Only rewrite the tables and plots from existing runs.')
+
+
+def sweep_from_flags(name: str, variants: Sequence[Variant], paper_envs: Sequence[str], mode: str = 'offline',
+                     options: Optional[dict] = None, description: str = '') -> Tuple[Sweep, SweepData]:
+    from absl import flags
+
+    FLAGS = flags.FLAGS
+    p = preset(FLAGS.preset)
+    envs = parse_list(FLAGS.envs) or list(p['envs'] or paper_envs)
+    keep = parse_list(FLAGS.variants)
+    if keep:
+        unknown = sorted(set(keep) - {v.name for v in variants})
+        if unknown:
+            raise ValueError(f'--variants: unknown {unknown}; accepted: {", ".join(v.name for v in variants)}')
+        variants = [v for v in variants if v.name in keep]
+    opts = dict(options or {})
+    if FLAGS.num_seeds is not None:
+        opts['num_seeds'] = FLAGS.num_seeds
+    if FLAGS.offline_steps is not None:
+        opts['offline_steps'] = FLAGS.offline_steps
+    opts['seed'] = FLAGS.seed
+    sweep = Sweep(name=name, variants=list(variants), envs=envs, preset=FLAGS.preset, mode=mode, options=opts,
+                  save_dir=FLAGS.save_dir, description=description)
+    d = p['data']
+    source = SweepData(dataset_dir=FLAGS.dataset_dir, dataset_path=FLAGS.dataset_path, cache_dir=FLAGS.cache_dir,
+                       num_episodes=FLAGS.num_episodes or d['num_episodes'], max_episode_steps=d['max_episode_steps'])
+    return sweep, source
+
+
+def offline_steps_of(sweep: Sweep) -> int:
+    p = preset(sweep.preset)
+    o = dict(p['options'])
+    if sweep.mode == 'offline_to_online':
+        o.update(p['online'])
+    o.update(sweep.options)
+    return int(o['offline_steps'])
+
+
+def main(sweep: Sweep, source: SweepData, post: Optional[Callable[[Sweep], str]] = None,
+         group_by: str = 'variant') -> Dict[str, str]:
+    """Runs the sweep (unless --report_only), then writes results.md/.csv/learning_curves.png (plus what ``post``
+    writes; its returned markdown is appended to results.md).  Prints the written paths."""
+    from absl import flags
+
+    from absl import logging as absl_logging
+
+    absl_logging.set_verbosity(absl_logging.WARNING)
+    FLAGS = flags.FLAGS
+    cache = FLAGS.compile_cache_dir or (os.path.join(sweep.save_dir, '.jax_cache') if preset(sweep.preset)
+                                        ['fast_compile'] else None)
+    enable_fast_compile(cache)
+    t0 = time.time()
+    if not FLAGS.report_only:
+        run_sweep(sweep, source)
+    extra = post(sweep) if post is not None else ''
+    paths = write_sweep_report(sweep, group_by=group_by, extra_md=extra or '')
+    for p in sorted(set(paths.values()) | set(_listing(sweep.root))):
+        print(p)
+    print(f'[{sweep.name}] done in {time.time() - t0:.1f}s')
+    return paths
+
+
+def _listing(root: str) -> List[str]:
+    return [os.path.join(root, f) for f in sorted(os.listdir(root)) if f.endswith(('.md', '.csv', '.png'))]
