@@ -109,13 +109,13 @@ def peak_memory() -> Dict[str, Any]:
     return {'peak_memory_bytes': process_peak_rss_bytes(), 'memory_source': 'process peak RSS (cumulative)'}
 
 
-def matmul_flops_per_s(n: int = 2048, iters: int = 10, dtype=jnp.float32) -> Dict[str, float]:
+def matmul_flops_per_s(n: int = 2048, iters: int = 10, dtype=jnp.float32, warmup: int = 2) -> Dict[str, float]:
     """Achieved FLOP/s of an n x n @ n x n matmul in jax (2 n^3 FLOPs), median of ``iters`` calls."""
     key_a, key_b = jax.random.split(jax.random.PRNGKey(0))
     a = jax.random.normal(key_a, (n, n), dtype)
     b = jax.random.normal(key_b, (n, n), dtype)
     f = jax.jit(jnp.matmul)
-    timing = time_calls(lambda: f(a, b), iters, warmup=2)
+    timing = time_calls(lambda: f(a, b), iters, warmup=warmup)
     flops = 2.0 * n ** 3
     return {'n': n, 'median_s': timing.median_s, 'flops_per_s': flops / timing.median_s,
             'best_flops_per_s': flops / timing.min_s}
