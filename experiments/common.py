@@ -47,8 +47,16 @@ def define_common_flags(offline_steps: int = 1_000_000) -> None:
     flags.DEFINE_bool('distributed', False, 'Call jax.distributed.initialize (multi-host).')
     flags.DEFINE_integer('max_checkpoints', 3, 'Newest checkpoints kept per seed.')
     flags.DEFINE_bool('progress', True, 'tqdm progress bar.')
-    config_flags.DEFINE_config_file('agent', os.path.join(REPO, 'agents', 'floq.py'), 'Agent config file.',
-                                    lock_config=False)
+    # config_flags applies --agent.* overrides from sys.argv already here: report unknown keys in one line.
+    unknown = _unknown_agent_keys(sys.argv)
+    if unknown:
+        fail(f'--agent.{unknown[0]}: unknown agent config key; accepted keys: '
+             f'{", ".join(sorted(unknown_agent_keys_config(sys.argv)))}')
+    try:
+        config_flags.DEFINE_config_file('agent', os.path.join(REPO, 'agents', 'floq.py'), 'Agent config file.',
+                                        lock_config=False)
+    except Exception as e:  # noqa: BLE001
+        fail(f'--agent: {type(e).__name__}: {e}')
 
 
 def quiet_logs() -> None:
@@ -74,11 +82,11 @@ def flags_parser(argv):
     unknown_agent = _unknown_agent_keys(argv)
     try:
         return FLAGS(argv)
-    except flags.Error as e:
+    except Exception as e:  # noqa: BLE001 - config_flags raises AttributeError/KeyError for unknown keys
         if unknown_agent:
             fail(f'--agent.{unknown_agent[0]}: unknown agent config key; accepted keys: '
                  f'{", ".join(sorted(unknown_agent_keys_config(argv)))}')
-        fail(e)
+        fail(f'{type(e).__name__}: {e}' if not isinstance(e, flags.Error) else e)
 
 
 def _agent_file(argv) -> str:
