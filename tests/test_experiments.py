@@ -1,0 +1,114 @@
+"""The experiment sweeps: every --preset=smoke entrypoint runs end to end and writes its table (md + csv) and plots
+with finite numbers; plus fast checks of the shared sweep machinery (config layering, options, CIs).
+
+The smoke runs share one small generated dataset (module-scoped cache) and a persistent JAX compilation cache
+($FLOQ_TEST_JAX_CACHE, default ~/.cache/floq_jax/jax_cache_tests: identical configs across experiments compile
+once, and a second test session mostly skips compilation).  Each entrypoint runs in a subprocess with XLA's
+cheapest CPU optimisation level (compile time dominates a few hundred tiny updates).
+"""
+
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from floq_jax import sweeps
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FAST_XLA = '--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true'
+
+# Per experiment: extra (file, numeric columns that must be finite) beyond results.{md,csv}, learning_curves.png.
+EXTRA = {
+    'main_table': [],
+    'scale_k': [('scale_k_grid.csv', ['q_abs_error', 'q_bias', 'success']), ('q_error_grid.png', None),
+                ('success_grid.png', None)],
+    'noise_width': [('noise_width_diagnostics.csv', ['success', 'straightness', 'velocity_spread', 'q_change']),
+                    ('curvature_vs_success.png', None)],
+    'freeze_features': [('plasticity.csv', ['success', 'feature_norm', 'effective_rank', 'dormant_0']),
+                        ('plasticity_vs_success.png', None)],
+    'utd': [('utd.csv', ['success', 'steps_to_threshold', 'reached_fraction']), ('utd.png', None)],
+    'mechanisms': [('mechanisms.csv', ['success']), ('mechanisms.png', None)],
+}
+
+
+@pytest.fixture(scope='module')
+def smoke_dirs(tmp_path_factory):
+    cache = os.environ.get('FLOQ_TEST_JAX_CACHE') or os.path.expanduser('~/.cache/floq_jax/jax_cache_tests')
+    return dict(save_dir=str(tmp_path_factory.mktemp('sweeps')), data=str(tmp_path_factory.mktemp('data_cache')),
+                jax_cache=cache)
+
+
+def _run(name, dirs):
+    env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS='cpu', XLA_FLAGS=FAST_XLA)
+    cmd = [sys.executable, '-m', f'experiments.{name}', '--preset=smoke', f'--save_dir={dirs["save_dir"]}',
+           f'--cache_dir={dirs["data"]}', f'--compile_cache_dir={dirs["jax_cache"]}']
+    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+
+
+def _check_finite_csv(path, columns):
+    df = pd.read_csv(path)
+    assert len(df), path
+    for col in columns:
+        assert col in df.columns, (path, col, list(df.columns))
+        values = pd.to_numeric(df[col], errors='coerce').to_numpy(float)
+        assert np.isfinite(values).all(), (path, col, values)
+
+
+@pytest.mark.parametrize('name', list(EXTRA))
+def test_smoke_preset_writes_finite_table_and_plots(name, smoke_dirs):
+    out = _run(name, smoke_dirs)
+    assert out.returncode == 0, out.stderr[-3000:]
+    root = os.path.join(smoke_dirs['save_dir'], name)
+    for f in ('results.md', 'results.csv', 'learning_curves.png'):
+        assert os.path.getsize(os.path.join(root, f)) > 0, f
+    _check_finite_csv(os.path.join(root, 'results.csv'), ['mean', 'ci_low', 'ci_high'])
+    md = open(os.path.join(root, 'results.md')).read()
+    assert 'nan' not in md.lower().replace('nan ', 'x'), md
+    assert 'generated' in md and 'smoke' in md
+    for f, cols in EXTRA[name]:
+        path = os.path.join(root, f)
+        assert os.path.getsize(path) > 0, f
+        if cols:
+            _check_finite_csv(path, cols)
+    # Standard run-directory layout with the sweep's flags.
+    seeds = [os.path.join(dp) for dp, _, files in os.walk(root) if 'flags.json' in files]
+    assert len(seeds) >= 2 and all(os.path.basename(d).startswith('seed') for d in seeds)
+
+
+# ----------------------------------------------------------------------------- fast checks of the machinery
+
+
+def test_make_config_layers_preset_sizes_and_variant_overrides():
+    v = sweeps.Variant('K4', 'floq', {'critic_flow_steps': 4})
+    c = sweeps.make_config(v, sweeps.SMOKE_ENV, 'smoke')
+    assert c.critic_flow_steps == 4 and c.block_width == 32 and c.batch_size == 32
+    paper = sweeps.make_config(sweeps.Variant('floq'), 'puzzle-4x4-play-singletask-task1-v0', 'paper')
+    assert paper.alpha == 1000.0 and paper.noise_coverage == 0.25 and paper.block_width == 512
+    # the variant wins over the published preset
+    mine = sweeps.make_config(sweeps.Variant('c', 'floq', {'noise_coverage': 0.5}),
+                              'puzzle-4x4-play-singletask-task1-v0', 'paper')
+    assert mine.noise_coverage == 0.5
+    fql = sweeps.make_config(sweeps.Variant('fql', 'fql_resnet'), sweeps.SMOKE_ENV, 'smoke')
+    assert fql.agent_name == 'fql_resnet' and fql.critic_resnet_width == 32
+    with pytest.raises(ValueError, match='no key'):
+        sweeps.make_config(sweeps.Variant('x', 'fql', {'critic_flow_steps': 2}), sweeps.SMOKE_ENV, 'smoke')
+
+
+def test_run_options_group_flags_and_overrides():
+    sweep = sweeps.Sweep('s', [], [sweeps.SMOKE_ENV], preset='smoke', options={'num_seeds': 3}, save_dir='/tmp/x')
+    v = sweeps.Variant('u4', 'floq', options={'utd_ratio': 4}, tags={'utd': 4})
+    o = sweeps.run_options(sweep, v, sweeps.SMOKE_ENV)
+    assert o.run_group == 's/u4' and o.num_seeds == 3 and o.utd_ratio == 4 and o.offline_steps == 200
+    assert o.flags == {'variant': 'u4', 'sweep': 's', 'preset': 'smoke', 'sweep_agent': 'floq', 'utd': 4}
+
+
+def test_mean_ci_and_suite():
+    m, lo, hi = sweeps.mean_ci([0.2, 0.4, 0.6])
+    assert math.isclose(m, 0.4) and lo <= m <= hi and lo >= 0.2 and hi <= 0.6
+    assert sweeps.mean_ci([0.5]) == (0.5, 0.5, 0.5)
+    assert all(math.isnan(x) for x in sweeps.mean_ci([]))
+    assert len(sweeps.SUITE) == 50 and len(set(sweeps.SUITE)) == 50
