@@ -19,7 +19,7 @@ from experiments import common
 
 flags.DEFINE_string('env_name', 'pointmaze-medium-navigate-singletask-task1-v0', 'Single-task name to train on.')
 flags.DEFINE_integer('dataset_episodes', 100, 'Episodes of the generated dataset.')
-flags.DEFINE_integer('steps', 12000, 'Offline updates.')
+flags.DEFINE_integer('steps', 25000, 'Offline updates.')
 flags.DEFINE_integer('eval_episodes', 20, 'Episodes per evaluation.')
 flags.DEFINE_string('num_steps', '1,2,4,8', 'Critic K values for the final Q estimates.')
 flags.DEFINE_string('save_dir', 'runs', 'Root of the run directories.')
@@ -30,12 +30,12 @@ FLAGS = flags.FLAGS
 
 
 def demo_config():
-    """floq at 2 x 128 (velocity net, actor and distilled critic), K = 4, 2 noise samples, batch 128."""
+    """floq at 2 x 128 (velocity net, actor and distilled critic), K = 4, 2 noise samples, batch 64."""
     from agents import floq
 
     config = floq.get_config()
     config.update(dict(actor_hidden_dims=(128, 128), value_hidden_dims=(128, 128), block_width=128, block_depth=2,
-                       critic_flow_steps=4, noise_samples=2, batch_size=128))
+                       critic_flow_steps=4, noise_samples=2, batch_size=64))
     return config
 
 
@@ -43,7 +43,7 @@ def main(_):
     common.quiet_logs()
 
     def body():
-        from floq_jax import report, runner
+        from floq_jax import presets, report, runner
         from floq_jax.data import ensure_generated_dataset, load_offline_data, parse_name
 
         common.check_env_name(FLAGS.env_name)
@@ -60,6 +60,8 @@ def main(_):
         print(f'      {path} ({len(data.train["observations"])} transitions, {time.time() - t0:.0f} s)', flush=True)
 
         config = demo_config()
+        applied = presets.apply_preset(config, FLAGS.env_name, 'published',
+                                       user_keys=('block_width', 'critic_flow_steps', 'noise_samples', 'batch_size'))
         runner.set_reward_range(config, data)
         interval = max(FLAGS.steps // 4, 1)
         options = runner.RunOptions(
@@ -67,7 +69,8 @@ def main(_):
             log_interval=min(500, interval), eval_interval=interval, save_interval=interval,
             eval_episodes=FLAGS.eval_episodes, eval_at_start=False, save_dir=FLAGS.save_dir,
             run_group=FLAGS.run_group, flags={'demo': True, 'steps': FLAGS.steps})
-        print(f'[2/4] training floq (2x128 nets, K=4, noise_samples 2, batch 128) for {FLAGS.steps} steps', flush=True)
+        print(f'[2/4] training floq (2x128 nets, K=4, noise_samples 2, batch 64; published preset {applied}) '
+              f'for {FLAGS.steps} steps', flush=True)
         t1 = time.time()
         run_dir, = runner.run_offline(config, data, options)
         print(f'      {run_dir} ({time.time() - t1:.0f} s)', flush=True)

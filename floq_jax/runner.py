@@ -119,6 +119,18 @@ def config_dict(config) -> dict:
     return _jsonable(config.to_dict() if hasattr(config, 'to_dict') else dict(config))
 
 
+def canonical_config(config):
+    """The config as flags.json records it (lists -> tuples, no shared objects), so an agent rebuilt from
+    flags.json has the same pytree structure (and checkpoint digest) as the one that was trained."""
+    import ml_collections
+
+    def tuples(x):
+        return tuple(tuples(v) for v in x) if isinstance(x, list) else x
+
+    d = config_dict(config) if not isinstance(config, dict) else _jsonable(config)
+    return ml_collections.ConfigDict({k: tuples(v) for k, v in d.items()})
+
+
 def flags_record(config, data, options: RunOptions, seed: int) -> dict:
     """The flags.json content of one seed's run directory."""
     record = dict(_jsonable(options.flags))
@@ -357,15 +369,10 @@ def load_run(run_directory: str, step: Optional[int] = None, dataset_path: Optio
     """(agent, state, metadata, step, data, flags) from a seed's run directory (newest intact checkpoint by default)."""
     from agents import agent_class
     from floq_jax.data import load_offline_data
-    import ml_collections
 
     with open(os.path.join(run_directory, 'flags.json')) as f:
         flags = json.load(f)
-    agent_cfg = dict(flags['agent'])
-    for key, value in agent_cfg.items():
-        if isinstance(value, list):
-            agent_cfg[key] = tuple(value)
-    config = ml_collections.ConfigDict(agent_cfg)
+    config = canonical_config(flags['agent'])
     data = load_offline_data(flags['env_name'], dataset_path=dataset_path or flags['dataset_file'])
     arrays = sampling.batch_arrays(data.train)
     agent_cls = agent_class(config.agent_name)
@@ -434,7 +441,7 @@ def _test_pause(run) -> None:
 def run_training(agent_cls, config, data, options: RunOptions, online_phase: Optional[Callable] = None,
                  extra_state: Optional[Callable] = None) -> List[str]:
     """Offline steps (then ``online_phase(run, bar)`` if given); returns the run directories (one per seed)."""
-    run = _Run(agent_cls, config, data, options, extra_state)
+    run = _Run(agent_cls, canonical_config(config), data, options, extra_state)
     o = options
     bar = _progress(o, o.offline_steps + o.online_steps, run.step)
     chunks: Dict[int, Callable] = {}
