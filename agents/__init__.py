@@ -3,7 +3,7 @@
 from agents.floq import FloqAgent
 from agents.fql import FQLAgent
 
-AGENTS = {'floq': FloqAgent, 'fql': FQLAgent, 'fql_resnet': FQLAgent}
+AGENTS = {'floq': FloqAgent, 'fql': FQLAgent, 'fql_resnet': FQLAgent, 'fql_iqn': FQLAgent}
 
 
 def agent_class(agent_name: str):

@@ -76,10 +76,13 @@ def fql_update_flops(config) -> int:
 
 
 def update_flops(agent) -> int:
-    """Analytic FLOPs of one update of ``agent`` (floq or FQL, from its config)."""
-    if agent.config.agent_name.startswith('fql'):
+    """Analytic FLOPs of one update of ``agent`` (floq, FQL or FQL-ResNet, from its config)."""
+    name = agent.config.agent_name
+    if name in ('fql', 'fql_resnet'):
         return fql_update_flops(agent.config)
-    return floq_update_flops(agent.config)
+    if name == 'floq':
+        return floq_update_flops(agent.config)
+    raise ValueError(f'no analytic FLOP count for agent {name!r}; use xla_update_flops(agent, batch)')
 
 
 def xla_update_flops(agent, batch) -> float:
