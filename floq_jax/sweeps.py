@@ -67,6 +67,10 @@ PRESETS: Dict[str, dict] = {
 }
 
 
+# Runner options a sweep can run without (a speed-up only); any other unknown option is an error.
+OPTIONAL_RUNNER_OPTIONS = {'eval_kwargs'}
+
+
 @dataclasses.dataclass(frozen=True)
 class Variant:
     """One arm of a sweep: an agent ('floq', 'fql', 'fql_resnet', 'fql_iqn'), its config overrides, RunOptions
@@ -200,6 +204,10 @@ def run_options(sweep: Sweep, variant: Variant, env_name: str):
     values.update(variant.options)
     known = {f.name for f in dataclasses.fields(RunOptions)}
     dropped = sorted(set(values) - known)
+    required = sorted(set(dropped) - OPTIONAL_RUNNER_OPTIONS)
+    if required:
+        raise ValueError(f'{sweep.name}/{variant.name} needs runner option(s) {required}, which this '
+                         f'floq_jax.runner.RunOptions does not have')
     if dropped:
         warnings.warn(f'runner has no option(s) {dropped}; running without them')
     values = {k: v for k, v in values.items() if k in known}
