@@ -69,7 +69,7 @@ def post(sweep):
 def main(_):
     if not 0 < FLAGS.freeze_fraction <= 1:
         raise app.UsageError('--freeze_fraction must be in (0, 1]')
-    sweep, source = sweeps.sweep_from_flags('freeze_features', [], PAPER_ENVS)
+    sweep, source = sweeps.sweep_from_flags('freeze_features', [], PAPER_ENVS, options={'log_diagnostics': True})
     step = int(round(FLAGS.freeze_fraction * sweeps.offline_steps_of(sweep)))
     sweep.variants = variants(step, FLAGS.unfrozen_baselines)
     keep = sweeps.parse_list(FLAGS.variants)

@@ -59,7 +59,7 @@ def post(sweep):
 def main(_):
     covs = sweeps.parse_list(FLAGS.coverages, float) or (SMOKE if FLAGS.preset == 'smoke' else PAPER)
     sweep, source = sweeps.sweep_from_flags(
-        'noise_width', variants(covs), PAPER_ENVS,
+        'noise_width', variants(covs), PAPER_ENVS, options={'log_diagnostics': True},
         description='Variants cov<c>: floq with noise_coverage=c, i.e. z0 ~ U[c r_min, c r_max] / (1 - gamma).')
     sweeps.main(sweep, source, post=post)
 

@@ -49,12 +49,14 @@ SMOKE_AGENT = dict(actor_hidden_dims=(32, 32), value_hidden_dims=(32, 32), block
 
 PRESETS: Dict[str, dict] = {
     'smoke': dict(
-        options=dict(num_seeds=2, offline_steps=200, steps_per_call=100, log_interval=100, eval_interval=100,
-                     save_interval=200, eval_episodes=2, eval_at_start=False, tensorboard=False, progress=False,
+        options=dict(num_seeds=2, offline_steps=100, steps_per_call=25, log_interval=50, eval_interval=100,
+                     save_interval=100, eval_episodes=2, eval_at_start=False, tensorboard=False, progress=False,
                      max_checkpoints=1,
                      # Short, in-process evaluation episodes (runner option; dropped if the runner lacks it).
-                     eval_kwargs=dict(vector_mode='sync', max_episode_steps=50)),
-        online=dict(offline_steps=100, online_steps=100, log_interval=50, eval_interval=50, save_interval=200),
+                     eval_kwargs=dict(vector_mode='sync', max_episode_steps=50),
+                     # Critic diagnostics cost one more compile per run: on only where a sweep analyses them.
+                     log_diagnostics=False),
+        online=dict(offline_steps=0, online_steps=50, log_interval=25, eval_interval=50, save_interval=50),
         agent=SMOKE_AGENT, env_preset=None, envs=(SMOKE_ENV,),
         data=dict(num_episodes=3, max_episode_steps=100), last_n=1, fast_compile=True),
     'paper': dict(
@@ -68,7 +70,7 @@ PRESETS: Dict[str, dict] = {
 
 
 # Runner options a sweep can run without (a speed-up only); any other unknown option is an error.
-OPTIONAL_RUNNER_OPTIONS = {'eval_kwargs'}
+OPTIONAL_RUNNER_OPTIONS = {'eval_kwargs', 'log_diagnostics'}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -331,7 +333,7 @@ def run_length_note(sweep: Sweep) -> str:
     note = (f'preset `{sweep.preset}`: {steps}, {o.get("num_seeds")} seeds, {o.get("eval_episodes")} evaluation '
             f'episodes per evaluation; device: {device}.')
     if sweep.preset == 'smoke':
-        note += (' Smoke runs check the pipeline only: they are far too short (tiny networks, a few hundred '
+        note += (' Smoke runs check the pipeline only: they are far too short (tiny networks, 100 updates or 50 online steps, '
                  'updates, a 3-episode generated dataset) to show any of the effects under study.')
     return note
 

@@ -102,7 +102,7 @@ def test_run_options_group_flags_and_overrides():
     sweep = sweeps.Sweep('s', [], [sweeps.SMOKE_ENV], preset='smoke', options={'num_seeds': 3}, save_dir='/tmp/x')
     v = sweeps.Variant('u4', 'floq', options={'utd_ratio': 4}, tags={'utd': 4})
     o = sweeps.run_options(sweep, v, sweeps.SMOKE_ENV)
-    assert o.run_group == 's/u4' and o.num_seeds == 3 and o.utd_ratio == 4 and o.offline_steps == 200
+    assert o.run_group == 's/u4' and o.num_seeds == 3 and o.utd_ratio == 4 and o.offline_steps == 100
     assert o.flags == {'variant': 'u4', 'sweep': 's', 'preset': 'smoke', 'sweep_agent': 'floq', 'utd': 4}
 
 
