@@ -27,7 +27,8 @@ from floq_jax import train as train_lib
 from floq_jax.data import sampling
 
 FLAGS = flags.FLAGS
-flags.DEFINE_bool('quick', False, 'Few timed calls, K in {1, 8, 16}, short chunks, 10 episodes (< 5 min on 2 CPUs).')
+flags.DEFINE_bool('quick', False, 'Few timed calls, K in {1, 8, 16}, 2-step chunks, no seeds section and no '
+                  'profile, 10 episodes (~5 min on 2 shared CPUs).')
 flags.DEFINE_bool('tiny', False, 'Toy sizes everywhere (for the smoke test only; numbers are meaningless).')
 flags.DEFINE_string('out', None, 'Write the JSON results here.')
 flags.DEFINE_string('table_out', None, 'Write the markdown table here.')
@@ -90,6 +91,12 @@ class Bench:
         self.data = sampling.put_replicated(self.host_data)
         self.results = {'updates': [], 'seeds': {}, 'loop': {}, 'profile': {}, 'evaluation': None}
         self.compiled = {}  # (agent, K, small) -> AOT-compiled update, reused by the host loop
+        self.chunks = {}  # (batch_size, steps) -> make_train_chunk (seeds and loop share one in --quick)
+
+    def chunk(self, batch_size, steps):
+        if (batch_size, steps) not in self.chunks:
+            self.chunks[(batch_size, steps)] = train_lib.make_train_chunk(batch_size, steps)
+        return self.chunks[(batch_size, steps)]
 
     def log(self, *a):
         print(*a, flush=True)
@@ -135,7 +142,7 @@ class Bench:
         config = make_config('floq', small=True)
         cls = floq_lib.FloqAgent
         ex_o, ex_a = self.host_data['observations'][:2], self.host_data['actions'][:2]
-        chunk = train_lib.make_train_chunk(config.batch_size, steps)
+        chunk = self.chunk(config.batch_size, steps)
         out = {'steps_per_call': steps, 'num_seeds': num_seeds}
 
         state = {'v': (train_lib.create_agents(cls, config, ex_o, ex_a, np.arange(num_seeds)),
@@ -183,7 +190,7 @@ class Bench:
         config = make_config('floq', small=True)
         cls = floq_lib.FloqAgent
         ex_o, ex_a = self.host_data['observations'][:2], self.host_data['actions'][:2]
-        chunk = train_lib.make_train_chunk(config.batch_size, steps)
+        chunk = self.chunk(config.batch_size, steps)
         dev = {'s': (train_lib.create_agents(cls, config, ex_o, ex_a, np.array([0])), train_lib.seed_rngs(np.array([0])))}
 
         def device_loop():
@@ -298,9 +305,10 @@ class Bench:
     # ------------------------------------------------------------------ compile time vs K, repeated
     def compile_check(self, repeats):
         out = {'K1': [], 'K16': [], 'hlo': {}}
-        for _ in range(repeats):
+        for rep in range(repeats):
             for K in (1, 16):
                 config = make_config('floq', K)
+                config.tau = config.tau * (1.0 + 1e-6 * rep)  # a new static config per repeat: no jit-cache hits
                 ag = floq_lib.FloqAgent.create(0, self.host_data['observations'][:2], self.host_data['actions'][:2], config)
                 batch = jax.device_put(self.batch(config.batch_size))
                 compiled, lower_s, compile_s = bm.time_compile(type(ag).update, ag, batch)
@@ -441,8 +449,8 @@ def main(_):
         b.update_case('floq_small', 'floq', small=True, iters=3 if b.quick else 10)
         if not b.quick:
             b.update_case('fql_small', 'fql', small=True, iters=10)
-    if 'seeds' not in skip:
-        b.seeds()
+    if 'seeds' not in skip and not (FLAGS.quick and not FLAGS.tiny):
+        b.seeds()  # full mode only: compiling and running the 8-seed chunk takes minutes on 2 shared cores
     if 'loop' not in skip:
         b.loop()
     if 'profile' not in skip and not b.quick:
