@@ -47,31 +47,11 @@ def heldout_targets(data, discount: float, max_states: int):
 
 
 def load_agent(sweep, run):
-    """(agent, step, data) of a seed run dir's newest intact checkpoint.
+    """(agent, step, data) of a seed run dir's newest intact checkpoint (runner.load_run)."""
+    from floq_jax import runner
 
-    Rebuilds the config exactly as the sweep trained it (sweeps.make_config), not from flags.json: the checkpoint
-    digest covers the agent's static config including its key order, which flags.json (sorted keys) loses, so
-    ``runner.load_run`` reports such checkpoints as corrupt.
-    """
-    import jax
-
-    from agents import agent_class
-    from floq_jax import train
-    from floq_jax.checkpoints import Checkpointer
-    from floq_jax.data import load_offline_data, sampling
-
-    variant = {v.name: v for v in sweep.variants}[run.get('variant')]
-    data = load_offline_data(run.env_name, dataset_path=run.get('dataset_file'))
-    config = sweeps.make_config(variant, run.env_name, sweep.preset, data)
-    arrays = sampling.batch_arrays(data.train)
-    seed = int(run.get('seed'))
-    agent = agent_class(config.agent_name).create(seed, arrays['observations'][:1], arrays['actions'][:1], config)
-    checkpointer = Checkpointer(os.path.join(run.path, 'checkpoints'))
-    try:
-        state, _, step = checkpointer.restore(jax.device_get({'agent': agent, 'data_rng': train.seed_rngs([seed])[0]}))
-    finally:
-        checkpointer.close()
-    return state['agent'], step, data
+    agent, _, _, step, data, _ = runner.load_run(run.path)
+    return agent, step, data
 
 
 def q_error_grid(sweep, eval_ks, max_states):

@@ -25,7 +25,7 @@ import json
 import logging
 import os
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -78,6 +78,11 @@ class RunOptions:
     progress: bool = True                # tqdm bar
     flags: Dict[str, Any] = dataclasses.field(default_factory=dict)  # recorded in flags.json
     stop_after_step: Optional[int] = None  # test hook: return after this step (as if killed after its save)
+    # [(step, {agent config key: value})]: from ``step`` on the agents train with those config values (static
+    # config, so one recompile per entry), e.g. [(250_000, {'freeze_critic_trunk': True})].
+    config_schedule: Sequence[Tuple[int, Dict[str, Any]]] = ()
+    log_diagnostics: bool = True         # diagnostics.critic_diagnostics at every log interval ('diagnostics/...')
+    eval_kwargs: Dict[str, Any] = dataclasses.field(default_factory=dict)  # extra Evaluator args (max_episode_steps)
 
     def validate(self) -> None:
         """One-line ValueErrors naming the option."""
@@ -93,6 +98,9 @@ class RunOptions:
         for k in self.eval_num_steps:
             if int(k) < 1:
                 raise ValueError(f'eval_num_steps entries must be positive integers, got {k}')
+        for entry in self.config_schedule:
+            if len(entry) != 2 or int(entry[0]) < 0 or not isinstance(entry[1], dict):
+                raise ValueError(f'config_schedule entries must be (step >= 0, dict of config values), got {entry}')
 
 
 def run_dir(options: RunOptions, agent_name: str, seed: int) -> str:
@@ -137,6 +145,8 @@ def flags_record(config, data, options: RunOptions, seed: int) -> dict:
     record.update(env_name=options.env_name, seed=int(seed), agent=config_dict(config),
                   data_source=data.source, generator=_jsonable(data.generator), dataset_file=data.dataset_file,
                   num_seeds=options.num_seeds, offline_steps=options.offline_steps, online_steps=options.online_steps)
+    if options.config_schedule:
+        record['config_schedule'] = _jsonable([[int(s), dict(c)] for s, c in options.config_schedule])
     return record
 
 
@@ -176,11 +186,13 @@ def write_json(path: str, obj) -> None:
     os.replace(tmp, path)
 
 
-def chunk_schedule(start: int, end: int, steps_per_call: int, intervals: Sequence[int]):
-    """[(step, n)] chunks from ``start`` to ``end``: at most steps_per_call long, never crossing an interval multiple."""
+def chunk_schedule(start: int, end: int, steps_per_call: int, intervals: Sequence[int], boundaries: Sequence[int] = ()):
+    """[(step, n)] chunks from ``start`` to ``end``: at most steps_per_call long, never crossing an interval multiple
+    or one of ``boundaries`` (e.g. config_schedule steps)."""
     out, step = [], start
     while step < end:
-        nxt = min([end, step + steps_per_call] + [(step // i + 1) * i for i in intervals])
+        nxt = min([end, step + steps_per_call] + [(step // i + 1) * i for i in intervals]
+                  + [int(b) for b in boundaries if int(b) > step])
         out.append((step, nxt - step))
         step = nxt
     return out
@@ -246,6 +258,7 @@ class _Run:
         self.device_data = sampling.put_replicated(arrays, train.replicated(self.mesh) if self.mesh else None)
         ex_obs, ex_act = arrays['observations'][:1], arrays['actions'][:1]
         self.agents = train.create_agents(agent_cls, config, ex_obs, ex_act, self.seeds, self.mesh)
+        self._base_agent_config = self.agents.config
         self.rngs = train.seed_rngs(self.seeds)
         self.extra = extra_state(self) if extra_state is not None else None  # e.g. replay buffers (S, ...)
         for d in self.dirs:
@@ -265,6 +278,42 @@ class _Run:
         self.last_good = self.step if self.restored else None
         self._evaluator = None
         self._qbatch = eval_batch(data) if options.eval_num_steps else None
+        self._diag_fn = None
+        self._diag_batch = None
+        self.apply_config_schedule()
+
+    # -- config schedule and diagnostics
+    def apply_config_schedule(self, at_step: Optional[int] = None) -> None:
+        """Sets the agents' (static) config to the base config updated by every schedule entry at or before
+        ``at_step`` (default ``self.step``); a no-op without entries due; a new config recompiles the update once."""
+        import ml_collections
+
+        at_step = self.step if at_step is None else at_step
+        changes = {}
+        for step, values in sorted(self.options.config_schedule, key=lambda e: int(e[0])):
+            if int(step) <= at_step:
+                changes.update(values)
+        base = self._base_agent_config
+        config = base
+        if changes:
+            unknown = sorted(set(changes) - set(base.keys()))
+            if unknown:
+                raise ValueError(f'config_schedule: agent config has no key(s) {unknown}')
+            config = ml_collections.FrozenConfigDict({**base.to_dict(), **changes})
+        if config != self.agents.config:
+            self.agents = self.agents.replace(config=config)
+
+    def diagnostics(self) -> Dict[str, np.ndarray]:
+        """{'diagnostics/<name>': (S,)} from ``diagnostics.critic_diagnostics`` on a fixed batch ({} if off)."""
+        if not self.options.log_diagnostics:
+            return {}
+        from floq_jax import diagnostics
+
+        if self._diag_fn is None:
+            self._diag_fn = jax.jit(jax.vmap(diagnostics.critic_diagnostics, in_axes=(0, None, None)))
+            self._diag_batch = {k: jnp.asarray(v) for k, v in eval_batch(self.data, seed=1).items()}
+        out = self._diag_fn(self.agents, self._diag_batch, jax.random.PRNGKey(self.step))
+        return {f'diagnostics/{k}': np.asarray(v) for k, v in train.to_host(out).items()}
 
     # -- state of one seed
     def seed_state(self, k: int) -> dict:
@@ -286,6 +335,7 @@ class _Run:
         steps = [set(c.all_steps()) for c in self.checkpointers]
         common = sorted(set.intersection(*steps), reverse=True) if steps else []
         for s in common:
+            self.apply_config_schedule(s)  # the checkpoint holds the agent with that step's config
             try:
                 restored = [c.restore(self.seed_state(k), step=s) for k, c in enumerate(self.checkpointers)]
             except (CorruptCheckpointError, Exception) as e:  # noqa: BLE001
@@ -331,7 +381,8 @@ class _Run:
         o = self.options
         if self._evaluator is None:
             self._evaluator = Evaluator(o.env_name, num_episodes=o.eval_episodes, seed=o.seed,
-                                        num_envs=min(o.eval_num_envs or o.eval_episodes, o.eval_episodes))
+                                        num_envs=min(o.eval_num_envs or o.eval_episodes, o.eval_episodes),
+                                        **dict(o.eval_kwargs))
         results = []
         for k, s in enumerate(self.seeds):
             agent = train.select_seed(self.agents, k)
@@ -449,7 +500,10 @@ def run_training(agent_cls, config, data, options: RunOptions, online_phase: Opt
         if not run.restored and o.eval_at_start:
             run.evaluate()
         intervals = (o.log_interval, o.eval_interval, o.save_interval)
-        for start, n in chunk_schedule(run.step, o.offline_steps, o.steps_per_call, intervals):
+        boundaries = [int(s) for s, _ in o.config_schedule]
+        for start, n in chunk_schedule(run.step, o.offline_steps, o.steps_per_call, intervals, boundaries):
+            if start in boundaries:
+                run.apply_config_schedule()
             if n not in chunks:
                 chunks[n] = train.make_train_chunk(config.batch_size, n, run.mesh)
             t0 = time.perf_counter()
@@ -460,7 +514,7 @@ def run_training(agent_cls, config, data, options: RunOptions, online_phase: Opt
             if bar is not None:
                 bar.update(n)
             if _at(run.step, o.log_interval):
-                run.log_train(infos, rate=n / max(time.perf_counter() - t0, 1e-9))
+                run.log_train(infos, extra=run.diagnostics(), rate=n / max(time.perf_counter() - t0, 1e-9))
             if _at(run.step, o.eval_interval) or run.step == o.offline_steps:
                 res = run.evaluate()
                 if bar is not None:
@@ -558,7 +612,7 @@ def _online_phase(run: _Run, bar) -> None:
                 infos = train.to_host(infos)
                 check_finite(infos, run.step, seeds, run.last_good)
                 size = np.asarray(train.to_host(run.extra.size))
-                run.log_train(infos, extra={'online/buffer_size': size})
+                run.log_train(infos, extra={'online/buffer_size': size, **run.diagnostics()})
             if _at(run.step, o.eval_interval) or run.step == o.offline_steps + o.online_steps:
                 run.evaluate()
             if _at(run.step, o.save_interval) or run.step == o.offline_steps + o.online_steps:

@@ -333,8 +333,8 @@ def run_length_note(sweep: Sweep) -> str:
     note = (f'preset `{sweep.preset}`: {steps}, {o.get("num_seeds")} seeds, {o.get("eval_episodes")} evaluation '
             f'episodes per evaluation; device: {device}.')
     if sweep.preset == 'smoke':
-        note += (' Smoke runs check the pipeline only: they are far too short (tiny networks, 100 updates or 50 online steps, '
-                 'updates, a 3-episode generated dataset) to show any of the effects under study.')
+        note += (' Smoke runs check the pipeline only: they are far too short (tiny networks, 100 updates or 50 '
+                 'online steps, a 3-episode generated dataset) to show any of the effects under study.')
     return note
 
 
