@@ -468,6 +468,8 @@ def define_flags(default_envs: str = '') -> None:
     """Flags shared by the sweep entrypoints."""
     from absl import flags
 
+    if 'preset' in flags.FLAGS and 'report_only' in flags.FLAGS:  # several entrypoints imported in one process
+        return
     flags.DEFINE_enum('preset', 'smoke', list(PRESETS), 'smoke: minutes on a CPU; paper: published settings (GPU).')
     flags.DEFINE_string('save_dir', 'runs/sweeps', 'Root of the sweep directories (<save_dir>/<sweep>/...).')
     flags.DEFINE_string('dataset_dir', None, 'Directory with OGBench <dataset>.npz files (used where present; '

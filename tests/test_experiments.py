@@ -112,3 +112,19 @@ def test_mean_ci_and_suite():
     assert sweeps.mean_ci([0.5]) == (0.5, 0.5, 0.5)
     assert all(math.isnan(x) for x in sweeps.mean_ci([]))
     assert len(sweeps.SUITE) == 50 and len(set(sweeps.SUITE)) == 50
+
+
+def test_every_paper_variant_builds_a_config():
+    """The paper presets' variants (published per-env values + variant overrides) are valid agent configs."""
+    from experiments import freeze_features, mechanisms, noise_width, scale_k, utd
+
+    variants = (mechanisms.variants({'a', 'b', 'c', 'd'}, (2, 4, 6, 8), (4.0, 8.0, 16.0), True)
+                + scale_k.variants(scale_k.PAPER_KS) + noise_width.variants(noise_width.PAPER)
+                + utd.variants(['floq', 'fql'], utd.PAPER) + freeze_features.variants(250_000, True))
+    for env in ('cube-double-play-singletask-task2-v0', 'antmaze-giant-navigate-singletask-task1-v0'):
+        for v in variants:
+            config = sweeps.make_config(v, env, 'paper')
+            for key, value in v.overrides.items():
+                assert config[key] == value
+    stale = [v for v in variants if v.name == 'floq_stale8'][0]
+    assert sweeps.make_config(stale, 'antmaze-giant-navigate-singletask-task1-v0', 'paper').critic_flow_steps == 8
