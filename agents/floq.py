@@ -23,9 +23,9 @@ import jax.numpy as jnp
 import ml_collections
 
 from floq_jax import actor, flow
-from agents.fql import NOISE_STREAM, TARGET_NOISE_DISTS, sample_target_noise
 from floq_jax.agent_base import Agent, compute_dtype, freeze_config
 from floq_jax.networks import EnsembleValue, TrunkSpec, VelocityField
+from floq_jax.target_noise import NOISE_STREAM, TARGET_NOISE_DISTS, sample_target_noise
 
 Q_AGGREGATES = ('mean', 'min')
 

@@ -22,22 +22,9 @@ from floq_jax import actor
 from floq_jax.agent_base import Agent, compute_dtype, freeze_config
 from floq_jax.flops import dense_flops, mlp_flops
 from floq_jax.networks import EnsembleValue, TrunkSpec
+from floq_jax.target_noise import NOISE_STREAM, TARGET_NOISE_DISTS, sample_target_noise
 
 CRITIC_TYPES = ('scalar', 'iqn')
-TARGET_NOISE_DISTS = ('uniform', 'gaussian')
-# fold_in tag of the extra rng streams the switches draw from (target noise, IQN actor quantiles).  Not a
-# small integer: with JAX's partitionable threefry, fold_in(key, i) can equal split(key, n)[i].
-NOISE_STREAM = 0x5EED
-
-
-def sample_target_noise(rng, shape, magnitude: float, dist: str = 'uniform'):
-    """Noise added to TD regression targets: 'uniform' on [-magnitude, magnitude] (the published
-    target-noise experiments) or 'gaussian' with std ``magnitude``."""
-    if dist == 'gaussian':
-        return magnitude * jax.random.normal(rng, shape)
-    return magnitude * (2.0 * jax.random.uniform(rng, shape) - 1.0)
-
-
 class FQLAgent(Agent):
     """FQL agent.  params: 'critic', 'actor_bc_flow', 'actor_onestep_flow'; target: 'critic'."""
 

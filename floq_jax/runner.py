@@ -212,10 +212,14 @@ def check_finite(infos: Dict[str, np.ndarray], step: int, seeds: Sequence[int], 
 # ----------------------------------------------------------------------------- policies and evaluation
 
 
+@jax.jit
+def _policy_actions(agent, observations, rng, temperature):
+    return agent.sample_actions(observations, seed=rng, temperature=temperature)
+
+
 def policy_fn_for(agent) -> Callable:
-    """policy_fn(obs (N, O), rng, temperature) -> actions for one (unstacked) agent."""
-    act = jax.jit(lambda a, o, r, t: a.sample_actions(o, seed=r, temperature=t))
-    return lambda obs, rng, temperature: act(agent, jnp.asarray(obs), rng, jnp.float32(temperature))
+    """policy_fn(obs (N, O), rng, temperature) -> actions for one (unstacked) agent (compiled once per shape)."""
+    return lambda obs, rng, temperature: _policy_actions(agent, jnp.asarray(obs), rng, jnp.float32(temperature))
 
 
 def q_estimates(agent, batch: Dict[str, np.ndarray], num_steps: Sequence[int], seed: int = 0) -> Dict[str, float]:
