@@ -198,11 +198,7 @@ def run_options(sweep: Sweep, variant: Variant, env_name: str):
     know (e.g. an older runner without ``eval_kwargs``) are dropped with a warning."""
     from floq_jax.runner import RunOptions
 
-    p = preset(sweep.preset)
-    values = dict(p['options'])
-    if sweep.mode == 'offline_to_online':
-        values.update(p['online'])
-    values.update(sweep.options)
+    values = merged_options(sweep)
     values.update(variant.options)
     known = {f.name for f in dataclasses.fields(RunOptions)}
     dropped = sorted(set(values) - known)
@@ -318,12 +314,18 @@ def load_sweep_runs(sweep: Sweep):
         return report.load_runs(sweep.root)
 
 
-def run_length_note(sweep: Sweep) -> str:
+def merged_options(sweep: Sweep) -> dict:
+    """The sweep's run options: its preset's, then the online preset's (offline-to-online), then its own."""
     p = preset(sweep.preset)
     o = dict(p['options'])
     if sweep.mode == 'offline_to_online':
         o.update(p['online'])
     o.update(sweep.options)
+    return o
+
+
+def run_length_note(sweep: Sweep) -> str:
+    o = merged_options(sweep)
     steps = f'{o.get("offline_steps")} offline updates'
     if sweep.mode == 'offline_to_online':
         steps += f' + {o.get("online_steps")} online env steps'
@@ -516,12 +518,7 @@ def sweep_from_flags(name: str, variants: Sequence[Variant], paper_envs: Sequenc
 
 
 def offline_steps_of(sweep: Sweep) -> int:
-    p = preset(sweep.preset)
-    o = dict(p['options'])
-    if sweep.mode == 'offline_to_online':
-        o.update(p['online'])
-    o.update(sweep.options)
-    return int(o['offline_steps'])
+    return int(merged_options(sweep)['offline_steps'])
 
 
 def main(sweep: Sweep, source: SweepData, post: Optional[Callable[[Sweep], str]] = None,
