@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from typing import Any, Iterable
 
 import jax
@@ -99,7 +100,8 @@ class Checkpointer:
 
     def __init__(self, directory, max_to_keep: int | None = 3, keep_steps: Iterable[int] = (),
                  async_save: bool = True, verify: bool = True):
-        self.directory = str(directory)
+        # orbax needs an absolute path: a relative one (e.g. the default save_dir 'runs') fails at the first save.
+        self.directory = os.path.abspath(os.path.expanduser(str(directory)))
         self.verify = verify
         self.async_save = async_save
         policies = [pp_lib.LatestN(max_to_keep)] if max_to_keep is not None else [pp_lib.PreserveAll()]

@@ -163,3 +163,18 @@ def test_async_save_snapshots_numpy_leaves(tmp_path):
         ck.wait_until_finished()
         restored, _, _ = ck.restore({'buffer': np.zeros(1000, np.float32)})
     np.testing.assert_array_equal(restored['buffer'], np.arange(1000, dtype=np.float32))
+
+
+def test_relative_directory_saves_and_restores(tmp_path, monkeypatch):
+    """A relative directory (like the default save_dir 'runs') works: orbax itself needs absolute paths."""
+    import jax.numpy as jnp
+    from floq_jax.checkpoints import Checkpointer
+
+    monkeypatch.chdir(tmp_path)
+    ckpt = Checkpointer('runs/x/checkpoints', max_to_keep=2)
+    ckpt.save(3, {'w': jnp.arange(4.0)}, {'note': 'rel'})
+    ckpt.wait_until_finished()
+    state, metadata, step = ckpt.restore({'w': jnp.zeros(4)})
+    ckpt.close()
+    assert step == 3 and metadata['note'] == 'rel' and float(state['w'][3]) == 3.0
+    assert (tmp_path / 'runs' / 'x' / 'checkpoints' / '3').is_dir()
