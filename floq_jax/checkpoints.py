@@ -141,6 +141,15 @@ class Checkpointer:
         self._manager.reload()
         return sorted(int(s) for s in self._manager.all_steps())
 
+    def delete_after(self, step: int) -> None:
+        """Removes every checkpoint newer than ``step`` (corrupt ones too, which orbax cannot read), then reloads."""
+        import shutil
+
+        for s in self.all_steps():
+            if s > step:
+                shutil.rmtree(os.path.join(self.directory, str(s)), ignore_errors=True)
+        self._manager.reload()
+
     def _restore_step(self, target, step: int):
         restored = self._manager.restore(
             step,

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from floq_jax import train
-from floq_jax.checkpoints import Checkpointer, CorruptCheckpointError
+from floq_jax.checkpoints import Checkpointer
 from floq_jax.data import sampling
 from floq_jax.logging import CsvLogger, TensorBoardLogger
 
@@ -342,7 +342,7 @@ class _Run:
             self.apply_config_schedule(s)  # the checkpoint holds the agent with that step's config
             try:
                 restored = [c.restore(self.seed_state(k), step=s) for k, c in enumerate(self.checkpointers)]
-            except (CorruptCheckpointError, Exception) as e:  # noqa: BLE001
+            except Exception as e:  # noqa: BLE001 - corrupt or unreadable: try an older step
                 logging.warning('checkpoint step %d is not usable for every seed (%s); trying an older one', s, e)
                 continue
             self._put([r[0] for r in restored])
@@ -356,13 +356,8 @@ class _Run:
 
     def _drop_after(self, step: int) -> None:
         """Deletes checkpoints newer than the restored step (corrupt ones, or ones a resumed run will redo)."""
-        import shutil
-
         for c in self.checkpointers:
-            for s in c.all_steps():
-                if s > step:
-                    shutil.rmtree(os.path.join(c.directory, str(s)), ignore_errors=True)
-            c.all_steps()
+            c.delete_after(step)
 
     def save(self) -> None:
         for k, c in enumerate(self.checkpointers):

@@ -178,3 +178,21 @@ def test_relative_directory_saves_and_restores(tmp_path, monkeypatch):
     ckpt.close()
     assert step == 3 and metadata['note'] == 'rel' and float(state['w'][3]) == 3.0
     assert (tmp_path / 'runs' / 'x' / 'checkpoints' / '3').is_dir()
+
+
+def test_delete_after_removes_newer_steps_even_corrupt(tmp_path):
+    import jax.numpy as jnp
+    from floq_jax.checkpoints import Checkpointer
+
+    ckpt = Checkpointer(tmp_path / 'c', max_to_keep=None, async_save=False)
+    for step in (1, 2, 3):
+        ckpt.save(step, {'w': jnp.full(2, float(step))})
+    for f in (tmp_path / 'c' / '3').rglob('*'):  # corrupt the newest one
+        if f.is_file():
+            f.write_bytes(b'garbage')
+    ckpt.delete_after(1)
+    assert ckpt.all_steps() == [1] and not (tmp_path / 'c' / '2').exists() and not (tmp_path / 'c' / '3').exists()
+    ckpt.save(2, {'w': jnp.full(2, 5.0)})
+    state, _, step = ckpt.restore({'w': jnp.zeros(2)})
+    ckpt.close()
+    assert step == 2 and float(state['w'][0]) == 5.0
