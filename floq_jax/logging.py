@@ -165,6 +165,17 @@ class TensorBoardLogger:
             self._writer = None
 
 
+class NullLogger:
+    """Stands in for a CsvLogger / TensorBoardLogger on processes that do not write logs (multi-host: every
+    process but ``jax.process_index() == 0``)."""
+
+    def log(self, metrics: Mapping[str, Any], step: int) -> None:
+        del metrics, step
+
+    def close(self) -> None:
+        pass
+
+
 class RunLogger:
     """CSV (``<log_dir>/<csv_name>``) + TensorBoard (``<log_dir>/tb``) logging.
 

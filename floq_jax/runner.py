@@ -34,7 +34,7 @@ import numpy as np
 from floq_jax import train
 from floq_jax.checkpoints import Checkpointer
 from floq_jax.data import sampling
-from floq_jax.logging import CsvLogger, TensorBoardLogger
+from floq_jax.logging import CsvLogger, NullLogger, TensorBoardLogger
 
 # flags.json keys that must match for a run directory to be resumed.
 IDENTITY_KEYS = ('env_name', 'agent', 'dataset_file')
@@ -272,13 +272,22 @@ class _Run:
         self.step = 0
         self.metadata: Dict[str, Any] = {}
         self.restored = any(resuming) and self._restore()
-        for d, r in zip(self.dirs, records):
-            write_json(os.path.join(d, 'flags.json'), r)
+        # Multi-host: every process trains and checkpoints (orbax coordinates them); only process 0 writes
+        # flags.json, the CSV logs and TensorBoard events, so the files are written once.
+        self.primary = is_primary_process()
         resume_step = self.step if self.restored else None
-        self.train_logs = [CsvLogger(os.path.join(d, 'train.csv'), resume_from_step=resume_step) for d in self.dirs]
-        self.eval_logs = [CsvLogger(os.path.join(d, 'eval.csv'), resume_from_step=resume_step) for d in self.dirs]
-        self.tb = [TensorBoardLogger(os.path.join(d, 'tb'), enabled=options.tensorboard,
-                                     resume_from_step=resume_step) for d in self.dirs]
+        if self.primary:
+            for d, r in zip(self.dirs, records):
+                write_json(os.path.join(d, 'flags.json'), r)
+            self.train_logs = [CsvLogger(os.path.join(d, 'train.csv'), resume_from_step=resume_step)
+                               for d in self.dirs]
+            self.eval_logs = [CsvLogger(os.path.join(d, 'eval.csv'), resume_from_step=resume_step) for d in self.dirs]
+            self.tb = [TensorBoardLogger(os.path.join(d, 'tb'), enabled=options.tensorboard,
+                                         resume_from_step=resume_step) for d in self.dirs]
+        else:
+            self.train_logs = [NullLogger() for _ in self.dirs]
+            self.eval_logs = [NullLogger() for _ in self.dirs]
+            self.tb = [NullLogger() for _ in self.dirs]
         self.last_good = self.step if self.restored else None
         self._evaluator = None
         self._qbatch = eval_batch(data) if options.eval_num_steps else None
@@ -403,8 +412,13 @@ class _Run:
             self._evaluator.close()
 
 
+def is_primary_process() -> bool:
+    """True on the process that writes logs (process 0; the only one outside multi-host runs)."""
+    return jax.process_index() == 0
+
+
 def _progress(options: RunOptions, total: int, initial: int):
-    if not options.progress:
+    if not options.progress or not is_primary_process():
         return None
     from tqdm import tqdm
 

@@ -285,3 +285,31 @@ def test_config_schedule_freezes_trunk_logs_diagnostics_and_resumes(tiny_dataset
     assert any(not np.array_equal(f10[k], f20[k]) for k in trunk)  # trained before step 20
     assert all(np.array_equal(f20[k], f40[k]) for k in trunk)  # frozen after
     assert any(not np.array_equal(f20[k], f40[k]) for k in out)
+
+
+def test_non_primary_process_writes_no_logs(tiny_dataset, tmp_path, monkeypatch):
+    """Multi-host: a process other than 0 trains and checkpoints but writes no flags.json, CSV or TensorBoard files;
+    process 0 writes them all."""
+    from floq_jax import runner
+    from floq_jax.data import load_offline_data
+    from tests.conftest import small_floq_config
+
+    data = load_offline_data(ENV, dataset_path=tiny_dataset)
+    config = small_floq_config(batch_size=16, block_width=32, actor_hidden_dims=(32, 32), value_hidden_dims=(32, 32),
+                               noise_samples=2, critic_flow_steps=2, actor_flow_steps=2)
+    runner.set_reward_range(config, data)
+
+    def run(group, primary):
+        monkeypatch.setattr(runner, 'is_primary_process', lambda: primary)
+        options = RunOptions(env_name=ENV, num_seeds=1, offline_steps=20, steps_per_call=10, log_interval=10,
+                             eval_interval=20, save_interval=10, eval_episodes=1, eval_at_start=False,
+                             save_dir=str(tmp_path), run_group=group, tensorboard=True, progress=False, use_mesh=False,
+                             eval_kwargs=dict(vector_mode='sync', max_episode_steps=5))
+        (d,) = runner.run_offline(config, data, options)
+        return d, sorted(os.listdir(d)), sorted(os.listdir(os.path.join(d, 'checkpoints')))
+
+    _, files, steps = run('worker', primary=False)
+    assert files == ['checkpoints'] and '20' in steps
+    d, files, steps = run('chief', primary=True)
+    assert {'flags.json', 'train.csv', 'eval.csv', 'tb', 'checkpoints'} <= set(files) and '20' in steps
+    assert [int(r['step']) for r in read_csv(os.path.join(d, 'train.csv'))] == [10, 20]
