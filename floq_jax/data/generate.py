@@ -21,7 +21,7 @@ import numpy as np
 from floq_jax.data.errors import DatasetError
 from floq_jax.data.names import FAMILIES, parse_name
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: pointmaze start/goal rules exactly as OGBench's generate_locomaze.py
 GENERATABLE = ('cube-single', 'cube-double', 'scene', 'puzzle-3x3', 'puzzle-4x4',
                'pointmaze-medium', 'pointmaze-large', 'pointmaze-giant', 'pointmaze-teleport')
 NEEDS_EXPERTS = ('antmaze', 'humanoidmaze', 'antsoccer')
@@ -204,6 +204,18 @@ def _bfs_dists(maze_map, start):
     return dist
 
 
+def maze_start_goal(maze_map, empty, vertex, dataset_type):
+    """(init_ij, goal_ij) drawn with np.random as OGBench's data_gen_scripts/generate_locomaze.py does: start in any
+    empty cell; navigate: goal = any vertex cell (the start cell included); stitch: a cell exactly 4 BFS steps away,
+    or the start cell itself where there is none."""
+    init_ij = empty[np.random.randint(len(empty))]
+    if dataset_type == 'navigate':
+        goals = vertex
+    else:
+        goals = sorted(c for c, d in _bfs_dists(maze_map, init_ij).items() if d == 4) or [init_ij]
+    return init_ij, goals[np.random.randint(len(goals))]
+
+
 def point_action(env, goal_xy):
     """Unit-norm action [2] pointing from the agent to the BFS oracle subgoal toward ``goal_xy``."""
     xy = env.unwrapped.get_xy()
@@ -222,14 +234,7 @@ def _maze_episode(cfg, seed):
     env, (empty, vertex) = _CACHE[('maze', cfg)]
     np.random.seed(seed)
     env.action_space.seed(seed)
-    init_ij = empty[np.random.randint(len(empty))]
-    if cfg.dataset_type == 'navigate':
-        goals = [c for c in vertex if c != init_ij]
-    else:  # stitch: a goal 4 cells away (or the farthest reachable cell if none is)
-        dist = _bfs_dists(env.unwrapped.maze_map, init_ij)
-        far = min(4, max(dist.values()))
-        goals = sorted(c for c, d in dist.items() if d == far)
-    goal_ij = goals[np.random.randint(len(goals))]
+    init_ij, goal_ij = maze_start_goal(env.unwrapped.maze_map, empty, vertex, cfg.dataset_type)
     ob, _ = env.reset(seed=seed, options=dict(task_info=dict(init_ij=init_ij, goal_ij=goal_ij)))
     ep = collections.defaultdict(list)
     done = False
@@ -353,4 +358,4 @@ def generate_dataset(dataset_name, num_episodes, seed, dataset_dir, num_workers=
 
 
 __all__ = ['GENERATOR_VERSION', 'FAMILIES', 'generate_dataset', 'generation_config', 'episode_seed', 'collect',
-           'write_dataset', 'point_action']
+           'write_dataset', 'point_action', 'maze_start_goal']
