@@ -257,17 +257,15 @@ _OUR_FLAGS = {'env_name', 'dataset_dir', 'dataset_path', 'seed', 'num_seeds', 'o
 
 
 def maybe_wandb(options, config) -> None:
-    """--wandb: offline-mode W&B run mirroring the TensorBoard events (needs the wandb package)."""
+    """--wandb: the run also logs its train/eval scalars to an offline-mode W&B run (needs the wandb package)."""
+    del config
     if not FLAGS.wandb:
         return
     try:
-        import wandb
+        import wandb  # noqa: F401
     except ImportError:
         raise UsageError('--wandb: the wandb package is not installed (pip install wandb), or pass --nowandb') from None
-    os.environ.setdefault('WANDB_MODE', 'offline')
-    wandb.init(project='floq-jax', group=options.run_group, name=f'{options.env_name}/{config.agent_name}',
-               config={'agent': config.to_dict(), **options.flags}, sync_tensorboard=True,
-               dir=os.path.abspath(options.save_dir))
+    options.wandb = True
 
 
 def run_cli(body) -> None:

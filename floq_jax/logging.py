@@ -165,6 +165,59 @@ class TensorBoardLogger:
             self._writer = None
 
 
+class WandbLogger:
+    """Scalar logging to a Weights & Biases run: offline mode unless ``WANDB_MODE`` says otherwise, so no account
+    or network is needed (``wandb sync <dir>`` uploads later). One W&B run per process, created by the first
+    logger; ``prefix`` (e.g. ``'seed3/'``) keeps the seeds of a vmapped run apart.
+
+    Args:
+        project, group, name, config: passed to ``wandb.init``.
+        directory: where W&B writes its ``wandb/`` folder.
+        prefix: prepended to every metric name.
+    """
+
+    def __init__(self, project: str, group: str, name: str, config: Mapping[str, Any], directory,
+                 prefix: str = ''):
+        try:
+            import wandb
+        except ImportError:
+            raise ImportError('wandb logging needs the wandb package (pip install wandb)') from None
+        os.environ.setdefault('WANDB_MODE', 'offline')
+        self._wandb = wandb
+        self.prefix = prefix
+        if wandb.run is None:
+            os.makedirs(os.fspath(directory), exist_ok=True)
+            wandb.init(project=project, group=group, name=name, config=dict(config), dir=os.fspath(directory))
+
+    def log(self, metrics: Mapping[str, Any], step: int) -> None:
+        row = {}
+        for key, value in metrics.items():
+            scalar = _to_scalar(value)
+            if scalar is not None and not isinstance(scalar, str):
+                row[self.prefix + key] = float(scalar)
+        if row:
+            self._wandb.log(row, step=int(step))
+
+    def close(self) -> None:
+        if self._wandb.run is not None:
+            self._wandb.finish()
+
+
+class FanoutLogger:
+    """Sends every ``log`` call to several loggers (e.g. TensorBoard and W&B)."""
+
+    def __init__(self, *loggers):
+        self.loggers = loggers
+
+    def log(self, metrics: Mapping[str, Any], step: int) -> None:
+        for logger in self.loggers:
+            logger.log(metrics, step)
+
+    def close(self) -> None:
+        for logger in self.loggers:
+            logger.close()
+
+
 class NullLogger:
     """Stands in for a CsvLogger / TensorBoardLogger on processes that do not write logs (multi-host: every
     process but ``jax.process_index() == 0``)."""

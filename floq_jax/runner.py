@@ -34,7 +34,7 @@ import numpy as np
 from floq_jax import train
 from floq_jax.checkpoints import Checkpointer
 from floq_jax.data import sampling
-from floq_jax.logging import CsvLogger, NullLogger, TensorBoardLogger
+from floq_jax.logging import CsvLogger, FanoutLogger, NullLogger, TensorBoardLogger, WandbLogger
 
 # flags.json keys that must match for a run directory to be resumed.
 IDENTITY_KEYS = ('env_name', 'agent', 'dataset_file')
@@ -71,6 +71,7 @@ class RunOptions:
     run_group: str = 'default'
     resume: bool = True
     tensorboard: bool = True
+    wandb: bool = False                  # also log to W&B (offline mode unless WANDB_MODE is set)
     max_checkpoints: Optional[int] = 3
     utd_ratio: int = 1                   # online: updates per env step
     buffer_size: int = 1_000_000         # online: replay capacity (at least the dataset size + 1)
@@ -284,6 +285,11 @@ class _Run:
             self.eval_logs = [CsvLogger(os.path.join(d, 'eval.csv'), resume_from_step=resume_step) for d in self.dirs]
             self.tb = [TensorBoardLogger(os.path.join(d, 'tb'), enabled=options.tensorboard,
                                          resume_from_step=resume_step) for d in self.dirs]
+            if options.wandb:
+                self.tb = [FanoutLogger(tb, WandbLogger(
+                    'floq-jax', options.run_group, f'{options.env_name}/{config.agent_name}',
+                    {'agent': config.to_dict(), **options.flags}, os.path.abspath(options.save_dir),
+                    prefix=f'seed{s}/' if len(self.seeds) > 1 else '')) for tb, s in zip(self.tb, self.seeds)]
         else:
             self.train_logs = [NullLogger() for _ in self.dirs]
             self.eval_logs = [NullLogger() for _ in self.dirs]

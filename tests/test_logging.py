@@ -114,3 +114,39 @@ def test_tensorboard_disabled_is_noop(tmp_path):
     tb.log({'x': 1.0}, step=1)
     tb.close()
     assert not os.path.exists(tmp_path / 'tb')
+
+
+def test_wandb_logger_offline_by_default_prefix_and_scalars(tmp_path, monkeypatch):
+    """WandbLogger: one W&B run per process, offline unless WANDB_MODE is set, scalar metrics only, with prefix.
+    A stand-in module replaces the wandb package (it is optional and not installed by requirements.txt)."""
+    import sys
+    import types
+
+    from floq_jax.logging import FanoutLogger, WandbLogger
+
+    calls = {'init': [], 'log': [], 'finish': 0}
+    fake = types.ModuleType('wandb')
+    fake.run = None
+
+    def init(**kwargs):
+        calls['init'].append((kwargs, os.environ.get('WANDB_MODE')))
+        fake.run = object()
+
+    def finish():
+        calls['finish'] += 1
+        fake.run = None
+
+    fake.init, fake.finish = init, finish
+    fake.log = lambda row, step: calls['log'].append((row, step))
+    monkeypatch.setitem(sys.modules, 'wandb', fake)
+    monkeypatch.delenv('WANDB_MODE', raising=False)
+
+    loggers = [WandbLogger('p', 'g', 'n', {'lr': 1e-3}, tmp_path / 'w', prefix=f'seed{k}/') for k in (0, 1)]
+    assert len(calls['init']) == 1 and calls['init'][0][1] == 'offline'
+    assert calls['init'][0][0]['dir'] == str(tmp_path / 'w') and calls['init'][0][0]['config'] == {'lr': 1e-3}
+    loggers[0].log({'a': np.float32(1.5), 'name': 'x'}, step=10)
+    FanoutLogger(loggers[1]).log({'a': 2}, step=10)
+    assert calls['log'] == [({'seed0/a': 1.5}, 10), ({'seed1/a': 2.0}, 10)]
+    for lg in loggers:
+        lg.close()
+    assert calls['finish'] == 1
