@@ -139,6 +139,7 @@ class _Driver:
     single-task goal held in ``env.unwrapped``. Subclasses give ``plan(info) -> _Subtask`` and use the helpers."""
 
     max_subtask_steps = 300  # re-plan (and restart the oracle) if one subtask runs this long
+    gripper_closed_buttons = False  # ButtonMarkovOracle(gripper_always_closed=...): True for puzzle, as OGBench's data
 
     def __init__(self, env):
         from ogbench.manipspace.oracles.markov.button_markov import ButtonMarkovOracle
@@ -151,8 +152,6 @@ class _Driver:
                             window=WindowMarkovOracle(env=env),
                             button=ButtonMarkovOracle(env=env, gripper_always_closed=self.gripper_closed_buttons))
         self.sub, self.steps, self.history = None, 0, []
-
-    gripper_closed_buttons = False
 
     def act(self, ob, info):
         if self.sub is None or self.steps >= self.max_subtask_steps or self.finished(self.sub, info):
