@@ -135,6 +135,30 @@ def ensemble(module_cls, num_members: int, in_axes=None):
     )
 
 
+def ensemble_trunks(parent: nn.Module, spec: TrunkSpec, num_members: int, x, shared_input: bool, dtype,
+                    memberwise: bool):
+    """``num_members`` independent :class:`Trunk` s (output dim 1) under ``parent``'s submodule ``'ensemble'``,
+    params stacked on a leading axis E (the ``nn.vmap`` layout either way).
+
+    x: (B, D) fed to every member if ``shared_input``, else (E, B, D) -> (out (E, B, 1), features (E, B, H)).
+
+    ``memberwise``: outside initialisation, run the E members as E plain networks on slices of the stacked
+    params and stack the results, instead of one vmapped network (same params, same values). XLA:CPU runs a
+    batched (vmapped) matmul slower than the same matmuls one by one: the 4x512 forward over 2 x 2048 rows
+    measured 159 vs 119 ms (``experiments/benchmark.py`` profile rows ``mlp_matmuls_*``); on GPU/TPU either is
+    fine.  Must be called from a compact method of ``parent``.
+    """
+    net = ensemble(Trunk, num_members, in_axes=None if shared_input else 0)(spec, 1, dtype, parent=parent,
+                                                                             name='ensemble')
+    if not memberwise or parent.is_initializing():
+        return net(x)
+    params = parent.variables['params']['ensemble']
+    member = Trunk(spec, 1, dtype, parent=None)
+    outs = [member.apply({'params': jax.tree_util.tree_map(lambda p, e=e: p[e], params)},
+                         x if shared_input else x[e]) for e in range(num_members)]
+    return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *outs)
+
+
 # --------------------------------------------------------------------------- embeddings of z and t
 
 
@@ -192,12 +216,12 @@ class EnsembleValue(nn.Module):
     trunk: TrunkSpec
     num_ensembles: int = 2
     dtype: Dtype = jnp.float32
+    memberwise: bool = True  # see ensemble_trunks
 
     @nn.compact
     def __call__(self, observations, actions, return_features: bool = False):
         x = jnp.concatenate([observations, actions], axis=-1)
-        net = ensemble(Trunk, self.num_ensembles, in_axes=None)(self.trunk, 1, self.dtype, name='ensemble')
-        out, feats = net(x)
+        out, feats = ensemble_trunks(self, self.trunk, self.num_ensembles, x, True, self.dtype, self.memberwise)
         q = out[..., 0]
         return (q, feats) if return_features else q
 
@@ -222,6 +246,7 @@ class VelocityField(nn.Module):
     time_embed: str = 'cos'
     time_embed_dim: int = 64
     dtype: Dtype = jnp.float32
+    memberwise: bool = True  # see ensemble_trunks
 
     def embed_z(self, z):
         if self.use_prob_embed:
@@ -235,8 +260,7 @@ class VelocityField(nn.Module):
         sa = jnp.concatenate([observations, actions, time_embedding(t, self.time_embed, self.time_embed_dim)],
                              axis=-1)
         x = jnp.concatenate([jnp.broadcast_to(sa, (num_members, *sa.shape)), self.embed_z(z)], axis=-1)
-        net = ensemble(Trunk, self.num_ensembles, in_axes=0)(self.trunk, 1, self.dtype, name='ensemble')
-        out, feats = net(x)
+        out, feats = ensemble_trunks(self, self.trunk, self.num_ensembles, x, False, self.dtype, self.memberwise)
         v = out[..., 0]
         return (v, feats) if return_features else v
 

@@ -220,3 +220,28 @@ def test_published_default_costs_about_145_gflop():
     agent = floq.FloqAgent.create(0, jnp.zeros((2, 28)), jnp.zeros((2, 5)), c)
     assert 140e9 < flops.update_flops(agent) < 150e9
     assert fql.get_config('resnet').critic_resnet_blocks == fql.matched_resnet_blocks(33, 8) == 13
+
+
+@pytest.mark.parametrize('module', ['velocity', 'value'])
+def test_memberwise_ensemble_equals_vmapped_ensemble(module):
+    """Running the ensemble members one by one (the CPU-fast path) gives the vmapped network's params layout,
+    values, features and gradients."""
+    from floq_jax.networks import EnsembleValue, TrunkSpec, VelocityField
+
+    obs, act = jnp.linspace(-1, 1, 21).reshape(7, 3), jnp.linspace(0, 1, 14).reshape(7, 2)
+    if module == 'velocity':
+        make = lambda mw: VelocityField(trunk=TrunkSpec(hidden_dims=(16, 16)), num_ensembles=3, memberwise=mw)
+        args = (obs, act, jnp.linspace(-60, 5, 21).reshape(3, 7), 0.25)
+    else:
+        make = lambda mw: EnsembleValue(trunk=TrunkSpec(hidden_dims=(16, 16)), num_ensembles=3, memberwise=mw)
+        args = (obs, act)
+    fast, vmapped = make(True), make(False)
+    params = vmapped.init(jax.random.PRNGKey(0), *args)
+    assert jax.tree_util.tree_structure(fast.init(jax.random.PRNGKey(0), *args)) == jax.tree_util.tree_structure(params)
+    (out_f, feat_f), (out_v, feat_v) = (m.apply(params, *args, return_features=True) for m in (fast, vmapped))
+    assert out_f.shape == (3, 7) and feat_f.shape == (3, 7, 16)
+    assert float(jnp.std(out_f, axis=0).max()) > 0  # members differ
+    np.testing.assert_allclose(out_f, out_v, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(feat_f, feat_v, rtol=1e-6, atol=1e-6)
+    grads = [jax.grad(lambda p, m=m: jnp.sum(m.apply(p, *args) ** 2))(params) for m in (fast, vmapped)]
+    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), *grads)
