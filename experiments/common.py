@@ -45,6 +45,8 @@ def define_common_flags(offline_steps: int = 1_000_000) -> None:
     flags.DEFINE_bool('wandb', False, 'Also log to Weights & Biases (offline mode unless WANDB_MODE is set).')
     flags.DEFINE_bool('tensorboard', True, 'Write TensorBoard events.')
     flags.DEFINE_bool('distributed', False, 'Call jax.distributed.initialize (multi-host).')
+    flags.DEFINE_bool('host_sampling', None, 'Sample batches on the host with prefetch instead of keeping the dataset '
+                      'on the device (default: only when it exceeds half the free device memory).')
     flags.DEFINE_integer('max_checkpoints', 3, 'Newest checkpoints kept per seed.')
     flags.DEFINE_bool('progress', True, 'tqdm progress bar.')
     # config_flags applies --agent.* overrides from sys.argv already here: report unknown keys in one line.
@@ -212,7 +214,7 @@ def common_options(**extra):
         eval_temperature=FLAGS.eval_temperature, eval_num_steps=parse_int_list('eval_num_steps', FLAGS.eval_num_steps),
         eval_at_start=FLAGS.eval_at_start, eval_num_envs=FLAGS.eval_num_envs, save_dir=FLAGS.save_dir,
         run_group=FLAGS.run_group, resume=FLAGS.resume, tensorboard=FLAGS.tensorboard,
-        max_checkpoints=FLAGS.max_checkpoints, progress=FLAGS.progress, **extra)
+        max_checkpoints=FLAGS.max_checkpoints, progress=FLAGS.progress, host_sampling=FLAGS.host_sampling, **extra)
     check_writable(FLAGS.save_dir)
     return options
 
@@ -253,7 +255,8 @@ def prepare(**extra):
 _OUR_FLAGS = {'env_name', 'dataset_dir', 'dataset_path', 'seed', 'num_seeds', 'offline_steps', 'online_steps',
               'steps_per_call', 'log_interval', 'eval_interval', 'save_interval', 'eval_episodes', 'eval_num_envs',
               'eval_temperature', 'eval_num_steps', 'eval_at_start', 'save_dir', 'run_group', 'resume', 'preset',
-              'wandb', 'tensorboard', 'distributed', 'max_checkpoints', 'progress', 'utd_ratio', 'buffer_size'}
+              'wandb', 'tensorboard', 'distributed', 'host_sampling', 'max_checkpoints', 'progress', 'utd_ratio',
+              'buffer_size'}
 
 
 def maybe_wandb(options, config) -> None:

@@ -76,6 +76,8 @@ class RunOptions:
     utd_ratio: int = 1                   # online: updates per env step
     buffer_size: int = 1_000_000         # online: replay capacity (at least the dataset size + 1)
     use_mesh: Optional[bool] = None      # None: shard over devices when there is more than one
+    # None: sample on the host (numpy, prefetched) only when the dataset exceeds half the free device memory.
+    host_sampling: Optional[bool] = None
     progress: bool = True                # tqdm bar
     flags: Dict[str, Any] = dataclasses.field(default_factory=dict)  # recorded in flags.json
     stop_after_step: Optional[int] = None  # test hook: return after this step (as if killed after its save)
@@ -260,7 +262,15 @@ class _Run:
         self.mesh = train.make_mesh(options.num_seeds) if use_mesh else None
         arrays = sampling.batch_arrays(data.train)
         self.host_arrays = arrays
-        self.device_data = sampling.put_replicated(arrays, train.replicated(self.mesh) if self.mesh else None)
+        self.host_sampler = None
+        host = options.host_sampling if options.host_sampling is not None else not sampling.fits_on_device(arrays)
+        if host:
+            logging.warning('sampling batches on the host: the dataset (%.2f GiB) is kept in host memory '
+                            '(--host_sampling, or more than half the free device memory)', sampling.nbytes(arrays) / 2**30)
+            self.host_sampler = sampling.HostSampler(arrays, config.batch_size, self.seeds)
+            self.device_data = None
+        else:
+            self.device_data = sampling.put_replicated(arrays, train.replicated(self.mesh) if self.mesh else None)
         ex_obs, ex_act = arrays['observations'][:1], arrays['actions'][:1]
         self.agents = train.create_agents(agent_cls, config, ex_obs, ex_act, self.seeds, self.mesh)
         self._base_agent_config = self.agents.config
@@ -410,6 +420,8 @@ class _Run:
         return results
 
     def close(self) -> None:
+        if self.host_sampler is not None:
+            self.host_sampler.close()
         for c in self.checkpointers:
             c.close()
         for lg in self.train_logs + self.eval_logs + self.tb:
@@ -520,13 +532,24 @@ def run_training(agent_cls, config, data, options: RunOptions, online_phase: Opt
             run.evaluate()
         intervals = (o.log_interval, o.eval_interval, o.save_interval)
         boundaries = [int(s) for s, _ in o.config_schedule]
-        for start, n in chunk_schedule(run.step, o.offline_steps, o.steps_per_call, intervals, boundaries):
+        schedule = chunk_schedule(run.step, o.offline_steps, o.steps_per_call, intervals, boundaries)
+        for i, (start, n) in enumerate(schedule):
             if start in boundaries:
                 run.apply_config_schedule()
-            if n not in chunks:
-                chunks[n] = train.make_train_chunk(config.batch_size, n, run.mesh)
             t0 = time.perf_counter()
-            run.agents, run.rngs, infos = chunks[n](run.agents, run.device_data, run.rngs)
+            if run.host_sampler is None:
+                if n not in chunks:
+                    chunks[n] = train.make_train_chunk(config.batch_size, n, run.mesh)
+                run.agents, run.rngs, infos = chunks[n](run.agents, run.device_data, run.rngs)
+            else:
+                if n not in chunks:
+                    chunks[n] = train.make_host_batch_chunk(n, run.mesh)
+                batches = run.host_sampler.get(start, n)
+                if i + 1 < len(schedule):
+                    run.host_sampler.prefetch(*schedule[i + 1])
+                if run.mesh is not None:
+                    batches = jax.device_put(batches, train.seed_sharding(run.mesh))
+                run.agents, infos = chunks[n](run.agents, batches)
             infos = train.to_host(infos)
             run.step = start + n
             check_finite(infos, run.step, run.seeds, run.last_good)

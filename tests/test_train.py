@@ -75,9 +75,13 @@ def test_mesh_over_8_devices_matches_one_device(num_seeds):
 
 def test_host_sampler_chunk_trains():
     data = toy_data()
-    sampler = sampling.HostSampler(data, CONFIG.batch_size, steps=3, num_seeds=2, seed=0)
-    batches = sampler.next_chunk()
+    sampler = sampling.HostSampler(data, CONFIG.batch_size, seeds=[0, 1])
+    sampler.prefetch(0, 3)
+    batches = sampler.get(0, 3)
     assert batches['observations'].shape == (2, 3, CONFIG.batch_size, 4)
+    again = sampling.host_chunk(data, [0, 1], 0, 3, CONFIG.batch_size)  # keyed by (seed, start): reproducible
+    np.testing.assert_array_equal(again['observations'], batches['observations'])
+    assert not np.array_equal(again['observations'][0], again['observations'][1])
     agents, infos = train.make_host_batch_chunk(3)(agents_for([0, 1], data=data), batches)
     sampler.close()
     assert np.all(np.asarray(agents.step) == 3) and np.all(np.isfinite(infos['critic/critic_loss']))

@@ -1,9 +1,9 @@
 """Batches for training: the dataset on device, indices drawn with ``jax.random`` inside jit.
 
 A dataset here is a dict of arrays with a shared leading axis N (the transitions).  On device it is
-replicated over the mesh (every seed samples from all of it).  When it does not fit in device memory,
-:class:`HostSampler` draws batches with numpy on the host for a whole chunk of updates at a time and
-prefetches the next chunk in a background thread.
+replicated over the mesh (every seed samples from all of it).  When it does not fit in device memory
+(:func:`fits_on_device`), :class:`HostSampler` draws batches with numpy on the host for a whole chunk of updates at
+a time and prefetches the next chunk in a background thread.
 """
 
 import concurrent.futures
@@ -64,28 +64,38 @@ def sample_batch(data: Dict[str, jax.Array], rng: jax.Array, batch_size: int) ->
     return jax.tree_util.tree_map(lambda x: jnp.take(x, idx, axis=0), data)
 
 
-class HostSampler:
-    """Host-side sampling for datasets larger than device memory.
+def host_chunk(arrays: Dict[str, np.ndarray], seeds, start: int, steps: int, batch_size: int) -> Dict[str, np.ndarray]:
+    """Host-side batches for updates ``start .. start + steps - 1`` of each seed: {key: (S, steps, B, ...)}.
 
-    ``next_chunk()`` returns {key: (num_seeds, steps, B, ...)} numpy batches for one chunk of updates;
-    the following chunk is prepared in a background thread while the device trains on this one.
+    Indices come from ``np.random.default_rng([seed, start])``, so the batches of a chunk depend only on the seed
+    and the chunk's first step: a run resumed at a checkpoint draws exactly what the uninterrupted run drew.
+    """
+    size = next(iter(arrays.values())).shape[0]
+    idx = np.stack([np.random.default_rng([int(s), int(start)]).integers(0, size, size=(steps, batch_size))
+                    for s in seeds])
+    return {k: v[idx] for k, v in arrays.items()}
+
+
+class HostSampler:
+    """Host-side sampling with prefetch, for datasets larger than device memory.
+
+    ``get(start, steps)`` returns :func:`host_chunk` for that chunk; ``prefetch(start, steps)`` starts drawing a
+    chunk in a background thread (numpy fancy indexing releases the GIL) while the device trains on the current one.
     """
 
-    def __init__(self, arrays: Dict[str, np.ndarray], batch_size: int, steps: int, num_seeds: int, seed: int):
-        self.arrays, self.batch_size, self.steps, self.num_seeds = arrays, batch_size, steps, num_seeds
-        self.rng = np.random.default_rng(seed)
-        self.size = next(iter(arrays.values())).shape[0]
+    def __init__(self, arrays: Dict[str, np.ndarray], batch_size: int, seeds):
+        self.arrays, self.batch_size, self.seeds = arrays, batch_size, list(seeds)
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
-        self._next = self._pool.submit(self._draw)
+        self._pending: Dict[tuple, concurrent.futures.Future] = {}
 
-    def _draw(self):
-        idx = self.rng.integers(0, self.size, size=(self.num_seeds, self.steps, self.batch_size))
-        return {k: v[idx] for k, v in self.arrays.items()}
+    def prefetch(self, start: int, steps: int) -> None:
+        key = (int(start), int(steps))
+        if key not in self._pending:
+            self._pending[key] = self._pool.submit(host_chunk, self.arrays, self.seeds, start, steps, self.batch_size)
 
-    def next_chunk(self):
-        chunk = self._next.result()
-        self._next = self._pool.submit(self._draw)
-        return chunk
+    def get(self, start: int, steps: int) -> Dict[str, np.ndarray]:
+        self.prefetch(start, steps)
+        return self._pending.pop((int(start), int(steps))).result()
 
     def close(self):
         self._pool.shutdown(wait=False, cancel_futures=True)
