@@ -59,13 +59,13 @@ class FloqAgent(Agent):
                 trunk=velocity_trunk, num_ensembles=config.flow_num_ensembles, q_min=config.q_min,
                 q_max=config.q_max, use_prob_embed=config.use_prob_embed, num_bins=config.num_bins,
                 sigma=config.sigma, time_embed=config.time_embedding, time_embed_dim=config.time_embed_dim,
-                dtype=dtype, memberwise=config.memberwise_ensembles),
+                dtype=dtype, ensemble_apply=config.ensemble_apply),
             **actor.build_actor_modules(config, config.action_dim, dtype),
         }
         if config.use_distilled_critic:
             modules['distill_critic'] = EnsembleValue(
                 trunk=TrunkSpec(hidden_dims=tuple(config.value_hidden_dims), layer_norm=config.layer_norm),
-                num_ensembles=config.distill_num_ensembles, dtype=dtype, memberwise=config.memberwise_ensembles)
+                num_ensembles=config.distill_num_ensembles, dtype=dtype, ensemble_apply=config.ensemble_apply)
         return modules
 
     # ------------------------------------------------------------------ flow critic
@@ -346,7 +346,7 @@ def get_config():
         target_noise=0.0,             # Noise magnitude on the regression target (paper: 0, 4, 8, 16).
         target_noise_dist='uniform',  # 'uniform' on [-m, m] (as published) or 'gaussian' with std m.
         compute_dtype='float32',      # 'bfloat16' for bf16 matmuls with float32 params and losses.
-        memberwise_ensembles=True,    # run ensemble members one by one (faster on CPU); False: one vmapped net.
+        ensemble_apply='auto',        # 'memberwise' | 'vmap' | 'auto' (memberwise for large matmuls on CPU).
         r_min=ml_collections.config_dict.placeholder(float),  # From the dataset (set by the trainer).
         r_max=ml_collections.config_dict.placeholder(float),
     ))

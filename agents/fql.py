@@ -42,7 +42,7 @@ class FQLAgent(Agent):
                 layer_norm=config.layer_norm, dtype=dtype)
         else:
             critic = EnsembleValue(trunk=trunk, num_ensembles=config.num_ensembles, dtype=dtype,
-                                   memberwise=config.memberwise_ensembles)
+                                   ensemble_apply=config.ensemble_apply)
         return {'critic': critic, **actor.build_actor_modules(config, config.action_dim, dtype)}
 
     @property
@@ -198,7 +198,7 @@ def get_config(variant: str = ''):
         iqn_embed_dim=512,            # Width of the tau and (s, a) embeddings.
         iqn_kappa=1.0,                # Huber threshold of the quantile loss.
         compute_dtype='float32',
-        memberwise_ensembles=True,  # run ensemble members one by one (faster on CPU); False: one vmapped net.
+        ensemble_apply='auto',      # 'memberwise' | 'vmap' | 'auto' (memberwise for large matmuls on CPU).
         r_min=ml_collections.config_dict.placeholder(float),  # Unused by FQL; set by the trainer for symmetry.
         r_max=ml_collections.config_dict.placeholder(float),
     ))

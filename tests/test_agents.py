@@ -230,12 +230,12 @@ def test_memberwise_ensemble_equals_vmapped_ensemble(module):
 
     obs, act = jnp.linspace(-1, 1, 21).reshape(7, 3), jnp.linspace(0, 1, 14).reshape(7, 2)
     if module == 'velocity':
-        make = lambda mw: VelocityField(trunk=TrunkSpec(hidden_dims=(16, 16)), num_ensembles=3, memberwise=mw)
+        make = lambda mode: VelocityField(trunk=TrunkSpec(hidden_dims=(16, 16)), num_ensembles=3, ensemble_apply=mode)
         args = (obs, act, jnp.linspace(-60, 5, 21).reshape(3, 7), 0.25)
     else:
-        make = lambda mw: EnsembleValue(trunk=TrunkSpec(hidden_dims=(16, 16)), num_ensembles=3, memberwise=mw)
+        make = lambda mode: EnsembleValue(trunk=TrunkSpec(hidden_dims=(16, 16)), num_ensembles=3, ensemble_apply=mode)
         args = (obs, act)
-    fast, vmapped = make(True), make(False)
+    fast, vmapped = make('memberwise'), make('vmap')
     params = vmapped.init(jax.random.PRNGKey(0), *args)
     assert jax.tree_util.tree_structure(fast.init(jax.random.PRNGKey(0), *args)) == jax.tree_util.tree_structure(params)
     (out_f, feat_f), (out_v, feat_v) = (m.apply(params, *args, return_features=True) for m in (fast, vmapped))
@@ -245,3 +245,11 @@ def test_memberwise_ensemble_equals_vmapped_ensemble(module):
     np.testing.assert_allclose(feat_f, feat_v, rtol=1e-6, atol=1e-6)
     grads = [jax.grad(lambda p, m=m: jnp.sum(m.apply(p, *args) ** 2))(params) for m in (fast, vmapped)]
     jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), *grads)
+    from floq_jax.networks import use_memberwise
+
+    spec = TrunkSpec(hidden_dims=(512,) * 4)
+    assert use_memberwise('auto', 2048, spec) == (jax.default_backend() == 'cpu')
+    assert not use_memberwise('auto', 128, TrunkSpec(hidden_dims=(128, 128)))
+    assert use_memberwise('memberwise', 1, spec) and not use_memberwise('vmap', 10 ** 6, spec)
+    with pytest.raises(ValueError, match='ensemble_apply'):
+        use_memberwise('loop', 1, spec)
