@@ -1,6 +1,6 @@
 """`make demo`: generate a small OGBench dataset, train floq for a few CPU minutes, evaluate at several K, report.
 
-    python -m experiments.demo                     # defaults below; ~8 min of training + evaluation on 2 CPU cores
+    python -m experiments.demo                     # defaults below; ~9 min of training + evaluation on 2 CPU cores
     python -m experiments.demo --steps=2000        # a quicker smoke run
 
 Steps:
@@ -17,9 +17,9 @@ from absl import app, flags
 
 from experiments import common
 
-flags.DEFINE_string('env_name', 'pointmaze-medium-navigate-singletask-task1-v0', 'Single-task name to train on.')
+flags.DEFINE_string('env_name', 'cube-single-play-singletask-task2-v0', 'Single-task name to train on.')
 flags.DEFINE_integer('dataset_episodes', 100, 'Episodes of the generated dataset.')
-flags.DEFINE_integer('steps', 25000, 'Offline updates.')
+flags.DEFINE_integer('steps', 60000, 'Offline updates.')
 flags.DEFINE_integer('eval_episodes', 20, 'Episodes per evaluation.')
 flags.DEFINE_string('num_steps', '1,2,4,8', 'Critic K values for the final Q estimates.')
 flags.DEFINE_string('save_dir', 'runs', 'Root of the run directories.')
@@ -63,7 +63,7 @@ def main(_):
         applied = presets.apply_preset(config, FLAGS.env_name, 'published',
                                        user_keys=('block_width', 'critic_flow_steps', 'noise_samples', 'batch_size'))
         runner.set_reward_range(config, data)
-        interval = max(FLAGS.steps // 4, 1)
+        interval = max(FLAGS.steps // 6, 1)
         options = runner.RunOptions(
             env_name=FLAGS.env_name, seed=FLAGS.seed, offline_steps=FLAGS.steps, steps_per_call=min(500, interval),
             log_interval=min(500, interval), eval_interval=interval, save_interval=interval,

@@ -74,3 +74,15 @@ def test_unwritable_save_dir(tmp_path):
 def test_evaluate_bad_run_dir(tmp_path):
     line = error_line(run([f'--run_dir={tmp_path}'], module='experiments.evaluate'))
     assert '--run_dir' in line and 'flags.json' in line
+
+
+def test_demo_end_to_end_small(tmp_path):
+    """`make demo`'s entrypoint with tiny numbers: generates its dataset into the given cache, trains, evaluates the
+    final checkpoint at several K, writes and prints the results table and the plot path."""
+    out = run([f'--save_dir={tmp_path / "runs"}', f'--cache_dir={tmp_path / "cache"}', '--dataset_episodes=1',
+               '--steps=60', '--eval_episodes=2', '--num_steps=1,4'], module='experiments.demo', timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert 'success' in out.stdout and 'K=1:' in out.stdout and 'K=4:' in out.stdout, out.stdout[-2000:]
+    assert '| cube-single-play-singletask-task2-v0 | generated |' in out.stdout, out.stdout[-2000:]
+    plot = tmp_path / 'runs' / 'demo' / 'report' / 'learning_curves.png'
+    assert plot.is_file() and str(plot) in out.stdout
