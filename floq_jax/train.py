@@ -15,6 +15,7 @@ update's batch is constrained to be split along 'batch', and XLA inserts the gra
 (GSPMD), so there are no hand-written collectives.
 """
 
+import functools
 import math
 from typing import Callable, Dict, Optional, Tuple
 
@@ -102,14 +103,28 @@ def _single_seed_chunk(batch_size: int, steps: int, batch_constraint: Optional[C
     return chunk
 
 
+@functools.lru_cache(maxsize=64)
 def make_train_chunk(batch_size: int, steps: int, mesh: Optional[Mesh] = None):
     """The jitted multi-seed chunk: (agents (S, ...), data {(N, ...)}, rngs (S, 2)) -> (agents, rngs, infos {(S,)}).
+
+    Cached: runs in one process (sweeps, resumes, tests) with the same arguments reuse one jitted function and so
+    its compiled executables (jit still compiles once per agent config and shape).
 
     With a mesh, the agents and rngs stay sharded along 'seeds' and each seed's batch is split
     along 'batch' (data parallelism inside a seed when there are more devices than seeds).
     """
     if mesh is None:
-        chunk = jax.vmap(_single_seed_chunk(batch_size, steps, None), in_axes=(0, None, 0))
+        single = _single_seed_chunk(batch_size, steps, None)
+        vmapped = jax.vmap(single, in_axes=(0, None, 0))
+
+        def chunk(agents, data, rngs):
+            if rngs.shape[0] > 1:
+                return vmapped(agents, data, rngs)
+            # One seed: no vmap, so matmuls stay plain 2-D GEMMs instead of batched dot_generals (slower on CPU).
+            squeeze = lambda tree: jax.tree_util.tree_map(lambda x: x[0], tree)
+            expand = lambda tree: jax.tree_util.tree_map(lambda x: x[None], tree)
+            return expand(single(squeeze(agents), data, rngs[0]))
+
         return jax.jit(chunk, donate_argnums=(0, 2))
     batch_spec = NamedSharding(mesh, P('batch'))
     constraint = None
@@ -123,6 +138,7 @@ def make_train_chunk(batch_size: int, steps: int, mesh: Optional[Mesh] = None):
                    out_shardings=(by_seed, by_seed, by_seed), donate_argnums=(0, 2))
 
 
+@functools.lru_cache(maxsize=64)
 def make_host_batch_chunk(steps: int, mesh: Optional[Mesh] = None):
     """The same chunk for host-sampled batches: (agents, batches {(S, steps, B, ...)}) -> (agents, infos).
 
