@@ -163,8 +163,8 @@ def ensemble_trunks(parent: nn.Module, spec: TrunkSpec, num_members: int, x, sha
     ``mode`` (see :func:`use_memberwise`): 'memberwise' means, outside initialisation, run the E members as E plain networks on slices of the stacked
     params and stack the results, instead of one vmapped network (same params, same values). XLA:CPU runs a
     batched (vmapped) matmul slower than the same matmuls one by one: the 4x512 forward over 2 x 2048 rows
-    measured 159 vs 119 ms (``experiments/benchmark.py`` profile rows ``mlp_matmuls_*``); on GPU/TPU either is
-    fine.  Must be called from a compact method of ``parent``.
+    took 159 vs 119 ms in a standalone paired timing (215 vs 120 ms in ``experiments/benchmark.py``'s profile rows
+    ``mlp_matmuls_*``, under load); on GPU/TPU either is fine.  Must be called from a compact method of ``parent``.
     """
     net = ensemble(Trunk, num_members, in_axes=None if shared_input else 0)(spec, 1, dtype, parent=parent,
                                                                              name='ensemble')
