@@ -266,7 +266,8 @@ class _Run:
         host = options.host_sampling if options.host_sampling is not None else not sampling.fits_on_device(arrays)
         if host:
             logging.warning('sampling batches on the host: the dataset (%.2f GiB) is kept in host memory '
-                            '(--host_sampling, or more than half the free device memory)', sampling.nbytes(arrays) / 2**30)
+                            '(--host_sampling, or more than half the free device memory)',
+                            sampling.nbytes(arrays) / 2**30)
             self.host_sampler = sampling.HostSampler(arrays, config.batch_size, self.seeds)
             self.device_data = None
         else:
@@ -526,7 +527,6 @@ def run_training(agent_cls, config, data, options: RunOptions, online_phase: Opt
     run = _Run(agent_cls, canonical_config(config), data, options, extra_state)
     o = options
     bar = _progress(o, o.offline_steps + o.online_steps, run.step)
-    chunks: Dict[int, Callable] = {}
     try:
         if not run.restored and o.eval_at_start:
             run.evaluate()
@@ -537,19 +537,16 @@ def run_training(agent_cls, config, data, options: RunOptions, online_phase: Opt
             if start in boundaries:
                 run.apply_config_schedule()
             t0 = time.perf_counter()
-            if run.host_sampler is None:
-                if n not in chunks:
-                    chunks[n] = train.make_train_chunk(config.batch_size, n, run.mesh)
-                run.agents, run.rngs, infos = chunks[n](run.agents, run.device_data, run.rngs)
+            if run.host_sampler is None:  # the chunk constructors are cached: one jitted function per (size, n)
+                chunk = train.make_train_chunk(config.batch_size, n, run.mesh)
+                run.agents, run.rngs, infos = chunk(run.agents, run.device_data, run.rngs)
             else:
-                if n not in chunks:
-                    chunks[n] = train.make_host_batch_chunk(n, run.mesh)
                 batches = run.host_sampler.get(start, n)
                 if i + 1 < len(schedule):
                     run.host_sampler.prefetch(*schedule[i + 1])
                 if run.mesh is not None:
                     batches = jax.device_put(batches, train.seed_sharding(run.mesh))
-                run.agents, infos = chunks[n](run.agents, batches)
+                run.agents, infos = train.make_host_batch_chunk(n, run.mesh)(run.agents, batches)
             infos = train.to_host(infos)
             run.step = start + n
             check_finite(infos, run.step, run.seeds, run.last_good)
