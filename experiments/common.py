@@ -45,6 +45,9 @@ def define_common_flags(offline_steps: int = 1_000_000) -> None:
     flags.DEFINE_bool('wandb', False, 'Also log to Weights & Biases (offline mode unless WANDB_MODE is set).')
     flags.DEFINE_bool('tensorboard', True, 'Write TensorBoard events.')
     flags.DEFINE_bool('distributed', False, 'Call jax.distributed.initialize (multi-host).')
+    flags.DEFINE_integer('cpu_devices', None, 'CPU-only hosts: split the CPU into this many XLA devices so seeds '
+                         'train concurrently, one device per core (default: the largest divisor of --num_seeds that '
+                         'is at most the core count; 1 for one seed). No effect on GPU/TPU backends.')
     flags.DEFINE_bool('host_sampling', None, 'Sample batches on the host with prefetch instead of keeping the dataset '
                       'on the device (default: only when it exceeds half the free device memory).')
     flags.DEFINE_integer('max_checkpoints', 3, 'Newest checkpoints kept per seed.')
@@ -191,6 +194,21 @@ def check_dataset(env_name: str, dataset_dir, dataset_path) -> str:
         raise UsageError(f'{flag}: {e}') from None
 
 
+def configure_cpu_devices(num_seeds: int, cpu_devices=None, distributed: bool = False) -> int:
+    """--cpu_devices: split the host CPU into XLA devices before JAX starts (see floq_jax.train.set_cpu_devices).
+
+    Returns the number of CPU devices set (1: nothing changed).  Multi-host runs (--distributed) keep JAX's defaults.
+    """
+    from floq_jax import train
+
+    if cpu_devices is not None and cpu_devices < 1:
+        raise UsageError(f'--cpu_devices={cpu_devices}: must be a positive integer')
+    n = train.cpu_devices_for(num_seeds) if cpu_devices is None else int(cpu_devices)
+    if n > 1 and not distributed and train.set_cpu_devices(n):
+        return n
+    return 1
+
+
 def common_options(**extra):
     """RunOptions from the common flags (validated; raises UsageError)."""
     from floq_jax.runner import RunOptions
@@ -226,6 +244,7 @@ def prepare(**extra):
 
     options = common_options(**extra)
     options.validate()
+    cpu_devices = configure_cpu_devices(FLAGS.num_seeds, FLAGS.cpu_devices, FLAGS.distributed)
     check_dataset(FLAGS.env_name, FLAGS.dataset_dir, FLAGS.dataset_path)
     config = FLAGS.agent
     if 'agent_name' not in config:
@@ -249,13 +268,14 @@ def prepare(**extra):
     runner.set_reward_range(config, data)
     options.flags = {name: FLAGS[name].value for name in FLAGS if name in _OUR_FLAGS}
     options.flags['preset_applied'] = applied
+    options.flags['cpu_devices'] = cpu_devices  # the effective value (auto resolved)
     return config, data, options
 
 
 _OUR_FLAGS = {'env_name', 'dataset_dir', 'dataset_path', 'seed', 'num_seeds', 'offline_steps', 'online_steps',
               'steps_per_call', 'log_interval', 'eval_interval', 'save_interval', 'eval_episodes', 'eval_num_envs',
               'eval_temperature', 'eval_num_steps', 'eval_at_start', 'save_dir', 'run_group', 'resume', 'preset',
-              'wandb', 'tensorboard', 'distributed', 'host_sampling', 'max_checkpoints', 'progress', 'utd_ratio',
+              'wandb', 'tensorboard', 'distributed', 'cpu_devices', 'host_sampling', 'max_checkpoints', 'progress', 'utd_ratio',
               'buffer_size'}
 
 

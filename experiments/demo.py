@@ -25,7 +25,11 @@ flags.DEFINE_string('num_steps', '1,2,4,8', 'Critic K values for the final Q est
 flags.DEFINE_string('save_dir', 'runs', 'Root of the run directories.')
 flags.DEFINE_string('run_group', 'demo', 'Run group.')
 flags.DEFINE_string('cache_dir', None, 'Dataset cache (default: $FLOQ_DATA_CACHE or ~/.cache/floq_jax/datasets).')
-flags.DEFINE_integer('seed', 0, 'Seed.')
+flags.DEFINE_integer('seed', 0, 'First seed.')
+flags.DEFINE_integer('num_seeds', 2, 'Seeds seed..seed+num_seeds-1, trained together (vmapped; on a CPU-only host '
+                     'sharded over --cpu_devices XLA devices, one per core).')
+flags.DEFINE_integer('cpu_devices', None, 'CPU-only hosts: XLA CPU devices to shard the seeds over (default: the '
+                     'largest divisor of --num_seeds that is at most the core count).')
 FLAGS = flags.FLAGS
 
 
@@ -48,7 +52,8 @@ def main(_):
 
         common.check_env_name(FLAGS.env_name)
         common.check_positive(steps=FLAGS.steps, dataset_episodes=FLAGS.dataset_episodes,
-                              eval_episodes=FLAGS.eval_episodes)
+                              eval_episodes=FLAGS.eval_episodes, num_seeds=FLAGS.num_seeds)
+        cpu_devices = common.configure_cpu_devices(FLAGS.num_seeds, FLAGS.cpu_devices)  # before JAX starts
         ks = common.parse_int_list('num_steps', FLAGS.num_steps)
         common.check_writable(FLAGS.save_dir)
         t0 = time.time()
@@ -65,20 +70,23 @@ def main(_):
         runner.set_reward_range(config, data)
         interval = max(FLAGS.steps // 6, 1)
         options = runner.RunOptions(
-            env_name=FLAGS.env_name, seed=FLAGS.seed, offline_steps=FLAGS.steps, steps_per_call=min(500, interval),
+            env_name=FLAGS.env_name, seed=FLAGS.seed, num_seeds=FLAGS.num_seeds, offline_steps=FLAGS.steps,
+            steps_per_call=min(500, interval),
             log_interval=min(500, interval), eval_interval=interval, save_interval=interval,
             eval_episodes=FLAGS.eval_episodes, eval_at_start=False, save_dir=FLAGS.save_dir,
-            run_group=FLAGS.run_group, flags={'demo': True, 'steps': FLAGS.steps})
+            run_group=FLAGS.run_group, flags={'demo': True, 'steps': FLAGS.steps, 'cpu_devices': cpu_devices})
         print(f'[2/4] training floq (2x128 nets, K=4, noise_samples 2, batch 64; published preset {applied}) '
-              f'for {FLAGS.steps} steps', flush=True)
+              f'for {FLAGS.steps} steps, {FLAGS.num_seeds} seed(s) on {cpu_devices} XLA CPU device(s)', flush=True)
         t1 = time.time()
-        run_dir, = runner.run_offline(config, data, options)
-        print(f'      {run_dir} ({time.time() - t1:.0f} s)', flush=True)
+        run_dirs = runner.run_offline(config, data, options)
+        print(f'      {os.path.dirname(run_dirs[0])} ({time.time() - t1:.0f} s)', flush=True)
 
-        print(f'[3/4] evaluating the final checkpoint ({FLAGS.eval_episodes} episodes; Q at K={ks})', flush=True)
-        summary = runner.evaluate_checkpoint(run_dir, None, FLAGS.eval_episodes, ks)
-        print(f'      success {summary["success"]:.2f}, return {summary["return"]:.1f}; Q estimates by K: '
-              + ', '.join(f'K={k}: {q:.2f}' for k, q in summary['q_estimates'].items()), flush=True)
+        print(f'[3/4] evaluating the final checkpoints ({FLAGS.eval_episodes} episodes each; Q at K={ks})', flush=True)
+        for run_dir in run_dirs:
+            summary = runner.evaluate_checkpoint(run_dir, None, FLAGS.eval_episodes, ks)
+            print(f'      {os.path.basename(run_dir)}: success {summary["success"]:.2f}, return '
+                  f'{summary["return"]:.1f}; Q estimates by K: '
+                  + ', '.join(f'K={k}: {q:.2f}' for k, q in summary['q_estimates'].items()), flush=True)
 
         print('[4/4] report', flush=True)
         root = os.path.join(FLAGS.save_dir, FLAGS.run_group)

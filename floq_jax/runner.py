@@ -342,7 +342,12 @@ class _Run:
         if self._diag_fn is None:
             self._diag_fn = jax.jit(jax.vmap(diagnostics.critic_diagnostics, in_axes=(0, None, None)))
             self._diag_batch = {k: jnp.asarray(v) for k, v in eval_batch(self.data, seed=1).items()}
-        out = self._diag_fn(self.agents, self._diag_batch, jax.random.PRNGKey(self.step))
+        agents = self.agents
+        if self.mesh is not None:
+            # On a mesh, run the diagnostics on gathered copies: the partitioned program (it takes SVDs) waited
+            # forever on 2 XLA:CPU devices; a copy of the agents every log interval is cheap next to training.
+            agents = jax.tree_util.tree_map(jnp.asarray, train.to_host(agents))
+        out = self._diag_fn(agents, self._diag_batch, jax.random.PRNGKey(self.step))
         return {f'diagnostics/{k}': np.asarray(v) for k, v in train.to_host(out).items()}
 
     # -- state of one seed

@@ -83,3 +83,52 @@ def test_host_sampling_trains_and_resumes_exactly(tiny_dataset, tmp_path):
         jax.tree_util.tree_map(np.testing.assert_array_equal, pa, pb)
     seed0, seed1 = (read_csv(os.path.join(d, 'train.csv'))[0]['training/critic/critic_loss'] for d in full)
     assert seed0 != seed1  # each seed draws its own batches
+
+
+def test_seeds_sharded_over_cpu_devices_match_one_device(tiny_dataset, tmp_path):
+    """--cpu_devices=2 splits the CPU into two XLA devices and shards the 2 seeds over them (one per core): the run
+    finishes (diagnostics included: their partitioned program once hung on 2 CPU devices) and each seed's
+    metrics equal those of the same seeds on one device."""
+    import subprocess
+    import sys
+
+    from tests.test_runner import TINY, subprocess_env
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+    def cmd(devices):
+        return [sys.executable, '-m', 'experiments.train_offline', f'--env_name={ENV}',
+                f'--dataset_path={tiny_dataset}', '--offline_steps=100', '--steps_per_call=50', '--log_interval=50',
+                '--eval_interval=100', '--save_interval=100', '--eval_episodes=2', '--noeval_at_start',
+                '--num_seeds=2', f'--cpu_devices={devices}', f'--save_dir={tmp_path}', f'--run_group=dev{devices}',
+                '--noprogress', '--notensorboard', *TINY]
+
+    procs = {d: subprocess.Popen(cmd(d), cwd=repo, env=subprocess_env(), stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True) for d in (1, 2)}
+    for d, p in procs.items():
+        _, err = p.communicate(timeout=600)
+        assert p.returncode == 0, f'--cpu_devices={d}: {err[-2000:]}'
+    for seed in (0, 1):
+        rows = {d: read_csv(os.path.join(tmp_path, f'dev{d}', ENV, 'floq', f'seed{seed}', 'train.csv')) for d in (1, 2)}
+        assert [r['step'] for r in rows[1]] == [r['step'] for r in rows[2]] == ['50', '100']
+        for a, b in zip(rows[1], rows[2]):
+            keys = [k for k in a if k.startswith('training/')]
+            np.testing.assert_allclose([float(a[k]) for k in keys], [float(b[k]) for k in keys], rtol=1e-3, atol=1e-5)
+        assert any(k.startswith('diagnostics/') for k in rows[2][0])
+    with open(os.path.join(tmp_path, 'dev2', ENV, 'floq', 'seed1', 'flags.json')) as f:
+        import json
+
+        assert json.load(f)['cpu_devices'] == 2
+
+
+def test_cpu_devices_helpers():
+    from floq_jax import train
+
+    assert train.cpu_devices_for(1, cpu_count=2) == 1
+    assert train.cpu_devices_for(2, cpu_count=2) == 2
+    assert train.cpu_devices_for(8, cpu_count=2) == 2
+    assert train.cpu_devices_for(3, cpu_count=2) == 1  # a seed is never split across devices
+    assert train.cpu_devices_for(6, cpu_count=4) == 3
+    assert train.set_cpu_devices(2) is False  # JAX is already running in this process: nothing changes
+    with pytest.raises(ValueError):
+        train.set_cpu_devices(0)
