@@ -42,6 +42,8 @@ flags.DEFINE_integer('compile_repeats', 0, 'Extra section: compile the floq upda
 flags.DEFINE_integer('cpu_devices', 1, 'CPU-only hosts: split the CPU into this many XLA devices (as '
                      'train_offline --cpu_devices does); the seeds section then also times the 8 seeds sharded over '
                      'them.  Run the update cases with the default 1.')
+flags.DEFINE_enum('seeds_config', 'small', ['small', 'demo'], "Config of the seeds section: 'small' (2x256, "
+                  "noise_samples 4, batch 256) or 'demo' (experiments/demo.py's 2x128, K=4, noise_samples 2, batch 64).")
 flags.DEFINE_integer('num_transitions', 1_000_000, 'Synthetic dataset size (device-resident and host copies).')
 
 OB_DIM, ACTION_DIM = 28, 5  # cube-single (OGBench): the dims the published FLOP numbers use.
@@ -142,11 +144,18 @@ class Bench:
     def seeds(self, num_seeds=8, steps=None, iters=None):
         steps = steps or (2 if self.quick else 10)  # quick: same chunk as the loop section (one compile)
         iters = iters or (2 if self.quick else 3)
-        config = make_config('floq', small=True)
+        if FLAGS.seeds_config == 'demo' and not FLAGS.tiny:
+            from floq_jax.presets import demo_config
+
+            config = demo_config()
+            config.r_min, config.r_max = -1.0, 0.0
+            steps = steps * 10  # ~5 ms updates: 100-step chunks keep each timed call ~0.5 s per seed
+        else:
+            config = make_config('floq', small=True)
         cls = floq_lib.FloqAgent
         ex_o, ex_a = self.host_data['observations'][:2], self.host_data['actions'][:2]
         chunk = self.chunk(config.batch_size, steps)
-        out = {'steps_per_call': steps, 'num_seeds': num_seeds}
+        out = {'steps_per_call': steps, 'num_seeds': num_seeds, 'config': FLAGS.seeds_config}
 
         state = {'v': (train_lib.create_agents(cls, config, ex_o, ex_a, np.arange(num_seeds)),
                        train_lib.seed_rngs(np.arange(num_seeds)))}
@@ -420,7 +429,7 @@ def table(results) -> str:
     lines.append('')
     s = results['seeds']
     if s:
-        lines += ['| seeds (small config, floq) | seed-updates/s |', '|---|---|',
+        lines += [f"| seeds ({s.get('config', 'small')} config, floq) | seed-updates/s |", '|---|---|',
                   f"| 1 seed | {s['one_seed']['seed_updates_per_s']:.2f} |",
                   f"| {s['num_seeds']} seeds vmapped (one device) | {s['vmapped']['seed_updates_per_s']:.2f} |",
                   *([f"| {s['num_seeds']} seeds vmapped, sharded over {s['sharded']['devices']} devices "

@@ -1,12 +1,13 @@
 """`make demo`: generate a small OGBench dataset, train floq for a few CPU minutes, evaluate at several K, report.
 
-    python -m experiments.demo                     # defaults below; ~9 min of training + evaluation on 2 CPU cores
+    python -m experiments.demo                     # defaults below; ~11 min of training + evaluation on 2 CPU cores
     python -m experiments.demo --steps=2000        # a quicker smoke run
 
 Steps:
   1. ``ensure_generated_dataset`` (cached under $FLOQ_DATA_CACHE or ~/.cache/floq_jax/datasets; no download);
-  2. ``floq_jax.runner.run_offline`` with the small config :func:`demo_config` (1 seed);
-  3. evaluation of the final checkpoint (success, and the flow critic's Q estimates at K = 1, 2, 4, 8);
+  2. ``floq_jax.runner.run_offline`` with the small config :func:`floq_jax.presets.demo_config`: 2 seeds, 70k updates each, an
+     evaluation every 10k; on a CPU-only host the seeds are sharded over 2 XLA CPU devices (one per core);
+  3. evaluation of each seed's final checkpoint (success, and the flow critic's Q estimates at K = 1, 2, 4, 8);
   4. ``floq_jax.report.write_report``: results table (printed) and learning-curve plot (path printed).
 """
 
@@ -19,7 +20,8 @@ from experiments import common
 
 flags.DEFINE_string('env_name', 'cube-single-play-singletask-task2-v0', 'Single-task name to train on.')
 flags.DEFINE_integer('dataset_episodes', 100, 'Episodes of the generated dataset.')
-flags.DEFINE_integer('steps', 60000, 'Offline updates.')
+flags.DEFINE_integer('steps', 70000, 'Offline updates (per seed).')
+flags.DEFINE_integer('eval_interval', 10000, 'Evaluation (and checkpoint) interval; clipped to --steps.')
 flags.DEFINE_integer('eval_episodes', 20, 'Episodes per evaluation.')
 flags.DEFINE_string('num_steps', '1,2,4,8', 'Critic K values for the final Q estimates.')
 flags.DEFINE_string('save_dir', 'runs', 'Root of the run directories.')
@@ -33,16 +35,6 @@ flags.DEFINE_integer('cpu_devices', None, 'CPU-only hosts: XLA CPU devices to sh
 FLAGS = flags.FLAGS
 
 
-def demo_config():
-    """floq at 2 x 128 (velocity net, actor and distilled critic), K = 4, 2 noise samples, batch 64."""
-    from agents import floq
-
-    config = floq.get_config()
-    config.update(dict(actor_hidden_dims=(128, 128), value_hidden_dims=(128, 128), block_width=128, block_depth=2,
-                       critic_flow_steps=4, noise_samples=2, batch_size=64))
-    return config
-
-
 def main(_):
     common.quiet_logs()
 
@@ -52,7 +44,8 @@ def main(_):
 
         common.check_env_name(FLAGS.env_name)
         common.check_positive(steps=FLAGS.steps, dataset_episodes=FLAGS.dataset_episodes,
-                              eval_episodes=FLAGS.eval_episodes, num_seeds=FLAGS.num_seeds)
+                              eval_episodes=FLAGS.eval_episodes, num_seeds=FLAGS.num_seeds,
+                              eval_interval=FLAGS.eval_interval)
         cpu_devices = common.configure_cpu_devices(FLAGS.num_seeds, FLAGS.cpu_devices)  # before JAX starts
         ks = common.parse_int_list('num_steps', FLAGS.num_steps)
         common.check_writable(FLAGS.save_dir)
@@ -64,11 +57,11 @@ def main(_):
         data = load_offline_data(FLAGS.env_name, dataset_path=path)
         print(f'      {path} ({len(data.train["observations"])} transitions, {time.time() - t0:.0f} s)', flush=True)
 
-        config = demo_config()
+        config = presets.demo_config()
         applied = presets.apply_preset(config, FLAGS.env_name, 'published',
                                        user_keys=('block_width', 'critic_flow_steps', 'noise_samples', 'batch_size'))
         runner.set_reward_range(config, data)
-        interval = max(FLAGS.steps // 6, 1)
+        interval = min(FLAGS.eval_interval, FLAGS.steps)
         options = runner.RunOptions(
             env_name=FLAGS.env_name, seed=FLAGS.seed, num_seeds=FLAGS.num_seeds, offline_steps=FLAGS.steps,
             steps_per_call=min(500, interval),

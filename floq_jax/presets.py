@@ -69,3 +69,14 @@ def apply_preset(config, env_name: str, preset: Optional[str], user_keys: Iterab
         config[key] = value
         applied[key] = value
     return applied
+
+
+def demo_config():
+    """The small CPU config of ``make demo`` (experiments/demo.py) and the benchmark's ``--seeds_config=demo``:
+    floq at 2 x 128 (velocity net, actor and distilled critic), K = 4, 2 noise samples, batch 64."""
+    from agents import floq
+
+    config = floq.get_config()
+    config.update(dict(actor_hidden_dims=(128, 128), value_hidden_dims=(128, 128), block_width=128, block_depth=2,
+                       critic_flow_steps=4, noise_samples=2, batch_size=64))
+    return config
