@@ -2,7 +2,10 @@
 
 import csv
 import dataclasses
+import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -89,12 +92,7 @@ def test_seeds_sharded_over_cpu_devices_match_one_device(tiny_dataset, tmp_path)
     """--cpu_devices=2 splits the CPU into two XLA devices and shards the 2 seeds over them (one per core): the run
     finishes (diagnostics included: their partitioned program once hung on 2 CPU devices) and each seed's
     metrics equal those of the same seeds on one device."""
-    import subprocess
-    import sys
-
-    from tests.test_runner import TINY, subprocess_env
-
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    from tests.test_runner import REPO, TINY, subprocess_env
 
     def cmd(devices):
         return [sys.executable, '-m', 'experiments.train_offline', f'--env_name={ENV}',
@@ -103,7 +101,7 @@ def test_seeds_sharded_over_cpu_devices_match_one_device(tiny_dataset, tmp_path)
                 '--num_seeds=2', f'--cpu_devices={devices}', f'--save_dir={tmp_path}', f'--run_group=dev{devices}',
                 '--noprogress', '--notensorboard', *TINY]
 
-    procs = {d: subprocess.Popen(cmd(d), cwd=repo, env=subprocess_env(), stdout=subprocess.PIPE,
+    procs = {d: subprocess.Popen(cmd(d), cwd=REPO, env=subprocess_env(), stdout=subprocess.PIPE,
                                  stderr=subprocess.PIPE, text=True) for d in (1, 2)}
     for d, p in procs.items():
         _, err = p.communicate(timeout=600)
@@ -116,8 +114,6 @@ def test_seeds_sharded_over_cpu_devices_match_one_device(tiny_dataset, tmp_path)
             np.testing.assert_allclose([float(a[k]) for k in keys], [float(b[k]) for k in keys], rtol=1e-3, atol=1e-5)
         assert any(k.startswith('diagnostics/') for k in rows[2][0])
     with open(os.path.join(tmp_path, 'dev2', ENV, 'floq', 'seed1', 'flags.json')) as f:
-        import json
-
         assert json.load(f)['cpu_devices'] == 2
 
 
@@ -129,6 +125,6 @@ def test_cpu_devices_helpers():
     assert train.cpu_devices_for(8, cpu_count=2) == 2
     assert train.cpu_devices_for(3, cpu_count=2) == 1  # a seed is never split across devices
     assert train.cpu_devices_for(6, cpu_count=4) == 3
-    assert train.set_cpu_devices(2) is False  # JAX is already running in this process: nothing changes
+    assert train.set_cpu_devices(2) is False  # conftest's XLA_FLAGS device count (or a started JAX) wins
     with pytest.raises(ValueError):
         train.set_cpu_devices(0)
