@@ -209,13 +209,23 @@ class Bench:
         # The target is judged on what --num_seeds=N runs: sharded over devices when there are several.
         best = out['sharded' if tm is not None else 'vmapped']
         out['vmapped_over_sequential'] = best['seed_updates_per_s'] / out['sequential']['seed_updates_per_s']
+        # Compute ceiling, same run: the sequential runs' achieved FLOP/s against a matmul timed right after them.
+        # No batching of seeds can beat the dense matmul rate, so matmul / sequential bounds the attainable ratio.
+        out['analytic_flops_per_seed_update'] = flops_lib.update_flops(cls.create(0, ex_o, ex_a, config))
+        for k in ('one_seed', 'vmapped', 'sharded', 'sequential'):
+            if k in out:
+                out[k]['achieved_flops_per_s'] = out[k]['seed_updates_per_s'] * out['analytic_flops_per_seed_update']
+        out['adjacent_matmul_flops_per_s'] = bm.matmul_flops_per_s(256 if FLAGS.tiny else 2048, iters=5)['flops_per_s']
+        out['ratio_ceiling'] = out['adjacent_matmul_flops_per_s'] / out['sequential']['achieved_flops_per_s']
         self.results['seeds'] = out
         self.log(f"seeds: 1 seed {out['one_seed']['seed_updates_per_s']:.2f}, {num_seeds} vmapped "
                  f"{out['vmapped']['seed_updates_per_s']:.2f}"
                  + (f", {num_seeds} vmapped + sharded over {jax.device_count()} devices "
                     f"{out['sharded']['seed_updates_per_s']:.2f}" if tm is not None else '')
                  + f", {num_seeds} sequential {out['sequential']['seed_updates_per_s']:.2f} seed-updates/s "
-                 f"(x{out['vmapped_over_sequential']:.2f})")
+                 f"(x{out['vmapped_over_sequential']:.2f}; ceiling x{out['ratio_ceiling']:.2f}: sequential runs at "
+                 f"{out['sequential']['achieved_flops_per_s'] / 1e9:.1f} GFLOP/s, matmul "
+                 f"{out['adjacent_matmul_flops_per_s'] / 1e9:.1f})")
 
     # ------------------------------------------------------------------ device-resident loop vs host loop
     def loop(self, steps=None, iters=None):
@@ -258,10 +268,17 @@ class Bench:
                                       host_sample_ms=1e3 * float(np.median(sample_s)),
                                       device_put_ms=1e3 * float(np.median(put_s))))
         out['speedup'] = out['device_resident']['updates_per_s'] / out['host_per_step']['updates_per_s']
+        # Ceiling, same run: the host loop's time per update with all of its measured host work (sampling +
+        # device_put) taken away; no device-resident loop can beat that unless it also computes faster.
+        host_ms = 1e3 / out['host_per_step']['updates_per_s']
+        overhead_ms = out['host_per_step']['host_sample_ms'] + out['host_per_step']['device_put_ms']
+        out['host_overhead_fraction'] = overhead_ms / host_ms
+        out['ratio_ceiling'] = host_ms / max(host_ms - overhead_ms, 1e-9)
         self.results['loop'] = out
         self.log(f"loop: device-resident {out['device_resident']['updates_per_s']:.2f} updates/s, host per step "
                  f"{out['host_per_step']['updates_per_s']:.2f} updates/s (x{out['speedup']:.2f}); host sampling "
-                 f"{out['host_per_step']['host_sample_ms']:.3f} ms, device_put {out['host_per_step']['device_put_ms']:.3f} ms")
+                 f"{out['host_per_step']['host_sample_ms']:.3f} ms, device_put {out['host_per_step']['device_put_ms']:.3f} ms "
+                 f"({100 * out['host_overhead_fraction']:.1f}% of an update: ceiling x{out['ratio_ceiling']:.2f})")
 
     # ------------------------------------------------------------------ where the floq update's time goes
     def profile(self, iters=None):
@@ -396,11 +413,13 @@ def targets(results, matmul):
         t['compile_K16_over_K1_repeated'] = dict(goal='<= 1.5 (median of alternating compiles)', value=r, met=r <= 1.5)
     if results['loop']:
         r = results['loop']['speedup']
-        t['device_loop_over_host_loop_small'] = dict(goal='>= 2.0', value=r, met=r >= 2.0)
+        t['device_loop_over_host_loop_small'] = dict(goal='>= 2.0', value=r, met=r >= 2.0,
+                                                     ceiling=results['loop'].get('ratio_ceiling'))
     if results['seeds']:
         r = results['seeds']['vmapped_over_sequential']
         t['vmapped8_over_sequential8_small'] = dict(goal='>= 1.5 (--num_seeds=8 path: sharded when >1 device)',
-                                                    value=r, met=r >= 1.5)
+                                                    value=r, met=r >= 1.5,
+                                                    ceiling=results['seeds'].get('ratio_ceiling'))
     if results['evaluation']:
         r = results['evaluation']['speedup']
         t['eval_parallel_over_sequential'] = dict(goal='>= 2.0', value=r, met=r >= 2.0)
@@ -436,6 +455,12 @@ def table(results) -> str:
                      f"(mesh {s['sharded']['mesh']}) | {s['sharded']['seed_updates_per_s']:.2f} |"]
                     if 'sharded' in s else []),
                   f"| {s['num_seeds']} sequential runs | {s['sequential']['seed_updates_per_s']:.2f} |", '']
+        if 'ratio_ceiling' in s:
+            lines += [f"Compute ceiling: the sequential runs reach {s['sequential']['achieved_flops_per_s'] / 1e9:.1f} "
+                      f"GFLOP/s ({s['analytic_flops_per_seed_update'] / 1e9:.2f} GFLOP per seed-update); a matmul timed "
+                      f"right after them reached {s['adjacent_matmul_flops_per_s'] / 1e9:.1f} GFLOP/s, so no way of "
+                      f"running the {s['num_seeds']} seeds together can beat x{s['ratio_ceiling']:.2f} of sequential here.",
+                      '']
     lp = results['loop']
     if lp:
         lines += ['| loop (small config, floq, 1 seed) | updates/s |', '|---|---|',
@@ -444,6 +469,9 @@ def table(results) -> str:
                   f"| one update per host call, host numpy sampling (sample "
                   f"{lp['host_per_step']['host_sample_ms']:.2f} ms + device_put {lp['host_per_step']['device_put_ms']:.2f} ms) "
                   f"| {lp['host_per_step']['updates_per_s']:.2f} |", '']
+        if 'ratio_ceiling' in lp:
+            lines += [f"Ceiling: the host loop's sampling + device_put is {100 * lp['host_overhead_fraction']:.1f}% of its "
+                      f"time per update; removing all of it gives at most x{lp['ratio_ceiling']:.2f}.", '']
     ev = results['evaluation']
     if ev:
         lines += [f"| evaluation ({ev['num_episodes']} episodes, {ev['vector_mode']}, {ev['num_envs']} envs) | seconds |",
@@ -456,9 +484,10 @@ def table(results) -> str:
                 rate_s = '' if v['flops_per_s'] is None else f"{v['flops_per_s'] / 1e9:.1f}"
                 lines.append(f"| {k} | {v['ms']:.1f} | {rate_s} |")
         lines.append('')
-    lines += ['| target | goal | measured | met |', '|---|---|---|---|']
+    lines += ['| target | goal | measured | met | ceiling on this device (same run) |', '|---|---|---|---|---|']
     for k, v in results['targets'].items():
-        lines.append(f"| {k} | {v['goal']} | {v['value']:.2f} | {'yes' if v['met'] else 'NO'} |")
+        ceiling = '-' if v.get('ceiling') is None else f"{v['ceiling']:.2f}"
+        lines.append(f"| {k} | {v['goal']} | {v['value']:.2f} | {'yes' if v['met'] else 'NO'} | {ceiling} |")
     return '\n'.join(lines)
 
 

@@ -50,6 +50,9 @@ def define_common_flags(offline_steps: int = 1_000_000) -> None:
                          'is at most the core count; 1 for one seed). No effect on GPU/TPU backends.')
     flags.DEFINE_bool('host_sampling', None, 'Sample batches on the host with prefetch instead of keeping the dataset '
                       'on the device (default: only when it exceeds half the free device memory).')
+    flags.DEFINE_enum('seed_loop', 'auto', ['auto', 'map', 'vmap'], "How each device runs its seeds: 'vmap' "
+                      "batches them (GPU/TPU), 'map' runs them one by one as plain matmuls; 'auto': 'map' on CPU for "
+                      "large matmuls (batch x noise_samples x widest layer >= 2^18).")
     flags.DEFINE_integer('max_checkpoints', 3, 'Newest checkpoints kept per seed.')
     flags.DEFINE_bool('progress', True, 'tqdm progress bar.')
     # config_flags applies --agent.* overrides from sys.argv already here: report unknown keys in one line.
@@ -232,7 +235,8 @@ def common_options(**extra):
         eval_temperature=FLAGS.eval_temperature, eval_num_steps=parse_int_list('eval_num_steps', FLAGS.eval_num_steps),
         eval_at_start=FLAGS.eval_at_start, eval_num_envs=FLAGS.eval_num_envs, save_dir=FLAGS.save_dir,
         run_group=FLAGS.run_group, resume=FLAGS.resume, tensorboard=FLAGS.tensorboard,
-        max_checkpoints=FLAGS.max_checkpoints, progress=FLAGS.progress, host_sampling=FLAGS.host_sampling, **extra)
+        max_checkpoints=FLAGS.max_checkpoints, progress=FLAGS.progress, host_sampling=FLAGS.host_sampling,
+        seed_loop=FLAGS.seed_loop, **extra)
     check_writable(FLAGS.save_dir)
     return options
 
@@ -275,7 +279,7 @@ def prepare(**extra):
 _OUR_FLAGS = {'env_name', 'dataset_dir', 'dataset_path', 'seed', 'num_seeds', 'offline_steps', 'online_steps',
               'steps_per_call', 'log_interval', 'eval_interval', 'save_interval', 'eval_episodes', 'eval_num_envs',
               'eval_temperature', 'eval_num_steps', 'eval_at_start', 'save_dir', 'run_group', 'resume', 'preset',
-              'wandb', 'tensorboard', 'distributed', 'cpu_devices', 'host_sampling', 'max_checkpoints', 'progress', 'utd_ratio',
+              'wandb', 'tensorboard', 'distributed', 'cpu_devices', 'host_sampling', 'seed_loop', 'max_checkpoints', 'progress', 'utd_ratio',
               'buffer_size'}
 
 

@@ -78,6 +78,9 @@ class RunOptions:
     use_mesh: Optional[bool] = None      # None: shard over devices when there is more than one
     # None: sample on the host (numpy, prefetched) only when the dataset exceeds half the free device memory.
     host_sampling: Optional[bool] = None
+    # Offline chunks: 'vmap' batches the seeds, 'map' runs each device's seeds one by one (plain GEMMs), 'auto' maps
+    # on CPU for large matmuls (floq_jax.train.use_seed_map).
+    seed_loop: str = 'auto'
     progress: bool = True                # tqdm bar
     flags: Dict[str, Any] = dataclasses.field(default_factory=dict)  # recorded in flags.json
     stop_after_step: Optional[int] = None  # test hook: return after this step (as if killed after its save)
@@ -98,6 +101,8 @@ class RunOptions:
                 raise ValueError(f'{name} must be >= 0, got {getattr(self, name)}')
         if self.offline_steps + self.online_steps < 1:
             raise ValueError('offline_steps + online_steps must be positive')
+        if self.seed_loop not in ('auto', 'map', 'vmap'):
+            raise ValueError(f"seed_loop must be 'auto', 'map' or 'vmap', got {self.seed_loop!r}")
         for k in self.eval_num_steps:
             if int(k) < 1:
                 raise ValueError(f'eval_num_steps entries must be positive integers, got {k}')
@@ -260,6 +265,7 @@ class _Run:
         resuming = [check_run_dir(d, r, options.resume) for d, r in zip(self.dirs, records)]
         use_mesh = options.use_mesh if options.use_mesh is not None else jax.device_count() > 1
         self.mesh = train.make_mesh(options.num_seeds) if use_mesh else None
+        self.seed_map = train.use_seed_map(options.seed_loop, config)
         arrays = sampling.batch_arrays(data.train)
         self.host_arrays = arrays
         self.host_sampler = None
@@ -543,7 +549,7 @@ def run_training(agent_cls, config, data, options: RunOptions, online_phase: Opt
                 run.apply_config_schedule()
             t0 = time.perf_counter()
             if run.host_sampler is None:  # the chunk constructors are cached: one jitted function per (size, n)
-                chunk = train.make_train_chunk(config.batch_size, n, run.mesh)
+                chunk = train.make_train_chunk(config.batch_size, n, run.mesh, run.seed_map)
                 run.agents, run.rngs, infos = chunk(run.agents, run.device_data, run.rngs)
             else:
                 batches = run.host_sampler.get(start, n)
@@ -551,7 +557,7 @@ def run_training(agent_cls, config, data, options: RunOptions, online_phase: Opt
                     run.host_sampler.prefetch(*schedule[i + 1])
                 if run.mesh is not None:
                     batches = jax.device_put(batches, train.seed_sharding(run.mesh))
-                run.agents, infos = train.make_host_batch_chunk(n, run.mesh)(run.agents, batches)
+                run.agents, infos = train.make_host_batch_chunk(n, run.mesh, run.seed_map)(run.agents, batches)
             infos = train.to_host(infos)
             run.step = start + n
             check_finite(infos, run.step, run.seeds, run.last_good)

@@ -95,6 +95,7 @@ class Sweep:
     options: Dict[str, Any] = dataclasses.field(default_factory=dict)  # RunOptions overrides for every run
     save_dir: str = 'runs/sweeps'
     description: str = ''
+    cpu_devices: int = 1                      # XLA CPU devices in effect (recorded in each run's flags.json)
 
     @property
     def root(self) -> str:
@@ -211,7 +212,7 @@ def run_options(sweep: Sweep, variant: Variant, env_name: str):
     values = {k: v for k, v in values.items() if k in known}
     values.update(env_name=env_name, save_dir=sweep.save_dir, run_group=f'{sweep.name}/{variant.name}',
                   flags=dict(variant=variant.name, sweep=sweep.name, preset=sweep.preset, sweep_agent=variant.agent,
-                             **dict(variant.tags)))
+                             cpu_devices=sweep.cpu_devices, **dict(variant.tags)))
     return RunOptions(**values)
 
 
@@ -488,6 +489,9 @@ def define_flags(default_envs: str = '') -> None:
     flags.DEFINE_string('compile_cache_dir', None, 'JAX persistent compilation cache (default for smoke: '
                         '<save_dir>/.jax_cache).')
     flags.DEFINE_bool('report_only', False, 'Only rewrite the tables and plots from existing runs.')
+    flags.DEFINE_integer('cpu_devices', None, 'CPU-only hosts: split the CPU into this many XLA devices so the seeds '
+                         'of each run train one per core (default: the largest divisor of the seed count that is at '
+                         'most the core count; 1 = off). No effect on GPU/TPU devices.')
 
 
 def sweep_from_flags(name: str, variants: Sequence[Variant], paper_envs: Sequence[str], mode: str = 'offline',
@@ -517,6 +521,20 @@ def sweep_from_flags(name: str, variants: Sequence[Variant], paper_envs: Sequenc
     return sweep, source
 
 
+def configure_cpu_devices(sweep: Sweep, cpu_devices: Optional[int] = None) -> int:
+    """--cpu_devices for a sweep: split the host CPU into XLA devices before JAX starts (floq_jax.train).
+
+    The automatic default is taken from the sweep's seed count (every run of a sweep has the same one).  Returns
+    the number of CPU devices in effect (1 when nothing was changed, e.g. JAX was already initialised).
+    """
+    from floq_jax import train
+
+    if cpu_devices is not None and cpu_devices < 1:
+        raise ValueError(f'--cpu_devices={cpu_devices}: must be a positive integer')
+    n = train.cpu_devices_for(int(merged_options(sweep)['num_seeds'])) if cpu_devices is None else int(cpu_devices)
+    return n if n > 1 and train.set_cpu_devices(n) else 1
+
+
 def offline_steps_of(sweep: Sweep) -> int:
     return int(merged_options(sweep)['offline_steps'])
 
@@ -531,6 +549,8 @@ def main(sweep: Sweep, source: SweepData, post: Optional[Callable[[Sweep], str]]
 
     absl_logging.set_verbosity(absl_logging.WARNING)
     FLAGS = flags.FLAGS
+    if not FLAGS.report_only:
+        sweep.cpu_devices = configure_cpu_devices(sweep, FLAGS.cpu_devices)  # before JAX starts
     cache = FLAGS.compile_cache_dir or (os.path.join(sweep.save_dir, '.jax_cache') if preset(sweep.preset)
                                         ['fast_compile'] else None)
     enable_fast_compile(cache)
