@@ -143,9 +143,10 @@ def use_seed_map(mode: str, config) -> bool:
     'vmap' batches the seeds: every matmul becomes a batched dot_general, which is what GPUs/TPUs want. 'map' runs
     each seed's update as plain 2-D GEMMs, one seed at a time on each device. 'auto': 'map' on the CPU backend when
     the critic's rows (batch_size x noise_samples) x the widest layer >= ``SEED_MAP_MIN_WORK``, else 'vmap'.
-    Measured on 2 CPU cores, 8 seeds (/tmp scripts recorded in docs/benchmark.md): the 2x256 small config
-    (1024 rows x 256) 13.5 vs 9.3 seed-updates/s sharded over 2 CPU devices (1.45x), 10.8 vs 9.3 on one device;
-    the demo config (128 rows x 128) 313 vs 376 sharded (0.83x), 203 vs 221 on one device.
+    Measured on 2 CPU cores, 8 seeds, map vs vmap in seed-updates/s (``experiments.benchmark`` seeds section,
+    docs/benchmark.md): the 2x256 small config (1024 rows x 256) 13.3 vs 9.1 sharded over 2 CPU devices, 10.9 vs
+    8.7 on one device; the demo config (128 rows x 128) 142 vs 216 on one device, and sharded 316 vs 292 in one
+    run but 313 vs 376 in another (within this machine's noise).
     """
     if mode not in ('auto', 'map', 'vmap'):
         raise ValueError(f"seed_loop must be 'auto', 'map' or 'vmap', got {mode!r}")

@@ -7,6 +7,7 @@ once, and a second test session mostly skips compilation).  Each entrypoint runs
 cheapest CPU optimisation level (compile time dominates a few hundred tiny updates).
 """
 
+import json
 import math
 import os
 import subprocess
@@ -16,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from floq_jax import sweeps
+from floq_jax import sweeps, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAST_XLA = '--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true'
@@ -77,6 +78,9 @@ def test_smoke_preset_writes_finite_table_and_plots(name, smoke_dirs):
     # Standard run-directory layout with the sweep's flags.
     seeds = [os.path.join(dp) for dp, _, files in os.walk(root) if 'flags.json' in files]
     assert len(seeds) >= 2 and all(os.path.basename(d).startswith('seed') for d in seeds)
+    # --cpu_devices left at its default: the smoke preset's 2 seeds are split over min(2, cores) XLA CPU devices.
+    with open(os.path.join(seeds[0], 'flags.json')) as f:
+        assert json.load(f)['cpu_devices'] == train.cpu_devices_for(2)
 
 
 # ----------------------------------------------------------------------------- fast checks of the machinery
@@ -104,6 +108,13 @@ def test_run_options_group_flags_and_overrides():
     o = sweeps.run_options(sweep, v, sweeps.SMOKE_ENV)
     assert o.run_group == 's/u4' and o.num_seeds == 3 and o.utd_ratio == 4 and o.offline_steps == 100
     assert o.flags == {'variant': 'u4', 'sweep': 's', 'preset': 'smoke', 'sweep_agent': 'floq', 'utd': 4}
+
+
+def test_sweep_cpu_devices_validation():
+    sweep = sweeps.Sweep(name='x', variants=[sweeps.Variant('floq')], envs=['e'], options=dict(num_seeds=2))
+    with pytest.raises(ValueError, match='--cpu_devices=0'):
+        sweeps.configure_cpu_devices(sweep, 0)
+    assert sweeps.configure_cpu_devices(sweep) == 1  # JAX already started here (and conftest sets a device count)
 
 
 def test_mean_ci_and_suite():

@@ -91,30 +91,38 @@ def test_host_sampling_trains_and_resumes_exactly(tiny_dataset, tmp_path):
 def test_seeds_sharded_over_cpu_devices_match_one_device(tiny_dataset, tmp_path):
     """--cpu_devices=2 splits the CPU into two XLA devices and shards the 2 seeds over them (one per core): the run
     finishes (diagnostics included: their partitioned program once hung on 2 CPU devices) and each seed's
-    metrics equal those of the same seeds on one device."""
+    metrics equal those of the same seeds on one device; so do they with --seed_loop=map (lax.map inside
+    shard_map instead of vmap)."""
     from tests.test_runner import REPO, TINY, subprocess_env
 
-    def cmd(devices):
+    runs = {'dev1': (1, 'auto'), 'dev2': (2, 'auto'), 'map2': (2, 'map')}
+
+    def cmd(group, devices, seed_loop):
         return [sys.executable, '-m', 'experiments.train_offline', f'--env_name={ENV}',
                 f'--dataset_path={tiny_dataset}', '--offline_steps=100', '--steps_per_call=50', '--log_interval=50',
                 '--eval_interval=100', '--save_interval=100', '--eval_episodes=2', '--noeval_at_start',
-                '--num_seeds=2', f'--cpu_devices={devices}', f'--save_dir={tmp_path}', f'--run_group=dev{devices}',
-                '--noprogress', '--notensorboard', *TINY]
+                '--num_seeds=2', f'--cpu_devices={devices}', f'--seed_loop={seed_loop}', f'--save_dir={tmp_path}',
+                f'--run_group={group}', '--noprogress', '--notensorboard', *TINY]
 
-    procs = {d: subprocess.Popen(cmd(d), cwd=REPO, env=subprocess_env(), stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE, text=True) for d in (1, 2)}
-    for d, p in procs.items():
+    procs = {g: subprocess.Popen(cmd(g, *args), cwd=REPO, env=subprocess_env(), stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True) for g, args in runs.items()}
+    for g, p in procs.items():
         _, err = p.communicate(timeout=600)
-        assert p.returncode == 0, f'--cpu_devices={d}: {err[-2000:]}'
+        assert p.returncode == 0, f'{g} {runs[g]}: {err[-2000:]}'
     for seed in (0, 1):
-        rows = {d: read_csv(os.path.join(tmp_path, f'dev{d}', ENV, 'floq', f'seed{seed}', 'train.csv')) for d in (1, 2)}
-        assert [r['step'] for r in rows[1]] == [r['step'] for r in rows[2]] == ['50', '100']
-        for a, b in zip(rows[1], rows[2]):
-            keys = [k for k in a if k.startswith('training/')]
-            np.testing.assert_allclose([float(a[k]) for k in keys], [float(b[k]) for k in keys], rtol=1e-3, atol=1e-5)
-        assert any(k.startswith('diagnostics/') for k in rows[2][0])
-    with open(os.path.join(tmp_path, 'dev2', ENV, 'floq', 'seed1', 'flags.json')) as f:
-        assert json.load(f)['cpu_devices'] == 2
+        rows = {g: read_csv(os.path.join(tmp_path, g, ENV, 'floq', f'seed{seed}', 'train.csv')) for g in runs}
+        for g in runs:
+            assert [r['step'] for r in rows[g]] == ['50', '100'], g
+        for g in ('dev2', 'map2'):
+            for a, b in zip(rows['dev1'], rows[g]):
+                keys = [k for k in a if k.startswith('training/')]
+                np.testing.assert_allclose([float(a[k]) for k in keys], [float(b[k]) for k in keys], rtol=1e-3,
+                                           atol=1e-5, err_msg=g)
+        assert any(k.startswith('diagnostics/') for k in rows['dev2'][0])
+    for g, (devices, seed_loop) in runs.items():
+        with open(os.path.join(tmp_path, g, ENV, 'floq', 'seed1', 'flags.json')) as f:
+            record = json.load(f)
+        assert (record['cpu_devices'], record['seed_loop']) == (devices, seed_loop), g
 
 
 def test_cpu_devices_helpers():
