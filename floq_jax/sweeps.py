@@ -489,6 +489,8 @@ def define_flags(default_envs: str = '') -> None:
     flags.DEFINE_string('compile_cache_dir', None, 'JAX persistent compilation cache (default for smoke: '
                         '<save_dir>/.jax_cache).')
     flags.DEFINE_bool('report_only', False, 'Only rewrite the tables and plots from existing runs.')
+    if 'cpu_devices' in flags.FLAGS:  # experiments.benchmark (or train_offline) defines it too in one process
+        return
     flags.DEFINE_integer('cpu_devices', None, 'CPU-only hosts: split the CPU into this many XLA devices so the seeds '
                          'of each run train one per core (default: the largest divisor of the seed count that is at '
                          'most the core count; 1 = off). No effect on GPU/TPU devices.')
