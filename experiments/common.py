@@ -22,6 +22,8 @@ class UsageError(ValueError):
 
 
 def define_common_flags(offline_steps: int = 1_000_000) -> None:
+    from floq_jax.train import SEED_LOOPS  # imports jax, which starts no backend (--cpu_devices is set later)
+
     flags.DEFINE_string('env_name', 'cube-single-play-singletask-task2-v0', 'OGBench single-task dataset name.')
     flags.DEFINE_string('dataset_dir', None, 'Directory holding <dataset>.npz (default: ~/.ogbench/data).')
     flags.DEFINE_string('dataset_path', None, 'Explicit path of the training .npz file.')
@@ -50,7 +52,7 @@ def define_common_flags(offline_steps: int = 1_000_000) -> None:
                          'is at most the core count; 1 for one seed). No effect on GPU/TPU backends.')
     flags.DEFINE_bool('host_sampling', None, 'Sample batches on the host with prefetch instead of keeping the dataset '
                       'on the device (default: only when it exceeds half the free device memory).')
-    flags.DEFINE_enum('seed_loop', 'auto', ['auto', 'map', 'vmap'], "How each device runs its seeds: 'vmap' "
+    flags.DEFINE_enum('seed_loop', 'auto', list(SEED_LOOPS), "How each device runs its seeds: 'vmap' "
                       "batches them (GPU/TPU), 'map' runs them one by one as plain matmuls; 'auto': 'map' on CPU for "
                       "large matmuls (batch x noise_samples x widest layer >= 2^18).")
     flags.DEFINE_integer('max_checkpoints', 3, 'Newest checkpoints kept per seed.')
@@ -204,12 +206,10 @@ def configure_cpu_devices(num_seeds: int, cpu_devices=None, distributed: bool = 
     """
     from floq_jax import train
 
-    if cpu_devices is not None and cpu_devices < 1:
-        raise UsageError(f'--cpu_devices={cpu_devices}: must be a positive integer')
-    n = train.cpu_devices_for(num_seeds) if cpu_devices is None else int(cpu_devices)
-    if n > 1 and not distributed and train.set_cpu_devices(n):
-        return n
-    return 1
+    try:
+        return train.configure_cpu_devices(num_seeds, cpu_devices, distributed)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
 
 
 def common_options(**extra):

@@ -101,7 +101,7 @@ class RunOptions:
                 raise ValueError(f'{name} must be >= 0, got {getattr(self, name)}')
         if self.offline_steps + self.online_steps < 1:
             raise ValueError('offline_steps + online_steps must be positive')
-        if self.seed_loop not in ('auto', 'map', 'vmap'):
+        if self.seed_loop not in train.SEED_LOOPS:
             raise ValueError(f"seed_loop must be 'auto', 'map' or 'vmap', got {self.seed_loop!r}")
         for k in self.eval_num_steps:
             if int(k) < 1:

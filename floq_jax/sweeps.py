@@ -531,10 +531,7 @@ def configure_cpu_devices(sweep: Sweep, cpu_devices: Optional[int] = None) -> in
     """
     from floq_jax import train
 
-    if cpu_devices is not None and cpu_devices < 1:
-        raise ValueError(f'--cpu_devices={cpu_devices}: must be a positive integer')
-    n = train.cpu_devices_for(int(merged_options(sweep)['num_seeds'])) if cpu_devices is None else int(cpu_devices)
-    return n if n > 1 and train.set_cpu_devices(n) else 1
+    return train.configure_cpu_devices(int(merged_options(sweep)['num_seeds']), cpu_devices)
 
 
 def offline_steps_of(sweep: Sweep) -> int:

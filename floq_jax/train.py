@@ -69,6 +69,19 @@ def set_cpu_devices(num_devices: int) -> bool:
     return True
 
 
+def configure_cpu_devices(num_seeds: int, cpu_devices: Optional[int] = None, distributed: bool = False) -> int:
+    """``--cpu_devices``: validate, resolve the default (:func:`cpu_devices_for`) and set it before JAX starts.
+
+    Returns the number of CPU devices in effect: 1 when nothing was changed (one device asked for, a multi-host
+    run, whose devices JAX's defaults decide, or JAX already initialised).  Raises a one-line ValueError naming
+    the flag for a count below 1.
+    """
+    if cpu_devices is not None and cpu_devices < 1:
+        raise ValueError(f'--cpu_devices={cpu_devices}: must be a positive integer')
+    n = cpu_devices_for(num_seeds) if cpu_devices is None else int(cpu_devices)
+    return n if n > 1 and not distributed and set_cpu_devices(n) else 1
+
+
 def make_mesh(num_seeds: int, devices=None) -> Mesh:
     """A ('seeds', 'batch') mesh: as many devices along 'seeds' as divide ``num_seeds``, the rest along 'batch'."""
     devices = list(jax.devices() if devices is None else devices)
@@ -134,6 +147,7 @@ def _single_seed_chunk(batch_size: int, steps: int, batch_constraint: Optional[C
     return chunk
 
 
+SEED_LOOPS = ('auto', 'map', 'vmap')  # --seed_loop / RunOptions.seed_loop
 SEED_MAP_MIN_WORK = 2 ** 18  # critic rows x widest layer from which seed_loop 'auto' maps over seeds (CPU only)
 
 
@@ -148,7 +162,7 @@ def use_seed_map(mode: str, config) -> bool:
     8.7 on one device; the demo config (128 rows x 128) 142 vs 216 on one device, and sharded 316 vs 292 in one
     run but 313 vs 376 in another (within this machine's noise).
     """
-    if mode not in ('auto', 'map', 'vmap'):
+    if mode not in SEED_LOOPS:
         raise ValueError(f"seed_loop must be 'auto', 'map' or 'vmap', got {mode!r}")
     if mode != 'auto':
         return mode == 'map'
@@ -158,11 +172,20 @@ def use_seed_map(mode: str, config) -> bool:
     return jax.default_backend() == 'cpu' and rows * width >= SEED_MAP_MIN_WORK
 
 
-def _map_over_seeds(one_seed: Callable) -> Callable:
-    """(stacked per-seed args, shared args) -> stacked outputs, one seed at a time (``lax.map``, no batching)."""
+def _map_over_seeds(one_seed: Callable, in_axes: Tuple[Optional[int], ...]) -> Callable:
+    """``jax.vmap(one_seed, in_axes)``'s signature and result, but one seed at a time (``lax.map``, no batching).
 
-    def mapped(per_seed, *shared):
-        return jax.lax.map(lambda xs: one_seed(*xs, *shared), per_seed)
+    ``in_axes`` entries are 0 (stacked per seed) or None (shared by all seeds).
+    """
+
+    def mapped(*args):
+        per_seed = tuple(a for a, ax in zip(args, in_axes) if ax == 0)
+
+        def one(xs):
+            it = iter(xs)
+            return one_seed(*(next(it) if ax == 0 else a for a, ax in zip(args, in_axes)))
+
+        return jax.lax.map(one, per_seed)
 
     return mapped
 
@@ -181,14 +204,11 @@ def make_train_chunk(batch_size: int, steps: int, mesh: Optional[Mesh] = None, s
     """
     if mesh is None:
         single = _single_seed_chunk(batch_size, steps, None)
-        vmapped = jax.vmap(single, in_axes=(0, None, 0))
-        if seed_map:
-            by_map = _map_over_seeds(lambda agent, rng, data: single(agent, data, rng))
-            vmapped = lambda agents, data, rngs: by_map((agents, rngs), data)
+        over_seeds = (_map_over_seeds if seed_map else jax.vmap)(single, (0, None, 0))
 
         def chunk(agents, data, rngs):
             if rngs.shape[0] > 1:
-                return vmapped(agents, data, rngs)
+                return over_seeds(agents, data, rngs)
             # One seed: no vmap, so matmuls stay plain 2-D GEMMs instead of batched dot_generals (slower on CPU).
             squeeze = lambda tree: jax.tree_util.tree_map(lambda x: x[0], tree)
             expand = lambda tree: jax.tree_util.tree_map(lambda x: x[None], tree)
@@ -197,9 +217,7 @@ def make_train_chunk(batch_size: int, steps: int, mesh: Optional[Mesh] = None, s
         return jax.jit(chunk, donate_argnums=(0, 2))
     by_seed = seed_sharding(mesh)
     if seed_map and mesh.shape['batch'] == 1:
-        single = _single_seed_chunk(batch_size, steps, None)
-        by_map = _map_over_seeds(lambda agent, rng, data: single(agent, data, rng))
-        local = jax.shard_map(lambda agents, data, rngs: by_map((agents, rngs), data), mesh=mesh,
+        local = jax.shard_map(_map_over_seeds(_single_seed_chunk(batch_size, steps, None), (0, None, 0)), mesh=mesh,
                               in_specs=(P('seeds'), P(), P('seeds')), out_specs=P('seeds'))
         return jax.jit(local, in_shardings=(by_seed, replicated(mesh), by_seed),
                        out_shardings=(by_seed, by_seed, by_seed), donate_argnums=(0, 2))
@@ -226,14 +244,11 @@ def make_host_batch_chunk(steps: int, mesh: Optional[Mesh] = None, seed_map: boo
         agent, infos = jax.lax.scan(lambda a, b: a.update(b), agent, batches)
         return agent, jax.tree_util.tree_map(lambda x: x.mean(axis=0), infos)
 
-    per_seed = _map_over_seeds(one_seed) if seed_map else None
     if mesh is None:
-        if seed_map:
-            return jax.jit(lambda agents, batches: per_seed((agents, batches)), donate_argnums=(0,))
-        return jax.jit(jax.vmap(one_seed), donate_argnums=(0,))
+        return jax.jit((_map_over_seeds if seed_map else jax.vmap)(one_seed, (0, 0)), donate_argnums=(0,))
     by_seed = seed_sharding(mesh)
     if seed_map and mesh.shape['batch'] == 1:
-        local = jax.shard_map(lambda agents, batches: per_seed((agents, batches)), mesh=mesh,
+        local = jax.shard_map(_map_over_seeds(one_seed, (0, 0)), mesh=mesh,
                               in_specs=(P('seeds'), P('seeds')), out_specs=P('seeds'))
         return jax.jit(local, in_shardings=(by_seed, by_seed), out_shardings=(by_seed, by_seed), donate_argnums=(0,))
     return jax.jit(jax.vmap(one_seed, spmd_axis_name='seeds'), in_shardings=(by_seed, by_seed),
