@@ -7,7 +7,7 @@ count are leaves; the (frozen, hashable) config is static.  So an agent can be p
 
 Subclasses supply ``build_modules(config)`` (cached by config), ``total_loss`` and ``create``; the
 base class supplies ``update`` (one Adam step on the sum of critic and actor losses, then Polyak
-averaging of the target networks) and ``sample_actions``.
+averaging of the target networks from the pre-update parameters, as published) and ``sample_actions``.
 """
 
 import functools
@@ -102,7 +102,9 @@ class Agent(flax.struct.PyTreeNode):
         if mask is not None:
             updates = jax.tree_util.tree_map(lambda u, m: jnp.where(m, jnp.zeros_like(u), u), updates, mask)
         params = optax.apply_updates(self.params, updates)
-        target_params = {name: polyak(params[name], self.target_params[name], self.config.tau)
+        # Polyak averaging of the pre-update parameters, as the published floq and FQL code do (their
+        # target_update reads the network's parameters from before apply_loss_fn).
+        target_params = {name: polyak(self.params[name], self.target_params[name], self.config.tau)
                          for name in self.target_params}
         info['grad_norm'] = optax.tree.norm(grads)
         return self.replace(params=params, target_params=target_params, opt_state=opt_state, rng=new_rng,

@@ -253,3 +253,22 @@ def test_memberwise_ensemble_equals_vmapped_ensemble(module):
     assert use_memberwise('memberwise', 1, spec) and not use_memberwise('vmap', 10 ** 6, spec)
     with pytest.raises(ValueError, match='ensemble_apply'):
         use_memberwise('loop', 1, spec)
+
+
+@pytest.mark.parametrize('make', [make_floq, make_fql])
+def test_polyak_averages_pre_update_parameters(make, np_rng):
+    """Published floq/FQL: target <- tau * (parameters before this step) + (1 - tau) * target.
+
+    The old behaviour (post-update parameters) differs by tau * (Adam step), which is far above float noise."""
+    agent = make()
+    name = next(iter(agent.target_params))
+    # A target that differs from the current parameters, so both terms are seen.
+    agent = agent.replace(target_params={name: jax.tree_util.tree_map(lambda p: p * 0.5 + 0.1, agent.params[name])})
+    new, _ = agent.update(random_batch(np_rng, batch_size=agent.config.batch_size))
+    tau = agent.config.tau
+    expected = jax.tree_util.tree_map(lambda p, tp: tau * p + (1 - tau) * tp, agent.params[name], agent.target_params[name])
+    post = jax.tree_util.tree_map(lambda p, tp: tau * p + (1 - tau) * tp, new.params[name], agent.target_params[name])
+    leaves = jax.tree_util.tree_leaves
+    for got, want, old in zip(leaves(new.target_params[name]), leaves(expected), leaves(post)):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+    assert max(float(jnp.abs(g - o).max()) for g, o in zip(leaves(new.target_params[name]), leaves(post))) > 1e-6
