@@ -3,8 +3,14 @@
 Critic loss: ``(Q(s, a) - (r + gamma * mask * agg_e Q_target(s', a')))^2`` with a' from the one-step
 policy, averaged over ensemble members.
 
-``get_config('resnet')`` (``--agent=agents/fql.py:resnet``) gives FQL with a residual critic matched to
-floq's FLOPs at K = 8.  Matching rule: equal FLOPs per Q-value evaluation of one (s, a) row per
+FQL-ResNet, the published sizes (floq README: ``--agent.use_resnets=True --agent.block_width=512`` with
+``--agent.block_depth=2 --agent.num_transformations=4`` on humanoidmaze-large, ``block_depth=4
+num_transformations=2`` on antmaze-giant): ``get_config('resnet')`` (``--agent=agents/fql.py:resnet``, also
+``:resnet_depth2x4``) is the width-512 residual critic of 4 blocks of depth 2; ``:resnet_depth4x2`` has 2 blocks of
+depth 4.  All have ``agent_name='fql_resnet'``.
+
+``get_config('resnet_flop_matched')`` instead sizes the residual critic to floq's FLOPs at K = 8 (this
+project's own rule, not a published size).  Matching rule: equal FLOPs per Q-value evaluation of one (s, a) row per
 ensemble member.  floq spends K forward passes of its 4 x 512 velocity net (input O + A + 51):
 8 * 2 * (84*512 + 3*512^2 + 512) = 13.3 MFLOP at O + A = 33.  A width-512 residual critic costs
 2 * ((O + A)*512 + 2 * num_blocks * 512^2 + 512) FLOP, so ``matched_resnet_blocks`` picks the
@@ -166,8 +172,15 @@ def matched_resnet_blocks(obs_action_dim: int = 33, floq_steps: int = 8, floq_wi
     return max(1, round((floq - base) / per_block))
 
 
+# FQL-ResNet config variants: (residual blocks, layers per block) at width 512.  The published shapes (floq README)
+# are depth 2 x 4 blocks ('resnet', the default) and depth 4 x 2 blocks; 'resnet_flop_matched' is computed.
+RESNET_SHAPES = {'resnet': (4, 2), 'resnet_depth2x4': (4, 2), 'resnet_depth4x2': (2, 4), 'resnet_flop_matched': None}
+
+
 def get_config(variant: str = ''):
-    """FQL's published defaults; ``variant='resnet'`` gives the matched-FLOPs residual critic and
+    """FQL's published defaults; ``variant='resnet'`` (= 'resnet_depth2x4') and 'resnet_depth4x2' give the
+    published FQL-ResNet critics (width 512; 4 blocks of depth 2, or 2 blocks of depth 4), 'resnet_flop_matched'
+    the residual critic matched to floq's FLOPs at K = 8 (:func:`matched_resnet_blocks`), and
     ``variant='iqn'`` the implicit-quantile critic (agents/fql_iqn.py)."""
     config = ml_collections.ConfigDict(dict(
         agent_name='fql',
@@ -184,7 +197,7 @@ def get_config(variant: str = ''):
         actor_flow_steps=10,
         normalize_q_loss=False,
         num_ensembles=2,
-        critic_use_resnet=False,      # Residual critic (the matched-FLOPs baseline).
+        critic_use_resnet=False,      # Residual critic (FQL-ResNet: the 'resnet*' variants).
         critic_resnet_width=512,
         critic_resnet_blocks=2,
         critic_resnet_block_depth=2,
@@ -202,13 +215,13 @@ def get_config(variant: str = ''):
         r_min=ml_collections.config_dict.placeholder(float),  # Unused by FQL; set by the trainer for symmetry.
         r_max=ml_collections.config_dict.placeholder(float),
     ))
-    if variant == 'resnet':
-        config.agent_name = 'fql_resnet'
-        config.critic_use_resnet = True
-        config.critic_resnet_blocks = matched_resnet_blocks()
+    if variant in RESNET_SHAPES:
+        blocks, depth = RESNET_SHAPES[variant] if variant != 'resnet_flop_matched' else (matched_resnet_blocks(), 2)
+        config.update(agent_name='fql_resnet', critic_use_resnet=True, critic_resnet_width=512,
+                      critic_resnet_blocks=blocks, critic_resnet_block_depth=depth)
     elif variant == 'iqn':
         config.agent_name = 'fql_iqn'
         config.critic_type = 'iqn'
     elif variant:
-        raise ValueError(f"agents/fql.py: unknown config variant {variant!r} (accepted: '', 'resnet' or 'iqn')")
+        raise ValueError(f"agents/fql.py: unknown config variant {variant!r} (accepted: '', {', '.join(repr(v) for v in RESNET_SHAPES)} or 'iqn')")
     return config

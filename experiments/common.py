@@ -22,6 +22,7 @@ class UsageError(ValueError):
 
 
 def define_common_flags(offline_steps: int = 1_000_000) -> None:
+    from floq_jax import presets
     from floq_jax.train import SEED_LOOPS  # imports jax, which starts no backend (--cpu_devices is set later)
 
     flags.DEFINE_string('env_name', 'cube-single-play-singletask-task2-v0', 'OGBench single-task dataset name.')
@@ -36,14 +37,20 @@ def define_common_flags(offline_steps: int = 1_000_000) -> None:
     flags.DEFINE_integer('save_interval', 100000, 'Checkpoint interval (steps); the final step is always saved.')
     flags.DEFINE_integer('eval_episodes', 50, 'Episodes per evaluation.')
     flags.DEFINE_integer('eval_num_envs', None, 'Parallel sub-envs per evaluation (default: eval_episodes).')
-    flags.DEFINE_float('eval_temperature', 0.0,
-                       'Policy noise scale at evaluation (0: deterministic; FQL\'s published code samples with 1).')
+    presets.define_eval_protocol_flag()  # --eval_protocol=published|deterministic (also experiments.evaluate, demo)
+    flags.DEFINE_enum('reward_range', presets.DEFAULT_REWARD_RANGE, list(presets.REWARD_RANGES),
+                      "r_min / r_max behind floq's noise interval and value support. 'published': the rewards' "
+                      "min / max and 0 (the published code computes them over its zero-padded replay buffer); "
+                      "'dataset': the dataset's rewards only (for all -1 rewards the noise interval is a point).")
     flags.DEFINE_string('eval_num_steps', '', 'Comma list of extra critic K values to log Q estimates at, e.g. 1,4,8.')
     flags.DEFINE_bool('eval_at_start', True, 'Evaluate the untrained policy at step 0.')
     flags.DEFINE_string('save_dir', 'runs', 'Root of the run directories.')
     flags.DEFINE_string('run_group', 'default', 'Run group (a directory level under save_dir).')
     flags.DEFINE_bool('resume', True, 'Continue an existing run dir from its newest intact checkpoint.')
-    flags.DEFINE_string('preset', None, "Per-environment hyperparameters: 'published' or none.")
+    flags.DEFINE_string('preset', None, "'published': the published per-environment hyperparameters (the agent's "
+                        "own table; the offline-to-online one for train_offline_to_online) and run lengths "
+                        "(offline: 2M steps; offline-to-online: 1M + 2M; evaluation every 20k steps over 50 "
+                        "episodes) for every flag not given on the command line; or none.")
     flags.DEFINE_bool('wandb', False, 'Also log to Weights & Biases (offline mode unless WANDB_MODE is set).')
     flags.DEFINE_bool('tensorboard', True, 'Write TensorBoard events.')
     flags.DEFINE_bool('distributed', False, 'Call jax.distributed.initialize (multi-host).')
@@ -212,10 +219,37 @@ def configure_cpu_devices(num_seeds: int, cpu_devices=None, distributed: bool = 
         raise UsageError(str(e)) from None
 
 
+# Flags --preset=published sets to the published run lengths (floq_jax.presets.PUBLISHED_PROTOCOL /
+# PUBLISHED_O2O_PROTOCOL) unless given on the command line.
+PROTOCOL_FLAGS = ('offline_steps', 'online_steps', 'eval_interval', 'eval_episodes', 'buffer_size', 'utd_ratio')
+
+
+def preset_mode() -> str:
+    """'offline_to_online' in the entrypoint that defines --online_steps, else 'offline'."""
+    return 'offline_to_online' if 'online_steps' in FLAGS else 'offline'
+
+
+def apply_protocol_preset() -> dict:
+    """--preset=published: the published run lengths for every protocol flag not given on the command line (the
+    user's flags win); sets those FLAGS and returns {flag: value} applied.  Idempotent.  Raises UsageError."""
+    from floq_jax import presets
+
+    values = {name: FLAGS[name].value for name in PROTOCOL_FLAGS if name in FLAGS}
+    user_set = {name for name in values if FLAGS[name].present}
+    try:
+        applied = presets.protocol_overrides(FLAGS.preset, preset_mode(), values, user_set)
+    except ValueError as e:
+        raise UsageError(f'--preset={FLAGS.preset!r}: {e}') from None
+    for name, value in applied.items():
+        setattr(FLAGS, name, value)
+    return applied
+
+
 def common_options(**extra):
     """RunOptions from the common flags (validated; raises UsageError)."""
     from floq_jax.runner import RunOptions
 
+    apply_protocol_preset()
     check_positive(num_seeds=FLAGS.num_seeds, steps_per_call=FLAGS.steps_per_call, log_interval=FLAGS.log_interval,
                    eval_interval=FLAGS.eval_interval, save_interval=FLAGS.save_interval,
                    eval_episodes=FLAGS.eval_episodes, max_checkpoints=FLAGS.max_checkpoints)
@@ -223,8 +257,6 @@ def common_options(**extra):
         check_positive(eval_num_envs=FLAGS.eval_num_envs)
     if FLAGS.offline_steps < 0:
         raise UsageError(f'--offline_steps={FLAGS.offline_steps}: must be >= 0')
-    if FLAGS.eval_temperature < 0:
-        raise UsageError(f'--eval_temperature={FLAGS.eval_temperature}: must be >= 0')
     if FLAGS.preset not in (None, '', 'none', 'published'):
         raise UsageError(f"--preset={FLAGS.preset!r}: accepted: 'published' or none")
     check_env_name(FLAGS.env_name)
@@ -232,7 +264,7 @@ def common_options(**extra):
         env_name=FLAGS.env_name, seed=FLAGS.seed, num_seeds=FLAGS.num_seeds, offline_steps=FLAGS.offline_steps,
         steps_per_call=FLAGS.steps_per_call, log_interval=FLAGS.log_interval, eval_interval=FLAGS.eval_interval,
         save_interval=FLAGS.save_interval, eval_episodes=FLAGS.eval_episodes,
-        eval_temperature=FLAGS.eval_temperature, eval_num_steps=parse_int_list('eval_num_steps', FLAGS.eval_num_steps),
+        eval_protocol=FLAGS.eval_protocol, eval_num_steps=parse_int_list('eval_num_steps', FLAGS.eval_num_steps),
         eval_at_start=FLAGS.eval_at_start, eval_num_envs=FLAGS.eval_num_envs, save_dir=FLAGS.save_dir,
         run_group=FLAGS.run_group, resume=FLAGS.resume, tensorboard=FLAGS.tensorboard,
         max_checkpoints=FLAGS.max_checkpoints, progress=FLAGS.progress, host_sampling=FLAGS.host_sampling,
@@ -258,7 +290,7 @@ def prepare(**extra):
     if config.agent_name not in AGENTS:
         raise UsageError(f'--agent.agent_name={config.agent_name!r}: accepted: {", ".join(sorted(AGENTS))}')
     try:
-        applied = presets.apply_preset(config, FLAGS.env_name, FLAGS.preset, user_agent_keys())
+        applied = presets.apply_preset(config, FLAGS.env_name, FLAGS.preset, user_agent_keys(), mode=preset_mode())
     except ValueError as e:
         raise UsageError(e) from None
     if FLAGS.distributed:
@@ -269,16 +301,17 @@ def prepare(**extra):
         data = load_offline_data(FLAGS.env_name, FLAGS.dataset_dir, FLAGS.dataset_path)
     except DatasetError as e:
         raise UsageError(f'--env_name/--dataset_dir: {e}') from None
-    runner.set_reward_range(config, data)
+    runner.set_reward_range(config, data, FLAGS.reward_range)
     options.flags = {name: FLAGS[name].value for name in FLAGS if name in _OUR_FLAGS}
     options.flags['preset_applied'] = applied
+    options.flags['preset_protocol_applied'] = apply_protocol_preset()  # what --preset=published set (idempotent)
     options.flags['cpu_devices'] = cpu_devices  # the effective value (auto resolved)
     return config, data, options
 
 
 _OUR_FLAGS = {'env_name', 'dataset_dir', 'dataset_path', 'seed', 'num_seeds', 'offline_steps', 'online_steps',
               'steps_per_call', 'log_interval', 'eval_interval', 'save_interval', 'eval_episodes', 'eval_num_envs',
-              'eval_temperature', 'eval_num_steps', 'eval_at_start', 'save_dir', 'run_group', 'resume', 'preset',
+              'eval_protocol', 'reward_range', 'eval_num_steps', 'eval_at_start', 'save_dir', 'run_group', 'resume', 'preset',
               'wandb', 'tensorboard', 'distributed', 'cpu_devices', 'host_sampling', 'seed_loop', 'max_checkpoints', 'progress', 'utd_ratio',
               'buffer_size'}
 

@@ -8,6 +8,7 @@ Steps:
   2. ``floq_jax.runner.run_offline`` with the small config :func:`floq_jax.presets.demo_config`: 2 seeds, 70k updates each, an
      evaluation every 10k; on a CPU-only host the seeds are sharded over 2 XLA CPU devices (one per core);
   3. evaluation of each seed's final checkpoint (success, and the flow critic's Q estimates at K = 1, 2, 4, 8);
+     evaluation follows --eval_protocol ('published', the default: the one-step policy with noise N(0, I));
   4. ``floq_jax.report.write_report``: results table (printed) and learning-curve plot (path printed).
 """
 
@@ -17,6 +18,9 @@ import time
 from absl import app, flags
 
 from experiments import common
+from floq_jax import presets
+
+presets.define_eval_protocol_flag()  # --eval_protocol: 'published' (default) or 'deterministic'
 
 flags.DEFINE_string('env_name', 'cube-single-play-singletask-task2-v0', 'Single-task name to train on.')
 flags.DEFINE_integer('dataset_episodes', 100, 'Episodes of the generated dataset.')
@@ -66,7 +70,8 @@ def main(_):
             env_name=FLAGS.env_name, seed=FLAGS.seed, num_seeds=FLAGS.num_seeds, offline_steps=FLAGS.steps,
             steps_per_call=min(500, interval),
             log_interval=min(500, interval), eval_interval=interval, save_interval=interval,
-            eval_episodes=FLAGS.eval_episodes, eval_at_start=False, save_dir=FLAGS.save_dir,
+            eval_episodes=FLAGS.eval_episodes, eval_protocol=FLAGS.eval_protocol, eval_at_start=False,
+            save_dir=FLAGS.save_dir,
             run_group=FLAGS.run_group, flags={'demo': True, 'steps': FLAGS.steps, 'cpu_devices': cpu_devices})
         print(f'[2/4] training floq (2x128 nets, K=4, noise_samples 2, batch 64; published preset {applied}) '
               f'for {FLAGS.steps} steps, {FLAGS.num_seeds} seed(s) on {cpu_devices} XLA CPU device(s)', flush=True)
@@ -74,9 +79,10 @@ def main(_):
         run_dirs = runner.run_offline(config, data, options)
         print(f'      {os.path.dirname(run_dirs[0])} ({time.time() - t1:.0f} s)', flush=True)
 
-        print(f'[3/4] evaluating the final checkpoints ({FLAGS.eval_episodes} episodes each; Q at K={ks})', flush=True)
+        print(f'[3/4] evaluating the final checkpoints ({FLAGS.eval_episodes} episodes each, evaluation: '
+              f'{presets.describe_eval_protocol(FLAGS.eval_protocol)}; Q at K={ks})', flush=True)
         for run_dir in run_dirs:
-            summary = runner.evaluate_checkpoint(run_dir, None, FLAGS.eval_episodes, ks)
+            summary = runner.evaluate_checkpoint(run_dir, None, FLAGS.eval_episodes, ks, FLAGS.eval_protocol)
             print(f'      {os.path.basename(run_dir)}: success {summary["success"]:.2f}, return '
                   f'{summary["return"]:.1f}; Q estimates by K: '
                   + ', '.join(f'K={k}: {q:.2f}' for k, q in summary['q_estimates'].items()), flush=True)

@@ -1,11 +1,12 @@
 """Evaluate a saved checkpoint: success over N episodes, and (floq) Q estimates at several critic K.
 
     python -m experiments.evaluate --run_dir=runs/default/<env>/floq/seed0 [--step=200000] \
-        [--eval_episodes=50] [--num_steps=1,2,4,8] [--eval_temperature=0] [--video_episodes=2]
+        [--eval_episodes=50] [--num_steps=1,2,4,8] [--eval_protocol=published] [--video_episodes=2]
 
 Writes <run_dir>/evaluations/step<step>.json and .csv and prints the summary.  K is a test-time knob of the
 critic only: the policy (FQL's one-step actor) never integrates the critic, so success does not depend on
-K; the Q estimates on a fixed dataset batch do.
+K; the Q estimates on a fixed dataset batch do.  Evaluation actions follow --eval_protocol: 'published' (default)
+samples the one-step policy with noise N(0, I) as the published code does; 'deterministic' uses zero noise.
 """
 
 import json
@@ -14,17 +15,18 @@ import os
 from absl import app, flags
 
 from experiments import common
+from floq_jax import presets
 
 flags.DEFINE_string('run_dir', None, 'A seed run directory (holding flags.json and checkpoints/).')
 flags.DEFINE_integer('step', None, 'Checkpoint step (default: the newest intact one).')
 flags.DEFINE_integer('eval_episodes', 50, 'Episodes.')
 flags.DEFINE_integer('eval_num_envs', None, 'Parallel sub-envs (default: eval_episodes).')
-flags.DEFINE_float('eval_temperature', 0.0, 'Policy noise scale (0: deterministic).')
 flags.DEFINE_string('num_steps', '', 'Comma list of critic K values for Q estimates (default: the trained K).')
 flags.DEFINE_integer('video_episodes', 0, 'Episodes to render into <run_dir>/evaluations/step<step>_video<i>.npy.')
 flags.DEFINE_integer('eval_seed', None, 'Episode seed (default: the run seed, as in training-time evaluation).')
 flags.DEFINE_string('dataset_path', None, 'Dataset file (default: the one in flags.json).')
 FLAGS = flags.FLAGS
+presets.define_eval_protocol_flag()  # --eval_protocol: 'published' (noise N(0, I), the default) or 'deterministic'
 
 
 def main(_):
@@ -36,9 +38,16 @@ def main(_):
         if not FLAGS.run_dir or not os.path.isfile(os.path.join(FLAGS.run_dir, 'flags.json')):
             raise common.UsageError(f'--run_dir={FLAGS.run_dir!r}: expected a seed run directory holding flags.json')
         common.check_positive(eval_episodes=FLAGS.eval_episodes)
+        ckpt_dir = os.path.join(FLAGS.run_dir, 'checkpoints')
+        steps = sorted(int(n) for n in (os.listdir(ckpt_dir) if os.path.isdir(ckpt_dir) else []) if n.isdigit())
+        if not steps:
+            raise common.UsageError(f'--run_dir={FLAGS.run_dir!r}: no checkpoints in {ckpt_dir}')
+        if FLAGS.step is not None and FLAGS.step not in steps:
+            raise common.UsageError(f'--step={FLAGS.step}: no checkpoint at that step in {ckpt_dir}; accepted: '
+                                    f'{", ".join(map(str, steps))} (or omit --step for the newest)')
         ks = common.parse_int_list('num_steps', FLAGS.num_steps)
         try:
-            summary = runner.evaluate_checkpoint(FLAGS.run_dir, FLAGS.step, FLAGS.eval_episodes, ks, FLAGS.eval_temperature,
+            summary = runner.evaluate_checkpoint(FLAGS.run_dir, FLAGS.step, FLAGS.eval_episodes, ks, FLAGS.eval_protocol,
                                    FLAGS.video_episodes, FLAGS.eval_seed, FLAGS.eval_num_envs, FLAGS.dataset_path)
         except FileNotFoundError as e:
             raise common.UsageError(f'--step: {e}') from None

@@ -20,6 +20,7 @@ flags.DEFINE_integer('num_workers', None, 'Worker processes (default: one per CP
 flags.DEFINE_integer('max_episode_steps', None, "Episode length override (default: OGBench's, e.g. 1001).")
 flags.DEFINE_bool('report', False, 'Print per-task dataset success fractions and oracle success rates.')
 flags.DEFINE_integer('report_episodes', 3, 'Oracle episodes per task for --report.')
+flags.DEFINE_bool('overwrite', False, 'Replace an existing <dataset_dir>/<name>.npz (refused by default).')
 
 
 def _fail(msg):
@@ -46,6 +47,11 @@ def main(_):
         tempfile.TemporaryFile(dir=out_dir).close()
     except OSError as e:
         _fail(f'--dataset_dir {out_dir} is not writable ({e.strerror or e})')
+
+    existing = [p for p in (os.path.join(out_dir, f'{name}.npz'), os.path.join(out_dir, f'{name}-val.npz'))
+                if os.path.exists(p)]
+    if existing and not FLAGS.overwrite:
+        _fail(f'{existing[0]} already exists; pass --overwrite to replace it, or another --dataset_dir')
 
     start = time.time()
     try:

@@ -1,11 +1,15 @@
 """Offline training, then online fine-tuning in the environment (dataset = initial replay buffer).
 
     python -m experiments.train_offline_to_online --env_name=cube-single-play-singletask-task2-v0 \
-        --offline_steps=1000000 --online_steps=1000000 --utd_ratio=1 --buffer_size=1000000
+        --offline_steps=1000000 --online_steps=2000000 --utd_ratio=1 --buffer_size=2000000
+    python -m experiments.train_offline_to_online --env_name=... --preset=published   # the published O2O protocol
 
 One env per seed, one batched policy call (temperature 1) across seeds per env step, then ``utd_ratio``
 updates sampled from the device replay buffer (insertion inside jit).  Checkpoints hold the replay buffer
-too; a resumed online phase restarts its episodes (env state is not checkpointed).  See docs/training.md.
+too; a resumed online phase restarts its episodes (env state is not checkpointed).  ``--preset=published``
+applies the published offline-to-online values (floq_jax.presets.PUBLISHED_O2O / FQL_PUBLISHED_O2O by agent) and
+run lengths (1M offline + 2M online steps, buffer 2M; PUBLISHED_O2O_PROTOCOL) to every flag not given on the
+command line.  See docs/training.md.
 """
 
 from absl import app, flags
@@ -15,7 +19,8 @@ from experiments import common
 common.define_common_flags()
 flags.DEFINE_integer('online_steps', 1_000_000, 'Online env steps.')
 flags.DEFINE_integer('utd_ratio', 1, 'Updates per env step.')
-flags.DEFINE_integer('buffer_size', 1_000_000, 'Replay capacity (at least the dataset size + 1).')
+flags.DEFINE_integer('buffer_size', 2_000_000, 'Replay capacity (at least the dataset size + 1); the published '
+                     '2M keeps a 1M-transition dataset in the buffer through the first 1M online steps.')
 FLAGS = common.FLAGS
 
 
@@ -25,6 +30,7 @@ def main(_):
     def body():
         from floq_jax import runner
 
+        common.apply_protocol_preset()  # --preset=published: published run lengths for flags not given
         common.check_positive(utd_ratio=FLAGS.utd_ratio, buffer_size=FLAGS.buffer_size)
         if FLAGS.online_steps < 0:
             raise common.UsageError(f'--online_steps={FLAGS.online_steps}: must be >= 0')

@@ -211,9 +211,10 @@ class Evaluator:
                 self._env = envs_lib.make_env(self.env_name, **self._env_kwargs)
         return self._env
 
-    def __call__(self, policy_fn: PolicyFn, temperature: float = 0.0, seed: int | None = None,
+    def __call__(self, policy_fn: PolicyFn, temperature: float = 1.0, seed: int | None = None,
                  num_episodes: int | None = None, video_episodes: int = 0) -> dict:
-        """Evaluates ``policy_fn``.
+        """Evaluates ``policy_fn``.  ``temperature`` is passed to it (1, the default: the published protocol's
+        noise N(0, I); 0: deterministic; floq_jax.presets.EVAL_PROTOCOLS).
 
         Returns:
             {'success': mean of info['success'] at episode ends in [0, 1],
@@ -261,7 +262,7 @@ def make_evaluator(env_name: str, num_episodes: int = 50, seed: int = 0, num_env
 
 
 def evaluate(policy_fn: PolicyFn, env_name: str, num_episodes: int = 50, seed: int = 0,
-             num_envs: int | None = None, parallel: bool = True, temperature: float = 0.0,
+             num_envs: int | None = None, parallel: bool = True, temperature: float = 1.0,
              video_episodes: int = 0, vector_mode: str = 'chunked', max_episode_steps: int | None = None,
              **env_kwargs) -> dict:
     """One-shot evaluation (creates and closes its envs); see :meth:`Evaluator.__call__`."""

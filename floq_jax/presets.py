@@ -1,21 +1,31 @@
-"""Per-environment hyperparameters of the published floq runs (``--preset=published``).
+"""The published floq protocol: per-environment hyperparameters (``--preset=published``), run lengths, the
+evaluation protocol and the reward range of the noise interval.
 
     overrides = published_overrides('antmaze-giant-navigate-singletask-v0')   # {'discount': 0.995, ...}
     applied = apply_preset(config, env_name, preset='published', user_keys={'alpha'})
+    applied = apply_preset(config, env_name, preset='published', mode='offline_to_online')   # the O2O table
 
-Only keys the agent's config has are applied (FQL has no ``block_depth`` etc.), and keys the user set
-explicitly (``--agent.alpha=...``) win over the preset.  Everything not listed stays at the agent's defaults.
-The published protocol itself (2M offline steps, evaluation every 20k steps over 50 episodes, 3 seeds) is in
-:data:`PUBLISHED_PROTOCOL`.
+Per-environment values come from the published READMEs (CMU-AIRe/floq 2e46108 for floq and its FQL-ResNet /
+FQL-IQN / offline-to-online FQL commands; seohongpark/fql for FQL's own offline and offline-to-online values).
+The table is chosen by ``config.agent_name`` (floq, fql, fql_resnet, fql_iqn) and by the mode (offline, or
+offline-to-online: then the O2O table first, the offline one where the O2O list has no entry).  Only keys the
+agent's config has are applied, and keys the user set explicitly (``--agent.alpha=...``) win over the preset.
+Everything not listed stays at the agent's defaults.
+
+Run lengths: :data:`PUBLISHED_PROTOCOL` (offline) and :data:`PUBLISHED_O2O_PROTOCOL` (offline-to-online),
+applied by the training entrypoints under ``--preset=published`` to every flag the user did not set
+(:func:`protocol_overrides`).  Evaluation: :data:`EVAL_PROTOCOLS`.  Reward range: :func:`reward_range`.
 """
 
 from __future__ import annotations
 
-from typing import Dict, Iterable, Optional
+from typing import Dict, Iterable, Optional, Sequence
 
 PRESETS = ('published',)
+MODES = ('offline', 'offline_to_online')
 
 # (env-name prefix, overrides); the first matching prefix wins, so longer prefixes come first.
+# floq, offline (floq README, "floq-best" where it lists two commands).
 PUBLISHED: tuple = (
     ('antmaze-large', dict(alpha=10.0)),
     ('antmaze-giant', dict(discount=0.995, q_agg='min', batch_size=512, alpha=10.0, critic_flow_steps=4)),
@@ -29,7 +39,89 @@ PUBLISHED: tuple = (
     ('puzzle-4x4', dict(alpha=1000.0, noise_coverage=0.25)),
 )
 
-PUBLISHED_PROTOCOL = dict(offline_steps=2_000_000, eval_interval=20_000, eval_episodes=50, num_seeds=3)
+# floq, offline-to-online (floq README: 1M offline + 2M online steps).
+PUBLISHED_O2O: tuple = (
+    ('antmaze-large', dict(alpha=10.0)),
+    ('antmaze-giant', dict(discount=0.995, q_agg='min', batch_size=512, alpha=10.0, critic_flow_steps=4)),
+    ('humanoidmaze-medium', dict(discount=0.995, alpha=30.0)),
+    ('humanoidmaze-large', dict(discount=0.995, batch_size=512, alpha=20.0, critic_flow_steps=16)),
+    ('antsoccer-arena', dict(discount=0.995, alpha=30.0)),
+    ('cube-single', dict(alpha=300.0, block_depth=2)),
+    ('cube-double', dict(alpha=300.0, block_depth=2)),
+    ('scene', dict(alpha=300.0)),
+    ('puzzle-3x3', dict(alpha=1000.0)),
+    ('puzzle-4x4', dict(alpha=1000.0, noise_coverage=0.25)),
+)
+
+# FQL, offline (FQL README), except humanoidmaze-large's batch 512: the floq README's FQL baseline command
+# (discount 0.995, alpha 30, batch 512; the FQL README runs it at the default batch 256).
+FQL_PUBLISHED: tuple = (
+    ('antmaze-large', dict(q_agg='min', alpha=10.0)),
+    ('antmaze-giant', dict(discount=0.995, q_agg='min', alpha=10.0)),
+    ('humanoidmaze-medium', dict(discount=0.995, alpha=30.0)),
+    ('humanoidmaze-large', dict(discount=0.995, batch_size=512, alpha=30.0)),
+    ('antsoccer-arena', dict(discount=0.995, alpha=10.0)),
+    ('cube-single', dict(alpha=300.0)),
+    ('cube-double', dict(alpha=300.0)),
+    ('scene', dict(alpha=300.0)),
+    ('puzzle-3x3', dict(alpha=1000.0)),
+    ('puzzle-4x4', dict(alpha=1000.0)),
+)
+
+# FQL, offline-to-online: humanoidmaze-large from the floq README (1M + 2M steps); the others from the FQL README.
+# Environments missing here use FQL_PUBLISHED.
+FQL_PUBLISHED_O2O: tuple = (
+    ('humanoidmaze-medium', dict(discount=0.995, alpha=100.0)),
+    ('humanoidmaze-large', dict(discount=0.995, batch_size=512, alpha=40.0)),
+    ('antsoccer-arena', dict(discount=0.995, alpha=30.0)),
+    ('cube-double', dict(alpha=300.0)),
+    ('scene', dict(alpha=300.0)),
+    ('puzzle-4x4', dict(alpha=1000.0)),
+)
+
+# FQL-ResNet and FQL-IQN (floq README examples); other environments use FQL's values.  The two published
+# FQL-ResNet shapes are config variants of agents/fql.py (resnet = 4 blocks x depth 2, as for humanoidmaze-large;
+# resnet_4x2 = 2 blocks x depth 4, as for antmaze-giant).
+FQL_RESNET_PUBLISHED: tuple = (
+    ('antmaze-giant', dict(discount=0.995, q_agg='min', batch_size=512, alpha=10.0)),
+    ('humanoidmaze-large', dict(discount=0.995, batch_size=512, alpha=20.0)),
+)
+FQL_IQN_PUBLISHED: tuple = (
+    ('antmaze-giant', dict(discount=0.995, q_agg='min', batch_size=512, alpha=10.0)),
+)
+
+# agent_name -> {mode: tables tried in order}.
+AGENT_TABLES: Dict[str, Dict[str, Sequence[tuple]]] = {
+    'floq': {'offline': (PUBLISHED,), 'offline_to_online': (PUBLISHED_O2O, PUBLISHED)},
+    'fql': {'offline': (FQL_PUBLISHED,), 'offline_to_online': (FQL_PUBLISHED_O2O, FQL_PUBLISHED)},
+    'fql_resnet': {'offline': (FQL_RESNET_PUBLISHED, FQL_PUBLISHED),
+                   'offline_to_online': (FQL_PUBLISHED_O2O, FQL_RESNET_PUBLISHED, FQL_PUBLISHED)},
+    'fql_iqn': {'offline': (FQL_IQN_PUBLISHED, FQL_PUBLISHED),
+                'offline_to_online': (FQL_PUBLISHED_O2O, FQL_IQN_PUBLISHED, FQL_PUBLISHED)},
+}
+
+# Run lengths of the published main.py (floq's, also for its FQL baselines); seeds are separate runs there
+# (--seed=0,1,2: PUBLISHED_NUM_SEEDS), so --preset=published does not change --num_seeds.
+PUBLISHED_PROTOCOL = dict(offline_steps=2_000_000, eval_interval=20_000, eval_episodes=50)
+PUBLISHED_O2O_PROTOCOL = dict(offline_steps=1_000_000, online_steps=2_000_000, eval_interval=20_000,
+                              eval_episodes=50, buffer_size=2_000_000, utd_ratio=1)
+PUBLISHED_NUM_SEEDS = 3
+
+# Evaluation protocols: name -> (policy noise scale, description for flags.json and every results table).
+# The published sample_actions ignores its temperature argument: evaluation samples the one-step policy at
+# noise N(0, I) and clips to [-1, 1].
+EVAL_PROTOCOLS: Dict[str, tuple] = {
+    'published': (1.0, 'one-step policy, noise N(0, I), clipped to [-1, 1] (published)'),
+    'deterministic': (0.0, 'one-step policy at zero noise (deterministic; not the published protocol)'),
+}
+DEFAULT_EVAL_PROTOCOL = 'published'
+
+# Reward range behind the noise interval / HL-Gauss support: name -> description.
+REWARD_RANGES: Dict[str, str] = {
+    'published': 'min/max of the rewards and 0 (the published replay buffer holds zero padding)',
+    'dataset': "min/max of the dataset's rewards only",
+}
+DEFAULT_REWARD_RANGE = 'published'
 
 # Default single task when a '-singletask' name has no '-taskN' (OGBench's defaults).
 DEFAULT_TASKS = (('pointmaze', 1), ('antmaze', 1), ('humanoidmaze', 1), ('antsoccer', 4), ('puzzle', 4),
@@ -44,18 +136,30 @@ def default_task(env_name: str) -> Optional[int]:
     return None
 
 
-def published_overrides(env_name: str) -> Dict:
-    """The published floq values for ``env_name`` ({} where the defaults were used)."""
-    for prefix, overrides in PUBLISHED:
-        if env_name.startswith(prefix):
-            return dict(overrides)
+def _tables(agent_name: str, mode: str) -> Sequence[tuple]:
+    if mode not in MODES:
+        raise ValueError(f'preset mode must be one of {", ".join(MODES)}, got {mode!r}')
+    if agent_name not in AGENT_TABLES:
+        raise ValueError(f'no published per-environment values for agent {agent_name!r}; accepted agents: '
+                         f'{", ".join(sorted(AGENT_TABLES))} (or --preset=none)')
+    return AGENT_TABLES[agent_name][mode]
+
+
+def published_overrides(env_name: str, agent_name: str = 'floq', mode: str = 'offline') -> Dict:
+    """The published values of ``agent_name`` for ``env_name`` in ``mode`` ({} where the defaults were used)."""
+    for table in _tables(agent_name, mode):
+        for prefix, overrides in table:
+            if env_name.startswith(prefix):
+                return dict(overrides)
     return {}
 
 
-def apply_preset(config, env_name: str, preset: Optional[str], user_keys: Iterable[str] = ()) -> Dict:
-    """Applies ``preset`` to ``config`` in place, except keys in ``user_keys`` or missing from the config.
+def apply_preset(config, env_name: str, preset: Optional[str], user_keys: Iterable[str] = (),
+                 mode: str = 'offline') -> Dict:
+    """Applies ``preset`` to ``config`` in place (the table of ``config.agent_name`` and ``mode``), except keys in
+    ``user_keys`` or missing from the config.
 
-    Returns the applied {key: value}.  Raises ValueError for an unknown preset.
+    Returns the applied {key: value}.  Raises ValueError for an unknown preset, mode or agent.
     """
     if not preset or preset == 'none':
         return {}
@@ -63,12 +167,90 @@ def apply_preset(config, env_name: str, preset: Optional[str], user_keys: Iterab
         raise ValueError(f'--preset must be one of {", ".join(PRESETS)} or none, got {preset!r}')
     user_keys = {k.split('.')[0] for k in user_keys}
     applied = {}
-    for key, value in published_overrides(env_name).items():
+    for key, value in published_overrides(env_name, config.get('agent_name', 'floq'), mode).items():
         if key in user_keys or key not in config:
             continue
         config[key] = value
         applied[key] = value
     return applied
+
+
+def protocol_overrides(preset: Optional[str], mode: str, values: Dict, user_set: Iterable[str]) -> Dict:
+    """The published run lengths (:data:`PUBLISHED_PROTOCOL`, or :data:`PUBLISHED_O2O_PROTOCOL` for
+    ``mode='offline_to_online'``) for the keys of ``values`` the user did not set: {key: published value}.
+
+    ``values`` holds the current values of the protocol flags the entrypoint has; ``user_set`` names those given
+    on the command line (they win).  Nothing for ``preset`` None / 'none'.
+    """
+    if not preset or preset == 'none':
+        return {}
+    if preset not in PRESETS:
+        raise ValueError(f'--preset must be one of {", ".join(PRESETS)} or none, got {preset!r}')
+    if mode not in MODES:
+        raise ValueError(f'preset mode must be one of {", ".join(MODES)}, got {mode!r}')
+    protocol = PUBLISHED_O2O_PROTOCOL if mode == 'offline_to_online' else PUBLISHED_PROTOCOL
+    user_set = set(user_set)
+    return {k: v for k, v in protocol.items() if k in values and k not in user_set}
+
+
+def eval_temperature(protocol: str) -> float:
+    """The policy noise scale of evaluation protocol ``protocol`` (a key of :data:`EVAL_PROTOCOLS`)."""
+    if protocol not in EVAL_PROTOCOLS:
+        raise ValueError(f'eval_protocol must be one of {", ".join(EVAL_PROTOCOLS)}, got {protocol!r}')
+    return EVAL_PROTOCOLS[protocol][0]
+
+
+def describe_eval_protocol(protocol: str) -> str:
+    """One line for tables and reports, e.g. 'one-step policy, noise N(0, I), clipped to [-1, 1] (published)'."""
+    if protocol in EVAL_PROTOCOLS:
+        return EVAL_PROTOCOLS[protocol][1]
+    return str(protocol)
+
+
+def eval_protocol_of(flags: Dict) -> str:
+    """The evaluation protocol a run's flags.json records.  Older runs recorded only ``eval_temperature`` (or
+    nothing: they evaluated at the old default, temperature 0)."""
+    protocol = flags.get('eval_protocol')
+    if protocol:
+        return str(protocol)
+    temperature = flags.get('eval_temperature')
+    if temperature is None:
+        return 'deterministic'
+    for name, (t, _) in EVAL_PROTOCOLS.items():
+        if float(temperature) == t:
+            return name
+    return f'temperature {float(temperature):g}'
+
+
+def define_eval_protocol_flag() -> None:
+    """``--eval_protocol`` (once per process; every entrypoint that evaluates a policy shares it)."""
+    from absl import flags
+
+    if 'eval_protocol' in flags.FLAGS:
+        return
+    flags.DEFINE_enum('eval_protocol', DEFAULT_EVAL_PROTOCOL, list(EVAL_PROTOCOLS),
+                      "Evaluation actions. 'published': the one-step policy with noise N(0, I), clipped to [-1, 1], "
+                      "as the published code evaluates (its sample_actions ignores the temperature); "
+                      "'deterministic': the one-step policy at zero noise (lower-variance success estimates, "
+                      "not comparable to published numbers).")
+
+
+def reward_range(rewards, mode: str = DEFAULT_REWARD_RANGE) -> tuple:
+    """(r_min, r_max) for the agents' noise interval and value support.
+
+    ``'published'``: the min / max of ``rewards`` and 0.  The published main.py computes them over a replay buffer
+    of size max(buffer_size, N + 1) initialised with the dataset and zero padding, so 0 is always inside the range
+    (a dataset of all -1 rewards gives [-1, 0], not the point -1).  ``'dataset'``: the rewards' own min / max.
+    """
+    import numpy as np
+
+    if mode not in REWARD_RANGES:
+        raise ValueError(f'reward_range must be one of {", ".join(REWARD_RANGES)}, got {mode!r}')
+    rewards = np.asarray(rewards)
+    lo, hi = float(rewards.min()), float(rewards.max())
+    if mode == 'published':
+        lo, hi = min(lo, 0.0), max(hi, 0.0)
+    return lo, hi
 
 
 def demo_config():

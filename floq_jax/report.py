@@ -78,6 +78,12 @@ class Run:
   def data_source(self) -> str:
     return str(self.get('data_source', 'unknown'))
 
+  @property
+  def eval_protocol(self) -> str:
+    """'published', 'deterministic', ... from flags.json (runs that recorded none evaluated deterministically)."""
+    from floq_jax import presets
+    return presets.eval_protocol_of(self.flags)
+
 
 # ----------------------------------------------------------------------------
 # Loading.
@@ -252,16 +258,30 @@ def _filter(runs: Sequence[Run], metric: str) -> List[Run]:
 
 def run_scores(runs: Sequence[Run], metric: str = DEFAULT_METRIC, last_n: int = 3,
                group_by: GroupBy = 'agent_name', task_key: str = 'env_name') -> pd.DataFrame:
-  """One row per usable run: task, group, seed, data, score, final_step, path."""
+  """One row per usable run: task, group, seed, data, eval_protocol, score, final_step, path."""
   gcol = _group_col(group_by)
   rows = []
   for r in _filter(runs, metric):
     step = r.eval['step'].max() if 'step' in r.eval.columns else len(r.eval)
     rows.append({task_key: _hashable(r.get(task_key)), gcol: _group_label(r, group_by),
-                 'seed': r.seed, 'data': r.data_source,
+                 'seed': r.seed, 'data': r.data_source, 'eval_protocol': r.eval_protocol,
                  'score': final_score(r, metric, last_n), 'final_step': step,
                  'path': r.path})
-  return pd.DataFrame(rows, columns=[task_key, gcol, 'seed', 'data', 'score', 'final_step', 'path'])
+  return pd.DataFrame(rows, columns=[task_key, gcol, 'seed', 'data', 'eval_protocol', 'score', 'final_step',
+                                     'path'])
+
+
+def eval_protocol_line(protocols: Iterable[str]) -> str:
+  """The line every results table carries, e.g. 'evaluation: one-step policy, noise N(0, I), clipped to
+  [-1, 1] (published)'; several protocols are named together and flagged as not comparable."""
+  from floq_jax import presets
+  names = _sorted_unique(str(p) for p in protocols)
+  if not names:
+    return 'evaluation: unknown'
+  if len(names) == 1:
+    return f'evaluation: {presets.describe_eval_protocol(names[0])}'
+  return ('evaluation: MIXED, the rows are not comparable: '
+          + '; '.join(f'{n}: {presets.describe_eval_protocol(n)}' for n in names))
 
 
 def _data_label(values: Iterable[str]) -> str:
@@ -316,7 +336,8 @@ def results_table(runs: Sequence[Run], metric: str = DEFAULT_METRIC, last_n: int
     for i, (lo, hi) in ((i, ci[i][:, 0]) for i in to_boot):
       rows[i]['ci_low'], rows[i]['ci_high'] = float(lo), float(hi)
   table = pd.DataFrame(rows, columns=cols)
-  table.attrs.update(metric=metric, last_n=last_n, task_key=task_key, group_col=gcol)
+  table.attrs.update(metric=metric, last_n=last_n, task_key=task_key, group_col=gcol,
+                     eval_protocols=_sorted_unique(scores['eval_protocol']))
   return table
 
 
@@ -428,6 +449,8 @@ def to_markdown(table: pd.DataFrame, iqm: Optional[pd.DataFrame] = None,
     desc += f', average of the last {last_n} evaluations'
   desc += '; mean over seeds [95% stratified bootstrap CI].'
   out += [desc, '']
+  if 'eval_protocols' in table.attrs:
+    out += [eval_protocol_line(table.attrs['eval_protocols']), '']
   single = False
   rows = []
   for task in _sorted_unique(table[task_key]):
@@ -483,6 +506,8 @@ def to_csv(table: pd.DataFrame, iqm: Optional[pd.DataFrame] = None) -> str:
                         'num_seeds': iqm['num_runs'], 'mean': iqm[stat],
                         'ci_low': iqm['ci_low'], 'ci_high': iqm['ci_high'], 'stat': stat})
     df = pd.concat([df, agg], ignore_index=True)
+  if 'eval_protocols' in table.attrs:
+    df['eval_protocol'] = '+'.join(str(p) for p in table.attrs['eval_protocols'])
   return df.to_csv(index=False)
 
 

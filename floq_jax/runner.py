@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from floq_jax import train
+from floq_jax import presets, train
 from floq_jax.checkpoints import Checkpointer
 from floq_jax.data import sampling
 from floq_jax.logging import CsvLogger, FanoutLogger, NullLogger, TensorBoardLogger, WandbLogger
@@ -63,7 +63,9 @@ class RunOptions:
     eval_interval: int = 20000
     save_interval: int = 100000
     eval_episodes: int = 50
-    eval_temperature: float = 0.0
+    # 'published': the one-step policy at noise N(0, I), clipped (the published code's evaluation);
+    # 'deterministic': at zero noise.  See floq_jax.presets.EVAL_PROTOCOLS.
+    eval_protocol: str = 'published'
     eval_num_steps: Sequence[int] = ()   # extra critic K values at which to log Q estimates
     eval_at_start: bool = True           # evaluate the untrained policy at step 0
     eval_num_envs: Optional[int] = None  # parallel sub-envs per evaluation (default: eval_episodes)
@@ -74,7 +76,7 @@ class RunOptions:
     wandb: bool = False                  # also log to W&B (offline mode unless WANDB_MODE is set)
     max_checkpoints: Optional[int] = 3
     utd_ratio: int = 1                   # online: updates per env step
-    buffer_size: int = 1_000_000         # online: replay capacity (at least the dataset size + 1)
+    buffer_size: int = 2_000_000         # online: replay capacity (at least the dataset size + 1); published 2M
     use_mesh: Optional[bool] = None      # None: shard over devices when there is more than one
     # None: sample on the host (numpy, prefetched) only when the dataset exceeds half the free device memory.
     host_sampling: Optional[bool] = None
@@ -101,6 +103,9 @@ class RunOptions:
                 raise ValueError(f'{name} must be >= 0, got {getattr(self, name)}')
         if self.offline_steps + self.online_steps < 1:
             raise ValueError('offline_steps + online_steps must be positive')
+        if self.eval_protocol not in presets.EVAL_PROTOCOLS:
+            raise ValueError(f'eval_protocol must be one of {", ".join(presets.EVAL_PROTOCOLS)}, '
+                             f'got {self.eval_protocol!r}')
         if self.seed_loop not in train.SEED_LOOPS:
             raise ValueError(f"seed_loop must be 'auto', 'map' or 'vmap', got {self.seed_loop!r}")
         for k in self.eval_num_steps:
@@ -152,7 +157,9 @@ def flags_record(config, data, options: RunOptions, seed: int) -> dict:
     record = dict(_jsonable(options.flags))
     record.update(env_name=options.env_name, seed=int(seed), agent=config_dict(config),
                   data_source=data.source, generator=_jsonable(data.generator), dataset_file=data.dataset_file,
-                  num_seeds=options.num_seeds, offline_steps=options.offline_steps, online_steps=options.online_steps)
+                  num_seeds=options.num_seeds, offline_steps=options.offline_steps, online_steps=options.online_steps,
+                  eval_protocol=options.eval_protocol,
+                  eval_protocol_description=presets.describe_eval_protocol(options.eval_protocol))
     if options.config_schedule:
         record['config_schedule'] = _jsonable([[int(s), dict(c)] for s, c in options.config_schedule])
     return record
@@ -181,6 +188,11 @@ def check_run_dir(directory: str, record: dict, resume: bool) -> bool:
                 details.append(f'{k}: {old.get(k)!r} -> {record.get(k)!r}')
         raise RunDirConflict(f'run dir {directory} belongs to another run ({"; ".join(details)}); refusing to '
                              f'overwrite it: pass another --run_group or --save_dir')
+    old_protocol, new_protocol = presets.eval_protocol_of(old), presets.eval_protocol_of(record)
+    if old_protocol != new_protocol:
+        raise RunDirConflict(f'run dir {directory} was evaluated with eval_protocol {old_protocol!r}, this run asks '
+                             f'for {new_protocol!r}; refusing to mix them in one eval.csv: pass '
+                             f'--eval_protocol={old_protocol} to continue it, or another --run_group')
     if not resume:
         raise RunDirConflict(f'run dir {directory} already exists and resume is off; refusing to overwrite it: '
                              f'pass --resume or another --run_group')
@@ -422,7 +434,7 @@ class _Run:
         results = []
         for k, s in enumerate(self.seeds):
             agent = train.select_seed(self.agents, k)
-            res = self._evaluator(policy_fn_for(agent), temperature=o.eval_temperature, seed=s)
+            res = self._evaluator(policy_fn_for(agent), temperature=presets.eval_temperature(o.eval_protocol), seed=s)
             row = {f'evaluation/{m}': float(res[m]) for m in EVAL_METRICS}
             if self._qbatch is not None:
                 row.update(q_estimates(agent, self._qbatch, o.eval_num_steps))
@@ -485,10 +497,11 @@ def load_run(run_directory: str, step: Optional[int] = None, dataset_path: Optio
     return state['agent'], state, metadata, step, data, flags
 
 
-def evaluate_checkpoint(run_dir, step=None, eval_episodes=50, num_steps=(), temperature=0.0, video_episodes=0,
-                 eval_seed=None, eval_num_envs=None, dataset_path=None):
+def evaluate_checkpoint(run_dir, step=None, eval_episodes=50, num_steps=(), eval_protocol='published',
+                        video_episodes=0, eval_seed=None, eval_num_envs=None, dataset_path=None):
     """Evaluates a seed run dir's checkpoint (newest intact one by default): success over ``eval_episodes``
-    (parallel Evaluator) and Q estimates at each K in ``num_steps`` on a fixed dataset batch.
+    (parallel Evaluator) under ``eval_protocol`` ('published': noise N(0, I); 'deterministic') and Q estimates at
+    each K in ``num_steps`` on a fixed dataset batch.
 
     Returns the summary dict, also written to <run_dir>/evaluations/step<step>.json and .csv (videos as .npy).
     """
@@ -496,6 +509,7 @@ def evaluate_checkpoint(run_dir, step=None, eval_episodes=50, num_steps=(), temp
 
     from floq_jax.evaluation import Evaluator
 
+    temperature = presets.eval_temperature(eval_protocol)
     agent, _, _, step, data, run_flags = load_run(run_dir, step, dataset_path)
     num_steps = tuple(num_steps) or (int(agent.config.get('critic_flow_steps', 1)),)
     seed = int(run_flags['seed']) if eval_seed is None else int(eval_seed)
@@ -505,7 +519,9 @@ def evaluate_checkpoint(run_dir, step=None, eval_episodes=50, num_steps=(), temp
                         video_episodes=video_episodes)
     qs = q_estimates(agent, eval_batch(data), num_steps)
     summary = dict(run_dir=os.path.abspath(run_dir), step=int(step), env_name=run_flags['env_name'],
-                   agent_name=agent.config.agent_name, episodes=int(eval_episodes), temperature=float(temperature),
+                   agent_name=agent.config.agent_name, episodes=int(eval_episodes), eval_protocol=eval_protocol,
+                   eval_protocol_description=presets.describe_eval_protocol(eval_protocol),
+                   temperature=float(temperature),
                    success=float(res['success']), **{'return': float(res['return'])}, length=float(res['length']),
                    trained_K=int(agent.config.get('critic_flow_steps', 0)),
                    q_estimates={k.split('_K')[1]: v for k, v in qs.items()})
@@ -590,9 +606,13 @@ def run_offline(config, data, options: RunOptions) -> List[str]:
     return run_training(agent_class(config.agent_name), config, data, options)
 
 
-def set_reward_range(config, data) -> None:
-    """config.r_min / r_max from the dataset (the agents need them)."""
-    config.r_min, config.r_max = (float(x) for x in data.reward_range)
+def set_reward_range(config, data, mode: str = presets.DEFAULT_REWARD_RANGE) -> None:
+    """config.r_min / r_max from the training rewards (the agents need them).
+
+    ``mode='published'`` (default): the range includes 0, as the published code's range over its zero-padded
+    replay buffer; ``'dataset'``: the rewards' own min / max (floq_jax.presets.reward_range).
+    """
+    config.r_min, config.r_max = presets.reward_range(data.train['rewards'], mode)
 
 
 # ----------------------------------------------------------------------------- offline-to-online

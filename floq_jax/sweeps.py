@@ -151,15 +151,17 @@ def agent_available(agent: str) -> Optional[str]:
     return None
 
 
-def make_config(variant: Variant, env_name: str, preset_name: str, data=None):
-    """Config of ``variant`` on ``env_name``: agent defaults < published env preset (paper) < preset's network
-    sizes (smoke) < the variant's overrides; reward range from ``data``."""
+def make_config(variant: Variant, env_name: str, preset_name: str, data=None, mode: str = 'offline'):
+    """Config of ``variant`` on ``env_name``: agent defaults < published env preset of the agent and ``mode``
+    (paper) < preset's network sizes (smoke) < the variant's overrides; reward range from ``data`` (the published
+    rule, floq_jax.runner.set_reward_range)."""
     from floq_jax import presets as env_presets
+    from floq_jax import runner
 
     p = preset(preset_name)
     config = base_config(variant.agent)
     if p['env_preset']:
-        env_presets.apply_preset(config, env_name, p['env_preset'], user_keys=set(variant.overrides))
+        env_presets.apply_preset(config, env_name, p['env_preset'], user_keys=set(variant.overrides), mode=mode)
     for key, value in p['agent'].items():
         if key in config and key not in variant.overrides:
             config[key] = value
@@ -168,7 +170,7 @@ def make_config(variant: Variant, env_name: str, preset_name: str, data=None):
             raise ValueError(f'variant {variant.name}: {variant.agent} config has no key {key!r}')
         config[key] = value
     if data is not None:
-        config.r_min, config.r_max = (float(x) for x in data.reward_range)
+        runner.set_reward_range(config, data)
     return config
 
 
@@ -254,7 +256,7 @@ def run_sweep(sweep: Sweep, source: SweepData, log: Callable[[str], None] = prin
             log(skipped[-1])
             continue
         for v in variants:
-            config = make_config(v, env_name, sweep.preset, data)
+            config = make_config(v, env_name, sweep.preset, data, mode=sweep.mode)
             options = run_options(sweep, v, env_name)
             t0 = time.time()
             fn = runner.run_offline_to_online if sweep.mode == 'offline_to_online' else runner.run_offline
@@ -489,6 +491,9 @@ def define_flags(default_envs: str = '') -> None:
     flags.DEFINE_string('compile_cache_dir', None, 'JAX persistent compilation cache (default for smoke: '
                         '<save_dir>/.jax_cache).')
     flags.DEFINE_bool('report_only', False, 'Only rewrite the tables and plots from existing runs.')
+    from floq_jax import presets as env_presets
+
+    env_presets.define_eval_protocol_flag()  # --eval_protocol=published (default) | deterministic
     if 'cpu_devices' in flags.FLAGS:  # experiments.benchmark (or train_offline) defines it too in one process
         return
     flags.DEFINE_integer('cpu_devices', None, 'CPU-only hosts: split the CPU into this many XLA devices so the seeds '
@@ -515,6 +520,8 @@ def sweep_from_flags(name: str, variants: Sequence[Variant], paper_envs: Sequenc
     if FLAGS.offline_steps is not None:
         opts['offline_steps'] = FLAGS.offline_steps
     opts['seed'] = FLAGS.seed
+    if 'eval_protocol' in FLAGS:
+        opts['eval_protocol'] = FLAGS.eval_protocol
     sweep = Sweep(name=name, variants=list(variants), envs=envs, preset=FLAGS.preset, mode=mode, options=opts,
                   save_dir=FLAGS.save_dir, description=description)
     d = p['data']

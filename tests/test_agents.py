@@ -219,7 +219,7 @@ def test_published_default_costs_about_145_gflop():
     c.r_min, c.r_max = -1.0, 0.0
     agent = floq.FloqAgent.create(0, jnp.zeros((2, 28)), jnp.zeros((2, 5)), c)
     assert 140e9 < flops.update_flops(agent) < 150e9
-    assert fql.get_config('resnet').critic_resnet_blocks == fql.matched_resnet_blocks(33, 8) == 13
+    assert fql.get_config('resnet_flop_matched').critic_resnet_blocks == fql.matched_resnet_blocks(33, 8) == 13
 
 
 @pytest.mark.parametrize('module', ['velocity', 'value'])

@@ -86,3 +86,105 @@ def test_demo_end_to_end_small(tmp_path):
     assert '| cube-single-play-singletask-task2-v0 | generated |' in out.stdout, out.stdout[-2000:]
     plot = tmp_path / 'runs' / 'demo' / 'report' / 'learning_curves.png'
     assert plot.is_file() and str(plot) in out.stdout
+
+
+# ----------------------------------------------------------------------------- issue 14: bad inputs, one line each
+
+
+@pytest.fixture(scope='module')
+def tiny_npz(tmp_path_factory):
+    from floq_jax.data import ensure_generated_dataset
+
+    return ensure_generated_dataset('cube-single-play-v0', num_episodes=1, seed=0, max_episode_steps=30,
+                                    cache_dir=str(tmp_path_factory.mktemp('cli_data')), num_workers=1)
+
+
+def test_save_dir_that_cannot_be_created(tiny_npz):
+    """/proc/x passes os.access for root; the directory is now created (and removed) up front instead."""
+    out = run([f'--env_name={ENV}', f'--dataset_path={tiny_npz}', '--save_dir=/proc/floq_x'])
+    line = error_line(out)
+    assert out.returncode == 2 and line.startswith("error: --save_dir='/proc/floq_x' is not writable"), line
+
+
+def test_creatable_save_dir_is_not_left_behind(tmp_path):
+    """The writability probe removes the directories it created when a later check fails."""
+    line = error_line(run([f'--env_name={ENV}', '--offline_steps=0', f'--save_dir={tmp_path}/a/b/runs']))
+    assert '--offline_steps=0' in line
+    assert os.listdir(tmp_path) == []
+
+
+def test_corrupted_dataset_file(tiny_npz, save_dir, tmp_path):
+    bad = tmp_path / 'cube-single-play-v0.npz'
+    data = bytearray(open(tiny_npz, 'rb').read())
+    data[len(data) // 2: len(data) // 2 + 64] = bytes(64)
+    bad.write_bytes(bytes(data))
+    out = run([f'--env_name={ENV}', f'--dataset_path={bad}', f'--save_dir={save_dir}'])
+    line = error_line(out)
+    assert out.returncode == 2 and line.startswith(f'error: --dataset_path: {bad}: cannot read as .npz'), line
+    assert 'damaged' in line
+
+
+@pytest.mark.parametrize('module,flags,expected', [
+    ('experiments.train_offline', ['--offline_steps=0'], 'error: --offline_steps=0: nothing to train'),
+    ('experiments.train_offline_to_online', ['--offline_steps=0', '--online_steps=0'],
+     'error: --offline_steps=0 --online_steps=0: nothing to train'),
+])
+def test_nothing_to_train(save_dir, module, flags, expected):
+    out = run([f'--env_name={ENV}', *flags, f'--save_dir={save_dir}'], module=module)
+    assert out.returncode == 2 and error_line(out).startswith(expected)
+
+
+@pytest.mark.parametrize('flags,expected', [
+    (['--agent=agents/fqll.py'], "error: --agent=agents/fqll.py: no such file 'agents/fqll.py' (did you mean "
+                                 "agents/fql.py?); accepted: agents/floq.py, agents/fql.py"),
+    (['--agent.alpha=3', '--agent=agents/fqll.py'], "error: --agent=agents/fqll.py: no such file"),
+    (['--agent=agents/fql.py:resnett'], "error: --agent=agents/fql.py:resnett: ValueError: agents/fql.py: unknown "
+                                        "config variant 'resnett' (accepted: '', 'resnet"),
+    (['--agent=agents/floq.py:resnet'], 'error: --agent=agents/floq.py:resnet: agents/floq.py has no config variants'),
+])
+def test_bad_agent_file_or_variant(save_dir, flags, expected):
+    out = run([f'--env_name={ENV}', *flags, f'--save_dir={save_dir}'])
+    assert out.returncode == 2 and error_line(out).startswith(expected)
+
+
+def test_agent_overrides_before_agent_file_are_applied(save_dir):
+    """--agent.<key> before --agent=<file> used to fail with 'before a value for --agent was specified'."""
+    out = run([f'--env_name={ENV}', '--agent.alpha=3', '--agent=agents/fql.py', '--offline_steps=0',
+               f'--save_dir={save_dir}'])
+    assert error_line(out).startswith('error: --offline_steps=0: nothing to train')
+
+
+def test_unknown_agent_key_did_you_mean_and_full_list(save_dir):
+    line = error_line(run([f'--env_name={ENV}', '--agent.alhpa=3', f'--save_dir={save_dir}']))
+    assert line.startswith('error: --agent.alhpa: unknown agent config key (did you mean --agent.alpha?); accepted')
+    assert line.endswith('value_hidden_dims') and '...' not in line, line
+
+
+@pytest.mark.parametrize('with_path', [False, True])
+def test_env_name_typo_did_you_mean(tiny_npz, save_dir, with_path):
+    flags = [f'--dataset_path={tiny_npz}'] if with_path else []
+    line = error_line(run(['--env_name=cube-singel-play-singletask-task1-v0', *flags, f'--save_dir={save_dir}']))
+    assert line.startswith("error: --env_name: unknown environment 'cube-singel'"), line
+    assert "did you mean 'cube-single-play-singletask-task1-v0'?" in line and 'not found' not in line
+
+
+def test_evaluate_step_without_checkpoint_lists_steps(tmp_path):
+    """Checked against checkpoints/ before anything is loaded."""
+    (tmp_path / 'flags.json').write_text('{}')
+    for step in (100, 200):
+        (tmp_path / 'checkpoints' / str(step)).mkdir(parents=True)
+    out = run([f'--run_dir={tmp_path}', '--step=1234'], module='experiments.evaluate', timeout=60)
+    line = error_line(out)
+    assert out.returncode == 2 and line.startswith('error: --step=1234: no checkpoint at that step'), line
+    assert 'accepted: 100, 200' in line
+    assert sorted(os.listdir(tmp_path)) == ['checkpoints', 'flags.json']
+
+
+def test_make_dataset_refuses_to_overwrite(tmp_path):
+    target = tmp_path / 'cube-single-play-v0.npz'
+    target.write_text('keep me')
+    out = run(['--env_name=cube-single-play-v0', '--num_episodes=1', '--max_episode_steps=10', '--num_workers=1',
+               f'--dataset_dir={tmp_path}'], module='experiments.make_dataset', timeout=120)
+    lines = [line for line in out.stderr.splitlines() if 'error:' in line]
+    assert out.returncode == 2 and len(lines) == 1 and '--overwrite' in lines[0] and str(target) in lines[0], out.stderr
+    assert target.read_text() == 'keep me' and os.listdir(tmp_path) == ['cube-single-play-v0.npz']

@@ -27,7 +27,7 @@ def cube_file(tmp_path_factory):
 
 def test_generated_file_has_ogbench_format(cube_file):
     f = np.load(cube_file)
-    assert sorted(f.files) == ['actions', 'observations', 'qpos', 'qvel', 'terminals']
+    assert sorted(f.files) == ['actions', 'floq_generator', 'observations', 'qpos', 'qvel', 'terminals']
     assert f['observations'].dtype == np.float32 and f['actions'].dtype == np.float32
     assert f['terminals'].dtype == bool and f['qpos'].dtype == np.float32
     assert f['observations'].shape == (2000, 28) and f['actions'].shape == (2000, 5)
@@ -73,7 +73,27 @@ def test_without_val_file(cube_file, tmp_path):
     path = tmp_path / 'x.npz'
     path.write_bytes(open(cube_file, 'rb').read())
     data = load_offline_data('cube-single-play-singletask-task1-v0', dataset_path=str(path))
-    assert data.val is None and data.source == 'ogbench' and data.train['rewards'].shape == (1995,)
+    # A copy of a generated file is still generated (provenance is in the content, not beside the file).
+    assert data.val is None and data.source == 'generated' and data.train['rewards'].shape == (1995,)
+
+
+def test_provenance_from_content_not_path(cube_file, tmp_path):
+    """Issue 14.8: a generated file reached through a symlink (no sidecar beside the link) is 'generated'; a file
+    without the generator record (as OGBench's) is 'ogbench' even with a sidecar beside it."""
+    name = 'cube-single-play-singletask-task1-v0'
+    links = tmp_path / 'ogbench_data'
+    links.mkdir()
+    os.symlink(cube_file, links / f'{CUBE}.npz')
+    os.symlink(cube_file.replace('.npz', '-val.npz'), links / f'{CUBE}-val.npz')
+    data = load_offline_data(name, dataset_dir=str(links))
+    assert data.source == 'generated' and data.generator['seed'] == 0 and data.generator['episodes'] == 5
+    plain = tmp_path / 'plain'
+    plain.mkdir()
+    arrays = {k: v for k, v in np.load(cube_file).items() if k != 'floq_generator'}
+    np.savez(plain / f'{CUBE}.npz', **arrays)
+    (plain / f'{CUBE}.generator.json').write_text(open(cube_file.replace('.npz', '.generator.json')).read())
+    data = load_offline_data(name, dataset_dir=str(plain))
+    assert data.source == 'ogbench' and data.generator is None
 
 
 def _files_equal(a, b):

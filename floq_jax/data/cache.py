@@ -1,7 +1,17 @@
 """Cache of small generated datasets, keyed by (name, episodes, seed, generator version)."""
 import os
 
-from floq_jax.data.generate import GENERATOR_VERSION, generate_dataset, generation_config
+import numpy as np
+
+from floq_jax.data.generate import GENERATOR_VERSION, MARKER_KEY, generate_dataset, generation_config
+
+
+def _has_marker(path):
+    try:
+        with np.load(path) as f:
+            return MARKER_KEY in f.files
+    except Exception:  # noqa: BLE001 - unreadable: generate again
+        return False
 
 
 def default_cache_dir():
@@ -22,7 +32,7 @@ def ensure_generated_dataset(dataset_type_name, num_episodes, seed, cache_dir=No
     directory = os.path.join(cache_dir or default_cache_dir(), key)
     path = os.path.join(directory, f'{cfg.dataset_name}.npz')
     sidecar = os.path.join(directory, f'{cfg.dataset_name}.generator.json')
-    if os.path.isfile(path) and os.path.isfile(sidecar):
-        return path
+    if os.path.isfile(path) and os.path.isfile(sidecar) and _has_marker(path):
+        return path  # (files cached before the generator record was stored inside the .npz are generated again)
     return generate_dataset(cfg.dataset_name, num_episodes, seed, directory, num_workers=num_workers,
                             max_episode_steps=max_episode_steps, progress=progress)

@@ -21,6 +21,7 @@ import numpy as np
 from floq_jax.data.errors import DatasetError
 from floq_jax.data.names import FAMILIES, parse_name
 
+MARKER_KEY = 'floq_generator'  # key of the generator record (a JSON string) inside every generated .npz
 GENERATOR_VERSION = 2  # 2: pointmaze start/goal rules exactly as OGBench's generate_locomaze.py
 GENERATABLE = ('cube-single', 'cube-double', 'scene', 'puzzle-3x3', 'puzzle-4x4',
                'pointmaze-medium', 'pointmaze-large', 'pointmaze-giant', 'pointmaze-teleport')
@@ -321,6 +322,11 @@ def write_dataset(dataset_dir, name, train, val, sidecar):
         'train': os.path.join(dataset_dir, f'{name}.npz'),
     }
     tmp = {k: f'{v}.tmp{os.getpid()}' for k, v in final.items()}
+    # Provenance travels with the content: each .npz carries the generator record under MARKER_KEY (OGBench's files
+    # have no such key, and OGBench's loader ignores it), so a copy or a symlink is still known as generated.
+    marker = {MARKER_KEY: np.asarray(json.dumps(sidecar, sort_keys=True))}
+    train = {**train, **marker}
+    val = {**val, **marker} if val is not None else None
     try:
         if val is not None:
             with open(tmp['val'], 'wb') as f:

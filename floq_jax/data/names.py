@@ -4,6 +4,7 @@ Names look like ``<env-prefix>-<dataset type>-v0`` (e.g. ``cube-single-play-v0``
 ``<env-prefix>-<dataset type>-singletask[-taskN]-v0`` for its single-task RL variant.
 """
 import dataclasses
+import difflib
 import re
 
 from floq_jax.data.errors import DatasetError
@@ -12,6 +13,12 @@ from floq_jax.data.errors import DatasetError
 FAMILIES = ('cube', 'scene', 'puzzle', 'pointmaze', 'antmaze', 'humanoidmaze', 'antsoccer')
 MANIP_FAMILIES = ('cube', 'scene', 'puzzle')
 DATASET_TYPES = ('play', 'noisy', 'navigate', 'stitch', 'explore')
+# OGBench's environments (the part of a name before the dataset type), as registered by ogbench 1.x.
+ENV_PREFIXES = ('cube-single', 'cube-double', 'cube-triple', 'cube-quadruple', 'cube-octuple', 'scene', 'puzzle-3x3',
+                'puzzle-4x4', 'puzzle-4x5', 'puzzle-4x6', 'pointmaze-medium', 'pointmaze-large', 'pointmaze-giant',
+                'pointmaze-teleport', 'antmaze-medium', 'antmaze-large', 'antmaze-giant', 'antmaze-teleport',
+                'humanoidmaze-medium', 'humanoidmaze-large', 'humanoidmaze-giant', 'humanoidmaze-teleport',
+                'antsoccer-arena', 'antsoccer-medium')
 _VERSION_RE = re.compile(r'^v\d+$')
 _TASK_RE = re.compile(r'^task\d+$')
 
@@ -75,6 +82,14 @@ def parse_name(name):
             f'{", ".join(DATASET_TYPES)}'
         )
     env_prefix = '-'.join(body[:-1])
+    if env_prefix not in ENV_PREFIXES:
+        match = difflib.get_close_matches(env_prefix, ENV_PREFIXES, n=1, cutoff=0.6)
+        fixed = f'{match[0]}{name[len(env_prefix):]}' if match else None
+        raise DatasetError(
+            f'unknown environment {env_prefix!r} in {name!r}: '
+            + (f'did you mean {fixed!r}? ' if fixed else '')
+            + f'accepted: {", ".join(p for p in ENV_PREFIXES if p.split("-")[0] == body[0])}'
+        )
     return ParsedName(
         family=body[0],
         env_prefix=env_prefix,

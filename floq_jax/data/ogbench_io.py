@@ -44,6 +44,22 @@ def val_path(npz_path):
     return npz_path.replace('.npz', '-val.npz')
 
 
+def generator_record(path):
+    """The generator record stored inside a generated .npz (generate.MARKER_KEY), or None (e.g. OGBench's files).
+
+    Provenance is read from the file's content, never from its path or a file beside it.
+    """
+    from floq_jax.data.generate import MARKER_KEY
+
+    with np.load(path) as file:
+        if MARKER_KEY not in file.files:
+            return None
+        try:
+            return json.loads(str(file[MARKER_KEY][()]))
+        except Exception as e:  # noqa: BLE001
+            raise DatasetError(f'{path}: unreadable {MARKER_KEY!r} record ({type(e).__name__}: {e})') from None
+
+
 def required_keys(family):
     keys = ['observations', 'actions', 'terminals', 'qpos', 'qvel']
     if family in ('puzzle', 'scene'):
@@ -57,14 +73,18 @@ def validate_file(path, family, obs_shape=None, action_dim=None):
     try:
         file = np.load(path)
     except Exception as e:  # noqa: BLE001 - any unreadable file is a data problem
-        raise DatasetError(f'{fname}: cannot read as .npz ({type(e).__name__}: {e})') from None
+        raise DatasetError(f'{path}: cannot read as .npz ({type(e).__name__}: {e})') from None
     with file:
         missing = [k for k in required_keys(family) if k not in file.files]
         if missing:
             raise DatasetError(
                 f"{fname}: missing key '{missing[0]}' (required for {family}: {', '.join(required_keys(family))})"
             )
-        arrays = {k: file[k] for k in required_keys(family)}
+        try:  # members are decompressed (and CRC-checked) here: a damaged file fails on its first bad member
+            arrays = {k: file[k] for k in required_keys(family)}
+        except Exception as e:  # noqa: BLE001 - zipfile.BadZipFile, zlib.error, ValueError, EOFError, OSError
+            raise DatasetError(f'{path}: cannot read as .npz, the file is damaged ({type(e).__name__}: {e}); '
+                               f'accepted: an intact OGBench-format .npz (copy or generate it again)') from None
     n = len(arrays['observations'])
     if n == 0:
         raise DatasetError(f"{fname}: key 'observations' is empty")
@@ -164,11 +184,7 @@ def load_offline_data(env_name, dataset_dir=None, dataset_path=None):
     train = _finish(train)
     val = _finish(val) if val is not None else None
 
-    side = sidecar_path(path)
-    generator = None
-    if os.path.isfile(side):
-        with open(side) as f:
-            generator = json.load(f)
+    generator = generator_record(path)
     return OfflineData(
         env=env,
         eval_env=eval_env,
