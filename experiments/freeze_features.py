@@ -1,7 +1,7 @@
 """Experiment 3: plasticity of the critic's features.  At a fraction f (default 0.25) of training the critic's
 trunk is frozen (``freeze_critic_trunk=True`` from that step on, runner ``config_schedule``) and only its output
-layer keeps training.  Compared: floq, floq trained at t = 0 only (train_at_zero_only, K = 1), FQL and FQL with the
-matched-FLOPs ResNet critic.  Every run logs the feature norm, srank / effective rank of the penultimate features
+layer keeps training.  Compared: floq, floq trained at t = 0 only (train_at_zero_only, K = 1), FQL and FQL-ResNet
+(the published size: width 512, 4 blocks of depth 2).  Every run logs the feature norm, srank / effective rank of the penultimate features
 and the fraction of dormant units of its critic (train.csv 'diagnostics/...').
 
     python -m experiments.freeze_features --preset=smoke --save_dir=/tmp/sweeps
@@ -77,7 +77,7 @@ def main(_):
         sweep.variants = [v for v in sweep.variants if v.name in keep]
     sweep.description = (f'Variants <critic>_frozen: the critic trunk is frozen from step {step} '
                          f'({FLAGS.freeze_fraction:g} of training); floq_t0 = train_at_zero_only with K = 1; '
-                         f'fql_resnet = FQL with the matched-FLOPs residual critic.')
+                         f'fql_resnet = FQL-ResNet (published size: width 512, 4 residual blocks of depth 2).')
     sweeps.main(sweep, source, post=post)
 
 
