@@ -2,8 +2,9 @@
 
 from agents.floq import FloqAgent
 from agents.fql import FQLAgent
+from agents.fql_iqn import FQLIQNAgent
 
-AGENTS = {'floq': FloqAgent, 'fql': FQLAgent, 'fql_resnet': FQLAgent, 'fql_iqn': FQLAgent}
+AGENTS = {'floq': FloqAgent, 'fql': FQLAgent, 'fql_resnet': FQLAgent, 'fql_iqn': FQLIQNAgent}
 
 
 def agent_class(agent_name: str):

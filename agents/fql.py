@@ -20,62 +20,48 @@ number of depth-2 blocks nearest to that: 13 blocks (13.6 MFLOP, 102% of floq's)
 import functools
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 
-from agents import fql_iqn
 from floq_jax import actor
 from floq_jax.agent_base import Agent, compute_dtype, freeze_config
 from floq_jax.flops import dense_flops, mlp_flops
 from floq_jax.networks import EnsembleValue, TrunkSpec
 from floq_jax.target_noise import NOISE_STREAM, TARGET_NOISE_DISTS, sample_target_noise
 
-CRITIC_TYPES = ('scalar', 'iqn')
+
+def critic_trunk(config) -> TrunkSpec:
+    """The critic network's architecture from the config (plain MLP, or residual with critic_use_resnet)."""
+    return TrunkSpec(hidden_dims=tuple(config.value_hidden_dims), layer_norm=config.layer_norm,
+                     use_resnet=config.critic_use_resnet, width=config.critic_resnet_width,
+                     num_blocks=config.critic_resnet_blocks, block_depth=config.critic_resnet_block_depth)
+
+
 class FQLAgent(Agent):
-    """FQL agent.  params: 'critic', 'actor_bc_flow', 'actor_onestep_flow'; target: 'critic'."""
+    """FQL agent.  params: 'critic', 'actor_bc_flow', 'actor_onestep_flow'; target: 'critic'.
+
+    Subclasses with another critic (agents/fql_iqn.py) override ``build_modules``, ``init_critic_params``,
+    ``critic_values``, ``critic_features``, ``critic_loss`` and ``actor_q_fn``.
+    """
 
     @staticmethod
     @functools.lru_cache(maxsize=None)
     def build_modules(config):
         dtype = compute_dtype(config)
-        trunk = TrunkSpec(hidden_dims=tuple(config.value_hidden_dims), layer_norm=config.layer_norm,
-                          use_resnet=config.critic_use_resnet, width=config.critic_resnet_width,
-                          num_blocks=config.critic_resnet_blocks, block_depth=config.critic_resnet_block_depth)
-        if config.get('critic_type', 'scalar') == 'iqn':
-            critic = fql_iqn.ImplicitQuantileCritic(
-                hidden_dims=tuple(config.value_hidden_dims), num_ensembles=config.num_ensembles,
-                num_cosines=config.iqn_num_cosines, embed_dim=config.iqn_embed_dim,
-                layer_norm=config.layer_norm, dtype=dtype)
-        else:
-            critic = EnsembleValue(trunk=trunk, num_ensembles=config.num_ensembles, dtype=dtype,
-                                   ensemble_apply=config.ensemble_apply)
+        critic = EnsembleValue(trunk=critic_trunk(config), num_ensembles=config.num_ensembles, dtype=dtype,
+                               ensemble_apply=config.ensemble_apply)
         return {'critic': critic, **actor.build_actor_modules(config, config.action_dim, dtype)}
 
-    @property
-    def is_iqn(self) -> bool:
-        return self.config.get('critic_type', 'scalar') == 'iqn'
-
-    def quantile_levels(self, batch_size, rng=None, num_quantiles=None):
-        """IQN quantile levels (B, N): U(0, 1) samples, or the fixed midpoints (i + 0.5) / N without rng."""
-        n = num_quantiles or self.config.iqn_num_quantiles
-        if rng is None:
-            return jnp.broadcast_to(fql_iqn.quantile_midpoints(n), (batch_size, n))
-        return jax.random.uniform(rng, (batch_size, n))
+    @classmethod
+    def init_critic_params(cls, modules, rng, ex_observations, ex_actions):
+        """The critic's parameters from example inputs (B, O), (B, A)."""
+        return modules['critic'].init(rng, ex_observations, ex_actions)['params']
 
     def critic_values(self, critic_params, observations, actions, rng=None):
-        """Q of every member: (B, O), (B, A) -> (E, B).  IQN: the mean of the quantiles at levels sampled
-        with ``rng`` (``config.iqn_num_quantiles`` of them; fixed midpoints without rng)."""
-        if self.is_iqn:
-            taus = self.quantile_levels(observations.shape[0], rng)
-            return self.modules['critic'].apply({'params': critic_params}, observations, actions, taus).mean(-1)
+        """Q of every member: (B, O), (B, A) -> (E, B).  (``rng``: for critics that sample, e.g. IQN's levels.)"""
         return self.modules['critic'].apply({'params': critic_params}, observations, actions)
 
     def critic_features(self, critic_params, observations, actions):
-        """Penultimate critic features: (E, B, H) (IQN: (E, B, N, H) at the quantile midpoints)."""
-        if self.is_iqn:
-            taus = self.quantile_levels(observations.shape[0])
-            return self.modules['critic'].apply({'params': critic_params}, observations, actions, taus,
-                                                return_features=True)[1]
+        """Penultimate critic features: (E, B, H)."""
         return self.modules['critic'].apply({'params': critic_params}, observations, actions, return_features=True)[1]
 
     @jax.jit
@@ -85,8 +71,6 @@ class FQLAgent(Agent):
         return self.critic_values(self.params['critic'], observations, actions).mean(axis=0)
 
     def critic_loss(self, batch, params, rng):
-        if self.is_iqn:
-            return self.iqn_critic_loss(batch, params, rng)
         next_actions = actor.one_step_actions(self.modules, jax.lax.stop_gradient(params),
                                               batch['next_observations'], rng)
         next_qs = self.critic_values(self.target_params['critic'], batch['next_observations'], next_actions)
@@ -103,36 +87,16 @@ class FQLAgent(Agent):
         loss = ((q - targets) ** 2).mean()
         return loss, {'critic_loss': loss, 'q': q.mean(), **info}
 
-    def iqn_critic_loss(self, batch, params, rng):
-        """Quantile Huber TD loss of the IQN critic (``config.critic_type == 'iqn'``)."""
-        config = self.config
-        action_rng, tau_rng, next_tau_rng, noise_rng = jax.random.split(rng, 4)
-        observations, next_observations = batch['observations'], batch['next_observations']
-        batch_size = observations.shape[0]
-        next_actions = actor.one_step_actions(self.modules, jax.lax.stop_gradient(params), next_observations,
-                                              action_rng)
-        critic = self.modules['critic']
-        next_taus = self.quantile_levels(batch_size, next_tau_rng, config.iqn_num_target_quantiles)
-        next_z = critic.apply({'params': self.target_params['critic']}, next_observations, next_actions,
-                              next_taus)  # (E, B, N')
-        next_z = next_z.min(axis=0) if config.q_agg == 'min' else next_z.mean(axis=0)
-        targets = batch['rewards'][:, None] + config.discount * batch['masks'][:, None] * next_z  # (B, N')
-        targets = jnp.broadcast_to(jax.lax.stop_gradient(targets), (config.num_ensembles, *targets.shape))
-        info = {'target_q': targets.mean()}
-        if config.get('target_noise', 0.0):
-            targets = targets + sample_target_noise(noise_rng, targets.shape, config.target_noise,
-                                                    config.get('target_noise_dist', 'uniform'))
-        taus = self.quantile_levels(batch_size, tau_rng)
-        z = critic.apply({'params': params['critic']}, observations, batch['actions'], taus)  # (E, B, N)
-        loss = fql_iqn.quantile_huber_loss(z, taus[None], targets, config.iqn_kappa).mean()
-        return loss, {'critic_loss': loss, 'q': z.mean(), **info}
+    def actor_q_fn(self, params, rng):
+        """Q used by the actor, (B, O), (B, A) -> (B,) or (B, N) (averaged by the actor loss); gradients reach
+        the actions only."""
+        frozen = jax.lax.stop_gradient(params['critic'])
+        return lambda o, a: self.critic_values(frozen, o, a, rng).mean(axis=0)
 
     def total_loss(self, batch, params, rng):
         critic_rng, actor_rng = jax.random.split(rng)
         critic_loss, critic_info = self.critic_loss(batch, params, critic_rng)
-        frozen = jax.lax.stop_gradient(params['critic'])
-        q_rng = jax.random.fold_in(actor_rng, NOISE_STREAM) if self.is_iqn else None  # IQN: sampled quantile levels
-        q_fn = lambda o, a: self.critic_values(frozen, o, a, q_rng).mean(axis=0)
+        q_fn = self.actor_q_fn(params, jax.random.fold_in(actor_rng, NOISE_STREAM))  # own stream, if it samples
         actor_loss, actor_info = actor.actor_loss(self.modules, params, batch, actor_rng, q_fn, self.config)
         info = {f'critic/{k}': v for k, v in critic_info.items()}
         info.update({f'actor/{k}': v for k, v in actor_info.items()})
@@ -143,8 +107,6 @@ class FQLAgent(Agent):
         """A new agent; seed may be traced (vmap over seeds).  ex_observations (B, O), ex_actions (B, A)."""
         if config.q_agg not in ('mean', 'min'):
             raise ValueError(f"config.q_agg must be 'mean' or 'min', got {config.q_agg!r}")
-        if config.get('critic_type', 'scalar') not in CRITIC_TYPES:
-            raise ValueError(f'config.critic_type must be one of {CRITIC_TYPES}, got {config.critic_type!r}')
         if config.get('target_noise_dist', 'uniform') not in TARGET_NOISE_DISTS:
             raise ValueError(f'config.target_noise_dist must be one of {TARGET_NOISE_DISTS}, '
                              f'got {config.target_noise_dist!r}')
@@ -154,11 +116,7 @@ class FQLAgent(Agent):
         rng, init_rng = jax.random.split(jax.random.PRNGKey(seed))
         critic_rng, actor_rng = jax.random.split(init_rng)
         modules = cls.build_modules(config)
-        if config.get('critic_type', 'scalar') == 'iqn':
-            ex_taus = jnp.full((ex_observations.shape[0], 1), 0.5)
-            params = {'critic': modules['critic'].init(critic_rng, ex_observations, ex_actions, ex_taus)['params']}
-        else:
-            params = {'critic': modules['critic'].init(critic_rng, ex_observations, ex_actions)['params']}
+        params = {'critic': cls.init_critic_params(modules, critic_rng, ex_observations, ex_actions)}
         params.update(actor.init_actor_params(modules, actor_rng, ex_observations, ex_actions))
         return cls._from_params(rng, params, ('critic',), config)
 
@@ -204,12 +162,6 @@ def get_config(variant: str = ''):
         freeze_critic_trunk=False,    # Plasticity experiment: train only the critic's output layer.
         target_noise=0.0,             # Noise magnitude added to the TD targets (0: off; paper: 0, 4, 8, 16).
         target_noise_dist='uniform',  # 'uniform' on [-m, m] (as published) or 'gaussian' with std m.
-        critic_type='scalar',         # 'scalar' (FQL) or 'iqn' (implicit quantile critic, get_config('iqn')).
-        iqn_num_quantiles=32,         # N: quantile levels per row for the loss, the actor's Q and q_values.
-        iqn_num_target_quantiles=32,  # N': target quantile samples per row.
-        iqn_num_cosines=64,           # Cosine features of tau.
-        iqn_embed_dim=512,            # Width of the tau and (s, a) embeddings.
-        iqn_kappa=1.0,                # Huber threshold of the quantile loss.
         compute_dtype='float32',
         ensemble_apply='auto',      # 'memberwise' | 'vmap' | 'auto' (memberwise for large matmuls on CPU).
         r_min=ml_collections.config_dict.placeholder(float),  # Unused by FQL; set by the trainer for symmetry.
@@ -219,9 +171,9 @@ def get_config(variant: str = ''):
         blocks, depth = RESNET_SHAPES[variant] if variant != 'resnet_flop_matched' else (matched_resnet_blocks(), 2)
         config.update(agent_name='fql_resnet', critic_use_resnet=True, critic_resnet_width=512,
                       critic_resnet_blocks=blocks, critic_resnet_block_depth=depth)
-    elif variant == 'iqn':
-        config.agent_name = 'fql_iqn'
-        config.critic_type = 'iqn'
+    elif variant == 'iqn':  # the same as --agent=agents/fql_iqn.py
+        from agents import fql_iqn
+        return fql_iqn.get_config()
     elif variant:
         raise ValueError(f"agents/fql.py: unknown config variant {variant!r} (accepted: '', {', '.join(repr(v) for v in RESNET_SHAPES)} or 'iqn')")
     return config

@@ -6,6 +6,7 @@ stderr naming the flag and what is accepted; nothing is written before the input
 
 from __future__ import annotations
 
+import difflib
 import os
 import sys
 import tempfile
@@ -64,11 +65,13 @@ def define_common_flags(offline_steps: int = 1_000_000) -> None:
                       "large matmuls (batch x noise_samples x widest layer >= 2^18).")
     flags.DEFINE_integer('max_checkpoints', 3, 'Newest checkpoints kept per seed.')
     flags.DEFINE_bool('progress', True, 'tqdm progress bar.')
-    # config_flags applies --agent.* overrides from sys.argv already here: report unknown keys in one line.
-    unknown = _unknown_agent_keys(sys.argv)
-    if unknown:
-        fail(f'--agent.{unknown[0]}: unknown agent config key; accepted keys: '
-             f'{", ".join(sorted(unknown_agent_keys_config(sys.argv)))}')
+    # config_flags reads --agent/--agent.* from sys.argv lazily and needs --agent=<file> before the overrides: put it
+    # there, check the file (and variant) and the override keys now, each failure as one line.
+    normalize_agent_argv(sys.argv)
+    try:
+        check_agent_argv(sys.argv)
+    except UsageError as e:
+        fail(e)
     try:
         config_flags.DEFINE_config_file('agent', os.path.join(REPO, 'agents', 'floq.py'), 'Agent config file.',
                                         lock_config=False)
@@ -83,9 +86,19 @@ def quiet_logs() -> None:
     absl_logging.set_verbosity(absl_logging.WARNING)
 
 
-def one_line(message) -> str:
+def one_line(message, limit: int = 2000) -> str:
+    """The message on one line; a (very) long one is cut at a word boundary, never mid-word."""
     text = ' '.join(str(message).split())
-    return text if len(text) <= 400 else text[:397] + '...'
+    if len(text) <= limit:
+        return text
+    cut = text.rfind(' ', 0, limit - 4)
+    return text[:cut if cut > 0 else limit - 4].rstrip(',;') + ' ...'
+
+
+def did_you_mean(word: str, choices, prefix: str = '') -> str:
+    """" (did you mean <prefix><best>?)" for the closest choice (difflib), or ''."""
+    match = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f' (did you mean {prefix}{match[0]}?)' if match else ''
 
 
 def fail(message, code: int = 2):
@@ -96,44 +109,93 @@ def fail(message, code: int = 2):
 
 def flags_parser(argv):
     """absl ``app.run`` flags parser whose errors are one line (the default prints usage hints)."""
-    unknown_agent = _unknown_agent_keys(argv)
+    normalize_agent_argv(argv)
+    try:
+        check_agent_argv(argv)
+    except UsageError as e:
+        fail(e)
     try:
         return FLAGS(argv)
     except Exception as e:  # noqa: BLE001 - config_flags raises AttributeError/KeyError for unknown keys
-        if unknown_agent:
-            fail(f'--agent.{unknown_agent[0]}: unknown agent config key; accepted keys: '
-                 f'{", ".join(sorted(unknown_agent_keys_config(argv)))}')
         fail(f'{type(e).__name__}: {e}' if not isinstance(e, flags.Error) else e)
 
 
-def _agent_file(argv) -> str:
-    for a in argv[1:]:
+def _agent_spec(argv):
+    """The last --agent=<file>[:<variant>] value in argv, or None."""
+    spec = None
+    for i, a in enumerate(argv[1:], 1):
         if a.startswith('--agent='):
-            return a.split('=', 1)[1]
-    return os.path.join(REPO, 'agents', 'floq.py')
+            spec = a.split('=', 1)[1]
+        elif a == '--agent' and i + 1 < len(argv):
+            spec = argv[i + 1]
+    return spec
 
 
-def unknown_agent_keys_config(argv):
-    """Top-level keys of the agent config named by argv (empty if it cannot be loaded)."""
+def normalize_agent_argv(argv) -> None:
+    """Moves --agent=<file> in front of the --agent.<key> overrides, in place (config_flags refuses the other order
+    with a message that does not say which order it wants)."""
+    first_override = next((i for i, a in enumerate(argv) if a.startswith('--agent.')), None)
+    files = [i for i, a in enumerate(argv) if a.startswith('--agent=')]
+    if first_override is None or not files or files[-1] < first_override:
+        return
+    spec = argv[files[-1]]
+    for i in reversed(files):
+        del argv[i]
+    argv.insert(first_override, spec)
+
+
+def agent_files() -> list:
+    """The agent config files that ship with the repository (paths as --agent takes them from here)."""
+    directory = os.path.join(REPO, 'agents')
+    out = []
+    for name in sorted(os.listdir(directory)):
+        path = os.path.join(directory, name)
+        if name.endswith('.py') and not name.startswith('_'):
+            with open(path) as f:
+                if 'def get_config' in f.read():
+                    out.append(os.path.relpath(path))
+    return out
+
+
+def load_agent_config(spec: str):
+    """get_config() of --agent=<file>[:<variant>] (ml_collections' rules); UsageError naming the file or variant."""
     import importlib.util
+    import inspect
 
-    spec = _agent_file(argv)
-    path, _, arg = spec.partition(':')
+    path, _, variant = spec.partition(':')
+    if not os.path.isfile(path):
+        known = agent_files()
+        raise UsageError(f'--agent={spec}: no such file {path!r}{did_you_mean(path, known)}; accepted: '
+                         f'{", ".join(known)} (optionally <file>:<variant>, e.g. agents/fql.py:resnet)')
     try:
         module_spec = importlib.util.spec_from_file_location('_agent_cfg', path)
         module = importlib.util.module_from_spec(module_spec)
         module_spec.loader.exec_module(module)
-        return list((module.get_config(arg) if arg else module.get_config()).keys())
-    except Exception:  # noqa: BLE001 - the flags parser reports bad files itself
-        return []
+    except Exception as e:  # noqa: BLE001
+        raise UsageError(f'--agent={spec}: cannot load {path} ({type(e).__name__}: {e})') from None
+    if not callable(getattr(module, 'get_config', None)):
+        raise UsageError(f'--agent={spec}: {path} defines no get_config(); accepted: {", ".join(agent_files())}')
+    if variant and not inspect.signature(module.get_config).parameters:
+        raise UsageError(f'--agent={spec}: {path} has no config variants; accepted: --agent={path}')
+    try:
+        return module.get_config(variant) if variant else module.get_config()
+    except Exception as e:  # noqa: BLE001 - e.g. an unknown variant
+        raise UsageError(f'--agent={spec}: {type(e).__name__}: {e}') from None
 
 
-def _unknown_agent_keys(argv):
-    keys = [a[len('--agent.'):].split('=', 1)[0].split('.')[0] for a in argv[1:] if a.startswith('--agent.')]
-    if not keys:
-        return []
-    known = set(unknown_agent_keys_config(argv))
-    return [k for k in keys if known and k not in known]
+def check_agent_argv(argv) -> None:
+    """--agent=<file>[:<variant>] loads and every --agent.<key> names a key of its config (UsageError otherwise)."""
+    spec = _agent_spec(argv)
+    keys = [a[len('--agent.'):].split('=', 1)[0] for a in argv[1:] if a.startswith('--agent.')]
+    if spec is None and not keys:
+        return
+    config = load_agent_config(spec or os.path.join(REPO, 'agents', 'floq.py'))
+    known = sorted(config.keys())
+    for key in keys:
+        top = key.split('.')[0]
+        if top not in known:
+            raise UsageError(f'--agent.{key}: unknown agent config key{did_you_mean(top, known, "--agent.")}; '
+                             f'accepted keys ({len(known)}): {", ".join(known)}')
 
 
 def user_agent_keys() -> set:
@@ -176,23 +238,29 @@ def check_env_name(env_name: str) -> None:
 
 
 def check_writable(save_dir: str) -> None:
-    """--save_dir must be (creatable and) writable; checked before anything is written."""
+    """--save_dir must be creatable and writable: create it and a probe file, then remove both (nothing is left).
+
+    Asking os.access is not enough: root passes it for e.g. /proc/x, where mkdir fails later.
+    """
     path = os.path.abspath(os.path.expanduser(save_dir))
+    created = []
     probe = path
-    while not os.path.exists(probe):
-        parent = os.path.dirname(probe)
-        if parent == probe:
-            break
-        probe = parent
-    if not os.path.isdir(probe) or not os.access(probe, os.W_OK | os.X_OK):
-        raise UsageError(f'--save_dir={save_dir!r} is not writable (nearest existing directory: {probe}); '
-                         f'accepted: a directory you can write to')
-    if os.path.isdir(path):
-        try:
-            with tempfile.NamedTemporaryFile(dir=path):
-                pass
-        except OSError as e:
-            raise UsageError(f'--save_dir={save_dir!r} is not writable ({e.strerror})') from None
+    while not os.path.isdir(probe) and os.path.dirname(probe) != probe:
+        created.append(probe)
+        probe = os.path.dirname(probe)
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix='.floq_write_probe'):
+            pass
+    except OSError as e:
+        raise UsageError(f'--save_dir={save_dir!r} is not writable ({e.strerror or type(e).__name__}; nearest '
+                         f'existing directory: {probe}); accepted: a directory you can create and write to') from None
+    finally:
+        for d in created:  # deepest first
+            try:
+                os.rmdir(d)
+            except OSError:
+                break
 
 
 def check_dataset(env_name: str, dataset_dir, dataset_path) -> str:
@@ -257,6 +325,11 @@ def common_options(**extra):
         check_positive(eval_num_envs=FLAGS.eval_num_envs)
     if FLAGS.offline_steps < 0:
         raise UsageError(f'--offline_steps={FLAGS.offline_steps}: must be >= 0')
+    if FLAGS.offline_steps + int(extra.get('online_steps') or 0) < 1:
+        if 'online_steps' in extra:
+            raise UsageError(f'--offline_steps={FLAGS.offline_steps} --online_steps={extra["online_steps"]}: '
+                             f'nothing to train; accepted: at least one of them positive')
+        raise UsageError(f'--offline_steps={FLAGS.offline_steps}: nothing to train; accepted: a positive integer')
     if FLAGS.preset not in (None, '', 'none', 'published'):
         raise UsageError(f"--preset={FLAGS.preset!r}: accepted: 'published' or none")
     check_env_name(FLAGS.env_name)
@@ -300,7 +373,7 @@ def prepare(**extra):
     try:
         data = load_offline_data(FLAGS.env_name, FLAGS.dataset_dir, FLAGS.dataset_path)
     except DatasetError as e:
-        raise UsageError(f'--env_name/--dataset_dir: {e}') from None
+        raise UsageError(f"{'--dataset_path' if FLAGS.dataset_path else '--env_name/--dataset_dir'}: {e}") from None
     runner.set_reward_range(config, data, FLAGS.reward_range)
     options.flags = {name: FLAGS[name].value for name in FLAGS if name in _OUR_FLAGS}
     options.flags['preset_applied'] = applied

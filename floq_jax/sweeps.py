@@ -45,7 +45,7 @@ SUITE = tuple(f'{e}-singletask-task{t}-v0' for e in SUITE_ENVS for t in range(1,
 SMOKE_AGENT = dict(actor_hidden_dims=(32, 32), value_hidden_dims=(32, 32), block_width=32, block_depth=2,
                    batch_size=32, noise_samples=2, critic_flow_steps=2, actor_flow_steps=2, num_transformations=1,
                    critic_resnet_width=32, critic_resnet_blocks=2, iqn_num_quantiles=4, iqn_num_target_quantiles=4,
-                   iqn_num_cosines=8, iqn_embed_dim=32, stale_copy_until=100)
+                   iqn_num_cosines=8, stale_copy_until=100)
 
 PRESETS: Dict[str, dict] = {
     'smoke': dict(

@@ -11,14 +11,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from agents import floq, fql, fql_iqn
+from agents import agent_class, floq, fql, fql_iqn
 from floq_jax import actor
 from tests.conftest import random_batch
 
 TINY_FLOQ = dict(actor_hidden_dims=(16, 16), value_hidden_dims=(16, 16), block_width=16, block_depth=2,
                  batch_size=32, noise_samples=1, critic_flow_steps=4, r_min=-1.0, r_max=0.0, num_bins=11)
 TINY_FQL = dict(actor_hidden_dims=(16, 16), value_hidden_dims=(16, 16), batch_size=32, r_min=-1.0, r_max=0.0,
-                iqn_embed_dim=16, iqn_num_quantiles=4, iqn_num_target_quantiles=3)
+                iqn_num_cosines=8, iqn_num_quantiles=4, iqn_num_target_quantiles=3)
 
 
 def floq_agent(**overrides):
@@ -32,7 +32,7 @@ def fql_agent(variant='', **overrides):
     c = fql.get_config(variant)
     c.update(TINY_FQL)
     c.update(overrides)
-    return fql.FQLAgent.create(0, jnp.zeros((2, 6)), jnp.zeros((2, 2)), c)
+    return agent_class(c.agent_name).create(0, jnp.zeros((2, 6)), jnp.zeros((2, 2)), c)
 
 
 @functools.lru_cache(maxsize=None)
@@ -161,8 +161,8 @@ def test_invalid_switches_raise():
         floq_agent(stale_steps=5)
     with pytest.raises(ValueError, match='target_noise_dist'):
         floq_agent(target_noise_dist='laplace')
-    with pytest.raises(ValueError, match='critic_type'):
-        fql_agent(critic_type='c51')
+    with pytest.raises(ValueError, match='iqn_loss'):
+        fql_agent('iqn', iqn_loss='l1')
 
 
 # ------------------------------------------------------------------------------------ FQL
@@ -178,25 +178,37 @@ def test_fql_target_noise_adds_its_variance(batch):
     np.testing.assert_allclose(np.mean(increases), m ** 2 / 3, rtol=0.15)
 
 
-def test_quantile_huber_loss_matches_hand_computation():
+@pytest.mark.parametrize('kind', ['squared', 'huber'])
+def test_quantile_loss_matches_hand_computation(kind):
     rng = np.random.default_rng(0)
     z = rng.normal(size=(2, 3)).astype(np.float32) * 2  # (B, N)
     taus = rng.uniform(size=(2, 3)).astype(np.float32)
     y = rng.normal(size=(2, 4)).astype(np.float32) * 2  # (B, N')
-    kappa = 1.0
+    kappa = 1.5
     expected = np.zeros(2)
     for b in range(2):
         for i in range(3):
             total = 0.0
             for j in range(4):
                 d = y[b, j] - z[b, i]
-                huber = 0.5 * d * d if abs(d) <= kappa else kappa * (abs(d) - 0.5 * kappa)
-                total += abs(taus[b, i] - (1.0 if d < 0 else 0.0)) * huber / kappa
+                if kind == 'squared':
+                    loss = d * d
+                else:
+                    loss = 0.5 * d * d if abs(d) <= kappa else kappa * (abs(d) - 0.5 * kappa)
+                total += abs(taus[b, i] - (1.0 if d < 0 else 0.0)) * loss / kappa
             expected[b] += total / 4
-    np.testing.assert_allclose(fql_iqn.quantile_huber_loss(z, taus, y, kappa), expected, rtol=1e-5)
-    # Known special case: one quantile, one target at distance 0.5 above it, tau = 0.25 -> 0.25 * 0.125.
-    np.testing.assert_allclose(fql_iqn.quantile_huber_loss(jnp.zeros((1, 1)), jnp.full((1, 1), 0.25),
-                                                           jnp.full((1, 1), 0.5)), [0.25 * 0.125])
+    np.testing.assert_allclose(fql_iqn.quantile_loss(z, taus, y, kappa, kind), expected, rtol=1e-5)
+    # Known special case: one quantile, one target at distance 0.5 above it, tau = 0.25, kappa = 1.
+    np.testing.assert_allclose(fql_iqn.quantile_loss(jnp.zeros((1, 1)), jnp.full((1, 1), 0.25),
+                                                     jnp.full((1, 1), 0.5), 1.0, kind),
+                               [0.25 * (0.25 if kind == 'squared' else 0.125)])
+
+
+def test_iqn_default_is_published_fql_iqn():
+    c = fql_iqn.get_config()
+    assert c.agent_name == 'fql_iqn' and fql.get_config('iqn').to_dict() == c.to_dict()
+    assert (c.iqn_num_quantiles, c.iqn_num_target_quantiles, c.iqn_num_cosines, c.iqn_loss) == (8, 8, 64, 'squared')
+    assert agent_class('fql_iqn') is fql_iqn.FQLIQNAgent and issubclass(fql_iqn.FQLIQNAgent, fql.FQLAgent)
 
 
 def test_iqn_critic_loss_matches_composed_computation(batch):
@@ -206,27 +218,31 @@ def test_iqn_critic_loss_matches_composed_computation(batch):
     rng = jax.random.PRNGKey(3)
     loss, _ = agent.critic_loss(small, agent.params, rng)
     c, critic = agent.config, agent.modules['critic']
-    action_rng, tau_rng, next_tau_rng, _ = jax.random.split(rng, 4)
-    next_a = actor.one_step_actions(agent.modules, agent.params, small['next_observations'], action_rng)
-    next_taus = np.asarray(jax.random.uniform(next_tau_rng, (5, c.iqn_num_target_quantiles)))
-    taus = np.asarray(jax.random.uniform(tau_rng, (5, c.iqn_num_quantiles)))
+    n, n_next = c.iqn_num_quantiles, c.iqn_num_target_quantiles
+    action_rng, next_tau_rng, tau_rng = jax.random.split(rng, 3)
+    # One next action per target level tau'_j (rows b * N' + j), as the published fql_iqn.
+    next_obs = jnp.repeat(small['next_observations'], n_next, axis=0)
+    next_a = actor.one_step_actions(agent.modules, agent.params, next_obs, action_rng)
+    next_taus = np.asarray(jax.random.uniform(next_tau_rng, (5 * n_next, 1)))
+    taus = np.asarray(jax.random.uniform(tau_rng, (5, n)))
     # One batched forward pass each, then the loss by explicit loops over members, rows and quantile pairs.
-    next_z = np.asarray(critic.apply({'params': agent.target_params['critic']}, small['next_observations'],
-                                     next_a, next_taus)).mean(axis=0)  # (B, N'), q_agg = mean
+    next_z = np.asarray(critic.apply({'params': agent.target_params['critic']}, next_obs, next_a,
+                                     next_taus)).mean(axis=0).reshape(5, n_next)  # q_agg = mean
     z_all = np.asarray(critic.apply({'params': agent.params['critic']}, small['observations'], small['actions'],
                                     taus))  # (E, B, N)
     total = 0.0
     for e in range(c.num_ensembles):
         for b in range(5):
             y = float(small['rewards'][b]) + c.discount * float(small['masks'][b]) * next_z[b]
-            for i in range(c.iqn_num_quantiles):
-                row = 0.0
-                for j in range(c.iqn_num_target_quantiles):
+            for j in range(n_next):
+                column = 0.0
+                for i in range(n):
                     d = y[j] - z_all[e, b, i]
-                    huber = 0.5 * d * d if abs(d) <= 1.0 else abs(d) - 0.5
-                    row += abs(taus[b, i] - (1.0 if d < 0 else 0.0)) * huber
-                total += row / c.iqn_num_target_quantiles
+                    column += abs(taus[b, i] - (1.0 if d < 0 else 0.0)) * d * d  # squared error, kappa = 1
+                total += column / n_next
     np.testing.assert_allclose(loss, total / (c.num_ensembles * 5), rtol=1e-4)
+    huber_loss, _ = fql_agent('iqn', iqn_loss='huber').critic_loss(small, agent.params, rng)
+    assert np.isfinite(float(huber_loss)) and float(huber_loss) < float(loss)  # Huber <= d^2 / 2 < d^2
 
 
 def test_iqn_update_runs_and_q_is_quantile_mean(batch):
