@@ -180,6 +180,9 @@ def ensemble_trunks(parent: nn.Module, spec: TrunkSpec, num_members: int, x, sha
 # --------------------------------------------------------------------------- embeddings of z and t
 
 
+HL_GAUSS_CLIP_SIGMAS = 3.0  # hl_gauss_embedding clips z to this many sigmas outside the support
+
+
 def hl_gauss_support(q_min: float, q_max: float, num_bins: int) -> jax.Array:
     """The ``num_bins`` support points spanning [q_min, q_max] (bin edges of num_bins - 1 bins)."""
     return q_min + jnp.arange(num_bins, dtype=jnp.float32) * (q_max - q_min) / (num_bins - 1)
@@ -190,13 +193,14 @@ def hl_gauss_embedding(z: jax.Array, q_min: float, q_max: float, num_bins: int =
     """HL-Gauss embedding of scalars z: probabilities of N(z, sigma^2) over the bins between the
     ``num_bins`` support points on [q_min, q_max], normalised to sum to one.
 
-    sigma = sigma_bins * bin width.  z: (...,) -> (..., num_bins - 1).  Finite at and beyond the
-    support's edges and beyond: z is clipped to [q_min, q_max] first (far outside the support every
-    bin's mass would underflow to 0 and the published formula would give 0/0).
+    sigma = sigma_bins * bin width.  z: (...,) -> (..., num_bins - 1).  The published formula (floq's
+    ``to_probs``) for z in [q_min - 3 sigma, q_max + 3 sigma]; z beyond is clipped to that band, so the
+    embedding stays finite far outside the support (where every bin's mass underflows to 0 and the
+    published formula gives 0/0; in float32 from about 5.5 sigma out, with precision lost before that).
     """
     support = hl_gauss_support(q_min, q_max, num_bins)
     sigma = sigma_bins * (support[1] - support[0])
-    z = jnp.clip(z, q_min, q_max)
+    z = jnp.clip(z, q_min - HL_GAUSS_CLIP_SIGMAS * sigma, q_max + HL_GAUSS_CLIP_SIGMAS * sigma)
     cdf = jax.scipy.special.erf((support - z[..., None]) / (jnp.sqrt(2.0) * sigma))
     bin_mass = cdf[..., 1:] - cdf[..., :-1]
     total = cdf[..., -1:] - cdf[..., :1]

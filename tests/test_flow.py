@@ -70,8 +70,11 @@ def test_hl_gauss_embedding():
         assert probs[i].argmax() == expected_bin
     # Edges: mass sits at the matching end.
     assert probs[0].argmax() == 0 and probs[4].argmax() == bins - 2
-    # Beyond the support: the same as at the nearest edge.
-    np.testing.assert_allclose(probs[5], probs[4]) ; np.testing.assert_allclose(probs[6], probs[0])
+    # Beyond the support (z = 5 is 2.5 sigma out): the published formula, the mass still at the matching end.
+    assert probs[5].argmax() == bins - 2 and probs[5][-1] > probs[4][-1]
+    # Far beyond (z = -140 is 20 sigma out, where the published formula gives 0/0): as at 3 sigma out.
+    three_sigma = np.asarray(networks.hl_gauss_embedding(jnp.array([q_min - 3 * 2.0]), q_min, q_max, bins, 1.0))
+    np.testing.assert_allclose(probs[6], three_sigma[0])
     # Default sigma (16 bins) is smooth but still centred near z.
     wide = np.asarray(networks.hl_gauss_embedding(jnp.array([-50.0]), q_min, q_max, bins, 16.0))[0]
     centres = (support[1:] + support[:-1]) / 2
