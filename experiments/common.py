@@ -73,7 +73,7 @@ def define_common_flags(offline_steps: int = 1_000_000) -> None:
     except UsageError as e:
         fail(e)
     try:
-        config_flags.DEFINE_config_file('agent', os.path.join(REPO, 'agents', 'floq.py'), 'Agent config file.',
+        config_flags.DEFINE_config_file('agent', os.path.join(REPO, 'agents', 'floq.py'), agent_help(sys.argv),
                                         lock_config=False)
     except Exception as e:  # noqa: BLE001
         fail(f'--agent: {type(e).__name__}: {e}')
@@ -83,7 +83,10 @@ def quiet_logs() -> None:
     """Hide orbax's INFO chatter (warnings, e.g. skipped corrupt checkpoints, still show)."""
     from absl import logging as absl_logging
 
+    from floq_jax.console import quiet_setup
+
     absl_logging.set_verbosity(absl_logging.WARNING)
+    quiet_setup()  # headless MuJoCo backend (no GLFW 'DISPLAY missing'), no gymnasium Box-precision warnings
 
 
 def one_line(message, limit: int = 2000) -> str:
@@ -181,6 +184,18 @@ def load_agent_config(spec: str):
         return module.get_config(variant) if variant else module.get_config()
     except Exception as e:  # noqa: BLE001 - e.g. an unknown variant
         raise UsageError(f'--agent={spec}: {type(e).__name__}: {e}') from None
+
+
+def agent_help(argv) -> str:
+    """--help text of --agent: the shipped config files and every --agent.<key> of the selected one with its default."""
+    spec = _agent_spec(argv) or os.path.relpath(os.path.join(REPO, 'agents', 'floq.py'))
+    try:
+        config = load_agent_config(spec)
+    except UsageError:
+        return 'Agent config file[:variant].'
+    keys = '; '.join(f'--agent.{k}={config[k]!r}' for k in sorted(config.keys()))
+    return (f'Agent config file[:variant]: {", ".join(agent_files())} (e.g. agents/fql.py:resnet). Every key of its '
+            f'config is a flag --agent.<key>=<value>; for {spec} (key=default): {keys}')
 
 
 def check_agent_argv(argv) -> None:
@@ -379,6 +394,7 @@ def prepare(**extra):
     options.flags['preset_applied'] = applied
     options.flags['preset_protocol_applied'] = apply_protocol_preset()  # what --preset=published set (idempotent)
     options.flags['cpu_devices'] = cpu_devices  # the effective value (auto resolved)
+    options.console = True  # start-up / final summaries on stderr
     return config, data, options
 
 
@@ -403,7 +419,7 @@ def maybe_wandb(options, config) -> None:
 
 def run_cli(body) -> None:
     """Runs ``body()`` turning expected errors into one stderr line (exit 2 usage, 1 runtime)."""
-    from floq_jax.runner import NonFiniteMetric, RunDirConflict
+    from floq_jax.runner import Interrupted, NonFiniteMetric, RunDirConflict
 
     try:
         body()
@@ -411,3 +427,11 @@ def run_cli(body) -> None:
         fail(e, 2)
     except (RunDirConflict, NonFiniteMetric) as e:
         fail(e, 1)
+    except Interrupted as e:
+        where = (f'from its checkpoint at step {e.checkpoint}' if e.checkpoint is not None
+                 else 'from step 0: no checkpoint was saved yet')
+        print(f'interrupted at step {e.step}; re-run the same command to resume ({where})', file=sys.stderr)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        print('interrupted before training started; nothing was trained', file=sys.stderr)
+        sys.exit(130)

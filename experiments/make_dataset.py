@@ -29,6 +29,9 @@ def _fail(msg):
 
 
 def main(_):
+    from floq_jax.console import quiet_setup
+
+    quiet_setup()
     from floq_jax.data import DatasetError, generate_dataset, generation_config, parse_name
     from floq_jax.data.report import dataset_success, oracle_success
 

@@ -9,11 +9,12 @@ checkpoints/).  Re-running the same command continues from the newest intact che
 See docs/training.md.
 """
 
-from absl import app
+from absl import app, flags
 
 from experiments import common
 
 common.define_common_flags()
+flags.adopt_module_key_flags(common)  # --help lists the common flags (and --agent's keys), not only --helpfull
 FLAGS = common.FLAGS
 
 

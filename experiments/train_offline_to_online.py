@@ -17,6 +17,7 @@ from absl import app, flags
 from experiments import common
 
 common.define_common_flags()
+flags.adopt_module_key_flags(common)  # --help lists the common flags (and --agent's keys), not only --helpfull
 flags.DEFINE_integer('online_steps', 1_000_000, 'Online env steps.')
 flags.DEFINE_integer('utd_ratio', 1, 'Updates per env step.')
 flags.DEFINE_integer('buffer_size', 2_000_000, 'Replay capacity (at least the dataset size + 1); the published '

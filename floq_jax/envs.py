@@ -89,8 +89,18 @@ def _make_frozen_env(env_name: str, env_kwargs: dict) -> gymnasium.Env:
 
 
 def _worker(conn, env_fns) -> None:
-    """Worker loop of ChunkedVectorEnv: owns ``len(env_fns)`` envs."""
+    """Worker loop of ChunkedVectorEnv: owns ``len(env_fns)`` envs.
+
+    Ctrl-C (SIGINT to the whole process group) is left to the parent, which closes the workers; a worker whose parent
+    is gone (its pipe closed, e.g. after SIGKILL) exits quietly instead of printing EOFError/BrokenPipeError.
+    """
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
+        from floq_jax.console import quiet_setup
+
+        quiet_setup()
         envs = [fn() for fn in env_fns]
         conn.send(('ok', (envs[0].observation_space, envs[0].action_space)))
         while True:
@@ -119,8 +129,13 @@ def _worker(conn, env_fns) -> None:
                     env.close()
                 conn.send(('ok', None))
                 break
+    except EOFError:  # recv: the parent is gone
+        pass
     except Exception as e:  # noqa: BLE001 - forwarded to the parent.
-        conn.send(('error', f'{type(e).__name__}: {e}'))
+        try:
+            conn.send(('error', f'{type(e).__name__}: {e}'))
+        except OSError:  # BrokenPipeError: the parent is gone
+            pass
     finally:
         conn.close()
 

@@ -49,6 +49,14 @@ class NonFiniteMetric(RuntimeError):
     """A training metric became NaN or inf."""
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a run: ``step`` reached, ``checkpoint`` the newest saved step (None: none yet)."""
+
+    def __init__(self, step: int, checkpoint: Optional[int]):
+        super().__init__(step, checkpoint)
+        self.step, self.checkpoint = step, checkpoint
+
+
 @dataclasses.dataclass
 class RunOptions:
     """Everything the loop needs besides the agent config and the data (the entrypoints map flags onto it)."""
@@ -84,6 +92,7 @@ class RunOptions:
     # on CPU for large matmuls (floq_jax.train.use_seed_map).
     seed_loop: str = 'auto'
     progress: bool = True                # tqdm bar
+    console: bool = False                # CLI: start-up / final summaries and 'compiling' notes on stderr
     flags: Dict[str, Any] = dataclasses.field(default_factory=dict)  # recorded in flags.json
     stop_after_step: Optional[int] = None  # test hook: return after this step (as if killed after its save)
     # [(step, {agent config key: value})]: from ``step`` on the agents train with those config values (static
@@ -306,6 +315,14 @@ class _Run:
         # flags.json, the CSV logs and TensorBoard events, so the files are written once.
         self.primary = is_primary_process()
         resume_step = self.step if self.restored else None
+        if self.primary and not self.restored:
+            # A run dir that is (re)started from step 0 (e.g. it was stopped before its first checkpoint): its CSVs
+            # start afresh, and so do its TensorBoard events (no second step-0 evaluation beside the old one).
+            for d in self.dirs:
+                tb_dir = os.path.join(d, 'tb')
+                for name in os.listdir(tb_dir) if os.path.isdir(tb_dir) else []:
+                    if name.startswith('events.out.tfevents.'):
+                        os.remove(os.path.join(tb_dir, name))
         if self.primary:
             for d, r in zip(self.dirs, records):
                 write_json(os.path.join(d, 'flags.json'), r)
@@ -324,6 +341,7 @@ class _Run:
             self.eval_logs = [NullLogger() for _ in self.dirs]
             self.tb = [NullLogger() for _ in self.dirs]
         self.last_good = self.step if self.restored else None
+        self.last_eval: List[dict] = []
         self._evaluator = None
         self._qbatch = eval_batch(data) if options.eval_num_steps else None
         self._diag_fn = None
@@ -441,6 +459,7 @@ class _Run:
             self.eval_logs[k].log(row, self.step)
             self.tb[k].log(row, self.step)
             results.append(row)
+        self.last_eval = results
         return results
 
     def close(self) -> None:
@@ -553,9 +572,13 @@ def run_training(agent_cls, config, data, options: RunOptions, online_phase: Opt
     """Offline steps (then ``online_phase(run, bar)`` if given); returns the run directories (one per seed)."""
     run = _Run(agent_cls, canonical_config(config), data, options, extra_state)
     o = options
+    if o.console and run.primary:
+        _say(startup_summary(run))
     bar = _progress(o, o.offline_steps + o.online_steps, run.step)
+    interrupted = False
     try:
         if not run.restored and o.eval_at_start:
+            _note(o, bar, 'evaluating step 0')
             run.evaluate()
         intervals = (o.log_interval, o.eval_interval, o.save_interval)
         boundaries = [int(s) for s, _ in o.config_schedule]
@@ -563,6 +586,8 @@ def run_training(agent_cls, config, data, options: RunOptions, online_phase: Opt
         for i, (start, n) in enumerate(schedule):
             if start in boundaries:
                 run.apply_config_schedule()
+            if i == 0:
+                _note(o, bar, 'compiling the update (first chunk)')
             t0 = time.perf_counter()
             if run.host_sampler is None:  # the chunk constructors are cached: one jitted function per (size, n)
                 chunk = train.make_train_chunk(config.batch_size, n, run.mesh, run.seed_map)
@@ -578,6 +603,8 @@ def run_training(agent_cls, config, data, options: RunOptions, online_phase: Opt
             run.step = start + n
             check_finite(infos, run.step, run.seeds, run.last_good)
             if bar is not None:
+                if i == 0:
+                    bar.set_description_str('training', refresh=False)
                 bar.update(n)
             if _at(run.step, o.log_interval):
                 run.log_train(infos, extra=run.diagnostics(), rate=n / max(time.perf_counter() - t0, 1e-9))
@@ -592,11 +619,74 @@ def run_training(agent_cls, config, data, options: RunOptions, online_phase: Opt
             _test_pause(run)
         if online_phase is not None and o.online_steps > 0:
             online_phase(run, bar)
+        if o.console and run.primary:
+            if bar is not None:
+                bar.close()
+                bar = None
+            _say(final_summary(run))
         return run.dirs
+    except KeyboardInterrupt:
+        interrupted = True
+        raise Interrupted(run.step, run.last_good) from None
     finally:
-        if bar is not None:
-            bar.close()
-        run.close()
+        import signal
+        import threading
+
+        # A second Ctrl-C while the checkpoints are finalised would only leave a traceback (and a half-closed run).
+        mask = interrupted and threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if mask else None
+        try:
+            if bar is not None:
+                bar.close()
+            run.close()
+        finally:
+            if mask:
+                signal.signal(signal.SIGINT, previous)
+
+
+def _say(text: str) -> None:
+    import sys
+
+    print(text, file=sys.stderr, flush=True)
+
+
+def _note(options: RunOptions, bar, text: str) -> None:
+    """What the run is doing while the bar cannot move (compiling, evaluating): the bar's label, else a line."""
+    if bar is not None:
+        bar.set_description_str(text, refresh=True)
+    elif options.console and is_primary_process():
+        _say(f'{text}...')
+
+
+def _seed_range(seeds: Sequence[int]) -> str:
+    return str(seeds[0]) if len(seeds) == 1 else f'{seeds[0]}..{seeds[-1]}'
+
+
+def startup_summary(run: _Run) -> str:
+    """Two lines: what trains on what, where, and from which step."""
+    o, devices = run.options, jax.devices()
+    total = o.offline_steps + o.online_steps
+    state = (f'resuming from step {run.step} (checkpoint) of {total}' if run.restored
+             else f'starting at step 0 of {total}')
+    phases = f'{o.offline_steps} offline' + (f' + {o.online_steps} online' if o.online_steps else '')
+    return (f'floq-jax: env {o.env_name} | agent {run.config.agent_name} | data {run.data.source} '
+            f'({run.data.dataset_file}) | devices {len(devices)} x {devices[0].platform} | '
+            f'seeds {_seed_range(run.seeds)} | {phases} steps | {state}\n'
+            f'floq-jax: run dirs {os.path.dirname(run.dirs[0])}/seed{{{",".join(map(str, run.seeds))}}}')
+
+
+def final_summary(run: _Run) -> str:
+    """One line: the step reached, the last evaluation per seed, where the results are."""
+    o = run.options
+    if run.last_eval:
+        values = [r['evaluation/success'] for r in run.last_eval]
+        per_seed = ', '.join(f'seed{s} {v:.2f}' for s, v in zip(run.seeds, values))
+        result = f'final success {per_seed} (mean {np.mean(values):.2f})'
+    else:
+        result = 'no evaluation in this session'
+    return (f'floq-jax: done at step {run.step}: {result}; results in {os.path.dirname(run.dirs[0])}/seed<k>/ '
+            f'(eval.csv, train.csv, tb/, checkpoints/); table: python -m experiments.report '
+            f'--runs={os.path.join(o.save_dir, o.run_group)}')
 
 
 def run_offline(config, data, options: RunOptions) -> List[str]:
@@ -641,6 +731,20 @@ def make_online_update(batch_size: int, utd_ratio: int):
     return jax.jit(jax.vmap(one_seed), donate_argnums=(0, 1, 3))
 
 
+BAR_EVERY = 100  # online phase: env steps per progress-bar update
+
+
+def online_episode_metrics(finished: Sequence[Sequence[Tuple[float, float]]]) -> Dict[str, np.ndarray]:
+    """(S,) arrays for a train.csv / TensorBoard row from each seed's episodes ended since the last row:
+    'online/episode_return' and 'online/episode_success' (means; NaN for a seed with none) and 'online/episodes'."""
+    def mean(values):
+        return float(np.mean(values)) if values else float('nan')
+
+    return {'online/episode_return': np.asarray([mean([r for r, _ in f]) for f in finished]),
+            'online/episode_success': np.asarray([mean([x for _, x in f]) for f in finished]),
+            'online/episodes': np.asarray([len(f) for f in finished])}
+
+
 def _online_phase(run: _Run, bar) -> None:
     """Online fine-tuning: one env per seed, one batched policy call per env step, utd_ratio updates after it."""
     from floq_jax import envs as envs_lib
@@ -653,14 +757,17 @@ def _online_phase(run: _Run, bar) -> None:
     obs = np.stack([env.reset(seed=s * 100_003 + episode)[0] for env, s in zip(envs, seeds)]).astype(np.float32)
     action_keys = jax.vmap(lambda s: jax.random.fold_in(jax.random.PRNGKey(s), 2))(jnp.asarray(seeds))
     returns = np.zeros(len(seeds))
+    finished = [[] for _ in seeds]  # per seed: (return, success) of the episodes ended since the last log row
+    pending = 0  # env steps not yet shown on the bar (redrawn every BAR_EVERY steps, not every env step)
     try:
         while run.step < o.offline_steps + o.online_steps:
             keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(action_keys, run.step)
             actions = np.clip(np.asarray(act(run.agents, jnp.asarray(obs), keys)), -1, 1)
-            next_obs, rewards, terminated, truncated = [], [], [], []
+            next_obs, rewards, terminated, truncated, successes = [], [], [], [], []
             for k, env in enumerate(envs):
-                ob, r, term, trunc, _ = env.step(actions[k])
+                ob, r, term, trunc, info = env.step(actions[k])
                 next_obs.append(ob), rewards.append(r), terminated.append(term), truncated.append(trunc)
+                successes.append(float(info.get('success', 0.0)))
             next_obs = np.stack(next_obs).astype(np.float32)
             transitions = dict(observations=obs, actions=actions.astype(np.float32),
                                rewards=np.asarray(rewards, np.float32),
@@ -674,15 +781,20 @@ def _online_phase(run: _Run, bar) -> None:
                 episode += 1
                 run.metadata['episodes'] = episode
                 for k in np.flatnonzero(done):
+                    finished[k].append((returns[k], successes[k]))
                     obs[k] = envs[k].reset(seed=seeds[k] * 100_003 + episode)[0]
                     returns[k] = 0.0
-            if bar is not None:
-                bar.update(1)
+            pending += 1
+            if bar is not None and (pending >= BAR_EVERY or run.step == o.offline_steps + o.online_steps):
+                bar.update(pending)
+                pending = 0
             if _at(run.step, o.log_interval):
                 infos = train.to_host(infos)
                 check_finite(infos, run.step, seeds, run.last_good)
                 size = np.asarray(train.to_host(run.extra.size))
-                run.log_train(infos, extra={'online/buffer_size': size, **run.diagnostics()})
+                run.log_train(infos, extra={'online/buffer_size': size, **online_episode_metrics(finished),
+                                            **run.diagnostics()})
+                finished = [[] for _ in seeds]
             if _at(run.step, o.eval_interval) or run.step == o.offline_steps + o.online_steps:
                 run.evaluate()
             if _at(run.step, o.save_interval) or run.step == o.offline_steps + o.online_steps:

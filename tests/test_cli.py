@@ -188,3 +188,85 @@ def test_make_dataset_refuses_to_overwrite(tmp_path):
     lines = [line for line in out.stderr.splitlines() if 'error:' in line]
     assert out.returncode == 2 and len(lines) == 1 and '--overwrite' in lines[0] and str(target) in lines[0], out.stderr
     assert target.read_text() == 'keep me' and os.listdir(tmp_path) == ['cube-single-play-v0.npz']
+
+
+def _tb_eval_steps(tb_dir):
+    """Steps of the 'evaluation/success' events in every event file of tb_dir (tensorboardX's record format)."""
+    import struct
+
+    from tensorboardX.proto import event_pb2
+
+    steps = []
+    for name in sorted(os.listdir(tb_dir)):
+        data, i = open(os.path.join(tb_dir, name), 'rb').read(), 0
+        while i < len(data):
+            n = struct.unpack('<Q', data[i:i + 8])[0]
+            event = event_pb2.Event()
+            event.ParseFromString(data[i + 12:i + 12 + n])
+            i += 12 + n + 4
+            steps += [event.step for v in event.summary.value if v.tag == 'evaluation/success']
+    return steps
+
+
+def test_ctrl_c_one_line_then_resume_without_duplicate_tb_points(tiny_npz, tmp_path):
+    """Ctrl-C (SIGINT to the process group, env workers included) before the first checkpoint: one line, exit 130,
+    no traceback from the parent or the eval workers; the same command then runs to the end, and TensorBoard holds
+    one step-0 evaluation (the stale events of the interrupted session are not kept beside the new ones)."""
+    import signal
+
+    cmd = [sys.executable, '-m', 'experiments.train_offline', f'--env_name={ENV}', f'--dataset_path={tiny_npz}',
+           f'--save_dir={tmp_path}', '--offline_steps=20', '--steps_per_call=10', '--save_interval=20',
+           '--eval_interval=20', '--log_interval=10', '--eval_episodes=2', '--noprogress', '--agent.batch_size=16',
+           '--agent.block_width=32', '--agent.block_depth=2', '--agent.actor_hidden_dims=(32,32)',
+           '--agent.value_hidden_dims=(32,32)', '--agent.noise_samples=2', '--agent.critic_flow_steps=2',
+           '--agent.actor_flow_steps=2']
+    env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS='cpu')
+    env.pop('XLA_FLAGS', None)
+    proc = subprocess.Popen(cmd, cwd=REPO, env=dict(env, FLOQ_TEST_PAUSE_AT_STEP='10'), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        line = ''
+        while 'PAUSED' not in line and proc.poll() is None:
+            line = proc.stdout.readline()
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, err[-3000:]
+    assert 'Traceback' not in err and 'KeyboardInterrupt' not in err, err[-3000:]
+    assert err.strip().splitlines()[-1] == ('interrupted at step 10; re-run the same command to resume (from step 0: '
+                                            'no checkpoint was saved yet)'), err[-3000:]
+    assert 'floq-jax: env cube-single-play-singletask-task1-v0 | agent floq | data generated' in err
+    assert 'compiling the update' in err
+    again = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert 'floq-jax: done at step 20: final success seed0' in again.stderr, again.stderr[-3000:]
+    run_dir = os.path.join(tmp_path, 'default', ENV, 'floq', 'seed0')
+    assert _tb_eval_steps(os.path.join(run_dir, 'tb')) == [0, 20]
+
+
+def test_env_workers_exit_quietly_when_parent_is_killed():
+    """SIGKILL of the parent: the ChunkedVectorEnv workers see their pipe close and exit without EOFError or
+    BrokenPipeError tracebacks (stderr reaches EOF once every worker has exited)."""
+    import signal
+
+    script = ('import time\nfrom floq_jax.console import quiet_setup\nquiet_setup()\n'
+              'from floq_jax.envs import make_vector_env\n'
+              f'env = make_vector_env({ENV!r}, 2, num_workers=2)\nenv.reset(seed=0)\n'
+              'print("ready", flush=True)\ntime.sleep(600)\n')
+    env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS='cpu')
+    proc = subprocess.Popen([sys.executable, '-c', script], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == 'ready', proc.stderr.read()[-2000:]
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    err = proc.stderr.read()  # EOF only when the workers (which share the pipe) are gone
+    assert 'Traceback' not in err and 'Error' not in err, err[-3000:]
+    assert 'DISPLAY' not in err and 'precision lowered' not in err, err[-3000:]
+
+
+def test_help_lists_flags_and_agent_keys():
+    out = run(['--help'], timeout=60)
+    assert 'Traceback' not in out.stderr, out.stderr[-2000:]  # (absl's --help exits with 1)
+    assert '--env_name' in out.stdout and '--save_dir' in out.stdout and '--agent.critic_flow_steps=8' in out.stdout

@@ -207,6 +207,8 @@ def test_offline_to_online_smoke(runs):
     assert buffer.data['observations'].shape[0] == n + 1  # capacity: max(buffer_size, dataset + 1)
     assert int(buffer.size) == n + 1 and int(buffer.pointer) == (n + 30) % (n + 1)  # wrapped around
     assert [float(r['online/buffer_size']) for r in rows[5:]] == [n + 1] * 3
+    # Per-seed online episode return / success columns (issue 14.12); no 200-step episode ends in 30 env steps.
+    assert [r['online/episodes'] for r in rows[5:]] == ['0'] * 3 and 'online/episode_success' in rows[5]
     # The newest rows hold online transitions: not the dataset's.
     newest = np.asarray(buffer.data['observations'][int(buffer.pointer) - 1])
     assert not np.any(np.all(np.isclose(data.train['observations'], newest), axis=1))

@@ -261,6 +261,9 @@ def run_episode(cfg, seed):
 
 
 def _worker(args):
+    from floq_jax.console import quiet_setup
+
+    quiet_setup()  # worker processes (spawn) do not inherit the parent's warning filters
     cfg, seed = args
     ep = run_episode(cfg, seed)
     return {k: np.asarray(v, dtype=_DTYPES.get(k, np.float32)) for k, v in ep.items()}
