@@ -452,7 +452,8 @@ class _Run:
         results = []
         for k, s in enumerate(self.seeds):
             agent = train.select_seed(self.agents, k)
-            res = self._evaluator(policy_fn_for(agent), temperature=presets.eval_temperature(o.eval_protocol), seed=s)
+            res = self._evaluator(policy_fn_for(agent), temperature=presets.eval_temperature(o.eval_protocol),
+                                  seed=s)
             row = {f'evaluation/{m}': float(res[m]) for m in EVAL_METRICS}
             if self._qbatch is not None:
                 row.update(q_estimates(agent, self._qbatch, o.eval_num_steps))
