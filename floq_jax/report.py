@@ -122,6 +122,8 @@ def _path_defaults(path: str) -> Dict[str, Any]:
       out['agent_name'] = parts[-2]
     if len(parts) >= 3:
       out['env_name'] = parts[-3]
+    if len(parts) >= 4:
+      out['run_group'] = parts[-4]
   else:
     out['seed'] = parts[-1]
     if len(parts) >= 2:
@@ -484,6 +486,7 @@ def to_markdown(table: pd.DataFrame, iqm: Optional[pd.DataFrame] = None,
   notes = [f'Seeds per cell: {seeds[0]}' + (f'-{seeds[-1]}' if len(seeds) > 1 else '') + '.']
   if single:
     notes.append(f'† {SINGLE_SEED_FOOTNOTE}.')
+  notes += list(table.attrs.get('notes', ()))
   all_data = set('+'.join(table['data']).split('+'))
   if iqm is not None and len(iqm):
     all_data |= set('+'.join(iqm['data']).split('+'))
@@ -661,6 +664,31 @@ def plot_grid(values, row_labels: Sequence[Any], col_labels: Sequence[Any], path
 # Everything at once.
 
 
+def split_run_groups(runs: Sequence[Run], group_by: GroupBy = 'agent_name',
+                     task_key: str = 'env_name') -> Tuple[GroupBy, Optional[str]]:
+  """(group_by, note) for the table: run groups that hold the same seed of the same task and group are never pooled
+  (that would count one seed several times, e.g. 4 run groups x seed0/seed1 as 'Seeds per cell: 8'): ``run_group``
+  is added to ``group_by`` so each run group gets its own column, and the note says so.  Run groups with distinct
+  seeds are pooled, and the note names them.  No note when every cell holds one run group."""
+  keys = (group_by,) if isinstance(group_by, str) else tuple(group_by)
+  if 'run_group' in keys:
+    return group_by, None
+  seeds: Dict[Tuple, Dict[Any, set]] = {}
+  for r in runs:
+    cell = (_hashable(r.get(task_key)), _group_label(r, group_by))
+    seeds.setdefault(cell, {}).setdefault(_hashable(r.seed), set()).add(str(r.get('run_group', '?')))
+  in_cells = {cell: set().union(*by_seed.values()) for cell, by_seed in seeds.items()}
+  pooled = sorted(set().union(*[g for g in in_cells.values() if len(g) > 1]))
+  if not pooled:
+    return group_by, None
+  if any(len(g) > 1 for by_seed in seeds.values() for g in by_seed.values()):
+    return keys + ('run_group',), (
+        f'Run groups {", ".join(pooled)} hold the same seeds of the same task and {_group_col(group_by)}, so they '
+        f'are kept apart (columns <{_group_col(group_by)}>,<run_group>), not pooled; report one run group with '
+        f'--runs=<save_dir>/<run_group>.')
+  return group_by, f'Cells pool the run groups {", ".join(pooled)} (each with distinct seeds).'
+
+
 def write_report(root: str, out_dir: Optional[str] = None, metric: str = DEFAULT_METRIC,
                  last_n: int = 3, group_by: GroupBy = 'agent_name', task_key: str = 'env_name',
                  title: Optional[str] = None, reps: int = 5000, seed: int = 0,
@@ -675,7 +703,10 @@ def write_report(root: str, out_dir: Optional[str] = None, metric: str = DEFAULT
     runs = load_runs(root, metric=metric)
   out_dir = root if out_dir is None else out_dir
   os.makedirs(out_dir, exist_ok=True)
+  group_by, run_group_note = split_run_groups(runs, group_by, task_key)
   table = results_table(runs, metric, last_n, group_by, task_key, reps, seed)
+  if run_group_note:
+    table.attrs['notes'] = [run_group_note]
   iqm = aggregate_iqm(runs, metric, last_n, group_by, task_key, reps, seed)
   if title is None:
     title = f'Results: {os.path.basename(os.path.normpath(os.path.abspath(root)))}'

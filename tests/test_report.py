@@ -267,3 +267,24 @@ def test_entrypoint_writes_report(grid_root, tmp_path):
   assert 'env_name,agent_name' in proc.stdout
   for name in ('results.md', 'results.csv', 'learning_curves.png'):
     assert (out / name).stat().st_size > 0
+
+
+def test_run_groups_with_the_same_seeds_are_kept_apart(tmp_path):
+  """Issue 14.10: four run groups x seed0/seed1 used to be pooled silently into 'Seeds per cell: 8'."""
+  root = str(tmp_path)
+  for g, v in zip(('g1', 'g2', 'g3', 'g4'), (0.1, 0.2, 0.3, 0.4)):
+    for s in (0, 1):
+      make_run(root, 'task1', 'floq', s, [v] * 3, subdir=[g])
+  md = open(report.write_report(root, reps=REPS)['results.md']).read()
+  assert 'Seeds per cell: 2.' in md and 'Seeds per cell: 8' not in md, md
+  assert '| floq,g1 | floq,g2 | floq,g3 | floq,g4 |' in md, md
+  assert 'Run groups g1, g2, g3, g4 hold the same seeds' in md and 'kept apart' in md
+
+
+def test_run_groups_with_distinct_seeds_are_pooled_and_named(tmp_path):
+  root = str(tmp_path)
+  for g, seeds in (('a', (0, 1)), ('b', (2, 3))):
+    for s in seeds:
+      make_run(root, 'task1', 'floq', s, [0.5] * 3, subdir=[g])
+  md = open(report.write_report(root, reps=REPS)['results.md']).read()
+  assert 'Seeds per cell: 4.' in md and 'Cells pool the run groups a, b (each with distinct seeds).' in md, md
