@@ -1,0 +1,307 @@
+"""Learning parity: the published floq code and floq-jax trained side by side, same data, config and protocol.
+
+    python -m experiments.parity --reference_dir=~/src/floq --reference_python=~/floq-venv/bin/python
+
+For every task and agent (floq and FQL by default) this trains ``--num_seeds`` seeds with the published code
+(its ``main.py``, unmodified, one process per seed, ``--jobs`` at a time) and with floq-jax
+(``experiments.train_offline``, all seeds in one process), on the same OGBench-format files (generated with
+OGBench's oracles and cached, or the user's real files with ``--dataset_dir``), with the same agent config
+(:data:`PARITY_CONFIGS`, the demo's small networks, plus the published per-task alpha) and the same protocol:
+the published evaluation (one-step policy, noise N(0, I)), ``--eval_episodes`` episodes every
+``--eval_interval`` updates.  Then it writes ``<out_dir>/report/``: ``parity_results.md`` (final success per
+(task, agent, code) with 95% bootstrap CIs over seeds, and the wall-clock of both codes) and
+``parity_curves.png`` (learning curves of both codes in one plot per task).
+
+Finished runs are kept: re-running the command trains only what is missing, then rewrites the report;
+``--report_only`` rewrites the report from what exists.  The published code's requirements (jax, flax, optax,
+distrax, ml_collections, ogbench) must be importable by ``--reference_python``; it runs offline with a
+stand-in ``wandb`` module (``floq_jax.reference``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+from absl import app, flags
+
+from experiments import common
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string('reference_dir', None, 'Checkout of https://github.com/CMU-AIRe/floq (the published code).')
+flags.DEFINE_string('reference_python', sys.executable, 'Interpreter that runs the published code (needs distrax).')
+flags.DEFINE_list('tasks', ['cube-single-play-singletask-task2-v0', 'scene-play-singletask-task1-v0'],
+                  'OGBench single-task names.')
+flags.DEFINE_list('agents', ['floq', 'fql'], 'Agents (floq, fql).')
+flags.DEFINE_list('steps', ['70000'], 'Offline updates: one value, or one per task.')
+flags.DEFINE_integer('num_seeds', 4, 'Seeds per (task, agent, code).')
+flags.DEFINE_integer('eval_interval', 10000, 'Evaluation interval (updates).')
+flags.DEFINE_integer('eval_episodes', 50, 'Episodes per evaluation.')
+flags.DEFINE_integer('dataset_episodes', 100, 'Episodes of the generated datasets.')
+flags.DEFINE_string('dataset_dir', None, 'Directory of real OGBench files to use instead of generated ones.')
+flags.DEFINE_string('out_dir', 'runs/parity', 'Where runs, logs, timings and the report go.')
+flags.DEFINE_integer('jobs', 2, 'Published-code processes run at once (one per core).')
+flags.DEFINE_enum('only', 'all', ['all', 'reference', 'floq_jax'], 'Train only one of the codes.')
+flags.DEFINE_bool('report_only', False, 'Only write the report from the runs that exist.')
+
+# The agent config both codes get: the demo's small networks (2 x 128, batch 64; floq K = 4, 2 noise samples),
+# written in each code's config keys (the published FQL sizes its critic with block_width/block_depth).
+_SMALL = dict(batch_size=64, actor_hidden_dims=(128, 128))
+PARITY_CONFIGS = {
+    'floq': {'published': dict(_SMALL, value_hidden_dims=(128, 128), block_width=128, block_depth=2,
+                               critic_flow_steps=4, noise_samples=2),
+             'floq-jax': dict(_SMALL, value_hidden_dims=(128, 128), block_width=128, block_depth=2,
+                              critic_flow_steps=4, noise_samples=2)},
+    'fql': {'published': dict(_SMALL, block_width=128, block_depth=2),
+            'floq-jax': dict(_SMALL, value_hidden_dims=(128, 128))},
+}
+# The published alpha of both floq and FQL on these families (both papers' READMEs).
+PUBLISHED_ALPHA = (('cube', 300.0), ('scene', 300.0), ('puzzle-3x3', 1000.0), ('puzzle-4x4', 1000.0))
+CODES = ('published', 'floq-jax')
+
+
+def alpha_for(task: str) -> float:
+    for prefix, alpha in PUBLISHED_ALPHA:
+        if task.startswith(prefix):
+            return alpha
+    raise common.UsageError(f'--tasks: {task} has no published alpha here; use one of the families '
+                            f'{", ".join(p for p, _ in PUBLISHED_ALPHA)}')
+
+
+def agent_overrides(agent: str, task: str, code: str) -> dict:
+    return {**PARITY_CONFIGS[agent][code], 'alpha': alpha_for(task)}
+
+
+def steps_by_task() -> dict:
+    values = common.parse_int_list('steps', ','.join(FLAGS.steps))
+    if len(values) not in (1, len(FLAGS.tasks)):
+        raise common.UsageError(f'--steps: give one value or one per task ({len(FLAGS.tasks)}), got {len(values)}')
+    return {t: values[0] if len(values) == 1 else values[i] for i, t in enumerate(FLAGS.tasks)}
+
+
+# ----------------------------------------------------------------------------- run bookkeeping
+def _final_step(eval_csv) -> int:
+    import pandas as pd
+
+    if not eval_csv or not os.path.isfile(eval_csv):
+        return -1
+    try:
+        ev = pd.read_csv(eval_csv)
+    except Exception:  # noqa: BLE001 - an empty or half-written file counts as not finished
+        return -1
+    return int(ev['step'].max()) if len(ev) and 'step' in ev.columns else -1
+
+
+def reference_dir_for(task, agent, seed):
+    return os.path.join(os.path.abspath(FLAGS.out_dir), 'reference', task, agent, f'seed{seed}')
+
+
+def floq_jax_dir_for(task, agent, seed):
+    return os.path.join(os.path.abspath(FLAGS.out_dir), 'floq_jax', 'parity', task, agent, f'seed{seed}')
+
+
+def record_timing(key: str, seconds: float, **extra) -> None:
+    path = os.path.join(FLAGS.out_dir, 'timings.json')
+    timings = json.load(open(path)) if os.path.isfile(path) else {}
+    timings[key] = {'seconds': round(seconds, 1), 'load_avg_15min_at_end': round(os.getloadavg()[2], 2), **extra}
+    with open(path + '.tmp', 'w') as f:
+        json.dump(timings, f, indent=1, sort_keys=True)
+    os.replace(path + '.tmp', path)
+
+
+def run_logged(cmd, log_path, **kwargs):
+    with open(log_path, 'a') as log:
+        log.write(f'$ {" ".join(cmd)}\n')
+        log.flush()
+        return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, **kwargs)
+
+
+# ----------------------------------------------------------------------------- training
+def dataset_file(task: str) -> str:
+    from floq_jax.data import ensure_generated_dataset, parse_name
+
+    name = parse_name(task).dataset_name
+    if FLAGS.dataset_dir:
+        path = os.path.join(os.path.expanduser(FLAGS.dataset_dir), f'{name}.npz')
+        if not os.path.isfile(path):
+            raise common.UsageError(f'--dataset_dir: {path} does not exist')
+        return path
+    return ensure_generated_dataset(name, FLAGS.dataset_episodes, seed=0, progress=True)
+
+
+def train_reference(ref, datasets, steps):
+    from floq_jax import reference
+
+    env = reference.environment(os.path.join(os.path.abspath(FLAGS.out_dir), 'reference_env'), datasets.values())
+    pending = []
+    for task in FLAGS.tasks:
+        for agent in FLAGS.agents:
+            for seed in range(FLAGS.num_seeds):
+                save = reference_dir_for(task, agent, seed)
+                if _final_step(reference.find_eval_csv(save)) >= steps[task]:
+                    continue
+                if os.path.isdir(save):  # an unfinished run: the published code cannot resume, start over
+                    import shutil
+                    shutil.rmtree(save)
+                os.makedirs(save)
+                cmd = reference.main_command(ref['python'], task, agent, agent_overrides(agent, task, 'published'), seed,
+                                             steps[task], FLAGS.eval_interval, FLAGS.eval_episodes, save)
+                pending.append((f'published/{task}/{agent}/seed{seed}', cmd, save))
+    running = []
+    while pending or running:
+        while pending and len(running) < FLAGS.jobs:
+            key, cmd, save = pending.pop(0)
+            print(f'[parity] start {key}', flush=True)
+            proc = run_logged(cmd, os.path.join(save, 'stdout.log'), cwd=ref['dir'], env=env)
+            running.append((key, proc, time.time()))
+        time.sleep(2)
+        for item in list(running):
+            key, proc, start = item
+            if proc.poll() is None:
+                continue
+            running.remove(item)
+            if proc.returncode != 0:
+                raise RuntimeError(f'{key} failed (exit {proc.returncode}); see its stdout.log')
+            record_timing(key, time.time() - start, processes=1, seeds=1, concurrent=FLAGS.jobs)
+            print(f'[parity] done {key} ({time.time() - start:.0f} s)', flush=True)
+
+
+def train_floq_jax(datasets, steps):
+    for task in FLAGS.tasks:
+        for agent in FLAGS.agents:
+            if all(_final_step(os.path.join(floq_jax_dir_for(task, agent, s), 'eval.csv')) >= steps[task]
+                   for s in range(FLAGS.num_seeds)):
+                continue
+            cmd = [sys.executable, '-m', 'experiments.train_offline', f'--env_name={task}',
+                   f'--dataset_path={datasets[task]}', f'--agent=agents/{agent}.py', '--preset=none',
+                   f'--num_seeds={FLAGS.num_seeds}', '--seed=0', f'--offline_steps={steps[task]}',
+                   f'--eval_interval={FLAGS.eval_interval}', f'--save_interval={FLAGS.eval_interval}',
+                   f'--eval_episodes={FLAGS.eval_episodes}', '--log_interval=5000', '--noprogress',
+                   '--eval_protocol=published', '--reward_range=published',
+                   f'--save_dir={os.path.join(os.path.abspath(FLAGS.out_dir), "floq_jax")}', '--run_group=parity']
+            cmd += _floq_jax_agent_flags(agent, task)
+            key = f'floq-jax/{task}/{agent}'
+            log_dir = os.path.join(FLAGS.out_dir, 'logs')
+            os.makedirs(log_dir, exist_ok=True)
+            print(f'[parity] start {key} ({FLAGS.num_seeds} seeds in one process)', flush=True)
+            start = time.time()
+            proc = run_logged(cmd, os.path.join(log_dir, key.replace('/', '_') + '.log'), cwd=common.REPO)
+            if proc.wait() != 0:
+                raise RuntimeError(f'{key} failed (exit {proc.returncode}); see {log_dir}')
+            record_timing(key, time.time() - start, processes=1, seeds=FLAGS.num_seeds)
+            print(f'[parity] done {key} ({time.time() - start:.0f} s)', flush=True)
+
+
+def _floq_jax_agent_flags(agent, task):
+    from floq_jax import reference
+
+    return reference.agent_flags(agent, agent_overrides(agent, task, 'floq-jax'))[1:]
+
+
+# ----------------------------------------------------------------------------- report
+def load_all_runs(steps):
+    import pandas as pd
+
+    from floq_jax import reference, report
+
+    runs = []
+    for task in FLAGS.tasks:
+        for agent in FLAGS.agents:
+            for seed in range(FLAGS.num_seeds):
+                meta = dict(env_name=task, agent_name=agent, seed=seed, data_source='generated')
+                run = reference.load_run(reference_dir_for(task, agent, seed), code='published',
+                                         eval_protocol='published', **meta)
+                if run is not None:
+                    runs.append(run)
+                path = floq_jax_dir_for(task, agent, seed)
+                if _final_step(os.path.join(path, 'eval.csv')) >= 0:
+                    recorded = json.load(open(os.path.join(path, 'flags.json')))
+                    runs.append(report.Run(path=path, flags={**recorded, **meta, 'code': 'floq-jax'},
+                                           eval=pd.read_csv(os.path.join(path, 'eval.csv'))))
+    # Both codes' evaluations on the common grid (the published code also evaluates after update 1).
+    for r in runs:
+        r.eval = r.eval[(r.eval['step'] % FLAGS.eval_interval == 0) & (r.eval['step'] <= steps[r.env_name])]
+    return runs
+
+
+def write_report(steps, ref_commit: str) -> str:
+    from floq_jax import report
+
+    runs = load_all_runs(steps)
+    if not runs:
+        raise common.UsageError(f'--out_dir={FLAGS.out_dir}: no finished evaluations to report yet')
+    out = os.path.join(FLAGS.out_dir, 'report')
+    os.makedirs(out, exist_ok=True)
+    table = report.results_table(runs, group_by=('agent_name', 'code'), reps=5000)
+    curves = report.plot_learning_curves(runs, os.path.join(out, 'parity_curves.png'), group_by=('agent_name', 'code'),
+                                         ncols=len(FLAGS.tasks), title='published floq code vs floq-jax (success)')
+    timings = json.load(open(os.path.join(FLAGS.out_dir, 'timings.json'))) if os.path.isfile(
+        os.path.join(FLAGS.out_dir, 'timings.json')) else {}
+    protocols = sorted({str(r.get('eval_protocol', '?')) for r in runs if r.get('code') == 'floq-jax'})
+    lines = ['# Learning parity: published floq code vs floq-jax', '',
+             f'Reference: CMU-AIRe/floq at {ref_commit or "(unknown commit)"}, unmodified (offline wandb stand-in). '
+             f'Data: generated ({FLAGS.dataset_episodes} episodes, OGBench oracles) unless --dataset_dir. '
+             f'Evaluation: {FLAGS.eval_episodes} episodes every {FLAGS.eval_interval} updates; floq-jax evaluation '
+             f'setting(s) recorded in flags.json: {", ".join(protocols) or "-"}. Score: mean of the last 3 '
+             'evaluations per seed; mean over seeds with a 95% stratified-bootstrap CI (rliable, 5000 resamples).', '',
+             '| task | agent | code | seeds | success % [95% CI] |', '|---|---|---|---|---|']
+    for _, row in table.iterrows():
+        agent, code = str(row['agent_name,code']).split(',')
+        lines.append(f'| {row["env_name"]} | {agent} | {code} | {row["num_seeds"]} | '
+                     f'{report.format_ci(row["mean"], row["ci_low"], row["ci_high"])} |')
+    lines += ['', '## Wall-clock', '', 'Each job as it ran (the machine\'s 15-minute load average at its end shows what '
+              'else ran; 2 means both cores busy).', '', '| job | seconds | note | load |', '|---|---|---|---|']
+    for key, t in sorted(timings.items()):
+        note = (f'{t["seeds"]} seeds in one process' if key.startswith('floq-jax') else
+                f'one seed per process, {t.get("concurrent", 1)} processes at a time')
+        lines.append(f'| {key} | {t["seconds"]:.0f} | {note} | {t.get("load_avg_15min_at_end", "-")} |')
+    lines += ['', f'Curves: `{os.path.basename(curves)}`.', '']
+    path = os.path.join(out, 'parity_results.md')
+    with open(path, 'w') as f:
+        f.write('\n'.join(lines))
+    table.to_csv(os.path.join(out, 'parity_results.csv'), index=False)
+    return path
+
+
+def main(_):
+    common.quiet_logs()
+
+    def body():
+        from floq_jax import reference
+
+        steps = steps_by_task()
+        for agent in FLAGS.agents:
+            if agent not in PARITY_CONFIGS:
+                raise common.UsageError(f'--agents: {agent!r} is not one of {", ".join(PARITY_CONFIGS)}')
+        for task in FLAGS.tasks:
+            common.check_env_name(task)
+            alpha_for(task)
+        common.check_positive(num_seeds=FLAGS.num_seeds, eval_interval=FLAGS.eval_interval,
+                              eval_episodes=FLAGS.eval_episodes, jobs=FLAGS.jobs)
+        ref = {'commit': ''}
+        if not FLAGS.report_only and FLAGS.only != 'floq_jax' or FLAGS.reference_dir:
+            if not FLAGS.reference_dir:
+                raise common.UsageError('--reference_dir: required (a checkout of https://github.com/CMU-AIRe/floq)')
+            try:
+                ref = reference.check_reference(FLAGS.reference_dir, FLAGS.reference_python)
+            except reference.ReferenceUnusable as e:
+                raise common.UsageError(str(e)) from None
+        os.makedirs(FLAGS.out_dir, exist_ok=True)
+        if not FLAGS.report_only:
+            datasets = {t: dataset_file(t) for t in FLAGS.tasks}
+            if FLAGS.only in ('all', 'reference'):
+                train_reference(ref, datasets, steps)
+            if FLAGS.only in ('all', 'floq_jax'):
+                train_floq_jax(datasets, steps)
+        path = write_report(steps, ref['commit'])
+        print(open(path).read())
+        print(f'report: {path}')
+
+    common.run_cli(body)
+
+
+if __name__ == '__main__':
+    app.run(main)
