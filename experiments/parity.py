@@ -61,6 +61,7 @@ PARITY_CONFIGS = {
 # The published alpha of both floq and FQL on these families (both papers' READMEs).
 PUBLISHED_ALPHA = (('cube', 300.0), ('scene', 300.0), ('puzzle-3x3', 1000.0), ('puzzle-4x4', 1000.0))
 CODES = ('published', 'floq-jax')
+Q_METRIC = 'training/critic/q'  # both codes log it: floq's distilled critic, FQL's critic mean
 
 
 def alpha_for(task: str) -> float:
@@ -219,8 +220,10 @@ def load_all_runs(steps):
                 path = floq_jax_dir_for(task, agent, seed)
                 if _final_step(os.path.join(path, 'eval.csv')) >= 0:
                     recorded = json.load(open(os.path.join(path, 'flags.json')))
+                    train_csv = os.path.join(path, 'train.csv')
                     runs.append(report.Run(path=path, flags={**recorded, **meta, 'code': 'floq-jax'},
-                                           eval=pd.read_csv(os.path.join(path, 'eval.csv'))))
+                                           eval=pd.read_csv(os.path.join(path, 'eval.csv')),
+                                           train=pd.read_csv(train_csv) if os.path.isfile(train_csv) else None))
     # Both codes' evaluations on the common grid (the published code also evaluates after update 1).
     for r in runs:
         r.eval = r.eval[(r.eval['step'] % FLAGS.eval_interval == 0) & (r.eval['step'] <= steps[r.env_name])]
@@ -252,6 +255,18 @@ def write_report(steps, ref_commit: str) -> str:
         agent, code = str(row['agent_name,code']).split(',')
         lines.append(f'| {row["env_name"]} | {agent} | {code} | {row["num_seeds"]} | '
                      f'{report.format_ci(row["mean"], row["ci_low"], row["ci_high"])} |')
+    q_runs = [report.Run(path=r.path, flags=r.flags, eval=r.train) for r in runs
+              if r.train is not None and Q_METRIC in r.train.columns]
+    if q_runs:
+        q_table = report.results_table(q_runs, metric=Q_METRIC, group_by=('agent_name', 'code'), reps=5000)
+        lines += ['', f'## Critic estimate on training batches (`{Q_METRIC}`, needs no successful episode)', '',
+                  'Mean over seeds of each seed\'s last 3 logged values (every 5000 updates), 95% bootstrap CI. '
+                  'floq: the distilled critic; FQL: the critic ensemble\'s mean.', '',
+                  '| task | agent | code | seeds | Q [95% CI] |', '|---|---|---|---|---|']
+        for _, row in q_table.iterrows():
+            agent, code = str(row['agent_name,code']).split(',')
+            lines.append(f'| {row["env_name"]} | {agent} | {code} | {row["num_seeds"]} | '
+                         f'{report.format_ci(row["mean"], row["ci_low"], row["ci_high"], scale=1.0, digits=2)} |')
     lines += ['', '## Wall-clock', '', 'Each job as it ran (the machine\'s 15-minute load average at its end shows what '
               'else ran; 2 means both cores busy).', '', '| job | seconds | note | load |', '|---|---|---|---|']
     for key, t in sorted(timings.items()):

@@ -149,8 +149,8 @@ def find_eval_csv(save_dir: str) -> Optional[str]:
 
 
 def load_run(save_dir: str, **flags):
-    """The published run under ``save_dir`` as a report.Run with ``flags`` (env_name, agent_name, seed, ...),
-    or None when it wrote no evaluation yet."""
+    """The published run under ``save_dir`` as a report.Run (its eval.csv, and train.csv when written) with
+    ``flags`` (env_name, agent_name, seed, ...), or None when it wrote no evaluation yet."""
     import pandas as pd
 
     from floq_jax import report
@@ -163,4 +163,6 @@ def load_run(save_dir: str, **flags):
         return None
     with open(os.path.join(os.path.dirname(path), 'flags.json')) as f:
         recorded = json.load(f)
-    return report.Run(path=os.path.dirname(path), flags={**flags, 'reference_flags': recorded}, eval=ev)
+    train_csv = os.path.join(os.path.dirname(path), 'train.csv')
+    train = pd.read_csv(train_csv) if os.path.isfile(train_csv) and os.path.getsize(train_csv) else None
+    return report.Run(path=os.path.dirname(path), flags={**flags, 'reference_flags': recorded}, eval=ev, train=train)

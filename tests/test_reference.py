@@ -75,6 +75,10 @@ def test_load_run_reads_the_newest_eval_csv(tmp_path):
     (run_dir / 'eval.csv').write_text('evaluation/success,step\n0.0,1\n0.5,10\n')
     run = reference.load_run(str(tmp_path), env_name='e', agent_name='floq', seed=0, code='published')
     assert list(run.eval['step']) == [1, 10] and run.env_name == 'e' and run.get('reference_flags') == {'seed': 0}
+    assert run.train is None
+    (run_dir / 'train.csv').write_text('training/critic/q,step\n-3.0,5\n')
+    run = reference.load_run(str(tmp_path), env_name='e')
+    assert list(run.train['training/critic/q']) == [-3.0]
 
 
 def test_parity_without_reference_dir_is_one_line(tmp_path):
