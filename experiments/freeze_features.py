@@ -69,12 +69,13 @@ def post(sweep):
 def main(_):
     if not 0 < FLAGS.freeze_fraction <= 1:
         raise app.UsageError('--freeze_fraction must be in (0, 1]')
-    sweep, source = sweeps.sweep_from_flags('freeze_features', [], PAPER_ENVS, options={'log_diagnostics': True})
-    step = int(round(FLAGS.freeze_fraction * sweeps.offline_steps_of(sweep)))
-    sweep.variants = variants(step, FLAGS.unfrozen_baselines)
-    keep = sweeps.parse_list(FLAGS.variants)
-    if keep:
-        sweep.variants = [v for v in sweep.variants if v.name in keep]
+    def freeze_step(sweep):
+        return int(round(FLAGS.freeze_fraction * sweeps.offline_steps_of(sweep)))
+
+    sweep, source = sweeps.sweep_from_flags(
+        'freeze_features', lambda s: variants(freeze_step(s), FLAGS.unfrozen_baselines), PAPER_ENVS,
+        options={'log_diagnostics': True})
+    step = freeze_step(sweep)
     sweep.description = (f'Variants <critic>_frozen: the critic trunk is frozen from step {step} '
                          f'({FLAGS.freeze_fraction:g} of training); floq_t0 = train_at_zero_only with K = 1; '
                          f'fql_resnet = FQL-ResNet (published size: width 512, 4 residual blocks of depth 2).')

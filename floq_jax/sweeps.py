@@ -27,9 +27,10 @@ import dataclasses
 import json
 import math
 import os
+import sys
 import time
 import warnings
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -501,19 +502,17 @@ def define_flags(default_envs: str = '') -> None:
                          'most the core count; 1 = off). No effect on GPU/TPU devices.')
 
 
-def sweep_from_flags(name: str, variants: Sequence[Variant], paper_envs: Sequence[str], mode: str = 'offline',
-                     options: Optional[dict] = None, description: str = '') -> Tuple[Sweep, SweepData]:
+def sweep_from_flags(name: str, variants: Union[Sequence[Variant], Callable[['Sweep'], Sequence[Variant]]],
+                     paper_envs: Sequence[str], mode: str = 'offline', options: Optional[dict] = None,
+                     description: str = '') -> Tuple[Sweep, SweepData]:
+    """The sweep the flags ask for.  ``variants``: the experiment's variants, or a function of the sweep (its
+    preset and options set) returning them, for variants that depend on the run length.  ``--variants`` keeps a
+    subset; an unknown name ends the program with one line naming the accepted ones (exit code 2)."""
     from absl import flags
 
     FLAGS = flags.FLAGS
     p = preset(FLAGS.preset)
     envs = parse_list(FLAGS.envs) or list(p['envs'] or paper_envs)
-    keep = parse_list(FLAGS.variants)
-    if keep:
-        unknown = sorted(set(keep) - {v.name for v in variants})
-        if unknown:
-            raise ValueError(f'--variants: unknown {unknown}; accepted: {", ".join(v.name for v in variants)}')
-        variants = [v for v in variants if v.name in keep]
     opts = dict(options or {})
     if FLAGS.num_seeds is not None:
         opts['num_seeds'] = FLAGS.num_seeds
@@ -522,8 +521,17 @@ def sweep_from_flags(name: str, variants: Sequence[Variant], paper_envs: Sequenc
     opts['seed'] = FLAGS.seed
     if 'eval_protocol' in FLAGS:
         opts['eval_protocol'] = FLAGS.eval_protocol
-    sweep = Sweep(name=name, variants=list(variants), envs=envs, preset=FLAGS.preset, mode=mode, options=opts,
+    sweep = Sweep(name=name, variants=[], envs=envs, preset=FLAGS.preset, mode=mode, options=opts,
                   save_dir=FLAGS.save_dir, description=description)
+    sweep.variants = list(variants(sweep) if callable(variants) else variants)
+    keep = parse_list(FLAGS.variants)
+    if keep:
+        unknown = sorted(set(keep) - {v.name for v in sweep.variants})
+        if unknown:
+            print(f'error: --variants: unknown {", ".join(unknown)}; accepted: '
+                  f'{", ".join(v.name for v in sweep.variants)}', file=sys.stderr)
+            sys.exit(2)
+        sweep.variants = [v for v in sweep.variants if v.name in keep]
     d = p['data']
     source = SweepData(dataset_dir=FLAGS.dataset_dir, dataset_path=FLAGS.dataset_path, cache_dir=FLAGS.cache_dir,
                        num_episodes=FLAGS.num_episodes or d['num_episodes'], max_episode_steps=d['max_episode_steps'])
@@ -557,14 +565,20 @@ def main(sweep: Sweep, source: SweepData, post: Optional[Callable[[Sweep], str]]
     FLAGS = flags.FLAGS
     if not FLAGS.report_only:
         sweep.cpu_devices = configure_cpu_devices(sweep, FLAGS.cpu_devices)  # before JAX starts
-    cache = FLAGS.compile_cache_dir or (os.path.join(sweep.save_dir, '.jax_cache') if preset(sweep.preset)
-                                        ['fast_compile'] else None)
-    enable_fast_compile(cache)
+        cache = FLAGS.compile_cache_dir or (os.path.join(sweep.save_dir, '.jax_cache') if preset(sweep.preset)
+                                            ['fast_compile'] else None)
+        enable_fast_compile(cache)
     t0 = time.time()
     if not FLAGS.report_only:
         run_sweep(sweep, source)
-    extra = post(sweep) if post is not None else ''
-    paths = write_sweep_report(sweep, group_by=group_by, extra_md=extra or '')
+    from floq_jax.report import NoRunsError
+
+    try:
+        extra = post(sweep) if post is not None else ''
+        paths = write_sweep_report(sweep, group_by=group_by, extra_md=extra or '')
+    except NoRunsError as e:  # e.g. --report_only before any run: one line, not a traceback
+        print(f'error: {"--report_only: " if FLAGS.report_only else ""}{e}', file=sys.stderr)
+        sys.exit(2 if FLAGS.report_only else 1)
     for p in sorted(set(paths.values()) | set(_listing(sweep.root))):
         print(p)
     print(f'[{sweep.name}] done in {time.time() - t0:.1f}s')

@@ -148,3 +148,17 @@ def test_every_paper_variant_builds_a_config():
                 assert config[key] == value
     stale = [v for v in variants if v.name == 'floq_stale8'][0]
     assert sweeps.make_config(stale, 'antmaze-giant-navigate-singletask-task1-v0', 'paper').critic_flow_steps == 8
+
+
+def test_sweep_variants_flag_and_report_only_without_runs(tmp_path):
+    """--variants is checked against the experiment's variants (freeze_features builds them from the run length:
+    it used to accept none), and bad input is one line with exit code 2, before anything trains."""
+    from tests.test_cli import error_line, run
+
+    line = error_line(run(['--preset=smoke', '--variants=bogus', f'--save_dir={tmp_path}'],
+                          module='experiments.freeze_features'))
+    assert line == 'error: --variants: unknown bogus; accepted: floq_frozen, floq_t0_frozen, fql_frozen, fql_resnet_frozen'
+    out = run(['--preset=smoke', '--variants=floq_frozen,fql_frozen', '--report_only', f'--save_dir={tmp_path}'],
+              module='experiments.freeze_features')
+    assert out.returncode == 2 and error_line(out).startswith('error: --report_only: '), out.stderr[-2000:]
+    assert os.listdir(tmp_path) == []
