@@ -59,7 +59,7 @@ def post(sweep):
     md = ['## Critic-feature metrics (final logged values, mean over seeds; CIs in plasticity.csv)', '',
           'floq: velocity-net features at a random step of each row\'s integration path; FQL: the critic\'s '
           'penultimate features.  dormant_<tau>: fraction of units with normalised activity <= tau (Sokar et al.).',
-          '', sweeps.md_table(df[cols])]
+          '', report.frame_to_markdown(df[cols])]
     missing = sorted(set(keys) - set(present))
     if missing:
         md.append(f'Not logged by this runner: {", ".join(missing)}\n')

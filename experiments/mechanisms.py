@@ -16,7 +16,7 @@ import os
 
 from absl import app, flags
 
-from floq_jax import sweeps
+from floq_jax import report, sweeps
 
 sweeps.define_flags()
 flags.DEFINE_string('parts', 'a,b,c,d', 'Comma list of parts to run.')
@@ -60,7 +60,7 @@ def post(sweep):
     md = ['## Mechanisms', '',
           '(a) floq_distributional, fql_iqn vs floq, fql; (b) floq_predict_final vs floq; (c) floq_stale<m> vs floq '
           '(m = 0); (d) <agent>_noise<n> vs <agent> (n = 0).', '',
-          sweeps.md_table(df[['env_name', 'variant', 'part', 'num_seeds', 'success', 'success_ci_low',
+          report.frame_to_markdown(df[['env_name', 'variant', 'part', 'num_seeds', 'success', 'success_ci_low',
                               'success_ci_high']])]
     return '\n'.join(md)
 

@@ -50,7 +50,7 @@ def post(sweep):
     md = ['## Curvature diagnostics (final logged values, mean over seeds)', '',
           'straightness = |z_K - z_0| / path length (1 = straight); velocity_spread = std over steps of the '
           'per-step velocity; q_change = mean |Q_K - Q_2K| on a fixed validation batch.  95% CIs in '
-          'noise_width_diagnostics.csv.', '', sweeps.md_table(df[cols])]
+          'noise_width_diagnostics.csv.', '', report.frame_to_markdown(df[cols])]
     if missing:
         md.append(f'Missing (not logged by this runner): {", ".join(missing)}\n')
     return '\n'.join(md)

@@ -230,6 +230,19 @@ def load_all_runs(steps):
     return runs
 
 
+def _ci_rows(runs, metric, header, scale, digits):
+    """(results table, markdown lines): per (task, agent, code) the mean over seeds with its 95% bootstrap CI."""
+    from floq_jax import report
+
+    table = report.results_table(runs, metric=metric, group_by=('agent_name', 'code'), reps=5000)
+    lines = [f'| task | agent | code | seeds | {header} |', '|---|---|---|---|---|']
+    for _, row in table.iterrows():
+        agent, code = str(row['agent_name,code']).split(',')
+        lines.append(f'| {row["env_name"]} | {agent} | {code} | {row["num_seeds"]} | '
+                     f'{report.format_ci(row["mean"], row["ci_low"], row["ci_high"], scale=scale, digits=digits)} |')
+    return table, lines
+
+
 def write_report(steps, ref_commit: str) -> str:
     from floq_jax import report
 
@@ -238,35 +251,26 @@ def write_report(steps, ref_commit: str) -> str:
         raise common.UsageError(f'--out_dir={FLAGS.out_dir}: no finished evaluations to report yet')
     out = os.path.join(FLAGS.out_dir, 'report')
     os.makedirs(out, exist_ok=True)
-    table = report.results_table(runs, group_by=('agent_name', 'code'), reps=5000)
     curves = report.plot_learning_curves(runs, os.path.join(out, 'parity_curves.png'), group_by=('agent_name', 'code'),
                                          ncols=len(FLAGS.tasks), title='published floq code vs floq-jax (success)')
     timings = json.load(open(os.path.join(FLAGS.out_dir, 'timings.json'))) if os.path.isfile(
         os.path.join(FLAGS.out_dir, 'timings.json')) else {}
     protocols = sorted({str(r.get('eval_protocol', '?')) for r in runs if r.get('code') == 'floq-jax'})
+    table, success_rows = _ci_rows(runs, report.DEFAULT_METRIC, 'success % [95% CI]', scale=100.0, digits=1)
     lines = ['# Learning parity: published floq code vs floq-jax', '',
              f'Reference: CMU-AIRe/floq at {ref_commit or "(unknown commit)"}, unmodified (offline wandb stand-in). '
              f'Data: generated ({FLAGS.dataset_episodes} episodes, OGBench oracles) unless --dataset_dir. '
              f'Evaluation: {FLAGS.eval_episodes} episodes every {FLAGS.eval_interval} updates; floq-jax evaluation '
              f'setting(s) recorded in flags.json: {", ".join(protocols) or "-"}. Score: mean of the last 3 '
              'evaluations per seed; mean over seeds with a 95% stratified-bootstrap CI (rliable, 5000 resamples).', '',
-             '| task | agent | code | seeds | success % [95% CI] |', '|---|---|---|---|---|']
-    for _, row in table.iterrows():
-        agent, code = str(row['agent_name,code']).split(',')
-        lines.append(f'| {row["env_name"]} | {agent} | {code} | {row["num_seeds"]} | '
-                     f'{report.format_ci(row["mean"], row["ci_low"], row["ci_high"])} |')
+             *success_rows]
     q_runs = [report.Run(path=r.path, flags=r.flags, eval=r.train) for r in runs
               if r.train is not None and Q_METRIC in r.train.columns]
     if q_runs:
-        q_table = report.results_table(q_runs, metric=Q_METRIC, group_by=('agent_name', 'code'), reps=5000)
         lines += ['', f'## Critic estimate on training batches (`{Q_METRIC}`, needs no successful episode)', '',
                   'Mean over seeds of each seed\'s last 3 logged values (every 5000 updates), 95% bootstrap CI. '
                   'floq: the distilled critic; FQL: the critic ensemble\'s mean.', '',
-                  '| task | agent | code | seeds | Q [95% CI] |', '|---|---|---|---|---|']
-        for _, row in q_table.iterrows():
-            agent, code = str(row['agent_name,code']).split(',')
-            lines.append(f'| {row["env_name"]} | {agent} | {code} | {row["num_seeds"]} | '
-                         f'{report.format_ci(row["mean"], row["ci_low"], row["ci_high"], scale=1.0, digits=2)} |')
+                  *_ci_rows(q_runs, Q_METRIC, 'Q [95% CI]', scale=1.0, digits=2)[1]]
     lines += ['', '## Wall-clock', '', 'Each job as it ran (the machine\'s 15-minute load average at its end shows what '
               'else ran; 2 means both cores busy).', '', '| job | seconds | note | load |', '|---|---|---|---|']
     for key, t in sorted(timings.items()):

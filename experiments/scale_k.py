@@ -94,7 +94,7 @@ def post(sweep):
     for (env, tk, ek), sel in per_seed.groupby(['env_name', 'train_K', 'eval_K']):
         row = dict(env_name=env, train_K=tk, eval_K=ek, num_seeds=len(sel))
         for col in ('q_abs_error', 'q_bias', 'success'):
-            m, lo, hi = sweeps.mean_ci(sel[col].to_numpy(float))
+            m, lo, hi = report.mean_ci(sel[col].to_numpy(float))
             row.update({col: m, f'{col}_ci_low': lo, f'{col}_ci_high': hi})
         row.update(mc_tolerance=float(sel['mc_tolerance'].max()), mc_split=sel['mc_split'].iloc[0])
         rows.append(row)
@@ -127,7 +127,7 @@ def post(sweep):
         s = grid[grid.env_name == env].groupby('train_K')['success'].first() * 100
         t['success (%)'] = [f'{v:.1f}' for v in s.reindex(t.index)]
         t = t.reset_index()
-        md += [f'### {env}: |Q - G|', '', sweeps.md_table(t)]
+        md += [f'### {env}: |Q - G|', '', report.frame_to_markdown(t)]
     return '\n'.join(md)
 
 

@@ -60,8 +60,8 @@ def post(sweep):
     for (env, agent, utd), rs in sorted(groups.items()):
         off, on = int(rs[0].get('offline_steps')), int(rs[0].get('online_steps'))
         st = [steps_to_threshold(r, off, on, FLAGS.threshold) for r in rs]
-        m, lo, hi = sweeps.mean_ci([report.final_score(r, 'evaluation/success', last_n) for r in rs])
-        sm, slo, shi = sweeps.mean_ci([s for s, _ in st])
+        m, lo, hi = report.mean_ci([report.final_score(r, 'evaluation/success', last_n) for r in rs])
+        sm, slo, shi = report.mean_ci([s for s, _ in st])
         rows.append(dict(env_name=env, agent=agent, utd=utd, num_seeds=len(rs), success=m, success_ci_low=lo,
                          success_ci_high=hi, steps_to_threshold=sm, steps_ci_low=slo, steps_ci_high=shi,
                          reached_fraction=float(np.mean([ok for _, ok in st])), threshold=FLAGS.threshold,
@@ -88,7 +88,7 @@ def post(sweep):
           f'steps_to_threshold: online env steps until an evaluation first reaches success >= {FLAGS.threshold:g}; '
           'runs that never reach it count as the full online budget (right-censored; reached_fraction says how '
           'many did).  Mean over seeds (95% bootstrap CIs in utd.csv).', '',
-          sweeps.md_table(df[['env_name', 'agent', 'utd', 'num_seeds', 'success', 'steps_to_threshold',
+          report.frame_to_markdown(df[['env_name', 'agent', 'utd', 'num_seeds', 'success', 'steps_to_threshold',
                               'reached_fraction']])]
     return '\n'.join(md)
 

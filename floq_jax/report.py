@@ -308,6 +308,20 @@ def _bootstrap(score_dict: Dict[Any, Any], func: Callable, reps: int, seed: int)
     np.random.set_state(state)
 
 
+def mean_ci(values: Iterable[float], reps: int = 2000, seed: int = 0) -> Tuple[float, float, float]:
+  """Mean of the finite ``values`` (one per seed) and its 95% bootstrap CI (rliable, via ``_bootstrap``, which
+  leaves numpy's global RNG as it was); the point estimate when there is one value or no spread, NaNs when none."""
+  x = np.asarray([v for v in values if np.isfinite(v)], dtype=float)
+  if x.size == 0:
+    return math.nan, math.nan, math.nan
+  m = float(x.mean())
+  if x.size < 2 or np.ptp(x) == 0:
+    return m, m, m
+  from rliable import metrics
+  _, ci = _bootstrap({'x': x[:, None]}, lambda s: np.array([metrics.aggregate_mean(s)]), reps, seed)
+  return m, float(ci['x'][0, 0]), float(ci['x'][1, 0])
+
+
 def results_table(runs: Sequence[Run], metric: str = DEFAULT_METRIC, last_n: int = 3,
                   group_by: GroupBy = 'agent_name', task_key: str = 'env_name',
                   reps: int = 5000, seed: int = 0) -> pd.DataFrame:
@@ -419,6 +433,13 @@ def format_ci(mean: float, lo: float, hi: float, scale: float = 100.0, digits: i
   return f'{f.format(mean * scale)} [{f.format(lo * scale)}, {f.format(hi * scale)}]'
 
 
+def frame_to_markdown(df: pd.DataFrame, digits: int = 3) -> str:
+  """A DataFrame as a markdown table (floats to ``digits`` significant digits), newline-terminated."""
+  rows = [[f'{v:.{digits}g}' if isinstance(v, (float, np.floating)) else str(v) for v in row]
+          for row in df.itertuples(index=False)]
+  return _md_table([str(c) for c in df.columns], rows) + '\n'
+
+
 def _md_table(header: List[str], rows: List[List[str]]) -> str:
   lines = ['| ' + ' | '.join(header) + ' |', '|' + '|'.join(['---'] * len(header)) + '|']
   lines += ['| ' + ' | '.join(r) + ' |' for r in rows]
@@ -518,7 +539,8 @@ def to_csv(table: pd.DataFrame, iqm: Optional[pd.DataFrame] = None) -> str:
 # Plots (object-oriented matplotlib with the Agg canvas; no pyplot state).
 
 
-def _new_figure(nplots: int, ncols: int = 3, size: Tuple[float, float] = (4.5, 3.4)):
+def new_figure(nplots: int, ncols: int = 3, size: Tuple[float, float] = (4.5, 3.4)):
+  """An Agg figure with ``nplots`` axes (flat array) on a grid ``ncols`` wide; no pyplot state."""
   from matplotlib.backends.backend_agg import FigureCanvasAgg
   from matplotlib.figure import Figure
   ncols = max(1, min(ncols, nplots))
@@ -531,7 +553,8 @@ def _new_figure(nplots: int, ncols: int = 3, size: Tuple[float, float] = (4.5, 3
   return fig, axes
 
 
-def _save(fig, path: str) -> str:
+def save_figure(fig, path: str) -> str:
+  """Writes ``fig`` to ``path`` (tight layout, 110 dpi), creating its directory."""
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
@@ -594,7 +617,7 @@ def plot_learning_curves(runs: Sequence[Run], path: str, metric: str = DEFAULT_M
   import matplotlib
   cmap = matplotlib.colormaps['tab10']
   colors = {g: cmap(i % 10) for i, g in enumerate(groups)}
-  fig, axes = _new_figure(len(tasks), ncols)
+  fig, axes = new_figure(len(tasks), ncols)
   rng = np.random.RandomState(seed)
   for ax, task in zip(axes, tasks):
     for g in groups:
@@ -614,7 +637,7 @@ def plot_learning_curves(runs: Sequence[Run], path: str, metric: str = DEFAULT_M
     ax.legend(fontsize=7)
   if title:
     fig.suptitle(title)
-  return _save(fig, path)
+  return save_figure(fig, path)
 
 
 def plot_train_metric(runs: Sequence[Run], path: str, metric: str = 'training/critic/loss',
@@ -637,7 +660,7 @@ def plot_grid(values, row_labels: Sequence[Any], col_labels: Sequence[Any], path
   if v.ndim != 2 or v.shape != (len(row_labels), len(col_labels)):
     raise ValueError(f'values has shape {v.shape}, expected '
                      f'({len(row_labels)}, {len(col_labels)}) from the labels')
-  fig, axes = _new_figure(1, 1, size=(1.0 + 0.9 * max(3, v.shape[1]), 1.0 + 0.7 * max(3, v.shape[0])))
+  fig, axes = new_figure(1, 1, size=(1.0 + 0.9 * max(3, v.shape[1]), 1.0 + 0.7 * max(3, v.shape[0])))
   ax = axes[0]
   masked = np.ma.masked_invalid(v)
   im = ax.imshow(masked, cmap=cmap, vmin=vmin, vmax=vmax, aspect='auto')
@@ -657,7 +680,7 @@ def plot_grid(values, row_labels: Sequence[Any], col_labels: Sequence[Any], path
     ax.set_ylabel(ylabel)
   if title:
     ax.set_title(title)
-  return _save(fig, path)
+  return save_figure(fig, path)
 
 
 # ----------------------------------------------------------------------------

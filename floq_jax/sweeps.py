@@ -270,42 +270,6 @@ def run_sweep(sweep: Sweep, source: SweepData, log: Callable[[str], None] = prin
 # ----------------------------------------------------------------------------- results
 
 
-def mean_ci(x: Sequence[float], reps: int = 2000, seed: int = 0) -> Tuple[float, float, float]:
-    """Mean and 95% bootstrap CI over seeds (rliable; the point estimate when there is one value or no spread)."""
-    x = np.asarray([v for v in x if np.isfinite(v)], dtype=float)
-    if x.size == 0:
-        return math.nan, math.nan, math.nan
-    m = float(x.mean())
-    if x.size < 2 or np.ptp(x) == 0:
-        return m, m, m
-    from rliable import library as rly
-    from rliable import metrics
-
-    state = np.random.get_state()
-    np.random.seed(seed)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter('ignore', RuntimeWarning)
-            _, ci = rly.get_interval_estimates({'x': x[:, None]}, lambda s: np.array([metrics.aggregate_mean(s)]),
-                                               reps=reps)
-    finally:
-        np.random.set_state(state)
-    return m, float(ci['x'][0, 0]), float(ci['x'][1, 0])
-
-
-def md_table(df, digits: int = 3) -> str:
-    """A pandas DataFrame as a markdown table (floats rounded)."""
-    cols = list(df.columns)
-    lines = ['| ' + ' | '.join(map(str, cols)) + ' |', '|' + '---|' * len(cols)]
-    for _, row in df.iterrows():
-        cells = []
-        for c in cols:
-            v = row[c]
-            cells.append(f'{v:.{digits}g}' if isinstance(v, (float, np.floating)) else str(v))
-        lines.append('| ' + ' | '.join(cells) + ' |')
-    return '\n'.join(lines) + '\n'
-
-
 def variant_order(sweep: Sweep) -> Dict[str, int]:
     return {v.name: i for i, v in enumerate(sweep.variants)}
 
@@ -403,11 +367,11 @@ def per_variant_metrics(sweep: Sweep, runs, keys: Sequence[str], success_last_n:
     rows = []
     for (env, variant), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], order.get(kv[0][1], 99))):
         row = {'env_name': env, 'variant': variant, 'num_seeds': len(rs)}
-        m, lo, hi = mean_ci([report.final_score(r, 'evaluation/success', last_n) for r in rs])
+        m, lo, hi = report.mean_ci([report.final_score(r, 'evaluation/success', last_n) for r in rs])
         row.update(success=m, success_ci_low=lo, success_ci_high=hi)
         for key in keys:
             short = key.split('/', 1)[-1]
-            m, lo, hi = mean_ci([final_train_metric(r, key, last_n) for r in rs])
+            m, lo, hi = report.mean_ci([final_train_metric(r, key, last_n) for r in rs])
             row.update({short: m, f'{short}_ci_low': lo, f'{short}_ci_high': hi})
         rows.append(row)
     return pd.DataFrame(rows)
@@ -415,14 +379,11 @@ def per_variant_metrics(sweep: Sweep, runs, keys: Sequence[str], success_last_n:
 
 def scatter_vs_success(df, keys: Sequence[str], path: str, title: str = '') -> str:
     """One panel per metric: final metric (x) against final success (y), one point per variant (CI bars)."""
-    import matplotlib
-
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
+    from floq_jax import report
 
     keys = [k for k in keys if k in df.columns]
-    fig, axes = plt.subplots(1, max(1, len(keys)), figsize=(4.2 * max(1, len(keys)), 3.4), squeeze=False)
-    for ax, key in zip(axes[0], keys):
+    fig, axes = report.new_figure(max(1, len(keys)), ncols=max(1, len(keys)), size=(4.2, 3.4))
+    for ax, key in zip(axes, keys):
         for _, row in df.iterrows():
             x, y = row[key], row['success'] * 100
             if not (np.isfinite(x) and np.isfinite(y)):
@@ -433,24 +394,19 @@ def scatter_vs_success(df, keys: Sequence[str], path: str, title: str = '') -> s
         ax.set_xlabel(key)
         ax.set_ylabel('success (%)')
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7)
+    axes[0].legend(fontsize=7)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return report.save_figure(fig, path)
 
 
 def bar_plot(df, value: str, path: str, title: str = '', label_col: str = 'variant', scale: float = 100.0,
              ylabel: str = 'success (%)') -> str:
     """Bars of ``value`` (with its _ci_low/_ci_high) per row of ``df``."""
-    import matplotlib
+    from floq_jax import report
 
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(1.0 + 0.9 * max(3, len(df)), 3.6))
+    fig, axes = report.new_figure(1, 1, size=(1.0 + 0.9 * max(3, len(df)), 3.6))
+    ax = axes[0]
     x = np.arange(len(df))
     y = df[value].to_numpy(float) * scale
     lo = df[f'{value}_ci_low'].to_numpy(float) * scale
@@ -461,10 +417,7 @@ def bar_plot(df, value: str, path: str, title: str = '', label_col: str = 'varia
     ax.set_ylabel(ylabel)
     if title:
         ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return report.save_figure(fig, path)
 
 
 # ----------------------------------------------------------------------------- entrypoint plumbing

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from floq_jax import sweeps, train
+from floq_jax import report, sweeps, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAST_XLA = '--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true'
@@ -127,10 +127,10 @@ def test_sweep_cpu_devices_validation():
 
 
 def test_mean_ci_and_suite():
-    m, lo, hi = sweeps.mean_ci([0.2, 0.4, 0.6])
+    m, lo, hi = report.mean_ci([0.2, 0.4, 0.6])
     assert math.isclose(m, 0.4) and lo <= m <= hi and lo >= 0.2 and hi <= 0.6
-    assert sweeps.mean_ci([0.5]) == (0.5, 0.5, 0.5)
-    assert all(math.isnan(x) for x in sweeps.mean_ci([]))
+    assert report.mean_ci([0.5]) == (0.5, 0.5, 0.5)
+    assert all(math.isnan(x) for x in report.mean_ci([]))
     assert len(sweeps.SUITE) == 50 and len(set(sweeps.SUITE)) == 50
 
 
