@@ -428,10 +428,11 @@ def run_cli(body) -> None:
     except (RunDirConflict, NonFiniteMetric) as e:
         fail(e, 1)
     except Interrupted as e:
-        where = (f'from its checkpoint at step {e.checkpoint}' if e.checkpoint is not None
-                 else 'from step 0: no checkpoint was saved yet')
-        print(f'interrupted at step {e.step}; re-run the same command to resume ({where})', file=sys.stderr)
-        sys.exit(130)
+        from floq_jax.runner import interrupted_message
+
+        sys.stdout.flush()
+        print(interrupted_message(e.step, e.checkpoint), file=sys.stderr, flush=True)
+        os._exit(130)  # the run is closed; skip interpreter-exit hooks (worker joins), seen to hang after Ctrl-C
     except KeyboardInterrupt:
         print('interrupted before training started; nothing was trained', file=sys.stderr)
         sys.exit(130)

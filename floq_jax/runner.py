@@ -24,6 +24,7 @@ import dataclasses
 import json
 import logging
 import os
+import threading
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -628,10 +629,14 @@ def run_training(agent_cls, config, data, options: RunOptions, online_phase: Opt
         return run.dirs
     except KeyboardInterrupt:
         interrupted = True
+        # Closing (env workers, checkpointer threads) was seen to hang after Ctrl-C in rare cases: a daemon
+        # watchdog ends the process with the same line after CLOSE_GRACE_S; saved checkpoints are atomic.
+        watchdog = threading.Timer(CLOSE_GRACE_S, _exit_interrupted, args=(run.step, run.last_good))
+        watchdog.daemon = True
+        watchdog.start()
         raise Interrupted(run.step, run.last_good) from None
     finally:
         import signal
-        import threading
 
         # A second Ctrl-C while the checkpoints are finalised would only leave a traceback (and a half-closed run).
         mask = interrupted and threading.current_thread() is threading.main_thread()
@@ -643,6 +648,23 @@ def run_training(agent_cls, config, data, options: RunOptions, online_phase: Opt
         finally:
             if mask:
                 signal.signal(signal.SIGINT, previous)
+
+
+CLOSE_GRACE_S = 60.0  # seconds a Ctrl-C'd run may take to close before the watchdog exits the process
+
+
+def interrupted_message(step: int, checkpoint: Optional[int]) -> str:
+    """The one line a Ctrl-C'd run ends with."""
+    where = (f'from its checkpoint at step {checkpoint}' if checkpoint is not None
+             else 'from step 0: no checkpoint was saved yet')
+    return f'interrupted at step {step}; re-run the same command to resume ({where})'
+
+
+def _exit_interrupted(step: int, checkpoint: Optional[int]) -> None:
+    import sys
+
+    print(interrupted_message(step, checkpoint), file=sys.stderr, flush=True)
+    os._exit(130)
 
 
 def _say(text: str) -> None:
