@@ -60,7 +60,6 @@ PARITY_CONFIGS = {
 }
 # The published alpha of both floq and FQL on these families (both papers' READMEs).
 PUBLISHED_ALPHA = (('cube', 300.0), ('scene', 300.0), ('puzzle-3x3', 1000.0), ('puzzle-4x4', 1000.0))
-CODES = ('published', 'floq-jax')
 Q_METRIC = 'training/critic/q'  # both codes log it: floq's distilled critic, FQL's critic mean
 
 
