@@ -11,8 +11,8 @@ net): one velocity-net evaluation of one row costs 2 * (84*512 + 3*512*512 + 512
 member; each K-step integration over 256 * 8 = 2048 rows through both members costs
 K * 2048 * 2 * 1.66 MFLOP = 54.5 GFLOP, and an update does two (the TD target through the target
 field, the distillation target through the current field): ~109 GFLOP, ~145 GFLOP with the
-flow-matching loss's forward/backward and the actor.  ``floq_jax.flops.update_flops`` counts it from
-XLA's cost analysis; ``floq_jax.flops.floq_update_flops`` counts it analytically.
+flow-matching loss's forward/backward and the actor.  ``floq_jax.core.flops.update_flops`` counts it from
+XLA's cost analysis; ``floq_jax.core.flops.floq_update_flops`` counts it analytically.
 """
 
 import functools
@@ -22,10 +22,10 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from floq_jax import actor, flow
-from floq_jax.agent_base import Agent, compute_dtype, freeze_config
-from floq_jax.networks import EnsembleValue, TrunkSpec, VelocityField
-from floq_jax.target_noise import NOISE_STREAM, TARGET_NOISE_DISTS, sample_target_noise
+from floq_jax.core import actor, flow
+from floq_jax.core.agent_base import Agent, compute_dtype, freeze_config
+from floq_jax.core.networks import EnsembleValue, TrunkSpec, VelocityField
+from floq_jax.core.target_noise import NOISE_STREAM, TARGET_NOISE_DISTS, sample_target_noise
 
 Q_AGGREGATES = ('mean', 'min')
 

@@ -22,11 +22,11 @@ import functools
 import jax
 import ml_collections
 
-from floq_jax import actor
-from floq_jax.agent_base import Agent, compute_dtype, freeze_config
-from floq_jax.flops import dense_flops, mlp_flops
-from floq_jax.networks import EnsembleValue, TrunkSpec
-from floq_jax.target_noise import NOISE_STREAM, TARGET_NOISE_DISTS, sample_target_noise
+from floq_jax.core import actor
+from floq_jax.core.agent_base import Agent, compute_dtype, freeze_config
+from floq_jax.core.flops import dense_flops, mlp_flops
+from floq_jax.core.networks import EnsembleValue, TrunkSpec
+from floq_jax.core.target_noise import NOISE_STREAM, TARGET_NOISE_DISTS, sample_target_noise
 
 
 def critic_trunk(config) -> TrunkSpec:

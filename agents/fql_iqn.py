@@ -26,10 +26,10 @@ import jax
 import jax.numpy as jnp
 
 from agents import fql
-from floq_jax import actor
-from floq_jax.agent_base import compute_dtype
-from floq_jax.networks import TrunkSpec, ensemble_trunks
-from floq_jax.target_noise import NOISE_STREAM, sample_target_noise
+from floq_jax.core import actor
+from floq_jax.core.agent_base import compute_dtype
+from floq_jax.core.networks import TrunkSpec, ensemble_trunks
+from floq_jax.core.target_noise import NOISE_STREAM, sample_target_noise
 
 IQN_LOSSES = ('squared', 'huber')
 
@@ -43,7 +43,7 @@ def cosine_embedding(taus: jax.Array, num_cosines: int = 64) -> jax.Array:
 class ImplicitQuantileCritic(nn.Module):
     """Z_tau(s, a) for an ensemble: observations (B, O), actions (B, A), taus (B, N) -> (E, B, N).
 
-    Each member is one :class:`floq_jax.networks.Trunk` on concat(s, a, cos(pi * i * tau)) (parameters under
+    Each member is one :class:`floq_jax.core.networks.Trunk` on concat(s, a, cos(pi * i * tau)) (parameters under
     'ensemble', the :class:`EnsembleValue` layout).  With ``return_features=True`` also the penultimate
     features (E, B, N, H).
     """

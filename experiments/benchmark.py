@@ -21,9 +21,9 @@ import numpy as np
 
 from agents import floq as floq_lib
 from agents import fql as fql_lib
-from floq_jax import benchmarking as bm
-from floq_jax import flops as flops_lib
-from floq_jax import train as train_lib
+from floq_jax.training import benchmarking as bm
+from floq_jax.core import flops as flops_lib
+from floq_jax.training import parallel
 from floq_jax.data import sampling
 
 FLAGS = flags.FLAGS
@@ -100,7 +100,7 @@ class Bench:
 
     def chunk(self, batch_size, steps):
         if (batch_size, steps) not in self.chunks:
-            self.chunks[(batch_size, steps)] = train_lib.make_train_chunk(batch_size, steps)
+            self.chunks[(batch_size, steps)] = parallel.make_train_chunk(batch_size, steps)
         return self.chunks[(batch_size, steps)]
 
     def log(self, *a):
@@ -157,15 +157,15 @@ class Bench:
         chunk = self.chunk(config.batch_size, steps)
         out = {'steps_per_call': steps, 'num_seeds': num_seeds, 'config': FLAGS.seeds_config}
 
-        state = {'v': (train_lib.create_agents(cls, config, ex_o, ex_a, np.arange(num_seeds)),
-                       train_lib.seed_rngs(np.arange(num_seeds)))}
+        state = {'v': (parallel.create_agents(cls, config, ex_o, ex_a, np.arange(num_seeds)),
+                       parallel.seed_rngs(np.arange(num_seeds)))}
 
         def vmapped():
             agents, rngs, infos = chunk(*state['v'][:1], self.data, state['v'][1])
             state['v'] = (agents, rngs)
             return infos
 
-        singles = [(train_lib.create_agents(cls, config, ex_o, ex_a, np.array([s])), train_lib.seed_rngs(np.array([s])))
+        singles = [(parallel.create_agents(cls, config, ex_o, ex_a, np.array([s])), parallel.seed_rngs(np.array([s])))
                    for s in range(num_seeds)]
 
         def one_seed():
@@ -182,11 +182,11 @@ class Bench:
             return infos
 
         # What --num_seeds=N runs (--seed_loop=auto): lax.map over seeds on CPU for large matmuls, else vmap.
-        auto_map = train_lib.use_seed_map('auto', config)
+        auto_map = parallel.use_seed_map('auto', config)
         out['seed_loop_auto'] = 'map' if auto_map else 'vmap'
-        map_chunk = train_lib.make_train_chunk(config.batch_size, steps, None, True)
-        state['p'] = (train_lib.create_agents(cls, config, ex_o, ex_a, np.arange(num_seeds)),
-                      train_lib.seed_rngs(np.arange(num_seeds)))
+        map_chunk = parallel.make_train_chunk(config.batch_size, steps, None, True)
+        state['p'] = (parallel.create_agents(cls, config, ex_o, ex_a, np.arange(num_seeds)),
+                      parallel.seed_rngs(np.arange(num_seeds)))
 
         def mapped():
             agents, rngs, infos = map_chunk(state['p'][0], self.data, state['p'][1])
@@ -196,13 +196,13 @@ class Bench:
         run_sharded = run_sharded_other = None
         if jax.device_count() > 1:
             # With several devices the seed axis is sharded over a ('seeds', 'batch') mesh; both seed loops timed.
-            mesh = train_lib.make_mesh(num_seeds)
-            mesh_data = sampling.put_replicated(self.host_data, train_lib.replicated(mesh))
+            mesh = parallel.make_mesh(num_seeds)
+            mesh_data = sampling.put_replicated(self.host_data, parallel.replicated(mesh))
 
             def sharded_runner(key, seed_map):
-                mesh_chunk = train_lib.make_train_chunk(config.batch_size, steps, mesh, seed_map)
-                state[key] = (train_lib.create_agents(cls, config, ex_o, ex_a, np.arange(num_seeds), mesh),
-                              jax.device_put(train_lib.seed_rngs(np.arange(num_seeds)), train_lib.seed_sharding(mesh)))
+                mesh_chunk = parallel.make_train_chunk(config.batch_size, steps, mesh, seed_map)
+                state[key] = (parallel.create_agents(cls, config, ex_o, ex_a, np.arange(num_seeds), mesh),
+                              jax.device_put(parallel.seed_rngs(np.arange(num_seeds)), parallel.seed_sharding(mesh)))
 
                 def run():
                     agents, rngs, infos = mesh_chunk(state[key][0], mesh_data, state[key][1])
@@ -262,7 +262,7 @@ class Bench:
         cls = floq_lib.FloqAgent
         ex_o, ex_a = self.host_data['observations'][:2], self.host_data['actions'][:2]
         chunk = self.chunk(config.batch_size, steps)
-        dev = {'s': (train_lib.create_agents(cls, config, ex_o, ex_a, np.array([0])), train_lib.seed_rngs(np.array([0])))}
+        dev = {'s': (parallel.create_agents(cls, config, ex_o, ex_a, np.array([0])), parallel.seed_rngs(np.array([0])))}
 
         def device_loop():
             agents, rngs, infos = chunk(dev['s'][0], self.data, dev['s'][1])
@@ -337,7 +337,7 @@ class Bench:
         rng = jax.random.PRNGKey(1)
         record('critic_loss_grad', lambda params: jax.grad(lambda q: ag.critic_loss(batch, q, rng)[0])(params),
                (ag.params,), None)
-        from floq_jax import actor
+        from floq_jax.core import actor
         record('actor_loss_grad', lambda params: jax.grad(lambda q: actor.actor_loss(
             ag.modules, q, batch, rng, ag.actor_q_fn(q, rng), ag.config)[0])(params), (ag.params,), None)
 
@@ -371,7 +371,7 @@ class Bench:
         record('mlp_gelu_exact', lambda Ws, x: mlp(Ws, x, lambda y: jax.nn.gelu(y, approximate=False)), (Ws, x), mm_flops)
         record('mlp_relu', lambda Ws, x: mlp(Ws, x, jax.nn.relu), (Ws, x), mm_flops)
         record('mlp_gelu_tanh_layernorm', lambda Ws, x: mlp(Ws, x, jax.nn.gelu, True), (Ws, x), mm_flops)
-        from floq_jax.networks import hl_gauss_embedding
+        from floq_jax.core.networks import hl_gauss_embedding
         record('hl_gauss_embedding_2x2048', lambda z: hl_gauss_embedding(z, c.q_min, c.q_max, c.num_bins, c.sigma),
                (jnp.zeros((E, rows)),), None)
         xb = x.astype(jnp.bfloat16)
@@ -401,7 +401,7 @@ class Bench:
 
     # ------------------------------------------------------------------ evaluation
     def evaluation(self):
-        from floq_jax import evaluation
+        from floq_jax.envs import evaluation
         episodes = FLAGS.eval_episodes or (2 if FLAGS.tiny else 10 if FLAGS.quick else 50)
         config = make_config('fql', small=True)
         ag = fql_lib.FQLAgent.create(0, self.host_data['observations'][:2], self.host_data['actions'][:2], config)
@@ -521,7 +521,7 @@ def table(results) -> str:
 
 def main(_):
     t_start = time.perf_counter()
-    if FLAGS.cpu_devices > 1 and not train_lib.set_cpu_devices(FLAGS.cpu_devices):
+    if FLAGS.cpu_devices > 1 and not parallel.set_cpu_devices(FLAGS.cpu_devices):
         raise SystemExit('error: --cpu_devices: JAX was already initialised (or XLA_FLAGS sets a device count)')
     b = Bench()
     skip = set(FLAGS.skip)

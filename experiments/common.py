@@ -24,7 +24,7 @@ class UsageError(ValueError):
 
 def define_common_flags(offline_steps: int = 1_000_000) -> None:
     from floq_jax import presets
-    from floq_jax.train import SEED_LOOPS  # imports jax, which starts no backend (--cpu_devices is set later)
+    from floq_jax.training.parallel import SEED_LOOPS  # imports jax, which starts no backend (--cpu_devices is set later)
 
     flags.DEFINE_string('env_name', 'cube-single-play-singletask-task2-v0', 'OGBench single-task dataset name.')
     flags.DEFINE_string('dataset_dir', None, 'Directory holding <dataset>.npz (default: ~/.ogbench/data).')
@@ -290,14 +290,14 @@ def check_dataset(env_name: str, dataset_dir, dataset_path) -> str:
 
 
 def configure_cpu_devices(num_seeds: int, cpu_devices=None, distributed: bool = False) -> int:
-    """--cpu_devices: split the host CPU into XLA devices before JAX starts (see floq_jax.train.set_cpu_devices).
+    """--cpu_devices: split the host CPU into XLA devices before JAX starts (see floq_jax.training.parallel.set_cpu_devices).
 
     Returns the number of CPU devices set (1: nothing changed).  Multi-host runs (--distributed) keep JAX's defaults.
     """
-    from floq_jax import train
+    from floq_jax.training import parallel
 
     try:
-        return train.configure_cpu_devices(num_seeds, cpu_devices, distributed)
+        return parallel.configure_cpu_devices(num_seeds, cpu_devices, distributed)
     except ValueError as e:
         raise UsageError(str(e)) from None
 
@@ -330,7 +330,7 @@ def apply_protocol_preset() -> dict:
 
 def common_options(**extra):
     """RunOptions from the common flags (validated; raises UsageError)."""
-    from floq_jax.runner import RunOptions
+    from floq_jax.training.runner import RunOptions
 
     apply_protocol_preset()
     check_positive(num_seeds=FLAGS.num_seeds, steps_per_call=FLAGS.steps_per_call, log_interval=FLAGS.log_interval,
@@ -363,7 +363,8 @@ def common_options(**extra):
 
 def prepare(**extra):
     """Validate flags, load the data, apply the preset; returns (config, data, options). Raises UsageError."""
-    from floq_jax import presets, runner
+    from floq_jax import presets
+    from floq_jax.training import runner
     from floq_jax.data import DatasetError, load_offline_data
 
     options = common_options(**extra)
@@ -382,9 +383,9 @@ def prepare(**extra):
     except ValueError as e:
         raise UsageError(e) from None
     if FLAGS.distributed:
-        from floq_jax import train
+        from floq_jax.training import parallel
 
-        train.initialize_distributed()
+        parallel.initialize_distributed()
     try:
         data = load_offline_data(FLAGS.env_name, FLAGS.dataset_dir, FLAGS.dataset_path)
     except DatasetError as e:
@@ -419,7 +420,7 @@ def maybe_wandb(options, config) -> None:
 
 def run_cli(body) -> None:
     """Runs ``body()`` turning expected errors into one stderr line (exit 2 usage, 1 runtime)."""
-    from floq_jax.runner import Interrupted, NonFiniteMetric, RunDirConflict
+    from floq_jax.training.runner import Interrupted, NonFiniteMetric, RunDirConflict
 
     try:
         body()
@@ -428,7 +429,7 @@ def run_cli(body) -> None:
     except (RunDirConflict, NonFiniteMetric) as e:
         fail(e, 1)
     except Interrupted as e:
-        from floq_jax.runner import interrupted_message
+        from floq_jax.training.runner import interrupted_message
 
         sys.stdout.flush()
         print(interrupted_message(e.step, e.checkpoint), file=sys.stderr, flush=True)

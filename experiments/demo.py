@@ -5,11 +5,11 @@
 
 Steps:
   1. ``ensure_generated_dataset`` (cached under $FLOQ_DATA_CACHE or ~/.cache/floq_jax/datasets; no download);
-  2. ``floq_jax.runner.run_offline`` with the small config :func:`floq_jax.presets.demo_config`: 2 seeds, 70k updates each, an
+  2. ``floq_jax.training.runner.run_offline`` with the small config :func:`floq_jax.presets.demo_config`: 2 seeds, 70k updates each, an
      evaluation every 10k; on a CPU-only host the seeds are sharded over 2 XLA CPU devices (one per core);
   3. evaluation of each seed's final checkpoint (success, and the flow critic's Q estimates at K = 1, 2, 4, 8);
      evaluation follows --eval_protocol ('published', the default: the one-step policy with noise N(0, I));
-  4. ``floq_jax.report.write_report``: results table (printed) and learning-curve plot (path printed).
+  4. ``floq_jax.analysis.report.write_report``: results table (printed) and learning-curve plot (path printed).
 """
 
 import os
@@ -43,7 +43,9 @@ def main(_):
     common.quiet_logs()
 
     def body():
-        from floq_jax import presets, report, runner
+        from floq_jax import presets
+        from floq_jax.analysis import report
+        from floq_jax.training import runner
         from floq_jax.data import ensure_generated_dataset, load_offline_data, parse_name
 
         common.check_env_name(FLAGS.env_name)

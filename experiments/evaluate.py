@@ -33,7 +33,7 @@ def main(_):
     common.quiet_logs()
 
     def body():
-        from floq_jax import runner
+        from floq_jax.training import runner
 
         if not FLAGS.run_dir or not os.path.isfile(os.path.join(FLAGS.run_dir, 'flags.json')):
             raise common.UsageError(f'--run_dir={FLAGS.run_dir!r}: expected a seed run directory holding flags.json')

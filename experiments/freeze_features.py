@@ -42,7 +42,7 @@ def variants(freeze_step: int, unfrozen: bool):
 
 
 def post(sweep):
-    from floq_jax import report
+    from floq_jax.analysis import report
 
     runs = sweeps.load_sweep_runs(sweep)
     df = sweeps.per_variant_metrics(sweep, runs, PLASTICITY)

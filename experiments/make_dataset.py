@@ -33,7 +33,7 @@ def main(_):
 
     quiet_setup()
     from floq_jax.data import DatasetError, generate_dataset, generation_config, parse_name
-    from floq_jax.data.report import dataset_success, oracle_success
+    from floq_jax.data.oracles import dataset_success, oracle_success
 
     try:
         name = parse_name(FLAGS.env_name).dataset_name

@@ -16,7 +16,8 @@ import os
 
 from absl import app, flags
 
-from floq_jax import report, sweeps
+from floq_jax.analysis import report
+from floq_jax import sweeps
 
 sweeps.define_flags()
 flags.DEFINE_string('parts', 'a,b,c,d', 'Comma list of parts to run.')

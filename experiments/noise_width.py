@@ -33,7 +33,7 @@ def variants(coverages):
 
 
 def post(sweep):
-    from floq_jax import report
+    from floq_jax.analysis import report
 
     runs = sweeps.load_sweep_runs(sweep)
     df = sweeps.per_variant_metrics(sweep, runs, CURVATURE)

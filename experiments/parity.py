@@ -205,7 +205,8 @@ def _floq_jax_agent_flags(agent, task):
 def load_all_runs(steps):
     import pandas as pd
 
-    from floq_jax import reference, report
+    from floq_jax import reference
+    from floq_jax.analysis import report
 
     runs = []
     for task in FLAGS.tasks:
@@ -231,7 +232,7 @@ def load_all_runs(steps):
 
 def _ci_rows(runs, metric, header, scale, digits):
     """(results table, markdown lines): per (task, agent, code) the mean over seeds with its 95% bootstrap CI."""
-    from floq_jax import report
+    from floq_jax.analysis import report
 
     table = report.results_table(runs, metric=metric, group_by=('agent_name', 'code'), reps=5000)
     lines = [f'| task | agent | code | seeds | {header} |', '|---|---|---|---|---|']
@@ -243,7 +244,7 @@ def _ci_rows(runs, metric, header, scale, digits):
 
 
 def write_report(steps, ref_commit: str) -> str:
-    from floq_jax import report
+    from floq_jax.analysis import report
 
     runs = load_all_runs(steps)
     if not runs:

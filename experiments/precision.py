@@ -14,7 +14,7 @@ import jax
 from absl import app, flags
 
 from agents import floq
-from floq_jax import groundtruth
+from floq_jax.analysis import groundtruth
 
 flags.DEFINE_integer('updates', 1000, 'Updates per check.')
 flags.DEFINE_string('out', None, 'Optional markdown file for the table.')

@@ -32,47 +32,47 @@ _TITLE = flags.DEFINE_string('title', None, 'Title of results.md.')
 
 
 def _fail(msg: str) -> int:
-  print(f'error: {msg}', file=sys.stderr)
-  return 2
+    print(f'error: {msg}', file=sys.stderr)
+    return 2
 
 
 def main(argv):
-  if len(argv) > 1:
-    return _fail(f'unexpected arguments: {" ".join(argv[1:])}')
-  from floq_jax import report
+    if len(argv) > 1:
+        return _fail(f'unexpected arguments: {" ".join(argv[1:])}')
+    from floq_jax.analysis import report
 
-  runs_dir = _RUNS.value
-  if not runs_dir or not os.path.isdir(runs_dir):
-    return _fail(f'--runs={runs_dir}: not a directory; expected a directory containing run '
-                 f'dirs with flags.json and eval.csv')
-  if _LAST_N.value < 1:
-    return _fail(f'--last_n={_LAST_N.value}: expected a positive integer')
-  group_by = _GROUP_BY.value[0] if len(_GROUP_BY.value) == 1 else tuple(_GROUP_BY.value)
+    runs_dir = _RUNS.value
+    if not runs_dir or not os.path.isdir(runs_dir):
+        return _fail(f'--runs={runs_dir}: not a directory; expected a directory containing run '
+                     f'dirs with flags.json and eval.csv')
+    if _LAST_N.value < 1:
+        return _fail(f'--last_n={_LAST_N.value}: expected a positive integer')
+    group_by = _GROUP_BY.value[0] if len(_GROUP_BY.value) == 1 else tuple(_GROUP_BY.value)
 
-  def show(message, category, filename, lineno, file=None, line=None):
-    print(f'warning: {message}', file=sys.stderr)
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f'warning: {message}', file=sys.stderr)
 
-  warnings.showwarning = show
-  with warnings.catch_warnings():
-    warnings.simplefilter('always', report.RunWarning)
-    try:
-      runs = report.load_runs(runs_dir, metric=_METRIC.value)
-    except report.NoRunsError:
-      n = len(report.find_run_dirs(runs_dir))
-      found = f'found {n} but none usable' if n else 'found none'
-      return _fail(f'--runs={runs_dir}: expected a directory containing run dirs with '
-                   f'flags.json and eval.csv (with a {_METRIC.value!r} column), {found}')
-    paths = report.write_report(
-        runs_dir, out_dir=_OUT.value, metric=_METRIC.value, last_n=_LAST_N.value,
-        group_by=group_by, task_key=_TASK_KEY.value, title=_TITLE.value, reps=_REPS.value,
-        seed=_SEED.value, runs=runs)
-  key = 'results.md' if _FORMAT.value == 'markdown' else 'results.csv'
-  with open(paths[key]) as f:
-    print(f.read(), end='')
-  print(f'\nwrote {len(runs)} runs -> ' + ', '.join(paths.values()), file=sys.stderr)
-  return 0
+    warnings.showwarning = show
+    with warnings.catch_warnings():
+        warnings.simplefilter('always', report.RunWarning)
+        try:
+            runs = report.load_runs(runs_dir, metric=_METRIC.value)
+        except report.NoRunsError:
+            n = len(report.find_run_dirs(runs_dir))
+            found = f'found {n} but none usable' if n else 'found none'
+            return _fail(f'--runs={runs_dir}: expected a directory containing run dirs with '
+                         f'flags.json and eval.csv (with a {_METRIC.value!r} column), {found}')
+        paths = report.write_report(
+            runs_dir, out_dir=_OUT.value, metric=_METRIC.value, last_n=_LAST_N.value,
+            group_by=group_by, task_key=_TASK_KEY.value, title=_TITLE.value, reps=_REPS.value,
+            seed=_SEED.value, runs=runs)
+    key = 'results.md' if _FORMAT.value == 'markdown' else 'results.csv'
+    with open(paths[key]) as f:
+        print(f.read(), end='')
+    print(f'\nwrote {len(runs)} runs -> ' + ', '.join(paths.values()), file=sys.stderr)
+    return 0
 
 
 if __name__ == '__main__':
-  flags.mark_flag_as_required('runs')
-  app.run(main)
+    flags.mark_flag_as_required('runs')
+    app.run(main)

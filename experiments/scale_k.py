@@ -34,7 +34,7 @@ def variants(ks):
 def heldout_targets(data, discount: float, max_states: int):
     """(obs, act, MC returns, tolerance used, split): validation split, trustworthy returns (tolerance 0.01);
     if none is trustworthy (short generated episodes) fall back to truncated returns (tolerance 1) and say so."""
-    from floq_jax.mc_returns import heldout_q_targets
+    from floq_jax.analysis.mc_returns import heldout_q_targets
 
     split, ds = ('val', data.val) if data.val is not None else ('train', data.train)
     for tol in (0.01, 1.0):
@@ -48,7 +48,7 @@ def heldout_targets(data, discount: float, max_states: int):
 
 def load_agent(sweep, run):
     """(agent, step, data) of a seed run dir's newest intact checkpoint (runner.load_run)."""
-    from floq_jax import runner
+    from floq_jax.training import runner
 
     agent, _, _, step, data, _ = runner.load_run(run.path)
     return agent, step, data
@@ -60,7 +60,7 @@ def q_error_grid(sweep, eval_ks, max_states):
     import numpy as np
     import pandas as pd
 
-    from floq_jax import report
+    from floq_jax.analysis import report
 
     runs = sweeps.load_sweep_runs(sweep)
     last_n = sweeps.preset(sweep.preset)['last_n']
@@ -85,7 +85,7 @@ def post(sweep):
     import numpy as np
     import pandas as pd
 
-    from floq_jax import report
+    from floq_jax.analysis import report
 
     eval_ks = sweeps.parse_list(FLAGS.eval_ks, int) or [v.tags['K'] for v in sweep.variants]
     per_seed = q_error_grid(sweep, eval_ks, FLAGS.mc_states)

@@ -22,7 +22,7 @@ def main(_):
     common.quiet_logs()
 
     def body():
-        from floq_jax import runner
+        from floq_jax.training import runner
 
         config, data, options = common.prepare()
         common.maybe_wandb(options, config)

@@ -29,7 +29,7 @@ def main(_):
     common.quiet_logs()
 
     def body():
-        from floq_jax import runner
+        from floq_jax.training import runner
 
         common.apply_protocol_preset()  # --preset=published: published run lengths for flags not given
         common.check_positive(utd_ratio=FLAGS.utd_ratio, buffer_size=FLAGS.buffer_size)

@@ -49,7 +49,7 @@ def post(sweep):
     import numpy as np
     import pandas as pd
 
-    from floq_jax import report
+    from floq_jax.analysis import report
 
     runs = sweeps.load_sweep_runs(sweep)
     last_n = sweeps.preset(sweep.preset)['last_n']

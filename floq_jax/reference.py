@@ -10,7 +10,7 @@ include ``distrax``).  This module only prepares what that code needs to run off
 * a ``HOME`` whose ``.ogbench/data`` links the OGBench-format files to train on (OGBench's loader reads
   ``~/.ogbench/data/<name>.npz`` and ``-val.npz`` and skips its download when both exist);
 
-builds its ``main.py`` command line, and reads back its ``eval.csv`` as a :class:`floq_jax.report.Run`.
+builds its ``main.py`` command line, and reads back its ``eval.csv`` as a :class:`floq_jax.analysis.report.Run`.
 
     env = reference.environment(work_dir, [dataset_npz])
     cmd = reference.main_command(python, ref_dir, 'cube-single-play-singletask-task2-v0', 'floq',
@@ -153,7 +153,7 @@ def load_run(save_dir: str, **flags):
     ``flags`` (env_name, agent_name, seed, ...), or None when it wrote no evaluation yet."""
     import pandas as pd
 
-    from floq_jax import report
+    from floq_jax.analysis import report
 
     path = find_eval_csv(save_dir)
     if path is None:

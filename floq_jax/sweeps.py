@@ -8,7 +8,7 @@ freeze_features.py, utd.py, mechanisms.py): variants x envs x seeds -> runner ca
 
 Every run of a sweep lives in the standard layout ``<save_dir>/<sweep>/<variant>/<env>/<agent>/seed<k>/``
 (run_group ``<sweep>/<variant>``) with ``variant``, ``sweep`` and ``preset`` (plus the variant's tags, e.g. ``K``)
-in flags.json, so ``floq_jax.report`` groups by any of them.  All seeds of a (variant, env) train together
+in flags.json, so ``floq_jax.analysis.report`` groups by any of them.  All seeds of a (variant, env) train together
 (vmapped, ``RunOptions.num_seeds``).  Re-running a sweep resumes its runs (the runner's checkpoints).
 
 Presets: ``smoke`` (tiny nets, a few hundred updates, 2 seeds, 2 short evaluation episodes on a small generated
@@ -155,9 +155,9 @@ def agent_available(agent: str) -> Optional[str]:
 def make_config(variant: Variant, env_name: str, preset_name: str, data=None, mode: str = 'offline'):
     """Config of ``variant`` on ``env_name``: agent defaults < published env preset of the agent and ``mode``
     (paper) < preset's network sizes (smoke) < the variant's overrides; reward range from ``data`` (the published
-    rule, floq_jax.runner.set_reward_range)."""
+    rule, floq_jax.training.runner.set_reward_range)."""
     from floq_jax import presets as env_presets
-    from floq_jax import runner
+    from floq_jax.training import runner
 
     p = preset(preset_name)
     config = base_config(variant.agent)
@@ -200,7 +200,7 @@ def load_data(env_name: str, source: SweepData):
 def run_options(sweep: Sweep, variant: Variant, env_name: str):
     """RunOptions of one (variant, env): preset < sweep options < variant options.  Options the runner does not
     know (e.g. an older runner without ``eval_kwargs``) are dropped with a warning."""
-    from floq_jax.runner import RunOptions
+    from floq_jax.training.runner import RunOptions
 
     values = merged_options(sweep)
     values.update(variant.options)
@@ -209,7 +209,7 @@ def run_options(sweep: Sweep, variant: Variant, env_name: str):
     required = sorted(set(dropped) - OPTIONAL_RUNNER_OPTIONS)
     if required:
         raise ValueError(f'{sweep.name}/{variant.name} needs runner option(s) {required}, which this '
-                         f'floq_jax.runner.RunOptions does not have')
+                         f'floq_jax.training.runner.RunOptions does not have')
     if dropped:
         warnings.warn(f'runner has no option(s) {dropped}; running without them')
     values = {k: v for k, v in values.items() if k in known}
@@ -236,7 +236,7 @@ def run_sweep(sweep: Sweep, source: SweepData, log: Callable[[str], None] = prin
     Skipped pieces (unloadable envs, unavailable agents) are written to ``<root>/skipped.json`` and listed in
     the report.
     """
-    from floq_jax import runner
+    from floq_jax.training import runner
 
     os.makedirs(sweep.root, exist_ok=True)
     skipped: List[str] = []
@@ -275,7 +275,7 @@ def variant_order(sweep: Sweep) -> Dict[str, int]:
 
 
 def load_sweep_runs(sweep: Sweep):
-    from floq_jax import report
+    from floq_jax.analysis import report
 
     with warnings.catch_warnings():
         warnings.simplefilter('ignore', report.RunWarning)
@@ -312,7 +312,7 @@ def write_sweep_report(sweep: Sweep, group_by: str = 'variant', extra_md: str = 
                        metric: str = 'evaluation/success') -> Dict[str, str]:
     """results.md / results.csv (per task x variant: mean and 95% bootstrap CI over seeds, IQM over tasks) and
     learning_curves.png under the sweep's root; ``extra_md`` is appended to results.md."""
-    from floq_jax import report
+    from floq_jax.analysis import report
 
     runs = load_sweep_runs(sweep)
     last_n = preset(sweep.preset)['last_n']
@@ -357,7 +357,7 @@ def per_variant_metrics(sweep: Sweep, runs, keys: Sequence[str], success_last_n:
     (mean and 95% CI over seeds)."""
     import pandas as pd
 
-    from floq_jax import report
+    from floq_jax.analysis import report
 
     last_n = success_last_n or preset(sweep.preset)['last_n']
     order = variant_order(sweep)
@@ -379,7 +379,7 @@ def per_variant_metrics(sweep: Sweep, runs, keys: Sequence[str], success_last_n:
 
 def scatter_vs_success(df, keys: Sequence[str], path: str, title: str = '') -> str:
     """One panel per metric: final metric (x) against final success (y), one point per variant (CI bars)."""
-    from floq_jax import report
+    from floq_jax.analysis import report
 
     keys = [k for k in keys if k in df.columns]
     fig, axes = report.new_figure(max(1, len(keys)), ncols=max(1, len(keys)), size=(4.2, 3.4))
@@ -403,7 +403,7 @@ def scatter_vs_success(df, keys: Sequence[str], path: str, title: str = '') -> s
 def bar_plot(df, value: str, path: str, title: str = '', label_col: str = 'variant', scale: float = 100.0,
              ylabel: str = 'success (%)') -> str:
     """Bars of ``value`` (with its _ci_low/_ci_high) per row of ``df``."""
-    from floq_jax import report
+    from floq_jax.analysis import report
 
     fig, axes = report.new_figure(1, 1, size=(1.0 + 0.9 * max(3, len(df)), 3.6))
     ax = axes[0]
@@ -492,14 +492,14 @@ def sweep_from_flags(name: str, variants: Union[Sequence[Variant], Callable[['Sw
 
 
 def configure_cpu_devices(sweep: Sweep, cpu_devices: Optional[int] = None) -> int:
-    """--cpu_devices for a sweep: split the host CPU into XLA devices before JAX starts (floq_jax.train).
+    """--cpu_devices for a sweep: split the host CPU into XLA devices before JAX starts (floq_jax.training.parallel).
 
     The automatic default is taken from the sweep's seed count (every run of a sweep has the same one).  Returns
     the number of CPU devices in effect (1 when nothing was changed, e.g. JAX was already initialised).
     """
-    from floq_jax import train
+    from floq_jax.training import parallel
 
-    return train.configure_cpu_devices(int(merged_options(sweep)['num_seeds']), cpu_devices)
+    return parallel.configure_cpu_devices(int(merged_options(sweep)['num_seeds']), cpu_devices)
 
 
 def offline_steps_of(sweep: Sweep) -> int:
@@ -524,7 +524,7 @@ def main(sweep: Sweep, source: SweepData, post: Optional[Callable[[Sweep], str]]
     t0 = time.time()
     if not FLAGS.report_only:
         run_sweep(sweep, source)
-    from floq_jax.report import NoRunsError
+    from floq_jax.analysis.report import NoRunsError
 
     try:
         extra = post(sweep) if post is not None else ''

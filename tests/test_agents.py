@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from agents import floq, fql
-from floq_jax import actor, flops, groundtruth
+from floq_jax.core import actor, flops
+from floq_jax.analysis import groundtruth
 from tests.conftest import random_batch, small_floq_config, small_fql_config
 
 
@@ -226,7 +227,7 @@ def test_published_default_costs_about_145_gflop():
 def test_memberwise_ensemble_equals_vmapped_ensemble(module):
     """Running the ensemble members one by one (the CPU-fast path) gives the vmapped network's params layout,
     values, features and gradients."""
-    from floq_jax.networks import EnsembleValue, TrunkSpec, VelocityField
+    from floq_jax.core.networks import EnsembleValue, TrunkSpec, VelocityField
 
     obs, act = jnp.linspace(-1, 1, 21).reshape(7, 3), jnp.linspace(0, 1, 14).reshape(7, 2)
     if module == 'velocity':
@@ -245,7 +246,7 @@ def test_memberwise_ensemble_equals_vmapped_ensemble(module):
     np.testing.assert_allclose(feat_f, feat_v, rtol=1e-6, atol=1e-6)
     grads = [jax.grad(lambda p, m=m: jnp.sum(m.apply(p, *args) ** 2))(params) for m in (fast, vmapped)]
     jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), *grads)
-    from floq_jax.networks import use_memberwise
+    from floq_jax.core.networks import use_memberwise
 
     spec = TrunkSpec(hidden_dims=(512,) * 4)
     assert use_memberwise('auto', 2048, spec) == (jax.default_backend() == 'cpu')

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments import benchmark
-from floq_jax import benchmarking as bm
+from floq_jax.training import benchmarking as bm
 
 
 def test_timing_helpers_toy():

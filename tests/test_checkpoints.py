@@ -1,4 +1,4 @@
-"""Tests for floq_jax.checkpoints: exact round-trip, retention, corruption fallback."""
+"""Tests for floq_jax.training.checkpoints: exact round-trip, retention, corruption fallback."""
 
 import logging
 import os
@@ -9,7 +9,7 @@ import numpy as np
 import optax
 import pytest
 
-from floq_jax.checkpoints import Checkpointer, CorruptCheckpointError
+from floq_jax.training.checkpoints import Checkpointer, CorruptCheckpointError
 
 
 def _state(seed=0):
@@ -168,7 +168,7 @@ def test_async_save_snapshots_numpy_leaves(tmp_path):
 def test_relative_directory_saves_and_restores(tmp_path, monkeypatch):
     """A relative directory (like the default save_dir 'runs') works: orbax itself needs absolute paths."""
     import jax.numpy as jnp
-    from floq_jax.checkpoints import Checkpointer
+    from floq_jax.training.checkpoints import Checkpointer
 
     monkeypatch.chdir(tmp_path)
     ckpt = Checkpointer('runs/x/checkpoints', max_to_keep=2)
@@ -182,7 +182,7 @@ def test_relative_directory_saves_and_restores(tmp_path, monkeypatch):
 
 def test_delete_after_removes_newer_steps_even_corrupt(tmp_path):
     import jax.numpy as jnp
-    from floq_jax.checkpoints import Checkpointer
+    from floq_jax.training.checkpoints import Checkpointer
 
     ckpt = Checkpointer(tmp_path / 'c', max_to_keep=None, async_save=False)
     for step in (1, 2, 3):

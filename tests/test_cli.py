@@ -252,7 +252,7 @@ def test_env_workers_exit_quietly_when_parent_is_killed():
     import signal
 
     script = ('import time\nfrom floq_jax.console import quiet_setup\nquiet_setup()\n'
-              'from floq_jax.envs import make_vector_env\n'
+              'from floq_jax.envs.envs import make_vector_env\n'
               f'env = make_vector_env({ENV!r}, 2, num_workers=2)\nenv.reset(seed=0)\n'
               'print("ready", flush=True)\ntime.sleep(600)\n')
     env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS='cpu')

@@ -11,7 +11,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_online_episode_metrics_per_seed():
-    from floq_jax.runner import online_episode_metrics
+    from floq_jax.training.runner import online_episode_metrics
 
     m = online_episode_metrics([[(-200.0, 0.0), (-50.0, 1.0)], []])
     np.testing.assert_array_equal(m['online/episodes'], [2, 0])
@@ -33,7 +33,7 @@ def test_quiet_setup_filters_only_box_precision_warnings():
 def test_env_creation_is_quiet_without_display():
     """No GLFW 'DISPLAY environment variable is missing' and no gymnasium Box-precision warnings on stderr."""
     env = {k: v for k, v in os.environ.items() if k not in ('DISPLAY', 'WAYLAND_DISPLAY', 'MUJOCO_GL')}
-    script = ('from floq_jax.console import quiet_setup\nquiet_setup()\nimport os\nfrom floq_jax.envs import make_env\n'
+    script = ('from floq_jax.console import quiet_setup\nquiet_setup()\nimport os\nfrom floq_jax.envs.envs import make_env\n'
               "make_env('cube-single-play-singletask-task1-v0')\nprint(os.environ['MUJOCO_GL'])\n")
     out = subprocess.run([sys.executable, '-c', script], cwd=REPO, env=dict(env, PYTHONPATH=REPO), capture_output=True,
                          text=True, timeout=120)

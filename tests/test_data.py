@@ -12,7 +12,7 @@ import ogbench
 from floq_jax.data import (DatasetError, FAMILIES, OfflineData, ensure_generated_dataset, generate_dataset,
                            load_offline_data)
 from floq_jax.data import generate as gen
-from floq_jax.data.report import dataset_success, oracle_success
+from floq_jax.data.oracles import dataset_success, oracle_success
 
 CUBE = 'cube-single-play-v0'
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -1,4 +1,4 @@
-"""floq_jax.data.report: the lights-out GF(2) solver, the single-task oracle drivers (cube-double, puzzle, scene) and
+"""floq_jax.data.oracles: the lights-out GF(2) solver, the single-task oracle drivers (cube-double, puzzle, scene) and
 the pointmaze start/goal rule of the generator (as OGBench's generate_locomaze.py)."""
 import itertools
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from floq_jax.data.generate import _bfs_dists, _maze_cells, maze_start_goal
-from floq_jax.data.report import gf2_solve, lights_out_matrix, lights_out_presses, oracle_success
+from floq_jax.data.oracles import gf2_solve, lights_out_matrix, lights_out_presses, oracle_success
 
 
 def _all_press_effects(rows, cols):

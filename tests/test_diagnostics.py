@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from agents import floq, fql
-from floq_jax import diagnostics as D
+from floq_jax.analysis import diagnostics as D
 
 TINY_FLOQ = dict(actor_hidden_dims=(16, 16), value_hidden_dims=(16, 16), block_width=16, block_depth=2,
                  batch_size=8, noise_samples=2, critic_flow_steps=4, r_min=-1.0, r_max=0.0, num_bins=11)

@@ -1,4 +1,4 @@
-"""Tests for floq_jax.evaluation (and the vector envs in floq_jax.envs).
+"""Tests for floq_jax.envs.evaluation (and the vector envs in floq_jax.envs.envs).
 
 Real OGBench envs are used with a short time limit (``max_episode_steps``) to
 keep the suite fast; a toy env with a known success rule checks that success
@@ -12,8 +12,8 @@ import jax
 import numpy as np
 import pytest
 
-from floq_jax import envs as envs_lib
-from floq_jax import evaluation
+from floq_jax.envs import envs as envs_lib
+from floq_jax.envs import evaluation
 
 ENV = 'cube-single-play-singletask-task2-v0'
 STEPS = 20

@@ -17,7 +17,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from floq_jax import report, sweeps, train
+from floq_jax.analysis import report
+from floq_jax import sweeps
+from floq_jax.training import parallel
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAST_XLA = '--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true'
@@ -88,7 +90,7 @@ def test_smoke_preset_writes_finite_table_and_plots(name, smoke_dirs):
     assert len(seeds) >= 2 and all(os.path.basename(d).startswith('seed') for d in seeds)
     # Default --cpu_devices: the smoke preset's 2 seeds are split over min(2, cores) XLA CPU devices.
     with open(os.path.join(seeds[0], 'flags.json')) as f:
-        assert json.load(f)['cpu_devices'] == (train.cpu_devices_for(2) if name == AUTO_DEVICES else 1)
+        assert json.load(f)['cpu_devices'] == (parallel.cpu_devices_for(2) if name == AUTO_DEVICES else 1)
 
 
 # ----------------------------------------------------------------------------- fast checks of the machinery

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from floq_jax import flow, networks
+from floq_jax.core import flow, networks
 
 
 @pytest.mark.parametrize('num_steps', [1, 2, 3, 8, 16])

@@ -1,4 +1,4 @@
-"""Tests for floq_jax.logging: CSV header growth, resume truncation, flushing, TensorBoard."""
+"""Tests for floq_jax.training.sinks: CSV header growth, resume truncation, flushing, TensorBoard."""
 
 import csv
 import glob
@@ -7,7 +7,7 @@ import os
 import jax.numpy as jnp
 import numpy as np
 
-from floq_jax.logging import CsvLogger, RunLogger, TensorBoardLogger
+from floq_jax.training.sinks import CsvLogger, RunLogger, TensorBoardLogger
 
 
 def _read(path):
@@ -122,7 +122,7 @@ def test_wandb_logger_offline_by_default_prefix_and_scalars(tmp_path, monkeypatc
     import sys
     import types
 
-    from floq_jax.logging import FanoutLogger, WandbLogger
+    from floq_jax.training.sinks import FanoutLogger, WandbLogger
 
     calls = {'init': [], 'log': [], 'finish': 0}
     fake = types.ModuleType('wandb')

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from floq_jax.mc_returns import discounted_returns, heldout_q_targets
+from floq_jax.analysis.mc_returns import discounted_returns, heldout_q_targets
 
 
 def test_returns_follow_masks_and_episode_boundaries():

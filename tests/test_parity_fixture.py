@@ -29,7 +29,7 @@ import numpy as np
 import pytest
 
 from agents import agent_class
-from floq_jax import actor, networks
+from floq_jax.core import actor, networks
 from tests import parity_convert
 
 GOLDEN = os.path.join(os.path.dirname(__file__), 'data', 'parity_golden.npz')

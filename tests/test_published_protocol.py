@@ -33,7 +33,8 @@ def fake_data(rewards):
 
 
 def test_default_evaluation_is_the_published_noisy_one_step_policy():
-    from floq_jax import evaluation, runner
+    from floq_jax.envs import evaluation
+    from floq_jax.training import runner
     from tests.conftest import small_floq_config
 
     options = runner.RunOptions(env_name=ENV)
@@ -65,7 +66,7 @@ def test_default_evaluation_is_the_published_noisy_one_step_policy():
 
 
 def test_flags_json_records_the_evaluation_protocol(tmp_path):
-    from floq_jax import runner
+    from floq_jax.training import runner
     from tests.conftest import small_floq_config
 
     record = runner.flags_record(small_floq_config(), fake_data([-1.0, 0.0]), runner.RunOptions(env_name=ENV), 0)
@@ -82,7 +83,7 @@ def test_flags_json_records_the_evaluation_protocol(tmp_path):
 
 
 def test_every_results_table_names_the_evaluation_protocol(tmp_path):
-    from floq_jax import report
+    from floq_jax.analysis import report
 
     def make_run(group, seed, flags):
         d = tmp_path / group / ENV / 'floq' / f'seed{seed}'
@@ -109,7 +110,9 @@ def test_every_results_table_names_the_evaluation_protocol(tmp_path):
 
 def test_reward_range_includes_zero_as_published():
     from agents import floq
-    from floq_jax import flow, runner, sweeps
+    from floq_jax.core import flow
+    from floq_jax.training import runner
+    from floq_jax import sweeps
 
     data = fake_data(-np.ones(100))  # every reward -1 (e.g. a sparse-reward task never solved in the data)
     config = floq.get_config()
@@ -165,7 +168,8 @@ def test_offline_to_online_and_fql_tables():
 
 
 def test_replay_buffer_default_is_the_published_two_million():
-    from floq_jax import replay, runner
+    from floq_jax.core import replay
+    from floq_jax.training import runner
 
     assert runner.RunOptions(env_name=ENV).buffer_size == 2_000_000
     assert replay.capacity_for(1_000_000, runner.RunOptions(env_name=ENV).buffer_size) == 2_000_000

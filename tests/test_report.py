@@ -1,4 +1,4 @@
-"""Tests for floq_jax.report and experiments/report.py on fake run directories."""
+"""Tests for floq_jax.analysis.report and experiments/report.py on fake run directories."""
 
 import json
 import os
@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from floq_jax import report
+from floq_jax.analysis import report
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = [100, 200, 300, 400, 500]

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from floq_jax import presets
-from floq_jax.runner import RunOptions, chunk_schedule
+from floq_jax.training.runner import RunOptions, chunk_schedule
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = 'cube-single-play-singletask-task1-v0'
@@ -191,7 +191,7 @@ def test_published_presets():
 
 
 def test_offline_to_online_smoke(runs):
-    from floq_jax import runner
+    from floq_jax.training import runner
 
     (_, err), rc = runs['online']
     assert rc == 0, err[-2000:]
@@ -217,7 +217,7 @@ def test_offline_to_online_smoke(runs):
 
 def test_replay_buffer_add_and_sample():
     import jax
-    from floq_jax import replay
+    from floq_jax.core import replay
 
     arrays = {'observations': np.arange(6, dtype=np.float32).reshape(3, 2), 'rewards': np.zeros(3, np.float32)}
     buffer = replay.from_dataset(arrays, replay.capacity_for(3, 4))
@@ -236,8 +236,8 @@ def test_config_schedule_freezes_trunk_logs_diagnostics_and_resumes(tiny_dataset
     import jax
 
     from agents import agent_class
-    from floq_jax import runner, train
-    from floq_jax.checkpoints import Checkpointer
+    from floq_jax.training import parallel, runner
+    from floq_jax.training.checkpoints import Checkpointer
     from floq_jax.data import load_offline_data, sampling
     from tests.conftest import small_floq_config
 
@@ -271,7 +271,7 @@ def test_config_schedule_freezes_trunk_logs_diagnostics_and_resumes(tiny_dataset
         cfg = config.copy_and_resolve_references()
         cfg.freeze_critic_trunk = frozen
         target = {'agent': cls.create(0, arrays['observations'][:1], arrays['actions'][:1], cfg),
-                  'data_rng': train.seed_rngs([0])[0]}
+                  'data_rng': parallel.seed_rngs([0])[0]}
         c = Checkpointer(os.path.join(d, "checkpoints"), verify=False)  # only the params matter here
         try:
             return jax.device_get(c.restore(jax.device_get(target), step=step)[0]['agent'].params['critic_flow'])

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from floq_jax.runner import RunOptions
+from floq_jax.training.runner import RunOptions
 
 ENV = 'cube-single-play-singletask-task1-v0'
 
@@ -31,7 +31,7 @@ def read_csv(path):
 def test_non_primary_process_writes_no_logs(tiny_dataset, tmp_path, monkeypatch):
     """Multi-host: a process other than 0 trains and checkpoints but writes no flags.json, CSV or TensorBoard files;
     process 0 writes them all (the second, 10-step run reuses the cached compiled chunk)."""
-    from floq_jax import runner
+    from floq_jax.training import runner
     from floq_jax.data import load_offline_data
     from tests.conftest import small_floq_config
 
@@ -58,7 +58,7 @@ def test_host_sampling_trains_and_resumes_exactly(tiny_dataset, tmp_path):
     as an uninterrupted run."""
     import jax
 
-    from floq_jax import runner
+    from floq_jax.training import runner
     from floq_jax.data import load_offline_data
     from tests.conftest import small_floq_config
 
@@ -126,13 +126,13 @@ def test_seeds_sharded_over_cpu_devices_match_one_device(tiny_dataset, tmp_path)
 
 
 def test_cpu_devices_helpers():
-    from floq_jax import train
+    from floq_jax.training import parallel
 
-    assert train.cpu_devices_for(1, cpu_count=2) == 1
-    assert train.cpu_devices_for(2, cpu_count=2) == 2
-    assert train.cpu_devices_for(8, cpu_count=2) == 2
-    assert train.cpu_devices_for(3, cpu_count=2) == 1  # a seed is never split across devices
-    assert train.cpu_devices_for(6, cpu_count=4) == 3
-    assert train.set_cpu_devices(2) is False  # conftest's XLA_FLAGS device count (or a started JAX) wins
+    assert parallel.cpu_devices_for(1, cpu_count=2) == 1
+    assert parallel.cpu_devices_for(2, cpu_count=2) == 2
+    assert parallel.cpu_devices_for(8, cpu_count=2) == 2
+    assert parallel.cpu_devices_for(3, cpu_count=2) == 1  # a seed is never split across devices
+    assert parallel.cpu_devices_for(6, cpu_count=4) == 3
+    assert parallel.set_cpu_devices(2) is False  # conftest's XLA_FLAGS device count (or a started JAX) wins
     with pytest.raises(ValueError):
-        train.set_cpu_devices(0)
+        parallel.set_cpu_devices(0)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from agents import agent_class, floq, fql, fql_iqn
-from floq_jax import actor
+from floq_jax.core import actor
 from tests.conftest import random_batch
 
 TINY_FLOQ = dict(actor_hidden_dims=(16, 16), value_hidden_dims=(16, 16), block_width=16, block_depth=2,

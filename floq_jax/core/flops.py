@@ -23,7 +23,7 @@ def mlp_flops(input_dim: int, hidden_dims: Sequence[int], output_dim: int) -> in
 
 
 def resmlp_flops(input_dim: int, width: int, num_blocks: int, block_depth: int, output_dim: int) -> int:
-    """FLOPs of one row through :class:`floq_jax.networks.ResMLP`."""
+    """FLOPs of one row through :class:`floq_jax.core.networks.ResMLP`."""
     return (dense_flops(input_dim, width) + num_blocks * block_depth * dense_flops(width, width)
             + dense_flops(width, output_dim))
 

@@ -12,8 +12,8 @@ from typing import Callable, Dict, Tuple
 import jax
 import jax.numpy as jnp
 
-from floq_jax import flow
-from floq_jax.networks import ActorVectorField
+from floq_jax.core import flow
+from floq_jax.core.networks import ActorVectorField
 
 QFn = Callable[[jax.Array, jax.Array], jax.Array]
 

@@ -28,7 +28,7 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
-from floq_jax import envs as envs_lib
+from floq_jax.envs import envs as envs_lib
 
 PolicyFn = Callable[[np.ndarray, Any, float], Any]
 

@@ -2,7 +2,7 @@
 
     run_dirs = run_offline(config, data, RunOptions(env_name=..., seed=0, num_seeds=3, offline_steps=...))
 
-Seeds ``seed .. seed + num_seeds - 1`` train together (vmapped, see ``floq_jax.train``); each gets its own run
+Seeds ``seed .. seed + num_seeds - 1`` train together (vmapped, see ``floq_jax.training.parallel``); each gets its own run
 directory ``<save_dir>/<run_group>/<env_name>/<agent_name>/seed<k>/`` with ``flags.json``, ``train.csv``,
 ``eval.csv``, TensorBoard events (``tb/``) and orbax checkpoints (``checkpoints/<step>/``) holding that seed's
 full agent state (params, target params, optimizer state, rng, step) and its data-sampling rng.
@@ -32,10 +32,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from floq_jax import presets, train
-from floq_jax.checkpoints import Checkpointer
+from floq_jax import presets
+from floq_jax.training import parallel
+from floq_jax.training.checkpoints import Checkpointer
 from floq_jax.data import sampling
-from floq_jax.logging import CsvLogger, FanoutLogger, NullLogger, TensorBoardLogger, WandbLogger
+from floq_jax.training.sinks import CsvLogger, FanoutLogger, NullLogger, TensorBoardLogger, WandbLogger
 
 # flags.json keys that must match for a run directory to be resumed.
 IDENTITY_KEYS = ('env_name', 'agent', 'dataset_file')
@@ -90,7 +91,7 @@ class RunOptions:
     # None: sample on the host (numpy, prefetched) only when the dataset exceeds half the free device memory.
     host_sampling: Optional[bool] = None
     # Offline chunks: 'vmap' batches the seeds, 'map' runs each device's seeds one by one (plain GEMMs), 'auto' maps
-    # on CPU for large matmuls (floq_jax.train.use_seed_map).
+    # on CPU for large matmuls (floq_jax.training.parallel.use_seed_map).
     seed_loop: str = 'auto'
     progress: bool = True                # tqdm bar
     console: bool = False                # CLI: start-up / final summaries and 'compiling' notes on stderr
@@ -116,7 +117,7 @@ class RunOptions:
         if self.eval_protocol not in presets.EVAL_PROTOCOLS:
             raise ValueError(f'eval_protocol must be one of {", ".join(presets.EVAL_PROTOCOLS)}, '
                              f'got {self.eval_protocol!r}')
-        if self.seed_loop not in train.SEED_LOOPS:
+        if self.seed_loop not in parallel.SEED_LOOPS:
             raise ValueError(f"seed_loop must be 'auto', 'map' or 'vmap', got {self.seed_loop!r}")
         for k in self.eval_num_steps:
             if int(k) < 1:
@@ -286,8 +287,8 @@ class _Run:
         records = [flags_record(config, data, options, s) for s in self.seeds]
         resuming = [check_run_dir(d, r, options.resume) for d, r in zip(self.dirs, records)]
         use_mesh = options.use_mesh if options.use_mesh is not None else jax.device_count() > 1
-        self.mesh = train.make_mesh(options.num_seeds) if use_mesh else None
-        self.seed_map = train.use_seed_map(options.seed_loop, config)
+        self.mesh = parallel.make_mesh(options.num_seeds) if use_mesh else None
+        self.seed_map = parallel.use_seed_map(options.seed_loop, config)
         arrays = sampling.batch_arrays(data.train)
         self.host_arrays = arrays
         self.host_sampler = None
@@ -299,11 +300,11 @@ class _Run:
             self.host_sampler = sampling.HostSampler(arrays, config.batch_size, self.seeds)
             self.device_data = None
         else:
-            self.device_data = sampling.put_replicated(arrays, train.replicated(self.mesh) if self.mesh else None)
+            self.device_data = sampling.put_replicated(arrays, parallel.replicated(self.mesh) if self.mesh else None)
         ex_obs, ex_act = arrays['observations'][:1], arrays['actions'][:1]
-        self.agents = train.create_agents(agent_cls, config, ex_obs, ex_act, self.seeds, self.mesh)
+        self.agents = parallel.create_agents(agent_cls, config, ex_obs, ex_act, self.seeds, self.mesh)
         self._base_agent_config = self.agents.config
-        self.rngs = train.seed_rngs(self.seeds)
+        self.rngs = parallel.seed_rngs(self.seeds)
         self.extra = extra_state(self) if extra_state is not None else None  # e.g. replay buffers (S, ...)
         for d in self.dirs:
             os.makedirs(d, exist_ok=True)
@@ -374,7 +375,7 @@ class _Run:
         """{'diagnostics/<name>': (S,)} from ``diagnostics.critic_diagnostics`` on a fixed batch ({} if off)."""
         if not self.options.log_diagnostics:
             return {}
-        from floq_jax import diagnostics
+        from floq_jax.analysis import diagnostics
 
         if self._diag_fn is None:
             self._diag_fn = jax.jit(jax.vmap(diagnostics.critic_diagnostics, in_axes=(0, None, None)))
@@ -383,21 +384,21 @@ class _Run:
         if self.mesh is not None:
             # On a mesh, run the diagnostics on gathered copies: the partitioned program (it takes SVDs) waited
             # forever on 2 XLA:CPU devices; a copy of the agents every log interval is cheap next to training.
-            agents = jax.tree_util.tree_map(jnp.asarray, train.to_host(agents))
+            agents = jax.tree_util.tree_map(jnp.asarray, parallel.to_host(agents))
         out = self._diag_fn(agents, self._diag_batch, jax.random.PRNGKey(self.step))
-        return {f'diagnostics/{k}': np.asarray(v) for k, v in train.to_host(out).items()}
+        return {f'diagnostics/{k}': np.asarray(v) for k, v in parallel.to_host(out).items()}
 
     # -- state of one seed
     def seed_state(self, k: int) -> dict:
-        state = {'agent': train.select_seed(self.agents, k), 'data_rng': self.rngs[k]}
+        state = {'agent': parallel.select_seed(self.agents, k), 'data_rng': self.rngs[k]}
         if self.extra is not None:
-            state['extra'] = train.select_seed(self.extra, k)
+            state['extra'] = parallel.select_seed(self.extra, k)
         return jax.device_get(state)
 
     def _put(self, states: List[dict]) -> None:
-        stacked = train.stack(states)
+        stacked = parallel.stack(states)
         if self.mesh is not None:
-            stacked = jax.device_put(stacked, train.seed_sharding(self.mesh))
+            stacked = jax.device_put(stacked, parallel.seed_sharding(self.mesh))
         self.agents, self.rngs = stacked['agent'], stacked['data_rng']
         if self.extra is not None:
             self.extra = stacked['extra']
@@ -443,7 +444,7 @@ class _Run:
             self.tb[k].log(row if rate is None else {**row, 'time/steps_per_sec': rate}, self.step)
 
     def evaluate(self) -> List[dict]:
-        from floq_jax.evaluation import Evaluator
+        from floq_jax.envs.evaluation import Evaluator
 
         o = self.options
         if self._evaluator is None:
@@ -452,7 +453,7 @@ class _Run:
                                         **dict(o.eval_kwargs))
         results = []
         for k, s in enumerate(self.seeds):
-            agent = train.select_seed(self.agents, k)
+            agent = parallel.select_seed(self.agents, k)
             res = self._evaluator(policy_fn_for(agent), temperature=presets.eval_temperature(o.eval_protocol),
                                   seed=s)
             row = {f'evaluation/{m}': float(res[m]) for m in EVAL_METRICS}
@@ -504,9 +505,9 @@ def load_run(run_directory: str, step: Optional[int] = None, dataset_path: Optio
     arrays = sampling.batch_arrays(data.train)
     agent_cls = agent_class(config.agent_name)
     agent = agent_cls.create(int(flags['seed']), arrays['observations'][:1], arrays['actions'][:1], config)
-    target = {'agent': agent, 'data_rng': train.seed_rngs([int(flags['seed'])])[0]}
+    target = {'agent': agent, 'data_rng': parallel.seed_rngs([int(flags['seed'])])[0]}
     if int(flags.get('online_steps') or 0) > 0:
-        from floq_jax import replay
+        from floq_jax.core import replay
 
         capacity = replay.capacity_for(len(arrays['observations']), int(flags.get('buffer_size') or 0))
         target['extra'] = replay.from_dataset(arrays, capacity)
@@ -528,7 +529,7 @@ def evaluate_checkpoint(run_dir, step=None, eval_episodes=50, num_steps=(), eval
     """
     import csv
 
-    from floq_jax.evaluation import Evaluator
+    from floq_jax.envs.evaluation import Evaluator
 
     temperature = presets.eval_temperature(eval_protocol)
     agent, _, _, step, data, run_flags = load_run(run_dir, step, dataset_path)
@@ -592,16 +593,16 @@ def run_training(agent_cls, config, data, options: RunOptions, online_phase: Opt
                 _note(o, bar, 'compiling the update (first chunk)')
             t0 = time.perf_counter()
             if run.host_sampler is None:  # the chunk constructors are cached: one jitted function per (size, n)
-                chunk = train.make_train_chunk(config.batch_size, n, run.mesh, run.seed_map)
+                chunk = parallel.make_train_chunk(config.batch_size, n, run.mesh, run.seed_map)
                 run.agents, run.rngs, infos = chunk(run.agents, run.device_data, run.rngs)
             else:
                 batches = run.host_sampler.get(start, n)
                 if i + 1 < len(schedule):
                     run.host_sampler.prefetch(*schedule[i + 1])
                 if run.mesh is not None:
-                    batches = jax.device_put(batches, train.seed_sharding(run.mesh))
-                run.agents, infos = train.make_host_batch_chunk(n, run.mesh, run.seed_map)(run.agents, batches)
-            infos = train.to_host(infos)
+                    batches = jax.device_put(batches, parallel.seed_sharding(run.mesh))
+                run.agents, infos = parallel.make_host_batch_chunk(n, run.mesh, run.seed_map)(run.agents, batches)
+            infos = parallel.to_host(infos)
             run.step = start + n
             check_finite(infos, run.step, run.seeds, run.last_good)
             if bar is not None:
@@ -737,7 +738,7 @@ def make_online_update(batch_size: int, utd_ratio: int):
     Per seed: insert the new transition into the device replay buffer, then ``utd_ratio`` updates on
     batches sampled from it (``lax.scan``).
     """
-    from floq_jax import replay
+    from floq_jax.core import replay
 
     def one_seed(agent, buffer, transition, rng):
         buffer = replay.add(buffer, transition)
@@ -770,7 +771,7 @@ def online_episode_metrics(finished: Sequence[Sequence[Tuple[float, float]]]) ->
 
 def _online_phase(run: _Run, bar) -> None:
     """Online fine-tuning: one env per seed, one batched policy call per env step, utd_ratio updates after it."""
-    from floq_jax import envs as envs_lib
+    from floq_jax.envs import envs as envs_lib
 
     o, seeds = run.options, run.seeds
     envs = [envs_lib.make_env(o.env_name) for _ in seeds]
@@ -812,9 +813,9 @@ def _online_phase(run: _Run, bar) -> None:
                 bar.update(pending)
                 pending = 0
             if _at(run.step, o.log_interval):
-                infos = train.to_host(infos)
+                infos = parallel.to_host(infos)
                 check_finite(infos, run.step, seeds, run.last_good)
-                size = np.asarray(train.to_host(run.extra.size))
+                size = np.asarray(parallel.to_host(run.extra.size))
                 run.log_train(infos, extra={'online/buffer_size': size, **online_episode_metrics(finished),
                                             **run.diagnostics()})
                 finished = [[] for _ in seeds]
@@ -831,14 +832,14 @@ def run_offline_to_online(config, data, options: RunOptions) -> List[str]:
     """``options.offline_steps`` offline updates, then ``options.online_steps`` env steps of fine-tuning with
     the dataset as the initial (device) replay buffer, ``options.utd_ratio`` updates per env step."""
     from agents import agent_class
-    from floq_jax import replay
+    from floq_jax.core import replay
 
     def buffers(run: _Run):
         capacity = replay.capacity_for(len(run.host_arrays['observations']), options.buffer_size)
         one = replay.from_dataset(run.host_arrays, capacity)
         stacked = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (len(run.seeds), *x.shape)), one)
         if run.mesh is not None:
-            stacked = jax.device_put(stacked, train.seed_sharding(run.mesh))
+            stacked = jax.device_put(stacked, parallel.seed_sharding(run.mesh))
         return stacked
 
     return run_training(agent_class(config.agent_name), config, data, options, online_phase=_online_phase,
