@@ -190,6 +190,42 @@ def _map_over_seeds(one_seed: Callable, in_axes: Tuple[Optional[int], ...]) -> C
     return mapped
 
 
+def over_seeds(make_one_seed: Callable[[Optional[Callable]], Callable], in_axes: Tuple[Optional[int], ...],
+               num_outputs: int, mesh: Optional[Mesh] = None, seed_map: bool = False,
+               donate_argnums: Tuple[int, ...] = ()) -> Callable:
+    """The one seed-parallel dispatcher of the offline, host-batch and online chunks.
+
+    ``make_one_seed(batch_constraint)`` returns the per-seed function (its arguments as ``in_axes``: 0 for stacked
+    per-seed inputs (S, ...), None for inputs shared by all seeds; ``num_outputs`` per-seed outputs);
+    ``batch_constraint`` (None, or a function to apply to every sampled batch) splits each seed's batch along the
+    mesh's 'batch' axis.  Returns the jitted function over stacked seeds:
+
+    * no mesh: ``vmap`` over seeds, or with ``seed_map`` a ``lax.map`` (one seed at a time, plain GEMMs);
+    * a mesh: per-seed inputs and all outputs sharded along 'seeds', shared inputs replicated; with ``seed_map``
+      and a 'batch' axis of 1, each device ``lax.map``s over its own seeds inside ``shard_map``; otherwise a
+      ``vmap`` with ``spmd_axis_name='seeds'`` whose batches are split along 'batch' (GSPMD inserts the
+      gradient all-reduce).
+    """
+    if mesh is None:
+        return jax.jit((_map_over_seeds if seed_map else jax.vmap)(make_one_seed(None), in_axes),
+                       donate_argnums=donate_argnums)
+    by_seed = seed_sharding(mesh)
+    in_shardings = tuple(by_seed if ax == 0 else replicated(mesh) for ax in in_axes)
+    out_shardings = (by_seed,) * num_outputs
+    if seed_map and mesh.shape['batch'] == 1:
+        local = jax.shard_map(_map_over_seeds(make_one_seed(None), in_axes), mesh=mesh,
+                              in_specs=tuple(P('seeds') if ax == 0 else P() for ax in in_axes),
+                              out_specs=(P('seeds'),) * num_outputs)
+        return jax.jit(local, in_shardings=in_shardings, out_shardings=out_shardings, donate_argnums=donate_argnums)
+    constraint = None
+    if mesh.shape['batch'] > 1:
+        batch_spec = NamedSharding(mesh, P('batch'))
+        constraint = lambda batch: jax.tree_util.tree_map(
+            lambda x: jax.lax.with_sharding_constraint(x, batch_spec), batch)
+    return jax.jit(jax.vmap(make_one_seed(constraint), in_axes=in_axes, spmd_axis_name='seeds'),
+                   in_shardings=in_shardings, out_shardings=out_shardings, donate_argnums=donate_argnums)
+
+
 @functools.lru_cache(maxsize=64)
 def make_train_chunk(batch_size: int, steps: int, mesh: Optional[Mesh] = None, seed_map: bool = False):
     """The jitted multi-seed chunk: (agents (S, ...), data {(N, ...)}, rngs (S, 2)) -> (agents, rngs, infos {(S,)}).
@@ -202,34 +238,21 @@ def make_train_chunk(batch_size: int, steps: int, mesh: Optional[Mesh] = None, s
     ``seed_map`` (see :func:`use_seed_map`): each device runs its seeds one after another with ``lax.map``
     (inside ``shard_map`` on a mesh whose 'batch' axis is 1) instead of ``vmap``; results equal per-seed runs.
     """
-    if mesh is None:
-        single = _single_seed_chunk(batch_size, steps, None)
-        over_seeds = (_map_over_seeds if seed_map else jax.vmap)(single, (0, None, 0))
+    make_one_seed = functools.partial(_single_seed_chunk, batch_size, steps)
+    chunk = over_seeds(make_one_seed, (0, None, 0), 3, mesh, seed_map, donate_argnums=(0, 2))
+    if mesh is not None:
+        return chunk
+    single = make_one_seed(None)
 
-        def chunk(agents, data, rngs):
-            if rngs.shape[0] > 1:
-                return over_seeds(agents, data, rngs)
-            # One seed: no vmap, so matmuls stay plain 2-D GEMMs instead of batched dot_generals (slower on CPU).
-            squeeze = lambda tree: jax.tree_util.tree_map(lambda x: x[0], tree)
-            expand = lambda tree: jax.tree_util.tree_map(lambda x: x[None], tree)
-            return expand(single(squeeze(agents), data, rngs[0]))
+    def one_or_many(agents, data, rngs):
+        if rngs.shape[0] > 1:
+            return chunk(agents, data, rngs)
+        # One seed: no vmap, so matmuls stay plain 2-D GEMMs instead of batched dot_generals (slower on CPU).
+        squeeze = lambda tree: jax.tree_util.tree_map(lambda x: x[0], tree)
+        expand = lambda tree: jax.tree_util.tree_map(lambda x: x[None], tree)
+        return expand(single(squeeze(agents), data, rngs[0]))
 
-        return jax.jit(chunk, donate_argnums=(0, 2))
-    by_seed = seed_sharding(mesh)
-    if seed_map and mesh.shape['batch'] == 1:
-        local = jax.shard_map(_map_over_seeds(_single_seed_chunk(batch_size, steps, None), (0, None, 0)), mesh=mesh,
-                              in_specs=(P('seeds'), P(), P('seeds')), out_specs=P('seeds'))
-        return jax.jit(local, in_shardings=(by_seed, replicated(mesh), by_seed),
-                       out_shardings=(by_seed, by_seed, by_seed), donate_argnums=(0, 2))
-    batch_spec = NamedSharding(mesh, P('batch'))
-    constraint = None
-    if mesh.shape['batch'] > 1:
-        constraint = lambda batch: jax.tree_util.tree_map(
-            lambda x: jax.lax.with_sharding_constraint(x, batch_spec), batch)
-    chunk = jax.vmap(_single_seed_chunk(batch_size, steps, constraint), in_axes=(0, None, 0),
-                     spmd_axis_name='seeds')
-    return jax.jit(chunk, in_shardings=(by_seed, replicated(mesh), by_seed),
-                   out_shardings=(by_seed, by_seed, by_seed), donate_argnums=(0, 2))
+    return jax.jit(one_or_many, donate_argnums=(0, 2))
 
 
 @functools.lru_cache(maxsize=64)
@@ -240,19 +263,50 @@ def make_host_batch_chunk(steps: int, mesh: Optional[Mesh] = None, seed_map: boo
     :func:`make_train_chunk`.
     """
 
-    def one_seed(agent, batches):
-        agent, infos = jax.lax.scan(lambda a, b: a.update(b), agent, batches)
-        return agent, jax.tree_util.tree_map(lambda x: x.mean(axis=0), infos)
+    def make_one_seed(_):
+        def one_seed(agent, batches):
+            agent, infos = jax.lax.scan(lambda a, b: a.update(b), agent, batches)
+            return agent, jax.tree_util.tree_map(lambda x: x.mean(axis=0), infos)
 
-    if mesh is None:
-        return jax.jit((_map_over_seeds if seed_map else jax.vmap)(one_seed, (0, 0)), donate_argnums=(0,))
-    by_seed = seed_sharding(mesh)
-    if seed_map and mesh.shape['batch'] == 1:
-        local = jax.shard_map(_map_over_seeds(one_seed, (0, 0)), mesh=mesh,
-                              in_specs=(P('seeds'), P('seeds')), out_specs=P('seeds'))
-        return jax.jit(local, in_shardings=(by_seed, by_seed), out_shardings=(by_seed, by_seed), donate_argnums=(0,))
-    return jax.jit(jax.vmap(one_seed, spmd_axis_name='seeds'), in_shardings=(by_seed, by_seed),
-                   out_shardings=(by_seed, by_seed), donate_argnums=(0,))
+        return one_seed
+
+    return over_seeds(make_one_seed, (0, 0), 2, mesh, seed_map, donate_argnums=(0,))
+
+
+@functools.lru_cache(maxsize=64)
+def make_online_update(batch_size: int, utd_ratio: int, mesh: Optional[Mesh] = None, seed_map: bool = False):
+    """(agents, buffers, transitions {(S, ...)}, rngs) -> (agents, buffers, rngs, infos {(S,)}), jitted.
+
+    Per seed: insert the new transition into the device replay buffer (``floq_jax.core.replay``), then
+    ``utd_ratio`` updates on batches sampled from it (``lax.scan``); seeds dispatched as the offline chunks
+    (:func:`over_seeds`: vmap or ``lax.map``, on the ('seeds', 'batch') mesh when one is given).
+    """
+    from floq_jax.core import replay
+
+    def make_one_seed(batch_constraint):
+        def one_seed(agent, buffer, transition, rng):
+            buffer = replay.add(buffer, transition)
+
+            def body(carry, _):
+                agent, rng = carry
+                rng, key = jax.random.split(rng)
+                batch = replay.sample(buffer, key, batch_size)
+                if batch_constraint is not None:
+                    batch = batch_constraint(batch)
+                agent, info = agent.update(batch)
+                return (agent, rng), info
+
+            (agent, rng), infos = jax.lax.scan(body, (agent, rng), None, length=utd_ratio)
+            return agent, buffer, rng, jax.tree_util.tree_map(lambda x: x.mean(axis=0), infos)
+
+        return one_seed
+
+    return over_seeds(make_one_seed, (0, 0, 0, 0), 4, mesh, seed_map, donate_argnums=(0, 1, 3))
+
+
+def is_primary_process() -> bool:
+    """True on the process that writes logs (process 0; the only one outside multi-host runs)."""
+    return jax.process_index() == 0
 
 
 def to_host(tree) -> Dict[str, np.ndarray]:
