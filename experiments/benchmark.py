@@ -15,6 +15,8 @@ import time
 
 from absl import app, flags
 
+from experiments import common
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -39,9 +41,9 @@ flags.DEFINE_integer('eval_max_steps', None, 'Optional episode time limit of the
 flags.DEFINE_list('skip', [], 'Sections to skip: updates, small, seeds, loop, profile, eval.')
 flags.DEFINE_integer('compile_repeats', 0, 'Extra section: compile the floq update at K=1 and K=16 alternately '
                      'this many times each (compile time is noisy on a shared CPU) and count while loops in the HLO.')
-flags.DEFINE_integer('cpu_devices', 1, 'CPU-only hosts: split the CPU into this many XLA devices (as '
-                     'train_offline --cpu_devices does); the seeds section then also times the 8 seeds sharded over '
-                     'them.  Run the update cases with the default 1.')
+common.define_cpu_devices_flag(1, 'CPU-only hosts: split the CPU into this many XLA devices (as train_offline '
+                               '--cpu_devices does); the seeds section then also times the 8 seeds sharded over them. '
+                               'Run the update cases with the default 1.')
 flags.DEFINE_enum('seeds_config', 'small', ['small', 'demo'], "Config of the seeds section: 'small' (2x256, "
                   "noise_samples 4, batch 256) or 'demo' (experiments/demo.py's 2x128, K=4, noise_samples 2, batch 64).")
 flags.DEFINE_integer('num_transitions', 1_000_000, 'Synthetic dataset size (device-resident and host copies).')
@@ -147,7 +149,7 @@ class Bench:
         if FLAGS.seeds_config == 'demo' and not FLAGS.tiny:
             from floq_jax.presets import demo_config
 
-            config = demo_config()
+            config = demo_config(floq_lib.get_config())
             config.r_min, config.r_max = -1.0, 0.0
             steps = steps * 10  # ~5 ms updates: 100-step chunks keep each timed call ~0.5 s per seed
         else:

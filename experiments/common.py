@@ -22,7 +22,32 @@ class UsageError(ValueError):
     """A bad flag value (reported as one line, exit code 2)."""
 
 
+CPU_DEVICES_HELP = ('CPU-only hosts: split the CPU into this many XLA devices so seeds train concurrently, one device '
+                    'per core (default: the largest divisor of --num_seeds (a sweep: of its seed count) that is at most '
+                    'the core count; 1 for one seed). No effect on GPU/TPU backends.')
+
+
+def define_cpu_devices_flag(default=None, help_text: str = CPU_DEVICES_HELP) -> None:
+    """--cpu_devices, for every entrypoint that trains (defined here only; once per process)."""
+    if 'cpu_devices' not in FLAGS:
+        flags.DEFINE_integer('cpu_devices', default, help_text)
+
+
+def define_eval_protocol_flag() -> None:
+    """--eval_protocol, for every entrypoint that evaluates a policy (defined here only; once per process)."""
+    from floq_jax import presets
+
+    if 'eval_protocol' not in FLAGS:
+        flags.DEFINE_enum('eval_protocol', presets.DEFAULT_EVAL_PROTOCOL, list(presets.EVAL_PROTOCOLS),
+                          "Evaluation actions. 'published': the one-step policy with noise N(0, I), clipped to "
+                          "[-1, 1], as the published code evaluates (its sample_actions ignores the temperature); "
+                          "'deterministic': the one-step policy at zero noise (lower-variance success estimates, "
+                          "not comparable to published numbers).")
+
+
 def define_common_flags(offline_steps: int = 1_000_000) -> None:
+    """The training entrypoints' flags.  Nothing here reads the command line: --agent is checked and defined when the
+    flags are parsed (:func:`flags_parser`)."""
     from floq_jax import presets
     from floq_jax.training.parallel import SEED_LOOPS  # imports jax, which starts no backend (--cpu_devices is set later)
 
@@ -38,7 +63,7 @@ def define_common_flags(offline_steps: int = 1_000_000) -> None:
     flags.DEFINE_integer('save_interval', 100000, 'Checkpoint interval (steps); the final step is always saved.')
     flags.DEFINE_integer('eval_episodes', 50, 'Episodes per evaluation.')
     flags.DEFINE_integer('eval_num_envs', None, 'Parallel sub-envs per evaluation (default: eval_episodes).')
-    presets.define_eval_protocol_flag()  # --eval_protocol=published|deterministic (also experiments.evaluate, demo)
+    define_eval_protocol_flag()  # --eval_protocol=published|deterministic (also experiments.evaluate, demo, sweeps)
     flags.DEFINE_enum('reward_range', presets.DEFAULT_REWARD_RANGE, list(presets.REWARD_RANGES),
                       "r_min / r_max behind floq's noise interval and value support. 'published': the rewards' "
                       "min / max and 0 (the published code computes them over its zero-padded replay buffer); "
@@ -55,9 +80,7 @@ def define_common_flags(offline_steps: int = 1_000_000) -> None:
     flags.DEFINE_bool('wandb', False, 'Also log to Weights & Biases (offline mode unless WANDB_MODE is set).')
     flags.DEFINE_bool('tensorboard', True, 'Write TensorBoard events.')
     flags.DEFINE_bool('distributed', False, 'Call jax.distributed.initialize (multi-host).')
-    flags.DEFINE_integer('cpu_devices', None, 'CPU-only hosts: split the CPU into this many XLA devices so seeds '
-                         'train concurrently, one device per core (default: the largest divisor of --num_seeds that '
-                         'is at most the core count; 1 for one seed). No effect on GPU/TPU backends.')
+    define_cpu_devices_flag()
     flags.DEFINE_bool('host_sampling', None, 'Sample batches on the host with prefetch instead of keeping the dataset '
                       'on the device (default: only when it exceeds half the free device memory).')
     flags.DEFINE_enum('seed_loop', 'auto', list(SEED_LOOPS), "How each device runs its seeds: 'vmap' "
@@ -65,18 +88,20 @@ def define_common_flags(offline_steps: int = 1_000_000) -> None:
                       "large matmuls (batch x noise_samples x widest layer >= 2^18).")
     flags.DEFINE_integer('max_checkpoints', 3, 'Newest checkpoints kept per seed.')
     flags.DEFINE_bool('progress', True, 'tqdm progress bar.')
-    # config_flags reads --agent/--agent.* from sys.argv lazily and needs --agent=<file> before the overrides: put it
-    # there, check the file (and variant) and the override keys now, each failure as one line.
-    normalize_agent_argv(sys.argv)
-    try:
-        check_agent_argv(sys.argv)
-    except UsageError as e:
-        fail(e)
-    try:
-        config_flags.DEFINE_config_file('agent', os.path.join(REPO, 'agents', 'floq.py'), agent_help(sys.argv),
-                                        lock_config=False)
-    except Exception as e:  # noqa: BLE001
-        fail(f'--agent: {type(e).__name__}: {e}')
+    _AGENT_FLAG['wanted'] = True
+
+
+# config_flags applies the --agent.<key> overrides it finds on the command line when --agent is defined, so the
+# entrypoints that take an agent config have it defined by flags_parser, once the command line is known and checked.
+_AGENT_FLAG = {'wanted': False}
+DEFAULT_AGENT_FILE = os.path.join(REPO, 'agents', 'floq.py')
+
+
+def define_agent_flag(argv) -> None:
+    """--agent=<file>[:<variant>] with its --agent.<key> overrides from ``argv``; listed by the entrypoint's --help
+    with the selected file's keys."""
+    config_flags.DEFINE_config_file('agent', DEFAULT_AGENT_FILE, agent_help(argv), lock_config=False, sys_argv=argv)
+    FLAGS.register_key_flag_for_module(argv[0], FLAGS['agent'])
 
 
 def quiet_logs() -> None:
@@ -111,12 +136,22 @@ def fail(message, code: int = 2):
 
 
 def flags_parser(argv):
-    """absl ``app.run`` flags parser whose errors are one line (the default prints usage hints)."""
-    normalize_agent_argv(argv)
-    try:
-        check_agent_argv(argv)
-    except UsageError as e:
-        fail(e)
+    """absl ``app.run`` flags parser whose errors are one line (the default prints usage hints).
+
+    config_flags reads --agent/--agent.* lazily and needs --agent=<file> before the overrides: put it there (in
+    place: ``argv`` is sys.argv), check the file (and variant) and the override keys, each failure as one line, and
+    give --help the selected file's keys.
+    """
+    if _AGENT_FLAG['wanted'] and 'agent' not in FLAGS:
+        normalize_agent_argv(argv)
+        try:
+            check_agent_argv(argv)
+        except UsageError as e:
+            fail(e)
+        try:
+            define_agent_flag(argv)
+        except Exception as e:  # noqa: BLE001
+            fail(f'--agent: {type(e).__name__}: {e}')
     try:
         return FLAGS(argv)
     except Exception as e:  # noqa: BLE001 - config_flags raises AttributeError/KeyError for unknown keys
@@ -328,35 +363,39 @@ def apply_protocol_preset() -> dict:
     return applied
 
 
+def validate(options) -> None:
+    """RunOptions.validate (the one check of the run's options), its error as a UsageError naming the flags."""
+    from floq_jax.training.options import OptionError
+
+    try:
+        options.validate()
+    except OptionError as e:
+        shown = [f'--{n}={v}' for n, v in zip(e.names, e.values) if n in FLAGS] or [f'{e.names[0]}={e.values[0]}']
+        reason = e.reason
+        if len(shown) == 1 < len(e.names):  # e.g. train_offline has --offline_steps but no --online_steps
+            reason = reason.split(';')[0] + '; accepted: a positive integer'
+        raise UsageError(f'{" ".join(shown)}: {reason}') from None
+
+
 def common_options(**extra):
     """RunOptions from the common flags (validated; raises UsageError)."""
-    from floq_jax.training.runner import RunOptions
+    from floq_jax.training.options import RunOptions
 
     apply_protocol_preset()
-    check_positive(num_seeds=FLAGS.num_seeds, steps_per_call=FLAGS.steps_per_call, log_interval=FLAGS.log_interval,
-                   eval_interval=FLAGS.eval_interval, save_interval=FLAGS.save_interval,
-                   eval_episodes=FLAGS.eval_episodes, max_checkpoints=FLAGS.max_checkpoints)
-    if FLAGS.eval_num_envs is not None:
-        check_positive(eval_num_envs=FLAGS.eval_num_envs)
-    if FLAGS.offline_steps < 0:
-        raise UsageError(f'--offline_steps={FLAGS.offline_steps}: must be >= 0')
-    if FLAGS.offline_steps + int(extra.get('online_steps') or 0) < 1:
-        if 'online_steps' in extra:
-            raise UsageError(f'--offline_steps={FLAGS.offline_steps} --online_steps={extra["online_steps"]}: '
-                             f'nothing to train; accepted: at least one of them positive')
-        raise UsageError(f'--offline_steps={FLAGS.offline_steps}: nothing to train; accepted: a positive integer')
     if FLAGS.preset not in (None, '', 'none', 'published'):
         raise UsageError(f"--preset={FLAGS.preset!r}: accepted: 'published' or none")
-    check_env_name(FLAGS.env_name)
+    eval_num_steps = parse_int_list('eval_num_steps', FLAGS.eval_num_steps)
     options = RunOptions(
         env_name=FLAGS.env_name, seed=FLAGS.seed, num_seeds=FLAGS.num_seeds, offline_steps=FLAGS.offline_steps,
         steps_per_call=FLAGS.steps_per_call, log_interval=FLAGS.log_interval, eval_interval=FLAGS.eval_interval,
         save_interval=FLAGS.save_interval, eval_episodes=FLAGS.eval_episodes,
-        eval_protocol=FLAGS.eval_protocol, eval_num_steps=parse_int_list('eval_num_steps', FLAGS.eval_num_steps),
+        eval_protocol=FLAGS.eval_protocol, eval_num_steps=eval_num_steps,
         eval_at_start=FLAGS.eval_at_start, eval_num_envs=FLAGS.eval_num_envs, save_dir=FLAGS.save_dir,
         run_group=FLAGS.run_group, resume=FLAGS.resume, tensorboard=FLAGS.tensorboard,
         max_checkpoints=FLAGS.max_checkpoints, progress=FLAGS.progress, host_sampling=FLAGS.host_sampling,
         seed_loop=FLAGS.seed_loop, **extra)
+    validate(options)
+    check_env_name(FLAGS.env_name)
     check_writable(FLAGS.save_dir)
     return options
 
@@ -368,7 +407,6 @@ def prepare(**extra):
     from floq_jax.data import DatasetError, load_offline_data
 
     options = common_options(**extra)
-    options.validate()
     cpu_devices = configure_cpu_devices(FLAGS.num_seeds, FLAGS.cpu_devices, FLAGS.distributed)
     check_dataset(FLAGS.env_name, FLAGS.dataset_dir, FLAGS.dataset_path)
     config = FLAGS.agent
@@ -391,7 +429,7 @@ def prepare(**extra):
     except DatasetError as e:
         raise UsageError(f"{'--dataset_path' if FLAGS.dataset_path else '--env_name/--dataset_dir'}: {e}") from None
     runner.set_reward_range(config, data, FLAGS.reward_range)
-    options.flags = {name: FLAGS[name].value for name in FLAGS if name in _OUR_FLAGS}
+    options.flags = recorded_flags()
     options.flags['preset_applied'] = applied
     options.flags['preset_protocol_applied'] = apply_protocol_preset()  # what --preset=published set (idempotent)
     options.flags['cpu_devices'] = cpu_devices  # the effective value (auto resolved)
@@ -399,11 +437,12 @@ def prepare(**extra):
     return config, data, options
 
 
-_OUR_FLAGS = {'env_name', 'dataset_dir', 'dataset_path', 'seed', 'num_seeds', 'offline_steps', 'online_steps',
-              'steps_per_call', 'log_interval', 'eval_interval', 'save_interval', 'eval_episodes', 'eval_num_envs',
-              'eval_protocol', 'reward_range', 'eval_num_steps', 'eval_at_start', 'save_dir', 'run_group', 'resume', 'preset',
-              'wandb', 'tensorboard', 'distributed', 'cpu_devices', 'host_sampling', 'seed_loop', 'max_checkpoints', 'progress', 'utd_ratio',
-              'buffer_size'}
+def recorded_flags() -> dict:
+    """flags.json's record of the command line: every flag the entrypoint and this module define (not absl's own,
+    not --agent: the agent config is recorded in full), with its value."""
+    ours = lambda module: module == '__main__' or module.split('.')[0] == 'experiments'
+    return {f.name: f.value for module, module_flags in FLAGS.flags_by_module_dict().items() if ours(module)
+            for f in module_flags if f.name != 'agent'}
 
 
 def maybe_wandb(options, config) -> None:
@@ -420,7 +459,7 @@ def maybe_wandb(options, config) -> None:
 
 def run_cli(body) -> None:
     """Runs ``body()`` turning expected errors into one stderr line (exit 2 usage, 1 runtime)."""
-    from floq_jax.training.runner import Interrupted, NonFiniteMetric, RunDirConflict
+    from floq_jax.training.options import Interrupted, NonFiniteMetric, RunDirConflict, interrupted_message
 
     try:
         body()
@@ -429,8 +468,6 @@ def run_cli(body) -> None:
     except (RunDirConflict, NonFiniteMetric) as e:
         fail(e, 1)
     except Interrupted as e:
-        from floq_jax.training.runner import interrupted_message
-
         sys.stdout.flush()
         print(interrupted_message(e.step, e.checkpoint), file=sys.stderr, flush=True)
         os._exit(130)  # the run is closed; skip interpreter-exit hooks (worker joins), seen to hang after Ctrl-C

@@ -5,7 +5,8 @@
 
 Steps:
   1. ``ensure_generated_dataset`` (cached under $FLOQ_DATA_CACHE or ~/.cache/floq_jax/datasets; no download);
-  2. ``floq_jax.training.runner.run_offline`` with the small config :func:`floq_jax.presets.demo_config`: 2 seeds, 70k updates each, an
+  2. ``floq_jax.training.runner.run_offline`` with the small config :func:`floq_jax.presets.demo_config`: 2 seeds, 70k
+     updates each, an
      evaluation every 10k; on a CPU-only host the seeds are sharded over 2 XLA CPU devices (one per core);
   3. evaluation of each seed's final checkpoint (success, and the flow critic's Q estimates at K = 1, 2, 4, 8);
      evaluation follows --eval_protocol ('published', the default: the one-step policy with noise N(0, I));
@@ -18,9 +19,8 @@ import time
 from absl import app, flags
 
 from experiments import common
-from floq_jax import presets
 
-presets.define_eval_protocol_flag()  # --eval_protocol: 'published' (default) or 'deterministic'
+common.define_eval_protocol_flag()  # --eval_protocol: 'published' (default) or 'deterministic'
 
 flags.DEFINE_string('env_name', 'cube-single-play-singletask-task2-v0', 'Single-task name to train on.')
 flags.DEFINE_integer('dataset_episodes', 100, 'Episodes of the generated dataset.')
@@ -34,8 +34,7 @@ flags.DEFINE_string('cache_dir', None, 'Dataset cache (default: $FLOQ_DATA_CACHE
 flags.DEFINE_integer('seed', 0, 'First seed.')
 flags.DEFINE_integer('num_seeds', 2, 'Seeds seed..seed+num_seeds-1, trained together (vmapped; on a CPU-only host '
                      'sharded over --cpu_devices XLA devices, one per core).')
-flags.DEFINE_integer('cpu_devices', None, 'CPU-only hosts: XLA CPU devices to shard the seeds over (default: the '
-                     'largest divisor of --num_seeds that is at most the core count).')
+common.define_cpu_devices_flag()
 FLAGS = flags.FLAGS
 
 
@@ -45,7 +44,8 @@ def main(_):
     def body():
         from floq_jax import presets
         from floq_jax.analysis import report
-        from floq_jax.training import runner
+        import agents
+        from floq_jax.training import evaluate, runner
         from floq_jax.data import ensure_generated_dataset, load_offline_data, parse_name
 
         common.check_env_name(FLAGS.env_name)
@@ -63,7 +63,7 @@ def main(_):
         data = load_offline_data(FLAGS.env_name, dataset_path=path)
         print(f'      {path} ({len(data.train["observations"])} transitions, {time.time() - t0:.0f} s)', flush=True)
 
-        config = presets.demo_config()
+        config = presets.demo_config(agents.get_config('floq'))
         applied = presets.apply_preset(config, FLAGS.env_name, 'published',
                                        user_keys=('block_width', 'critic_flow_steps', 'noise_samples', 'batch_size'))
         runner.set_reward_range(config, data)
@@ -78,13 +78,13 @@ def main(_):
         print(f'[2/4] training floq (2x128 nets, K=4, noise_samples 2, batch 64; published preset {applied}) '
               f'for {FLAGS.steps} steps, {FLAGS.num_seeds} seed(s) on {cpu_devices} XLA CPU device(s)', flush=True)
         t1 = time.time()
-        run_dirs = runner.run_offline(config, data, options)
+        run_dirs = runner.run_offline(agents.agent_class(config.agent_name), config, data, options)
         print(f'      {os.path.dirname(run_dirs[0])} ({time.time() - t1:.0f} s)', flush=True)
 
         print(f'[3/4] evaluating the final checkpoints ({FLAGS.eval_episodes} episodes each, evaluation: '
               f'{presets.describe_eval_protocol(FLAGS.eval_protocol)}; Q at K={ks})', flush=True)
         for run_dir in run_dirs:
-            summary = runner.evaluate_checkpoint(run_dir, None, FLAGS.eval_episodes, ks, FLAGS.eval_protocol)
+            summary = evaluate.evaluate_checkpoint(run_dir, agents.agent_class, None, FLAGS.eval_episodes, ks, FLAGS.eval_protocol)
             print(f'      {os.path.basename(run_dir)}: success {summary["success"]:.2f}, return '
                   f'{summary["return"]:.1f}; Q estimates by K: '
                   + ', '.join(f'K={k}: {q:.2f}' for k, q in summary['q_estimates'].items()), flush=True)

@@ -15,7 +15,6 @@ import os
 from absl import app, flags
 
 from experiments import common
-from floq_jax import presets
 
 flags.DEFINE_string('run_dir', None, 'A seed run directory (holding flags.json and checkpoints/).')
 flags.DEFINE_integer('step', None, 'Checkpoint step (default: the newest intact one).')
@@ -26,14 +25,15 @@ flags.DEFINE_integer('video_episodes', 0, 'Episodes to render into <run_dir>/eva
 flags.DEFINE_integer('eval_seed', None, 'Episode seed (default: the run seed, as in training-time evaluation).')
 flags.DEFINE_string('dataset_path', None, 'Dataset file (default: the one in flags.json).')
 FLAGS = flags.FLAGS
-presets.define_eval_protocol_flag()  # --eval_protocol: 'published' (noise N(0, I), the default) or 'deterministic'
+common.define_eval_protocol_flag()  # --eval_protocol: 'published' (noise N(0, I), the default) or 'deterministic'
 
 
 def main(_):
     common.quiet_logs()
 
     def body():
-        from floq_jax.training import runner
+        import agents
+        from floq_jax.training import evaluate
 
         if not FLAGS.run_dir or not os.path.isfile(os.path.join(FLAGS.run_dir, 'flags.json')):
             raise common.UsageError(f'--run_dir={FLAGS.run_dir!r}: expected a seed run directory holding flags.json')
@@ -47,7 +47,7 @@ def main(_):
                                     f'{", ".join(map(str, steps))} (or omit --step for the newest)')
         ks = common.parse_int_list('num_steps', FLAGS.num_steps)
         try:
-            summary = runner.evaluate_checkpoint(FLAGS.run_dir, FLAGS.step, FLAGS.eval_episodes, ks, FLAGS.eval_protocol,
+            summary = evaluate.evaluate_checkpoint(FLAGS.run_dir, agents.agent_class, FLAGS.step, FLAGS.eval_episodes, ks, FLAGS.eval_protocol,
                                    FLAGS.video_episodes, FLAGS.eval_seed, FLAGS.eval_num_envs, FLAGS.dataset_path)
         except FileNotFoundError as e:
             raise common.UsageError(f'--step: {e}') from None

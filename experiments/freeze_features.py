@@ -4,8 +4,8 @@ layer keeps training.  Compared: floq, floq trained at t = 0 only (train_at_zero
 (the published size: width 512, 4 blocks of depth 2).  Every run logs the feature norm, srank / effective rank of the penultimate features
 and the fraction of dormant units of its critic (train.csv 'diagnostics/...').
 
-    python -m experiments.freeze_features --preset=smoke --save_dir=/tmp/sweeps
-    python -m experiments.freeze_features --preset=paper --dataset_dir=~/.ogbench/data [--freeze_fraction=0.25]
+    python -m experiments.freeze_features --scale=smoke --save_dir=/tmp/sweeps
+    python -m experiments.freeze_features --scale=paper --dataset_dir=~/.ogbench/data [--freeze_fraction=0.25]
 
 Writes results.{md,csv}, learning_curves.png, plasticity.csv, plasticity_vs_success.png,
 plasticity_curves_<metric>.png.
@@ -15,9 +15,11 @@ import os
 
 from absl import app, flags
 
+import agents
+from experiments import sweep_cli
 from floq_jax import sweeps
 
-sweeps.define_flags()
+sweep_cli.define_flags()
 flags.DEFINE_float('freeze_fraction', 0.25, 'Fraction of the offline steps after which the critic trunk is frozen '
                    '(1: never).')
 flags.DEFINE_bool('unfrozen_baselines', False, 'Also run every agent without freezing.')
@@ -72,14 +74,14 @@ def main(_):
     def freeze_step(sweep):
         return int(round(FLAGS.freeze_fraction * sweeps.offline_steps_of(sweep)))
 
-    sweep, source = sweeps.sweep_from_flags(
-        'freeze_features', lambda s: variants(freeze_step(s), FLAGS.unfrozen_baselines), PAPER_ENVS,
+    sweep, source = sweep_cli.sweep_from_flags(
+        'freeze_features', lambda s: variants(freeze_step(s), FLAGS.unfrozen_baselines), PAPER_ENVS, agents,
         options={'log_diagnostics': True})
     step = freeze_step(sweep)
     sweep.description = (f'Variants <critic>_frozen: the critic trunk is frozen from step {step} '
                          f'({FLAGS.freeze_fraction:g} of training); floq_t0 = train_at_zero_only with K = 1; '
                          f'fql_resnet = FQL-ResNet (published size: width 512, 4 residual blocks of depth 2).')
-    sweeps.main(sweep, source, post=post)
+    sweep_cli.main(sweep, source, post=post)
 
 
 if __name__ == '__main__':

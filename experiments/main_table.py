@@ -1,7 +1,7 @@
 """Experiment 0: floq vs FQL on the OGBench single-task suite (10 environments x 5 tasks), published presets.
 
-    python -m experiments.main_table --preset=smoke --save_dir=/tmp/sweeps          # minutes on a CPU
-    python -m experiments.main_table --preset=paper --dataset_dir=~/.ogbench/data   # GPU; 50 tasks x 2 agents
+    python -m experiments.main_table --scale=smoke --save_dir=/tmp/sweeps          # minutes on a CPU
+    python -m experiments.main_table --scale=paper --dataset_dir=~/.ogbench/data   # GPU; 50 tasks x 2 agents
 
 Real OGBench files are used where --dataset_dir holds them; otherwise the dataset is generated here (cube, scene,
 puzzle) and the table's `data` column says `generated`; antmaze / humanoidmaze / antsoccer without files are
@@ -10,9 +10,11 @@ skipped and listed.  Writes <save_dir>/main_table/results.{md,csv} and learning_
 
 from absl import app
 
+import agents
+from experiments import sweep_cli
 from floq_jax import sweeps
 
-sweeps.define_flags()
+sweep_cli.define_flags()
 
 VARIANTS = [sweeps.Variant('floq', 'floq'), sweeps.Variant('fql', 'fql')]
 
@@ -22,8 +24,8 @@ CI (rliable); per agent: IQM over all tasks x seeds.  Hyperparameters: the publi
 
 
 def main(_):
-    sweep, source = sweeps.sweep_from_flags('main_table', VARIANTS, sweeps.SUITE, description=DESCRIPTION)
-    sweeps.main(sweep, source)
+    sweep, source = sweep_cli.sweep_from_flags('main_table', VARIANTS, sweeps.SUITE, agents, description=DESCRIPTION)
+    sweep_cli.main(sweep, source)
 
 
 if __name__ == '__main__':

@@ -5,8 +5,8 @@
   (c) a stale copy of the velocity field for the first m of K = 8 integration steps, m in {0, 2, 4, 6, 8};
   (d) noise of magnitude {0, 4, 8, 16} added to the TD (regression) targets, floq vs FQL.
 
-    python -m experiments.mechanisms --preset=smoke --save_dir=/tmp/sweeps
-    python -m experiments.mechanisms --preset=paper --dataset_dir=~/.ogbench/data [--parts=a,b,c,d]
+    python -m experiments.mechanisms --scale=smoke --save_dir=/tmp/sweeps
+    python -m experiments.mechanisms --scale=paper --dataset_dir=~/.ogbench/data [--parts=a,b,c,d]
 
 The baselines (floq, fql) are shared by the parts (m = 0 and noise 0 are the baselines).  Writes
 results.{md,csv}, learning_curves.png, mechanisms.csv, mechanisms.png.
@@ -17,9 +17,11 @@ import os
 from absl import app, flags
 
 from floq_jax.analysis import report
+import agents
+from experiments import sweep_cli
 from floq_jax import sweeps
 
-sweeps.define_flags()
+sweep_cli.define_flags()
 flags.DEFINE_string('parts', 'a,b,c,d', 'Comma list of parts to run.')
 flags.DEFINE_string('stale_steps', '', 'Comma list of m (default: smoke 1 with K = 2; paper 2,4,6,8 with K = 8).')
 flags.DEFINE_string('target_noise', '', 'Comma list of noise magnitudes (default: smoke 4; paper 4,8,16).')
@@ -67,14 +69,14 @@ def post(sweep):
 
 
 def main(_):
-    paper = FLAGS.preset == 'paper'
+    paper = FLAGS.scale == 'paper'
     stale = sweeps.parse_list(FLAGS.stale_steps, int) or ((2, 4, 6, 8) if paper else (1,))
     noises = sweeps.parse_list(FLAGS.target_noise, float) or ((4.0, 8.0, 16.0) if paper else (4.0,))
     parts = set(sweeps.parse_list(FLAGS.parts))
-    sweep, source = sweeps.sweep_from_flags(
-        'mechanisms', variants(parts, stale, noises, paper), PAPER_ENVS,
+    sweep, source = sweep_cli.sweep_from_flags(
+        'mechanisms', variants(parts, stale, noises, paper), PAPER_ENVS, agents,
         description='Paper preset: floq variants use K = 8 so that m in {2, 4, 6, 8} is meaningful; smoke: K = 2, m = 1.')
-    sweeps.main(sweep, source, post=post)
+    sweep_cli.main(sweep, source, post=post)
 
 
 if __name__ == '__main__':

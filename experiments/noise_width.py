@@ -3,8 +3,8 @@ curvature diagnostics of the critic's integration paths logged during training (
 'diagnostics/straightness', 'diagnostics/velocity_spread', 'diagnostics/q_change' = mean |Q_K - Q_2K|),
 plotted against performance.
 
-    python -m experiments.noise_width --preset=smoke --save_dir=/tmp/sweeps
-    python -m experiments.noise_width --preset=paper --dataset_dir=~/.ogbench/data
+    python -m experiments.noise_width --scale=smoke --save_dir=/tmp/sweeps
+    python -m experiments.noise_width --scale=paper --dataset_dir=~/.ogbench/data
 
 Writes results.{md,csv}, learning_curves.png, noise_width_diagnostics.csv, curvature_vs_success.png,
 curvature_curves_<metric>.png.
@@ -14,9 +14,11 @@ import os
 
 from absl import app, flags
 
+import agents
+from experiments import sweep_cli
 from floq_jax import sweeps
 
-sweeps.define_flags()
+sweep_cli.define_flags()
 flags.DEFINE_string('coverages', '', 'Comma list of noise_coverage values (default: smoke 0,0.1; paper '
                     '0,0.01,0.1,0.25,0.5,1).')
 FLAGS = flags.FLAGS
@@ -57,11 +59,11 @@ def post(sweep):
 
 
 def main(_):
-    covs = sweeps.parse_list(FLAGS.coverages, float) or (SMOKE if FLAGS.preset == 'smoke' else PAPER)
-    sweep, source = sweeps.sweep_from_flags(
-        'noise_width', variants(covs), PAPER_ENVS, options={'log_diagnostics': True},
+    covs = sweeps.parse_list(FLAGS.coverages, float) or (SMOKE if FLAGS.scale == 'smoke' else PAPER)
+    sweep, source = sweep_cli.sweep_from_flags(
+        'noise_width', variants(covs), PAPER_ENVS, agents, options={'log_diagnostics': True},
         description='Variants cov<c>: floq with noise_coverage=c, i.e. z0 ~ U[c r_min, c r_max] / (1 - gamma).')
-    sweeps.main(sweep, source, post=post)
+    sweep_cli.main(sweep, source, post=post)
 
 
 if __name__ == '__main__':

@@ -2,8 +2,8 @@
 final checkpoint's Q estimates at every K' in {1, 2, 4, 8, 16} against Monte-Carlo discounted returns of held-out
 (validation) trajectories; success rate per train K.
 
-    python -m experiments.scale_k --preset=smoke --save_dir=/tmp/sweeps
-    python -m experiments.scale_k --preset=paper --dataset_dir=~/.ogbench/data [--envs=...]
+    python -m experiments.scale_k --scale=smoke --save_dir=/tmp/sweeps
+    python -m experiments.scale_k --scale=paper --dataset_dir=~/.ogbench/data [--envs=...]
 
 The one-step policy never queries the critic at test time, so success depends on the train K only: the success
 grid repeats one value per row (said in the table); only the Q error genuinely varies with K'.
@@ -14,9 +14,11 @@ import os
 
 from absl import app, flags
 
+import agents
+from experiments import sweep_cli
 from floq_jax import sweeps
 
-sweeps.define_flags()
+sweep_cli.define_flags()
 flags.DEFINE_string('train_ks', '', 'Comma list of train K (default: smoke 1,2; paper 1,2,4,8,16).')
 flags.DEFINE_string('eval_ks', '', "Comma list of evaluation K' (default: as train K).")
 flags.DEFINE_integer('mc_states', 1024, 'Held-out states for the Q error.')
@@ -47,10 +49,10 @@ def heldout_targets(data, discount: float, max_states: int):
 
 
 def load_agent(sweep, run):
-    """(agent, step, data) of a seed run dir's newest intact checkpoint (runner.load_run)."""
-    from floq_jax.training import runner
+    """(agent, step, data) of a seed run dir's newest intact checkpoint (restore.load_run)."""
+    from floq_jax.training import restore
 
-    agent, _, _, step, data, _ = runner.load_run(run.path)
+    agent, _, _, step, data, _ = restore.load_run(run.path, agents.agent_class)
     return agent, step, data
 
 
@@ -132,11 +134,11 @@ def post(sweep):
 
 
 def main(_):
-    ks = sweeps.parse_list(FLAGS.train_ks, int) or (SMOKE_KS if FLAGS.preset == 'smoke' else PAPER_KS)
-    sweep, source = sweeps.sweep_from_flags(
-        'scale_k', variants(ks), PAPER_ENVS,
+    ks = sweeps.parse_list(FLAGS.train_ks, int) or (SMOKE_KS if FLAGS.scale == 'smoke' else PAPER_KS)
+    sweep, source = sweep_cli.sweep_from_flags(
+        'scale_k', variants(ks), PAPER_ENVS, agents,
         description='Variants K<k>: floq trained with critic_flow_steps=k (all else equal).')
-    sweeps.main(sweep, source, post=post)
+    sweep_cli.main(sweep, source, post=post)
 
 
 if __name__ == '__main__':

@@ -22,11 +22,12 @@ def main(_):
     common.quiet_logs()
 
     def body():
+        import agents
         from floq_jax.training import runner
 
         config, data, options = common.prepare()
         common.maybe_wandb(options, config)
-        dirs = runner.run_offline(config, data, options)
+        dirs = runner.run_offline(agents.agent_class(config.agent_name), config, data, options)
         for d in dirs:
             print(d)
 

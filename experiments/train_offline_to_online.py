@@ -29,16 +29,13 @@ def main(_):
     common.quiet_logs()
 
     def body():
+        import agents
         from floq_jax.training import runner
 
-        common.apply_protocol_preset()  # --preset=published: published run lengths for flags not given
-        common.check_positive(utd_ratio=FLAGS.utd_ratio, buffer_size=FLAGS.buffer_size)
-        if FLAGS.online_steps < 0:
-            raise common.UsageError(f'--online_steps={FLAGS.online_steps}: must be >= 0')
         config, data, options = common.prepare(online_steps=FLAGS.online_steps, utd_ratio=FLAGS.utd_ratio,
                                                buffer_size=FLAGS.buffer_size)
         common.maybe_wandb(options, config)
-        for d in runner.run_offline_to_online(config, data, options):
+        for d in runner.run_offline_to_online(agents.agent_class(config.agent_name), config, data, options):
             print(d)
 
     common.run_cli(body)

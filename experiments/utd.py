@@ -2,8 +2,8 @@
 UTD in {1, 2, 4, 8, 16, 32, 64, 128} (smoke: {1, 4}), floq vs FQL.  Reports final success and the online env
 steps needed to reach a success threshold.
 
-    python -m experiments.utd --preset=smoke --save_dir=/tmp/sweeps
-    python -m experiments.utd --preset=paper --dataset_dir=~/.ogbench/data [--offline_steps=1000000]
+    python -m experiments.utd --scale=smoke --save_dir=/tmp/sweeps
+    python -m experiments.utd --scale=paper --dataset_dir=~/.ogbench/data [--offline_steps=1000000]
 
 By default there is no offline pre-training (--offline_steps=0): the agents learn online, sampling from a buffer
 that starts with the whole dataset.  Writes results.{md,csv}, learning_curves.png, utd.csv, utd.png.
@@ -13,9 +13,11 @@ import os
 
 from absl import app, flags
 
+import agents
+from experiments import sweep_cli
 from floq_jax import sweeps
 
-sweeps.define_flags()
+sweep_cli.define_flags()
 flags.DEFINE_string('utds', '', 'Comma list of UTD ratios (default: smoke 1,4; paper 1,2,4,8,16,32,64,128).')
 flags.DEFINE_string('agents', 'floq,fql', 'Comma list of agents.')
 flags.DEFINE_float('threshold', 0.5, 'Success threshold for steps-to-threshold.')
@@ -94,15 +96,15 @@ def post(sweep):
 
 
 def main(_):
-    utds = sweeps.parse_list(FLAGS.utds, int) or (SMOKE if FLAGS.preset == 'smoke' else PAPER)
+    utds = sweeps.parse_list(FLAGS.utds, int) or (SMOKE if FLAGS.scale == 'smoke' else PAPER)
     options = {'offline_steps': 0}
     if FLAGS.online_steps is not None:
         options['online_steps'] = FLAGS.online_steps
-    sweep, source = sweeps.sweep_from_flags(
-        'utd', variants(sweeps.parse_list(FLAGS.agents), utds), PAPER_ENVS, mode='offline_to_online',
+    sweep, source = sweep_cli.sweep_from_flags(
+        'utd', variants(sweeps.parse_list(FLAGS.agents), utds), PAPER_ENVS, agents, mode='offline_to_online',
         options=options,
         description='Variants <agent>_utd<u>: online RL (buffer pre-filled with the dataset), u updates per env step.')
-    sweeps.main(sweep, source, post=post)
+    sweep_cli.main(sweep, source, post=post)
 
 
 if __name__ == '__main__':

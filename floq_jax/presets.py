@@ -222,19 +222,6 @@ def eval_protocol_of(flags: Dict) -> str:
     return f'temperature {float(temperature):g}'
 
 
-def define_eval_protocol_flag() -> None:
-    """``--eval_protocol`` (once per process; every entrypoint that evaluates a policy shares it)."""
-    from absl import flags
-
-    if 'eval_protocol' in flags.FLAGS:
-        return
-    flags.DEFINE_enum('eval_protocol', DEFAULT_EVAL_PROTOCOL, list(EVAL_PROTOCOLS),
-                      "Evaluation actions. 'published': the one-step policy with noise N(0, I), clipped to [-1, 1], "
-                      "as the published code evaluates (its sample_actions ignores the temperature); "
-                      "'deterministic': the one-step policy at zero noise (lower-variance success estimates, "
-                      "not comparable to published numbers).")
-
-
 def reward_range(rewards, mode: str = DEFAULT_REWARD_RANGE) -> tuple:
     """(r_min, r_max) for the agents' noise interval and value support.
 
@@ -253,12 +240,11 @@ def reward_range(rewards, mode: str = DEFAULT_REWARD_RANGE) -> tuple:
     return lo, hi
 
 
-def demo_config():
+def demo_config(floq_config):
     """The small CPU config of ``make demo`` (experiments/demo.py) and the benchmark's ``--seeds_config=demo``:
-    floq at 2 x 128 (velocity net, actor and distilled critic), K = 4, 2 noise samples, batch 64."""
-    from agents import floq
-
-    config = floq.get_config()
+    ``floq_config`` (floq's defaults, from the caller's agent registry) at 2 x 128 (velocity net, actor and
+    distilled critic), K = 4, 2 noise samples, batch 64."""
+    config = floq_config
     config.update(dict(actor_hidden_dims=(128, 128), value_hidden_dims=(128, 128), block_width=128, block_depth=2,
                        critic_flow_steps=4, noise_samples=2, batch_size=64))
     return config

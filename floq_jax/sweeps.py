@@ -27,10 +27,9 @@ import dataclasses
 import json
 import math
 import os
-import sys
 import time
 import warnings
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -97,6 +96,8 @@ class Sweep:
     save_dir: str = 'runs/sweeps'
     description: str = ''
     cpu_devices: int = 1                      # XLA CPU devices in effect (recorded in each run's flags.json)
+    # The agent registry (the ``agents`` package, or any object with get_config(name) and agent_class(agent_name)).
+    registry: Any = None
 
     @property
     def root(self) -> str:
@@ -128,39 +129,25 @@ def parse_list(text: str, cast=str) -> list:
 # ----------------------------------------------------------------------------- configs and data
 
 
-def base_config(agent: str):
-    """The agent's default config for 'floq', 'fql', 'fql_resnet' or 'fql_iqn'."""
-    from agents import floq, fql
-
-    if agent == 'floq':
-        return floq.get_config()
-    if agent == 'fql':
-        return fql.get_config()
-    if agent in ('fql_resnet', 'fql_iqn'):
-        return fql.get_config(agent.split('_', 1)[1])
-    raise ValueError(f'unknown sweep agent {agent!r}; accepted: floq, fql, fql_resnet, fql_iqn')
-
-
-def agent_available(agent: str) -> Optional[str]:
-    """None if the agent can run here, else why not (e.g. an agent another change has not registered yet)."""
+def agent_available(agent: str, registry) -> Optional[str]:
+    """None if the agent can run here, else why not (e.g. an agent the registry does not know)."""
     try:
-        from agents import agent_class
-
-        agent_class(base_config(agent).agent_name)
+        registry.agent_class(registry.get_config(agent).agent_name)
     except Exception as e:  # noqa: BLE001 - reported in results.md
         return f'{agent}: {e}'
     return None
 
 
-def make_config(variant: Variant, env_name: str, preset_name: str, data=None, mode: str = 'offline'):
-    """Config of ``variant`` on ``env_name``: agent defaults < published env preset of the agent and ``mode``
+def make_config(variant: Variant, env_name: str, preset_name: str, registry, data=None, mode: str = 'offline'):
+    """Config of ``variant`` on ``env_name``: agent defaults (``registry.get_config(variant.agent)``, the caller's
+    agent registry, e.g. the ``agents`` package) < published env preset of the agent and ``mode``
     (paper) < preset's network sizes (smoke) < the variant's overrides; reward range from ``data`` (the published
     rule, floq_jax.training.runner.set_reward_range)."""
     from floq_jax import presets as env_presets
     from floq_jax.training import runner
 
     p = preset(preset_name)
-    config = base_config(variant.agent)
+    config = registry.get_config(variant.agent)
     if p['env_preset']:
         env_presets.apply_preset(config, env_name, p['env_preset'], user_keys=set(variant.overrides), mode=mode)
     for key, value in p['agent'].items():
@@ -200,7 +187,7 @@ def load_data(env_name: str, source: SweepData):
 def run_options(sweep: Sweep, variant: Variant, env_name: str):
     """RunOptions of one (variant, env): preset < sweep options < variant options.  Options the runner does not
     know (e.g. an older runner without ``eval_kwargs``) are dropped with a warning."""
-    from floq_jax.training.runner import RunOptions
+    from floq_jax.training.options import RunOptions
 
     values = merged_options(sweep)
     values.update(variant.options)
@@ -236,14 +223,14 @@ def run_sweep(sweep: Sweep, source: SweepData, log: Callable[[str], None] = prin
     Skipped pieces (unloadable envs, unavailable agents) are written to ``<root>/skipped.json`` and listed in
     the report.
     """
-    from floq_jax.training import runner
+    from floq_jax.training import rundirs, runner
 
     os.makedirs(sweep.root, exist_ok=True)
     skipped: List[str] = []
     out: Dict[Tuple[str, str], List[str]] = {}
     variants = []
     for v in sweep.variants:
-        why = agent_available(v.agent)
+        why = agent_available(v.agent, sweep.registry)
         if why:
             skipped.append(f'variant {v.name} skipped: {why}')
             log(skipped[-1])
@@ -257,13 +244,14 @@ def run_sweep(sweep: Sweep, source: SweepData, log: Callable[[str], None] = prin
             log(skipped[-1])
             continue
         for v in variants:
-            config = make_config(v, env_name, sweep.preset, data, mode=sweep.mode)
+            config = make_config(v, env_name, sweep.preset, sweep.registry, data, mode=sweep.mode)
+            agent_cls = sweep.registry.agent_class(config.agent_name)
             options = run_options(sweep, v, env_name)
             t0 = time.time()
             fn = runner.run_offline_to_online if sweep.mode == 'offline_to_online' else runner.run_offline
-            out[(v.name, env_name)] = fn(config, data, options)
+            out[(v.name, env_name)] = fn(agent_cls, config, data, options)
             log(f'[{sweep.name}] {v.name} on {env_name} ({data.source} data): {time.time() - t0:.1f}s')
-    runner.write_json(os.path.join(sweep.root, 'skipped.json'), skipped)
+    rundirs.write_json(os.path.join(sweep.root, 'skipped.json'), skipped)
     return out
 
 
@@ -420,75 +408,7 @@ def bar_plot(df, value: str, path: str, title: str = '', label_col: str = 'varia
     return report.save_figure(fig, path)
 
 
-# ----------------------------------------------------------------------------- entrypoint plumbing
-
-
-def define_flags(default_envs: str = '') -> None:
-    """Flags shared by the sweep entrypoints."""
-    from absl import flags
-
-    if 'preset' in flags.FLAGS and 'report_only' in flags.FLAGS:  # several entrypoints imported in one process
-        return
-    flags.DEFINE_enum('preset', 'smoke', list(PRESETS), 'smoke: minutes on a CPU; paper: published settings (GPU).')
-    flags.DEFINE_string('save_dir', 'runs/sweeps', 'Root of the sweep directories (<save_dir>/<sweep>/...).')
-    flags.DEFINE_string('dataset_dir', None, 'Directory with OGBench <dataset>.npz files (used where present; '
-                        'otherwise datasets are generated here).')
-    flags.DEFINE_string('dataset_path', None, 'Explicit training .npz for every env of the sweep.')
-    flags.DEFINE_string('cache_dir', None, 'Cache of generated datasets (default $FLOQ_DATA_CACHE or '
-                        '~/.cache/floq_jax/datasets).')
-    flags.DEFINE_string('envs', default_envs, 'Comma list of single-task env names (default: the preset\'s).')
-    flags.DEFINE_string('variants', '', 'Comma list: run only these variants (default: all).')
-    flags.DEFINE_integer('num_seeds', None, 'Seeds per (variant, env) (default: the preset\'s).')
-    flags.DEFINE_integer('seed', 0, 'First seed.')
-    flags.DEFINE_integer('offline_steps', None, 'Override the preset\'s offline steps.')
-    flags.DEFINE_integer('num_episodes', None, 'Episodes of a generated dataset (default: the preset\'s).')
-    flags.DEFINE_string('compile_cache_dir', None, 'JAX persistent compilation cache (default for smoke: '
-                        '<save_dir>/.jax_cache).')
-    flags.DEFINE_bool('report_only', False, 'Only rewrite the tables and plots from existing runs.')
-    from floq_jax import presets as env_presets
-
-    env_presets.define_eval_protocol_flag()  # --eval_protocol=published (default) | deterministic
-    if 'cpu_devices' in flags.FLAGS:  # experiments.benchmark (or train_offline) defines it too in one process
-        return
-    flags.DEFINE_integer('cpu_devices', None, 'CPU-only hosts: split the CPU into this many XLA devices so the seeds '
-                         'of each run train one per core (default: the largest divisor of the seed count that is at '
-                         'most the core count; 1 = off). No effect on GPU/TPU devices.')
-
-
-def sweep_from_flags(name: str, variants: Union[Sequence[Variant], Callable[['Sweep'], Sequence[Variant]]],
-                     paper_envs: Sequence[str], mode: str = 'offline', options: Optional[dict] = None,
-                     description: str = '') -> Tuple[Sweep, SweepData]:
-    """The sweep the flags ask for.  ``variants``: the experiment's variants, or a function of the sweep (its
-    preset and options set) returning them, for variants that depend on the run length.  ``--variants`` keeps a
-    subset; an unknown name ends the program with one line naming the accepted ones (exit code 2)."""
-    from absl import flags
-
-    FLAGS = flags.FLAGS
-    p = preset(FLAGS.preset)
-    envs = parse_list(FLAGS.envs) or list(p['envs'] or paper_envs)
-    opts = dict(options or {})
-    if FLAGS.num_seeds is not None:
-        opts['num_seeds'] = FLAGS.num_seeds
-    if FLAGS.offline_steps is not None:
-        opts['offline_steps'] = FLAGS.offline_steps
-    opts['seed'] = FLAGS.seed
-    if 'eval_protocol' in FLAGS:
-        opts['eval_protocol'] = FLAGS.eval_protocol
-    sweep = Sweep(name=name, variants=[], envs=envs, preset=FLAGS.preset, mode=mode, options=opts,
-                  save_dir=FLAGS.save_dir, description=description)
-    sweep.variants = list(variants(sweep) if callable(variants) else variants)
-    keep = parse_list(FLAGS.variants)
-    if keep:
-        unknown = sorted(set(keep) - {v.name for v in sweep.variants})
-        if unknown:
-            print(f'error: --variants: unknown {", ".join(unknown)}; accepted: '
-                  f'{", ".join(v.name for v in sweep.variants)}', file=sys.stderr)
-            sys.exit(2)
-        sweep.variants = [v for v in sweep.variants if v.name in keep]
-    d = p['data']
-    source = SweepData(dataset_dir=FLAGS.dataset_dir, dataset_path=FLAGS.dataset_path, cache_dir=FLAGS.cache_dir,
-                       num_episodes=FLAGS.num_episodes or d['num_episodes'], max_episode_steps=d['max_episode_steps'])
-    return sweep, source
+# ----------------------------------------------------------------------------- devices
 
 
 def configure_cpu_devices(sweep: Sweep, cpu_devices: Optional[int] = None) -> int:
@@ -504,39 +424,3 @@ def configure_cpu_devices(sweep: Sweep, cpu_devices: Optional[int] = None) -> in
 
 def offline_steps_of(sweep: Sweep) -> int:
     return int(merged_options(sweep)['offline_steps'])
-
-
-def main(sweep: Sweep, source: SweepData, post: Optional[Callable[[Sweep], str]] = None,
-         group_by: str = 'variant') -> Dict[str, str]:
-    """Runs the sweep (unless --report_only), then writes results.md/.csv/learning_curves.png (plus what ``post``
-    writes; its returned markdown is appended to results.md).  Prints the written paths."""
-    from absl import flags
-
-    from absl import logging as absl_logging
-
-    absl_logging.set_verbosity(absl_logging.WARNING)
-    FLAGS = flags.FLAGS
-    if not FLAGS.report_only:
-        sweep.cpu_devices = configure_cpu_devices(sweep, FLAGS.cpu_devices)  # before JAX starts
-        cache = FLAGS.compile_cache_dir or (os.path.join(sweep.save_dir, '.jax_cache') if preset(sweep.preset)
-                                            ['fast_compile'] else None)
-        enable_fast_compile(cache)
-    t0 = time.time()
-    if not FLAGS.report_only:
-        run_sweep(sweep, source)
-    from floq_jax.analysis.report import NoRunsError
-
-    try:
-        extra = post(sweep) if post is not None else ''
-        paths = write_sweep_report(sweep, group_by=group_by, extra_md=extra or '')
-    except NoRunsError as e:  # e.g. --report_only before any run: one line, not a traceback
-        print(f'error: {"--report_only: " if FLAGS.report_only else ""}{e}', file=sys.stderr)
-        sys.exit(2 if FLAGS.report_only else 1)
-    for p in sorted(set(paths.values()) | set(_listing(sweep.root))):
-        print(p)
-    print(f'[{sweep.name}] done in {time.time() - t0:.1f}s')
-    return paths
-
-
-def _listing(root: str) -> List[str]:
-    return [os.path.join(root, f) for f in sorted(os.listdir(root)) if f.endswith(('.md', '.csv', '.png'))]

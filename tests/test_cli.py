@@ -222,7 +222,7 @@ def test_ctrl_c_one_line_then_resume_without_duplicate_tb_points(tiny_npz, tmp_p
            '--agent.actor_flow_steps=2']
     env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS='cpu')
     env.pop('XLA_FLAGS', None)
-    proc = subprocess.Popen(cmd, cwd=REPO, env=dict(env, FLOQ_TEST_PAUSE_AT_STEP='10'), stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, '-m', 'tests.hooks', '10', *cmd[2:]], cwd=REPO, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         line = ''

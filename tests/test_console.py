@@ -11,7 +11,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_online_episode_metrics_per_seed():
-    from floq_jax.training.runner import online_episode_metrics
+    from floq_jax.training.online import online_episode_metrics
 
     m = online_episode_metrics([[(-200.0, 0.0), (-50.0, 1.0)], []])
     np.testing.assert_array_equal(m['online/episodes'], [2, 0])

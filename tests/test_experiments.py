@@ -1,4 +1,4 @@
-"""The experiment sweeps: every --preset=smoke entrypoint runs end to end and writes its table (md + csv) and plots
+"""The experiment sweeps: every --scale=smoke entrypoint runs end to end and writes its table (md + csv) and plots
 with finite numbers; plus fast checks of the shared sweep machinery (config layering, options, CIs).
 
 The smoke runs share one small generated dataset (module-scoped cache) and a persistent JAX compilation cache
@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import agents
 from floq_jax.analysis import report
 from floq_jax import sweeps
 from floq_jax.training import parallel
@@ -53,7 +54,7 @@ AUTO_DEVICES = 'main_table'
 
 def _run(name, dirs):
     env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS='cpu', XLA_FLAGS=FAST_XLA)
-    cmd = [sys.executable, '-m', f'experiments.{name}', '--preset=smoke', f'--save_dir={dirs["save_dir"]}',
+    cmd = [sys.executable, '-m', f'experiments.{name}', '--scale=smoke', f'--save_dir={dirs["save_dir"]}',
            f'--cache_dir={dirs["data"]}', f'--compile_cache_dir={dirs["jax_cache"]}']
     if name != AUTO_DEVICES:
         cmd.append('--cpu_devices=1')
@@ -98,18 +99,18 @@ def test_smoke_preset_writes_finite_table_and_plots(name, smoke_dirs):
 
 def test_make_config_layers_preset_sizes_and_variant_overrides():
     v = sweeps.Variant('K4', 'floq', {'critic_flow_steps': 4})
-    c = sweeps.make_config(v, sweeps.SMOKE_ENV, 'smoke')
+    c = sweeps.make_config(v, sweeps.SMOKE_ENV, 'smoke', agents)
     assert c.critic_flow_steps == 4 and c.block_width == 32 and c.batch_size == 32
-    paper = sweeps.make_config(sweeps.Variant('floq'), 'puzzle-4x4-play-singletask-task1-v0', 'paper')
+    paper = sweeps.make_config(sweeps.Variant('floq'), 'puzzle-4x4-play-singletask-task1-v0', 'paper', agents)
     assert paper.alpha == 1000.0 and paper.noise_coverage == 0.25 and paper.block_width == 512
     # the variant wins over the published preset
     mine = sweeps.make_config(sweeps.Variant('c', 'floq', {'noise_coverage': 0.5}),
-                              'puzzle-4x4-play-singletask-task1-v0', 'paper')
+                              'puzzle-4x4-play-singletask-task1-v0', 'paper', agents)
     assert mine.noise_coverage == 0.5
-    fql = sweeps.make_config(sweeps.Variant('fql', 'fql_resnet'), sweeps.SMOKE_ENV, 'smoke')
+    fql = sweeps.make_config(sweeps.Variant('fql', 'fql_resnet'), sweeps.SMOKE_ENV, 'smoke', agents)
     assert fql.agent_name == 'fql_resnet' and fql.critic_resnet_width == 32
     with pytest.raises(ValueError, match='no key'):
-        sweeps.make_config(sweeps.Variant('x', 'fql', {'critic_flow_steps': 2}), sweeps.SMOKE_ENV, 'smoke')
+        sweeps.make_config(sweeps.Variant('x', 'fql', {'critic_flow_steps': 2}), sweeps.SMOKE_ENV, 'smoke', agents)
 
 
 def test_run_options_group_flags_and_overrides():
@@ -145,11 +146,11 @@ def test_every_paper_variant_builds_a_config():
                 + utd.variants(['floq', 'fql'], utd.PAPER) + freeze_features.variants(250_000, True))
     for env in ('cube-double-play-singletask-task2-v0', 'antmaze-giant-navigate-singletask-task1-v0'):
         for v in variants:
-            config = sweeps.make_config(v, env, 'paper')
+            config = sweeps.make_config(v, env, 'paper', agents)
             for key, value in v.overrides.items():
                 assert config[key] == value
     stale = [v for v in variants if v.name == 'floq_stale8'][0]
-    assert sweeps.make_config(stale, 'antmaze-giant-navigate-singletask-task1-v0', 'paper').critic_flow_steps == 8
+    assert sweeps.make_config(stale, 'antmaze-giant-navigate-singletask-task1-v0', 'paper', agents).critic_flow_steps == 8
 
 
 def test_sweep_variants_flag_and_report_only_without_runs(tmp_path):
@@ -157,10 +158,10 @@ def test_sweep_variants_flag_and_report_only_without_runs(tmp_path):
     it used to accept none), and bad input is one line with exit code 2, before anything trains."""
     from tests.test_cli import error_line, run
 
-    line = error_line(run(['--preset=smoke', '--variants=bogus', f'--save_dir={tmp_path}'],
+    line = error_line(run(['--scale=smoke', '--variants=bogus', f'--save_dir={tmp_path}'],
                           module='experiments.freeze_features'))
     assert line == 'error: --variants: unknown bogus; accepted: floq_frozen, floq_t0_frozen, fql_frozen, fql_resnet_frozen'
-    out = run(['--preset=smoke', '--variants=floq_frozen,fql_frozen', '--report_only', f'--save_dir={tmp_path}'],
+    out = run(['--scale=smoke', '--variants=floq_frozen,fql_frozen', '--report_only', f'--save_dir={tmp_path}'],
               module='experiments.freeze_features')
     assert out.returncode == 2 and error_line(out).startswith('error: --report_only: '), out.stderr[-2000:]
     assert os.listdir(tmp_path) == []

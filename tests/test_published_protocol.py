@@ -15,7 +15,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import agents
 from floq_jax import presets
+from floq_jax.training import evaluate, rundirs
+from floq_jax.training.options import RunDirConflict, RunOptions
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = 'cube-single-play-singletask-task1-v0'
@@ -46,7 +49,7 @@ def test_default_evaluation_is_the_published_noisy_one_step_policy():
     from agents import floq
 
     agent = floq.FloqAgent.create(0, jnp.zeros((1, 6)), jnp.zeros((1, 2)), small_floq_config())
-    policy = runner.policy_fn_for(agent)
+    policy = evaluate.policy_fn_for(agent)
     obs = np.zeros((4, 6), np.float32)
     t = presets.eval_temperature(options.eval_protocol)
     a0, a1 = (np.asarray(policy(obs, jax.random.PRNGKey(k), t)) for k in (0, 1))
@@ -69,7 +72,7 @@ def test_flags_json_records_the_evaluation_protocol(tmp_path):
     from floq_jax.training import runner
     from tests.conftest import small_floq_config
 
-    record = runner.flags_record(small_floq_config(), fake_data([-1.0, 0.0]), runner.RunOptions(env_name=ENV), 0)
+    record = rundirs.flags_record(small_floq_config(), fake_data([-1.0, 0.0]), RunOptions(env_name=ENV), 0)
     assert record['eval_protocol'] == 'published'
     assert record['eval_protocol_description'] == 'one-step policy, noise N(0, I), clipped to [-1, 1] (published)'
     # A run dir evaluated under another protocol is not continued with this one.
@@ -77,9 +80,9 @@ def test_flags_json_records_the_evaluation_protocol(tmp_path):
     d.mkdir()
     old = dict(record, eval_protocol='deterministic')
     (d / 'flags.json').write_text(json.dumps(old))
-    with pytest.raises(runner.RunDirConflict, match='eval_protocol'):
-        runner.check_run_dir(str(d), record, resume=True)
-    assert runner.check_run_dir(str(d), old, resume=True)
+    with pytest.raises(RunDirConflict, match='eval_protocol'):
+        rundirs.check_run_dir(str(d), record, resume=True)
+    assert rundirs.check_run_dir(str(d), old, resume=True)
 
 
 def test_every_results_table_names_the_evaluation_protocol(tmp_path):
@@ -126,7 +129,7 @@ def test_reward_range_includes_zero_as_published():
     with pytest.raises(ValueError, match='reward_range'):
         presets.reward_range([1.0], 'buffer')
     # The sweeps use the same rule.
-    c = sweeps.make_config(sweeps.Variant('floq'), sweeps.SMOKE_ENV, 'smoke', data)
+    c = sweeps.make_config(sweeps.Variant('floq'), sweeps.SMOKE_ENV, 'smoke', agents, data)
     assert (c.r_min, c.r_max) == (-1.0, 0.0)
 
 
@@ -232,9 +235,10 @@ def test_train_offline_preset_published_records_protocol_in_flags_json(tmp_path)
            '--notensorboard', f'--save_dir={tmp_path / "runs"}', '--agent.batch_size=16', '--agent.block_width=32',
            '--agent.block_depth=2', '--agent.actor_hidden_dims=(32,32)', '--agent.value_hidden_dims=(32,32)',
            '--agent.noise_samples=2', '--agent.critic_flow_steps=2', '--agent.actor_flow_steps=2']
-    env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS='cpu', FLOQ_TEST_PAUSE_AT_STEP='10')
+    env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS='cpu')
     env.pop('XLA_FLAGS', None)
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, '-m', 'tests.hooks', '10', *cmd[2:]], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline()
         while line and not line.startswith('PAUSED'):

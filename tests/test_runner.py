@@ -12,8 +12,11 @@ import time
 import numpy as np
 import pytest
 
+import agents
 from floq_jax import presets
-from floq_jax.training.runner import RunOptions, chunk_schedule
+from floq_jax.training import restore
+from floq_jax.training.loop import chunk_schedule
+from floq_jax.training.options import RunOptions
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = 'cube-single-play-singletask-task1-v0'
@@ -41,6 +44,11 @@ def train_cmd(dataset, save_dir, group, steps=400, extra=()):
             f'--offline_steps={steps}', '--steps_per_call=50', '--log_interval=50', '--eval_interval=200',
             '--save_interval=100', '--eval_episodes=2', '--max_checkpoints=10', '--eval_num_steps=2',
             f'--save_dir={save_dir}', f'--run_group={group}', '--noprogress', '--notensorboard', *TINY, *extra]
+
+
+def paused_cmd(cmd, step):
+    """``cmd`` (python -m <entrypoint> ...) run through tests.hooks: it blocks after ``step`` and prints 'PAUSED'."""
+    return [cmd[0], '-m', 'tests.hooks', str(step), *cmd[2:]]
 
 
 def online_cmd(dataset, save_dir):
@@ -76,7 +84,7 @@ def runs(tiny_dataset, tmp_path_factory):
     nan = popen(train_cmd(tiny_dataset, save_dir, 'nan', steps=200, extra=['--agent.lr=nan']), env=env)
     online = popen(online_cmd(tiny_dataset, save_dir), env=env)
     # The hook blocks this run after step 250 (checkpoints 100 and 200 durable, rows up to 250 logged).
-    killed = popen(train_cmd(tiny_dataset, save_dir, 'killed'), env=dict(env, FLOQ_TEST_PAUSE_AT_STEP='250'))
+    killed = popen(paused_cmd(train_cmd(tiny_dataset, save_dir, 'killed'), 250), env=env)
     try:
         line, deadline = '', time.time() + 300
         while 'PAUSED' not in line and time.time() < deadline and killed.poll() is None:
@@ -200,7 +208,7 @@ def test_offline_to_online_smoke(runs):
     assert [int(r['step']) for r in rows] == list(range(10, 81, 10))
     assert all(r['online/buffer_size'] == '' for r in rows[:5])  # offline rows
     assert all(np.isfinite(float(r['training/critic/critic_loss'])) for r in rows)
-    agent, state, metadata, step, data, flags = runner.load_run(d)
+    agent, state, metadata, step, data, flags = restore.load_run(d, agents.agent_class)
     n = len(data.train['observations'])
     assert step == 80 and int(agent.step) == 50 + 30 * 2  # utd_ratio 2
     buffer = state['extra']
@@ -254,8 +262,8 @@ def test_config_schedule_freezes_trunk_logs_diagnostics_and_resumes(tiny_dataset
                           eval_kwargs=dict(vector_mode='sync', max_episode_steps=5))
 
     assert chunk_schedule(0, 40, 30, (100,), boundaries=(20,)) == [(0, 20), (20, 20)]
-    (d,) = runner.run_offline(config, data, options(30))
-    (d,) = runner.run_offline(config, data, options(40))  # resumes from step 30 (frozen config restored)
+    (d,) = runner.run_offline(agents.agent_class(config.agent_name), config, data, options(30))
+    (d,) = runner.run_offline(agents.agent_class(config.agent_name), config, data, options(40))  # resumes from step 30 (frozen config restored)
     rows = read_csv(os.path.join(d, 'train.csv'))
     assert [int(r['step']) for r in rows] == [10, 20, 30, 40]
     for key in ('diagnostics/straightness', 'diagnostics/velocity_spread', 'diagnostics/q_change',

@@ -10,7 +10,10 @@ import sys
 import numpy as np
 import pytest
 
-from floq_jax.training.runner import RunOptions
+import agents
+from floq_jax.training import parallel, restore
+from floq_jax.training.options import RunOptions
+from tests.hooks import stop_after
 
 ENV = 'cube-single-play-singletask-task1-v0'
 
@@ -40,15 +43,16 @@ def test_non_primary_process_writes_no_logs(tiny_dataset, tmp_path, monkeypatch)
                                noise_samples=2, critic_flow_steps=2, actor_flow_steps=2)
     runner.set_reward_range(config, data)
 
-    monkeypatch.setattr(runner, 'is_primary_process', lambda: False)
+    monkeypatch.setattr(parallel, 'is_primary_process', lambda: False)
     options = RunOptions(env_name=ENV, num_seeds=1, offline_steps=20, steps_per_call=10, log_interval=10,
                          eval_interval=20, save_interval=10, eval_episodes=1, eval_at_start=False,
                          save_dir=str(tmp_path), run_group='worker', tensorboard=True, progress=False, use_mesh=False,
                          eval_kwargs=dict(vector_mode='sync', max_episode_steps=5))
-    (d,) = runner.run_offline(config, data, options)
+    (d,) = runner.run_offline(agents.agent_class(config.agent_name), config, data, options)
     assert sorted(os.listdir(d)) == ['checkpoints'] and '20' in os.listdir(os.path.join(d, 'checkpoints'))
-    monkeypatch.setattr(runner, 'is_primary_process', lambda: True)  # process 0 (every other test) writes them all
-    (d,) = runner.run_offline(config, data, dataclasses.replace(options, run_group='chief', offline_steps=10))
+    monkeypatch.setattr(parallel, 'is_primary_process', lambda: True)  # process 0 (every other test) writes them all
+    (d,) = runner.run_offline(agents.agent_class(config.agent_name), config, data,
+                              dataclasses.replace(options, run_group='chief', offline_steps=10))
     assert {'flags.json', 'train.csv', 'eval.csv', 'tb', 'checkpoints'} <= set(os.listdir(d))
 
 
@@ -71,9 +75,10 @@ def test_host_sampling_trains_and_resumes_exactly(tiny_dataset, tmp_path):
         options = RunOptions(env_name=ENV, num_seeds=2, offline_steps=steps, steps_per_call=10, log_interval=10,
                              eval_interval=1000, save_interval=20, eval_episodes=1, eval_at_start=False,
                              save_dir=str(tmp_path), run_group=group, tensorboard=False, progress=False,
-                             use_mesh=False, host_sampling=True, stop_after_step=stop,
+                             use_mesh=False, host_sampling=True,
                              eval_kwargs=dict(vector_mode='sync', max_episode_steps=5))
-        return runner.run_offline(config, data, options)
+        return runner.run_offline(agents.agent_class(config.agent_name), config, data, options,
+                                  callbacks=[stop_after(stop)] if stop is not None else [])
 
     full = run('full', 40)
     run('resumed', 40, stop=20)
@@ -82,7 +87,7 @@ def test_host_sampling_trains_and_resumes_exactly(tiny_dataset, tmp_path):
         rows_a, rows_b = read_csv(os.path.join(a, 'train.csv')), read_csv(os.path.join(b, 'train.csv'))
         assert [int(r['step']) for r in rows_a] == [10, 20, 30, 40]
         assert [r['training/critic/critic_loss'] for r in rows_a] == [r['training/critic/critic_loss'] for r in rows_b]
-        pa, pb = (runner.load_run(d)[0].params for d in (a, b))
+        pa, pb = (restore.load_run(d, agents.agent_class)[0].params for d in (a, b))
         jax.tree_util.tree_map(np.testing.assert_array_equal, pa, pb)
     seed0, seed1 = (read_csv(os.path.join(d, 'train.csv'))[0]['training/critic/critic_loss'] for d in full)
     assert seed0 != seed1  # each seed draws its own batches

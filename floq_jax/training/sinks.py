@@ -1,4 +1,5 @@
-"""CSV and TensorBoard metric logging, resumable and flushed on every write.
+"""Where metrics go: CSV, TensorBoard and W&B loggers (resumable, flushed on every write), one run's per-seed sinks
+(:class:`RunSinks`, process 0 only) and its progress bar (:class:`Progress`).
 
 CSV layout (FQL's): a ``step`` column, then metric columns such as
 ``training/critic/loss`` or ``evaluation/success`` in first-seen order.  A row
@@ -255,3 +256,100 @@ class RunLogger:
 
     def __exit__(self, *exc):
         self.close()
+
+
+class RunSinks:
+    """Where one multi-seed run's metrics go: per seed a ``train.csv``, an ``eval.csv`` and TensorBoard events
+    (plus W&B when asked), written by process 0 only (other processes get :class:`NullLogger`s).
+
+    ``resume_from_step``: the restored step (CSV rows and events after it are dropped), or None for a fresh start
+    (stale TensorBoard events of an earlier session that saved no checkpoint are removed first).
+    """
+
+    def __init__(self, dirs, seeds, options, agent_config, resume_from_step: int | None, primary: bool):
+        self.seeds = list(seeds)
+        if not primary:
+            self.train = [NullLogger() for _ in dirs]
+            self.eval = [NullLogger() for _ in dirs]
+            self.tb = [NullLogger() for _ in dirs]
+            return
+        if resume_from_step is None:
+            # A run dir (re)started from step 0 (e.g. stopped before its first checkpoint): its CSVs start afresh,
+            # and so do its TensorBoard events (no second step-0 evaluation beside the old one).
+            for d in dirs:
+                tb_dir = os.path.join(d, 'tb')
+                for name in os.listdir(tb_dir) if os.path.isdir(tb_dir) else []:
+                    if name.startswith('events.out.tfevents.'):
+                        os.remove(os.path.join(tb_dir, name))
+        self.train = [CsvLogger(os.path.join(d, 'train.csv'), resume_from_step=resume_from_step) for d in dirs]
+        self.eval = [CsvLogger(os.path.join(d, 'eval.csv'), resume_from_step=resume_from_step) for d in dirs]
+        self.tb = [TensorBoardLogger(os.path.join(d, 'tb'), enabled=options.tensorboard,
+                                     resume_from_step=resume_from_step) for d in dirs]
+        if options.wandb:
+            self.tb = [FanoutLogger(tb, WandbLogger(
+                'floq-jax', options.run_group, f'{options.env_name}/{agent_config.agent_name}',
+                {'agent': agent_config.to_dict(), **options.flags}, os.path.abspath(options.save_dir),
+                prefix=f'seed{s}/' if len(self.seeds) > 1 else '')) for tb, s in zip(self.tb, self.seeds)]
+
+    def log_train(self, step: int, infos: Mapping[str, np.ndarray], extra: Mapping[str, np.ndarray] | None = None,
+                  rate: float | None = None) -> None:
+        """One train.csv / TensorBoard row per seed from {name: (S,)} chunk means ('training/<name>') and ``extra``
+        {full name: (S,)}; ``rate`` (steps/s, wall clock) goes to TensorBoard only (train.csv stays deterministic)."""
+        for k in range(len(self.seeds)):
+            row = {f'training/{key}': v[k] for key, v in infos.items()}
+            if extra:
+                row.update({key: v[k] for key, v in extra.items()})
+            self.train[k].log(row, step)
+            self.tb[k].log(row if rate is None else {**row, 'time/steps_per_sec': rate}, step)
+
+    def log_eval(self, step: int, rows) -> None:
+        """One eval.csv / TensorBoard row per seed."""
+        for k, row in enumerate(rows):
+            self.eval[k].log(row, step)
+            self.tb[k].log(row, step)
+
+    def close(self) -> None:
+        for lg in self.train + self.eval + self.tb:
+            lg.close()
+
+
+class Progress:
+    """The tqdm bar of a run (process 0, ``options.progress``), or console notes without one; every method is a
+    no-op when neither is on."""
+
+    def __init__(self, total: int, initial: int, enabled: bool, console: bool):
+        self.console = console
+        self.bar = None
+        if enabled:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=initial, unit='step', dynamic_ncols=True, smoothing=0.1)
+
+    def note(self, text: str) -> None:
+        """What the run is doing while the bar cannot move (compiling, evaluating): the bar's label, else a line."""
+        if self.bar is not None:
+            self.bar.set_description_str(text, refresh=True)
+        elif self.console:
+            say(f'{text}...')
+
+    def update(self, n: int, label: str | None = None) -> None:
+        if self.bar is not None:
+            if label is not None:
+                self.bar.set_description_str(label, refresh=False)
+            self.bar.update(n)
+
+    def postfix(self, **values) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix(**values)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def say(text: str) -> None:
+    """A console line on stderr (the CLI's start-up / final summaries and notes)."""
+    import sys
+
+    print(text, file=sys.stderr, flush=True)

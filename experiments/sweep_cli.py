@@ -1,0 +1,111 @@
+"""The absl side of the paper sweeps (experiments/main_table.py, scale_k.py, noise_width.py, freeze_features.py,
+utd.py, mechanisms.py): their shared flags, the sweep the flags ask for, and the run-then-report main.
+
+``--scale=smoke|paper`` picks the sweep scale (floq_jax.sweeps.PRESETS); ``--preset`` stays the training
+entrypoints' flag (published per-environment values or none).  The machinery itself is ``floq_jax.sweeps``.
+"""
+
+import os
+import sys
+import time
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+from absl import flags
+from absl import logging as absl_logging
+
+from experiments import common
+from floq_jax import sweeps
+from floq_jax.sweeps import Sweep, Variant
+
+FLAGS = flags.FLAGS
+
+
+def define_flags(default_envs: str = '') -> None:
+    """Flags shared by the sweep entrypoints."""
+    if 'scale' in flags.FLAGS and 'report_only' in flags.FLAGS:  # several entrypoints imported in one process
+        return
+    flags.DEFINE_enum('scale', 'smoke', list(sweeps.PRESETS), 'smoke: minutes on a CPU; paper: published settings '
+                      '(GPU).')
+    flags.DEFINE_string('save_dir', 'runs/sweeps', 'Root of the sweep directories (<save_dir>/<sweep>/...).')
+    flags.DEFINE_string('dataset_dir', None, 'Directory with OGBench <dataset>.npz files (used where present; '
+                        'otherwise datasets are generated here).')
+    flags.DEFINE_string('dataset_path', None, 'Explicit training .npz for every env of the sweep.')
+    flags.DEFINE_string('cache_dir', None, 'Cache of generated datasets (default $FLOQ_DATA_CACHE or '
+                        '~/.cache/floq_jax/datasets).')
+    flags.DEFINE_string('envs', default_envs, 'Comma list of single-task env names (default: the scale\'s).')
+    flags.DEFINE_string('variants', '', 'Comma list: run only these variants (default: all).')
+    flags.DEFINE_integer('num_seeds', None, 'Seeds per (variant, env) (default: the scale\'s).')
+    flags.DEFINE_integer('seed', 0, 'First seed.')
+    flags.DEFINE_integer('offline_steps', None, 'Override the scale\'s offline steps.')
+    flags.DEFINE_integer('num_episodes', None, 'Episodes of a generated dataset (default: the scale\'s).')
+    flags.DEFINE_string('compile_cache_dir', None, 'JAX persistent compilation cache (default for smoke: '
+                        '<save_dir>/.jax_cache).')
+    flags.DEFINE_bool('report_only', False, 'Only rewrite the tables and plots from existing runs.')
+    common.define_eval_protocol_flag()
+    common.define_cpu_devices_flag()
+
+
+def sweep_from_flags(name: str, variants: Union[Sequence[Variant], Callable[[Sweep], Sequence[Variant]]],
+                     paper_envs: Sequence[str], registry, mode: str = 'offline', options: Optional[dict] = None,
+                     description: str = '') -> Tuple[Sweep, sweeps.SweepData]:
+    """The sweep the flags ask for, training the agents of ``registry`` (the ``agents`` package).  ``variants``: the
+    experiment's variants, or a function of the sweep (its scale and options set) returning them, for variants that
+    depend on the run length.  ``--variants`` keeps a
+    subset; an unknown name ends the program with one line naming the accepted ones (exit code 2)."""
+    p = sweeps.preset(FLAGS.scale)
+    envs = sweeps.parse_list(FLAGS.envs) or list(p['envs'] or paper_envs)
+    opts = dict(options or {})
+    if FLAGS.num_seeds is not None:
+        opts['num_seeds'] = FLAGS.num_seeds
+    if FLAGS.offline_steps is not None:
+        opts['offline_steps'] = FLAGS.offline_steps
+    opts['seed'] = FLAGS.seed
+    if 'eval_protocol' in FLAGS:
+        opts['eval_protocol'] = FLAGS.eval_protocol
+    sweep = sweeps.Sweep(name=name, variants=[], envs=envs, preset=FLAGS.scale, mode=mode, options=opts,
+                         save_dir=FLAGS.save_dir, description=description, registry=registry)
+    sweep.variants = list(variants(sweep) if callable(variants) else variants)
+    keep = sweeps.parse_list(FLAGS.variants)
+    if keep:
+        unknown = sorted(set(keep) - {v.name for v in sweep.variants})
+        if unknown:
+            print(f'error: --variants: unknown {", ".join(unknown)}; accepted: '
+                  f'{", ".join(v.name for v in sweep.variants)}', file=sys.stderr)
+            sys.exit(2)
+        sweep.variants = [v for v in sweep.variants if v.name in keep]
+    d = p['data']
+    source = sweeps.SweepData(dataset_dir=FLAGS.dataset_dir, dataset_path=FLAGS.dataset_path,
+                              cache_dir=FLAGS.cache_dir, num_episodes=FLAGS.num_episodes or d['num_episodes'],
+                              max_episode_steps=d['max_episode_steps'])
+    return sweep, source
+
+
+def main(sweep: Sweep, source: sweeps.SweepData, post: Optional[Callable[[Sweep], str]] = None,
+         group_by: str = 'variant') -> Dict[str, str]:
+    """Runs the sweep (unless --report_only), then writes results.md/.csv/learning_curves.png (plus what ``post``
+    writes; its returned markdown is appended to results.md).  Prints the written paths."""
+    absl_logging.set_verbosity(absl_logging.WARNING)
+    if not FLAGS.report_only:
+        sweep.cpu_devices = sweeps.configure_cpu_devices(sweep, FLAGS.cpu_devices)  # before JAX starts
+        cache = FLAGS.compile_cache_dir or (os.path.join(sweep.save_dir, '.jax_cache') if sweeps.preset(sweep.preset)
+                                            ['fast_compile'] else None)
+        sweeps.enable_fast_compile(cache)
+    t0 = time.time()
+    if not FLAGS.report_only:
+        sweeps.run_sweep(sweep, source)
+    from floq_jax.analysis.report import NoRunsError
+
+    try:
+        extra = post(sweep) if post is not None else ''
+        paths = sweeps.write_sweep_report(sweep, group_by=group_by, extra_md=extra or '')
+    except NoRunsError as e:  # e.g. --report_only before any run: one line, not a traceback
+        print(f'error: {"--report_only: " if FLAGS.report_only else ""}{e}', file=sys.stderr)
+        sys.exit(2 if FLAGS.report_only else 1)
+    for p in sorted(set(paths.values()) | set(_listing(sweep.root))):
+        print(p)
+    print(f'[{sweep.name}] done in {time.time() - t0:.1f}s')
+    return paths
+
+
+def _listing(root: str) -> List[str]:
+    return [os.path.join(root, f) for f in sorted(os.listdir(root)) if f.endswith(('.md', '.csv', '.png'))]

@@ -1,0 +1,153 @@
+"""Metrics that run the policy or the critic: evaluation episodes of every seed, Q estimates at several K, critic
+diagnostics, and the evaluation of a saved checkpoint.
+
+    evaluation = SeedEvaluation(options)         # the run loop's evaluation: {metric: value} per seed
+    rows = evaluation(state)                      # one row per seed ('evaluation/success', ...)
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Dict, List, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from floq_jax import presets
+from floq_jax.training import parallel, rundirs
+
+EVAL_METRICS = ('success', 'return', 'length')
+
+
+@jax.jit
+def _policy_actions(agent, observations, rng, temperature):
+    return agent.sample_actions(observations, seed=rng, temperature=temperature)
+
+
+def policy_fn_for(agent) -> Callable:
+    """policy_fn(obs (N, O), rng, temperature) -> actions for one (unstacked) agent (compiled once per shape)."""
+    return lambda obs, rng, temperature: _policy_actions(agent, jnp.asarray(obs), rng, jnp.float32(temperature))
+
+
+def q_estimates(agent, batch: Dict[str, np.ndarray], num_steps: Sequence[int], seed: int = 0) -> Dict[str, float]:
+    """Mean Q of the flow critic on ``batch`` at each K (agents without ``q_values`` give {})."""
+    if not hasattr(agent, 'q_values') or not num_steps:
+        return {}
+    out = {}
+    for k in num_steps:
+        q = agent.q_values(jnp.asarray(batch['observations']), jnp.asarray(batch['actions']), num_steps=int(k),
+                           seed=jax.random.PRNGKey(seed))
+        out[f'evaluation/q_K{int(k)}'] = float(np.mean(np.asarray(q)))
+    return out
+
+
+def eval_batch(data, size: int = 256, seed: int = 0) -> Dict[str, np.ndarray]:
+    """A fixed batch of (validation, else training) transitions for Q estimates."""
+    source = data.val if data.val is not None else data.train
+    n = len(source['observations'])
+    idx = np.random.default_rng(seed).choice(n, size=min(size, n), replace=False)
+    return {k: source[k][idx] for k in ('observations', 'actions')}
+
+
+class SeedEvaluation:
+    """Evaluation episodes of every seed's policy under ``options.eval_protocol`` (one Evaluator, kept open), plus
+    the Q estimates at ``options.eval_num_steps`` on a fixed batch: ``self(state)`` -> one row per seed."""
+
+    def __init__(self, options, data):
+        self.options = options
+        self._evaluator = None
+        self._qbatch = eval_batch(data) if options.eval_num_steps else None
+
+    def __call__(self, state) -> List[Dict[str, float]]:
+        from floq_jax.envs.evaluation import Evaluator
+
+        o = self.options
+        if self._evaluator is None:
+            self._evaluator = Evaluator(o.env_name, num_episodes=o.eval_episodes, seed=o.seed,
+                                        num_envs=min(o.eval_num_envs or o.eval_episodes, o.eval_episodes),
+                                        **dict(o.eval_kwargs))
+        temperature = presets.eval_temperature(o.eval_protocol)
+        rows = []
+        for k, s in enumerate(state.seeds):
+            agent = parallel.select_seed(state.agents, k)
+            res = self._evaluator(policy_fn_for(agent), temperature=temperature, seed=s)
+            row = {f'evaluation/{m}': float(res[m]) for m in EVAL_METRICS}
+            if self._qbatch is not None:
+                row.update(q_estimates(agent, self._qbatch, o.eval_num_steps))
+            rows.append(row)
+        return rows
+
+    def close(self) -> None:
+        if self._evaluator is not None:
+            self._evaluator.close()
+
+
+class CriticDiagnostics:
+    """{'diagnostics/<name>': (S,)} from ``diagnostics.critic_diagnostics`` on a fixed batch, vmapped over seeds
+    ({} when ``options.log_diagnostics`` is off)."""
+
+    def __init__(self, options, data):
+        self.enabled = options.log_diagnostics
+        self.data = data
+        self._fn = None
+        self._batch = None
+
+    def __call__(self, state) -> Dict[str, np.ndarray]:
+        if not self.enabled:
+            return {}
+        from floq_jax.analysis import diagnostics
+
+        if self._fn is None:
+            self._fn = jax.jit(jax.vmap(diagnostics.critic_diagnostics, in_axes=(0, None, None)))
+            self._batch = {k: jnp.asarray(v) for k, v in eval_batch(self.data, seed=1).items()}
+        agents = state.agents
+        if state.mesh is not None:
+            # On a mesh, run the diagnostics on gathered copies: the partitioned program (it takes SVDs) waited
+            # forever on 2 XLA:CPU devices; a copy of the agents every log interval is cheap next to training.
+            agents = jax.tree_util.tree_map(jnp.asarray, parallel.to_host(agents))
+        out = self._fn(agents, self._batch, jax.random.PRNGKey(state.step))
+        return {f'diagnostics/{k}': np.asarray(v) for k, v in parallel.to_host(out).items()}
+
+
+def evaluate_checkpoint(run_dir, agent_class: Callable[[str], Any], step=None, eval_episodes=50, num_steps=(), eval_protocol='published',
+                        video_episodes=0, eval_seed=None, eval_num_envs=None, dataset_path=None):
+    """Evaluates a seed run dir's checkpoint (newest intact one by default): success over ``eval_episodes``
+    (parallel Evaluator) under ``eval_protocol`` ('published': noise N(0, I); 'deterministic') and Q estimates at
+    each K in ``num_steps`` on a fixed dataset batch.
+
+    ``agent_class``: the caller's agent registry lookup, agent_name -> class (e.g. ``agents.agent_class``).
+    Returns the summary dict, also written to <run_dir>/evaluations/step<step>.json and .csv (videos as .npy).
+    """
+    import csv
+
+    from floq_jax.envs.evaluation import Evaluator
+    from floq_jax.training.restore import load_run
+
+    temperature = presets.eval_temperature(eval_protocol)
+    agent, _, _, step, data, run_flags = load_run(run_dir, agent_class, step, dataset_path)
+    num_steps = tuple(num_steps) or (int(agent.config.get('critic_flow_steps', 1)),)
+    seed = int(run_flags['seed']) if eval_seed is None else int(eval_seed)
+    with Evaluator(run_flags['env_name'], num_episodes=eval_episodes, seed=seed,
+                   num_envs=min(eval_num_envs or eval_episodes, eval_episodes)) as evaluator:
+        res = evaluator(policy_fn_for(agent), temperature=temperature, seed=seed,
+                        video_episodes=video_episodes)
+    qs = q_estimates(agent, eval_batch(data), num_steps)
+    summary = dict(run_dir=os.path.abspath(run_dir), step=int(step), env_name=run_flags['env_name'],
+                   agent_name=agent.config.agent_name, episodes=int(eval_episodes), eval_protocol=eval_protocol,
+                   eval_protocol_description=presets.describe_eval_protocol(eval_protocol),
+                   temperature=float(temperature),
+                   success=float(res['success']), **{'return': float(res['return'])}, length=float(res['length']),
+                   trained_K=int(agent.config.get('critic_flow_steps', 0)),
+                   q_estimates={k.split('_K')[1]: v for k, v in qs.items()})
+    out = os.path.join(run_dir, 'evaluations')
+    os.makedirs(out, exist_ok=True)
+    rundirs.write_json(os.path.join(out, f'step{step}.json'), summary)
+    with open(os.path.join(out, f'step{step}.csv'), 'w', newline='') as f:
+        writer = csv.writer(f)
+        writer.writerow(['step', 'K', 'evaluation/success', 'evaluation/return', 'evaluation/length', 'q_mean'])
+        for k, q in summary['q_estimates'].items() or [('', '')]:
+            writer.writerow([step, k, summary['success'], summary['return'], summary['length'], q])
+    for i, video in enumerate(res.get('videos') or []):
+        np.save(os.path.join(out, f'step{step}_video{i}.npy'), np.asarray(video))
+    return summary

@@ -1,0 +1,128 @@
+"""What a run is asked to do (:class:`RunOptions`) and how it can end early (the run's exceptions).
+
+    options = RunOptions(env_name='cube-single-play-singletask-task2-v0', seed=0, num_seeds=3, offline_steps=...)
+    options.validate()   # one-line ValueError naming the option (the CLI maps it to exit code 2)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+from floq_jax import presets
+from floq_jax.training import parallel
+
+CLOSE_GRACE_S = 60.0  # seconds a Ctrl-C'd run may take to close before the watchdog exits the process
+
+
+class RunDirConflict(RuntimeError):
+    """The run directory belongs to another run (different env / agent / config) or resume is off."""
+
+
+class NonFiniteMetric(RuntimeError):
+    """A training metric became NaN or inf."""
+
+
+class OptionError(ValueError):
+    """A bad RunOptions value: ``names`` / ``values`` of the options involved, ``reason`` and what is accepted.
+
+    ``str()`` is one line, e.g. ``num_seeds=0: must be a positive integer``; the CLI prints the same with ``--``.
+    """
+
+    def __init__(self, names: Sequence[str], values: Sequence[Any], reason: str):
+        self.names, self.values, self.reason = tuple(names), tuple(values), reason
+        super().__init__(' '.join(f'{n}={v}' for n, v in zip(self.names, self.values)) + f': {reason}')
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a run: ``step`` reached, ``checkpoint`` the newest saved step (None: none yet)."""
+
+    def __init__(self, step: int, checkpoint: Optional[int]):
+        super().__init__(step, checkpoint)
+        self.step, self.checkpoint = step, checkpoint
+
+
+def interrupted_message(step: int, checkpoint: Optional[int]) -> str:
+    """The one line a Ctrl-C'd run ends with."""
+    where = (f'from its checkpoint at step {checkpoint}' if checkpoint is not None
+             else 'from step 0: no checkpoint was saved yet')
+    return f'interrupted at step {step}; re-run the same command to resume ({where})'
+
+
+@dataclasses.dataclass
+class RunOptions:
+    """Everything the loop needs besides the agent config and the data (the entrypoints map flags onto it)."""
+
+    env_name: str
+    seed: int = 0
+    num_seeds: int = 1
+    offline_steps: int = 1_000_000
+    online_steps: int = 0
+    steps_per_call: int = 1000
+    log_interval: int = 5000
+    eval_interval: int = 20000
+    save_interval: int = 100000
+    eval_episodes: int = 50
+    # 'published': the one-step policy at noise N(0, I), clipped (the published code's evaluation);
+    # 'deterministic': at zero noise.  See floq_jax.presets.EVAL_PROTOCOLS.
+    eval_protocol: str = 'published'
+    eval_num_steps: Sequence[int] = ()   # extra critic K values at which to log Q estimates
+    eval_at_start: bool = True           # evaluate the untrained policy at step 0
+    eval_num_envs: Optional[int] = None  # parallel sub-envs per evaluation (default: eval_episodes)
+    save_dir: str = 'runs'
+    run_group: str = 'default'
+    resume: bool = True
+    tensorboard: bool = True
+    wandb: bool = False                  # also log to W&B (offline mode unless WANDB_MODE is set)
+    max_checkpoints: Optional[int] = 3
+    utd_ratio: int = 1                   # online: updates per env step
+    buffer_size: int = 2_000_000         # online: replay capacity (at least the dataset size + 1); published 2M
+    use_mesh: Optional[bool] = None      # None: shard over devices when there is more than one
+    # None: sample on the host (numpy, prefetched) only when the dataset exceeds half the free device memory.
+    host_sampling: Optional[bool] = None
+    # How each device runs its seeds (offline and online): 'vmap' batches them, 'map' runs them one by one (plain
+    # GEMMs), 'auto' maps on CPU for large matmuls (floq_jax.training.parallel.use_seed_map).
+    seed_loop: str = 'auto'
+    progress: bool = True                # tqdm bar
+    console: bool = False                # CLI: start-up / final summaries and 'compiling' notes on stderr
+    flags: Dict[str, Any] = dataclasses.field(default_factory=dict)  # recorded in flags.json
+    # [(step, {agent config key: value})]: from ``step`` on the agents train with those config values (static
+    # config, so one recompile per entry), e.g. [(250_000, {'freeze_critic_trunk': True})].
+    config_schedule: Sequence[Tuple[int, Dict[str, Any]]] = ()
+    log_diagnostics: bool = True         # diagnostics.critic_diagnostics at every log interval ('diagnostics/...')
+    eval_kwargs: Dict[str, Any] = dataclasses.field(default_factory=dict)  # extra Evaluator args (max_episode_steps)
+
+    def validate(self) -> None:
+        """The one check of the options (the CLI maps its :class:`OptionError` to one line and exit code 2)."""
+        positive = ['num_seeds', 'steps_per_call', 'log_interval', 'eval_interval', 'save_interval', 'eval_episodes',
+                    'utd_ratio', 'buffer_size']
+        positive += [n for n in ('max_checkpoints', 'eval_num_envs') if getattr(self, n) is not None]
+        for name in positive:
+            if int(getattr(self, name)) < 1:
+                raise OptionError([name], [getattr(self, name)], 'must be a positive integer')
+        for name in ('offline_steps', 'online_steps'):
+            if int(getattr(self, name)) < 0:
+                raise OptionError([name], [getattr(self, name)], 'must be >= 0')
+        if self.offline_steps + self.online_steps < 1:
+            raise OptionError(['offline_steps', 'online_steps'], [self.offline_steps, self.online_steps],
+                              'nothing to train; accepted: at least one of them positive')
+        if self.eval_protocol not in presets.EVAL_PROTOCOLS:
+            raise OptionError(['eval_protocol'], [self.eval_protocol],
+                              f'accepted: {", ".join(presets.EVAL_PROTOCOLS)}')
+        if self.seed_loop not in parallel.SEED_LOOPS:
+            raise OptionError(['seed_loop'], [self.seed_loop], "accepted: 'auto', 'map' or 'vmap'")
+        for k in self.eval_num_steps:
+            if int(k) < 1:
+                raise OptionError(['eval_num_steps'], [','.join(map(str, self.eval_num_steps))],
+                                  'expected a comma list of positive integers, e.g. 1,4,8')
+        for entry in self.config_schedule:
+            if len(entry) != 2 or int(entry[0]) < 0 or not isinstance(entry[1], dict):
+                raise OptionError(['config_schedule'], [entry], 'entries must be (step >= 0, dict of config values)')
+
+    @property
+    def total_steps(self) -> int:
+        return self.offline_steps + self.online_steps
+
+    @property
+    def seeds(self):
+        return [self.seed + k for k in range(self.num_seeds)]

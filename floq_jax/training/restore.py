@@ -1,0 +1,46 @@
+"""Loading one seed's trained agent back from its run directory (any checkpoint, at the run's own config).
+
+Checkpoints hold plain pytrees (orbax), independent of module paths, so run directories written by earlier
+versions of this package load unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Callable, Optional
+
+import jax
+
+from floq_jax.data import sampling
+from floq_jax.training import parallel, rundirs
+from floq_jax.training.checkpoints import Checkpointer
+
+
+def load_run(run_directory: str, agent_class: Callable[[str], Any], step: Optional[int] = None,
+             dataset_path: Optional[str] = None):
+    """(agent, state, metadata, step, data, flags) from a seed's run directory (newest intact checkpoint by default).
+
+    ``agent_class``: the caller's agent registry lookup, agent_name -> class (e.g. ``agents.agent_class``).
+    """
+    from floq_jax.data import load_offline_data
+
+    with open(os.path.join(run_directory, 'flags.json')) as f:
+        flags = json.load(f)
+    config = rundirs.canonical_config(flags['agent'])
+    data = load_offline_data(flags['env_name'], dataset_path=dataset_path or flags['dataset_file'])
+    arrays = sampling.batch_arrays(data.train)
+    agent_cls = agent_class(config.agent_name)
+    agent = agent_cls.create(int(flags['seed']), arrays['observations'][:1], arrays['actions'][:1], config)
+    target = {'agent': agent, 'data_rng': parallel.seed_rngs([int(flags['seed'])])[0]}
+    if int(flags.get('online_steps') or 0) > 0:
+        from floq_jax.core import replay
+
+        capacity = replay.capacity_for(len(arrays['observations']), int(flags.get('buffer_size') or 0))
+        target['extra'] = replay.from_dataset(arrays, capacity)
+    checkpointer = Checkpointer(os.path.join(run_directory, 'checkpoints'))
+    try:
+        state, metadata, step = checkpointer.restore(jax.device_get(target), step=step)
+    finally:
+        checkpointer.close()
+    return state['agent'], state, metadata, step, data, flags

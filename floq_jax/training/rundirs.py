@@ -1,0 +1,111 @@
+"""Run directories: where each seed's files live, what flags.json records, and whether a directory may be resumed.
+
+    <save_dir>/<run_group>/<env_name>/<agent_name>/seed<k>/   flags.json, train.csv, eval.csv, tb/, checkpoints/
+
+A directory written for another env / agent / dataset / config, or with another evaluation protocol, is refused
+(:class:`~floq_jax.training.options.RunDirConflict`), never overwritten.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import List
+
+import numpy as np
+
+from floq_jax import presets
+from floq_jax.training.options import RunDirConflict, RunOptions
+
+# flags.json keys that must match for a run directory to be resumed.
+IDENTITY_KEYS = ('env_name', 'agent', 'dataset_file')
+
+
+def run_dir(options: RunOptions, agent_name: str, seed: int) -> str:
+    return os.path.join(options.save_dir, options.run_group, options.env_name, agent_name, f'seed{seed}')
+
+
+def seeds_of(options: RunOptions) -> List[int]:
+    return options.seeds
+
+
+def jsonable(x):
+    if isinstance(x, dict):
+        return {str(k): jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [jsonable(v) for v in x]
+    if isinstance(x, (np.generic,)):
+        return x.item()
+    if isinstance(x, (str, int, float, bool)) or x is None:
+        return x
+    return str(x)
+
+
+def config_dict(config) -> dict:
+    return jsonable(config.to_dict() if hasattr(config, 'to_dict') else dict(config))
+
+
+def canonical_config(config):
+    """The config as flags.json records it (lists -> tuples, no shared objects), so an agent rebuilt from
+    flags.json has the same pytree structure (and checkpoint digest) as the one that was trained."""
+    import ml_collections
+
+    def tuples(x):
+        return tuple(tuples(v) for v in x) if isinstance(x, list) else x
+
+    d = config_dict(config) if not isinstance(config, dict) else jsonable(config)
+    return ml_collections.ConfigDict({k: tuples(v) for k, v in d.items()})
+
+
+def flags_record(config, data, options: RunOptions, seed: int) -> dict:
+    """The flags.json content of one seed's run directory."""
+    record = dict(jsonable(options.flags))
+    record.update(env_name=options.env_name, seed=int(seed), agent=config_dict(config),
+                  data_source=data.source, generator=jsonable(data.generator), dataset_file=data.dataset_file,
+                  num_seeds=options.num_seeds, offline_steps=options.offline_steps, online_steps=options.online_steps,
+                  eval_protocol=options.eval_protocol,
+                  eval_protocol_description=presets.describe_eval_protocol(options.eval_protocol))
+    if options.config_schedule:
+        record['config_schedule'] = jsonable([[int(s), dict(c)] for s, c in options.config_schedule])
+    return record
+
+
+def check_run_dir(directory: str, record: dict, resume: bool) -> bool:
+    """True if ``directory`` holds a run to resume; raises RunDirConflict for a foreign or unresumable one."""
+    path = os.path.join(directory, 'flags.json')
+    if not os.path.exists(path):
+        return False
+    try:
+        with open(path) as f:
+            old = json.load(f)
+    except (OSError, ValueError) as e:
+        raise RunDirConflict(f'{path} is unreadable ({e}); refusing to overwrite {directory}') from None
+    differ = [k for k in IDENTITY_KEYS if old.get(k) != record.get(k)]
+    if differ:
+        details = []
+        for k in differ:
+            if isinstance(old.get(k), dict) and isinstance(record.get(k), dict):
+                keys = sorted(set(old[k]) | set(record[k]))
+                sub = [f'{k}.{s}: {old[k].get(s)!r} -> {record[k].get(s)!r}' for s in keys
+                       if old[k].get(s) != record[k].get(s)]
+                details.extend(sub[:5])
+            else:
+                details.append(f'{k}: {old.get(k)!r} -> {record.get(k)!r}')
+        raise RunDirConflict(f'run dir {directory} belongs to another run ({"; ".join(details)}); refusing to '
+                             f'overwrite it: pass another --run_group or --save_dir')
+    old_protocol, new_protocol = presets.eval_protocol_of(old), presets.eval_protocol_of(record)
+    if old_protocol != new_protocol:
+        raise RunDirConflict(f'run dir {directory} was evaluated with eval_protocol {old_protocol!r}, this run asks '
+                             f'for {new_protocol!r}; refusing to mix them in one eval.csv: pass '
+                             f'--eval_protocol={old_protocol} to continue it, or another --run_group')
+    if not resume:
+        raise RunDirConflict(f'run dir {directory} already exists and resume is off; refusing to overwrite it: '
+                             f'pass --resume or another --run_group')
+    return True
+
+
+def write_json(path: str, obj) -> None:
+    tmp = path + '.tmp'
+    with open(tmp, 'w') as f:
+        json.dump(jsonable(obj), f, indent=2, sort_keys=True)
+    os.replace(tmp, path)
