@@ -63,7 +63,7 @@ def test_online_phase_lax_map_on_a_two_device_mesh_equals_vmap(tmp_path):
     env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS='cpu',
                XLA_FLAGS='--xla_force_host_platform_device_count=2')
     proc = subprocess.run([sys.executable, '-c', SCRIPT, str(tmp_path / 'runs'), str(tmp_path / 'cache')], cwd=REPO,
-                          env=env, capture_output=True, text=True, timeout=900)
+                          env=env, capture_output=True, text=True, timeout=1500)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(next(l for l in proc.stdout.splitlines() if l.startswith('RESULT '))[len('RESULT '):])
     assert out['devices'] == 2
