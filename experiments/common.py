@@ -440,7 +440,8 @@ def prepare(**extra):
 def recorded_flags() -> dict:
     """flags.json's record of the command line: every flag the entrypoint and this module define (not absl's own,
     not --agent: the agent config is recorded in full), with its value."""
-    ours = lambda module: module == '__main__' or module.split('.')[0] == 'experiments'
+    # absl files the entrypoint's own flags under sys.argv[0] (its path) when it runs as __main__.
+    ours = lambda module: module in ('__main__', sys.argv[0]) or module.split('.')[0] == 'experiments'
     return {f.name: f.value for module, module_flags in FLAGS.flags_by_module_dict().items() if ours(module)
             for f in module_flags if f.name != 'agent'}
 
