@@ -77,7 +77,7 @@ class RunOptions:
     eval_protocol: str = 'published'
     eval_num_steps: Sequence[int] = ()   # extra critic K values at which to log Q estimates
     eval_at_start: bool = True           # evaluate the untrained policy at step 0
-    eval_num_envs: Optional[int] = None  # parallel sub-envs per evaluation (default: eval_episodes)
+    eval_num_envs: Optional[int] = None  # live envs per evaluation, all seeds together (default: from memory)
     save_dir: str = 'runs'
     run_group: str = 'default'
     resume: bool = True
@@ -443,21 +443,24 @@ class _Run:
             self.tb[k].log(row if rate is None else {**row, 'time/steps_per_sec': rate}, self.step)
 
     def evaluate(self) -> List[dict]:
-        from floq_jax.evaluation import Evaluator
+        """All seeds together: one env pool of ``eval_num_envs`` live envs (default: sized from free memory), one
+        vmapped policy call per env step (floq_jax.evaluation.evaluate_seeds)."""
+        from floq_jax import evaluation
 
         o = self.options
         if self._evaluator is None:
-            self._evaluator = Evaluator(o.env_name, num_episodes=o.eval_episodes, seed=o.seed,
-                                        num_envs=min(o.eval_num_envs or o.eval_episodes, o.eval_episodes),
-                                        **dict(o.eval_kwargs))
+            self._evaluator = evaluation.seeds_evaluator(o.env_name, o.eval_episodes, len(self.seeds),
+                                                         pool_size=o.eval_num_envs, **dict(o.eval_kwargs))
+        agents = self.agents
+        if self.mesh is not None:  # gathered copies (without the optimizer state), as in diagnostics
+            agents = jax.tree_util.tree_map(jnp.asarray, train.to_host(agents.replace(opt_state=None)))
+        evals = evaluation.evaluate_seeds(self._evaluator, agents, self.seeds,
+                                          temperature=presets.eval_temperature(o.eval_protocol))
         results = []
-        for k, s in enumerate(self.seeds):
-            agent = train.select_seed(self.agents, k)
-            res = self._evaluator(policy_fn_for(agent), temperature=presets.eval_temperature(o.eval_protocol),
-                                  seed=s)
+        for k, res in enumerate(evals):
             row = {f'evaluation/{m}': float(res[m]) for m in EVAL_METRICS}
             if self._qbatch is not None:
-                row.update(q_estimates(agent, self._qbatch, o.eval_num_steps))
+                row.update(q_estimates(train.select_seed(agents, k), self._qbatch, o.eval_num_steps))
             self.eval_logs[k].log(row, self.step)
             self.tb[k].log(row, self.step)
             results.append(row)
