@@ -171,8 +171,10 @@ def _run_slots(venv, policy_fn: SeedsPolicyFn, seeds: np.ndarray, rngs, temperat
         if next_ep[k] < n:
             slot_ep[i], seed_list[i] = next_ep[k], int(seeds[k, next_ep[k]])
             next_ep[k] += 1
-    obs, _ = venv.reset(seed=seed_list, options={'reset_mask': slot_ep >= 0})
-    if np.any(slot_ep < 0):  # Spare slots: reset once so stepping is valid, then freeze.
+    # Every sub-env is reset (gymnasium's SyncVectorEnv cannot batch a masked reset before each env's first one);
+    # spare slots are then parked, which keeps them from being simulated.
+    obs, _ = venv.reset(seed=seed_list)
+    if np.any(slot_ep < 0):
         venv.reset(seed=[0] * num_envs, options={'reset_mask': slot_ep < 0, 'freeze': True})
     act_dim = venv.single_action_space.shape
     while np.any(slot_ep >= 0):
