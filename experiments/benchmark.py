@@ -40,9 +40,10 @@ flags.DEFINE_integer('eval_max_steps', None, 'Optional episode time limit of the
 SECTIONS = ('updates', 'small', 'seeds', 'loop', 'profile', 'eval', 'eval_seeds')
 flags.DEFINE_list('sections', [], f'Sections to run (default: all): {", ".join(SECTIONS)}.')
 flags.DEFINE_list('skip', [], f'Sections to skip: {", ".join(SECTIONS)}.')
-flags.DEFINE_list('eval_num_seeds', None, 'Seed counts S of the eval_seeds section (default 1,2,4; 1,2 with --tiny).')
+flags.DEFINE_list('eval_num_seeds', None, 'Seed counts S of the eval_seeds section (default 1,2,4; --quick 1,4; '
+                  '--tiny 1,2).')
 flags.DEFINE_list('eval_pools', None, 'Pool sizes (live envs across all seeds, as --eval_num_envs of training) of the '
-                  'eval_seeds section (default 2,4,8; 2 with --tiny); each is raised to at least S.')
+                  'eval_seeds section (default 2,4,8; --quick 4; --tiny 2); each is raised to at least S.')
 flags.DEFINE_integer('compile_repeats', 0, 'Extra section: compile the floq update at K=1 and K=16 alternately '
                      'this many times each (compile time is noisy on a shared CPU) and count while loops in the HLO.')
 flags.DEFINE_integer('cpu_devices', 1, 'CPU-only hosts: split the CPU into this many XLA devices (as '
@@ -437,8 +438,9 @@ class Bench:
         from floq_jax import evaluation
 
         episodes = FLAGS.eval_episodes or (2 if FLAGS.tiny else 10)
-        seed_counts = positive_ints('eval_num_seeds', FLAGS.eval_num_seeds or ([1, 2] if FLAGS.tiny else [1, 2, 4]))
-        pools = positive_ints('eval_pools', FLAGS.eval_pools or ([2] if FLAGS.tiny else [2, 4, 8]))
+        seed_counts = positive_ints('eval_num_seeds', FLAGS.eval_num_seeds or (
+            [1, 2] if FLAGS.tiny else [1, 4] if self.quick else [1, 2, 4]))
+        pools = positive_ints('eval_pools', FLAGS.eval_pools or ([2] if FLAGS.tiny else [4] if self.quick else [2, 4, 8]))
         kwargs = {'max_episode_steps': FLAGS.eval_max_steps} if FLAGS.eval_max_steps else {}
         if FLAGS.tiny:
             kwargs['vector_mode'] = 'sync'

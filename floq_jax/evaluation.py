@@ -52,16 +52,18 @@ PolicyFn = Callable[[np.ndarray, Any, float], Any]
 SeedsPolicyFn = Callable[[np.ndarray, Any, float], Any]
 
 # Pool sizing.  Measured on the 2-core dev machine (docs/benchmark.md, "Evaluation of seeds together"): one
-# OGBench cube env holds ~160 MB RSS (its own MuJoCo model and data; 10 envs: 1.85 GB).  The estimate rounds up,
-# and the pool takes at most half of the memory available when the evaluator is built.
+# OGBench cube env adds ~165 MiB RSS (its own MuJoCo model and data; 10 envs in one process: 1.85 GB), and 2
+# chunked worker processes plus the forkserver ~1.0 GB before their envs.  The estimates round up; the pool takes
+# at most half of the memory available (after the workers' share) when the evaluator is built.
 ENV_BYTES_ESTIMATE = 200 * 2**20
+WORKER_BYTES_ESTIMATE = 512 * 2**20
 POOL_MEMORY_FRACTION = 0.5
 
 _VIDEO_WARNED = False
 
 
 def _actions(policy_fn: PolicyFn, obs: np.ndarray, rng, temperature: float) -> np.ndarray:
-    """Calls the policy on float32 obs (N, obs_dim); returns clipped actions (N, act_dim)."""
+    """Calls the policy on float32 obs (N, obs_dim) or (S, M, obs_dim); returns clipped actions (..., act_dim)."""
     actions = np.asarray(policy_fn(np.asarray(obs, dtype=np.float32), rng, temperature))
     return np.clip(actions, -1.0, 1.0)
 
@@ -176,13 +178,13 @@ def _run_slots(venv, policy_fn: SeedsPolicyFn, seeds: np.ndarray, rngs, temperat
     obs, _ = venv.reset(seed=seed_list)
     if np.any(slot_ep < 0):
         venv.reset(seed=[0] * num_envs, options={'reset_mask': slot_ep < 0, 'freeze': True})
-    act_dim = venv.single_action_space.shape
+    act_shape = venv.single_action_space.shape
     while np.any(slot_ep >= 0):
         split = _split_keys(rngs)
         rngs, keys = split[:, 0], split[:, 1]
         grouped = np.asarray(obs[:used], dtype=np.float32).reshape((num_seeds, slots) + obs_shape)
-        actions = np.zeros((num_envs,) + act_dim, np.float32)
-        actions[:used] = _actions(policy_fn, grouped, keys, temperature).reshape((used,) + act_dim)
+        actions = np.zeros((num_envs,) + act_shape, np.float32)
+        actions[:used] = _actions(policy_fn, grouped, keys, temperature).reshape((used,) + act_shape)
         obs, reward, terminated, truncated, infos = venv.step(actions)
         active = np.flatnonzero(slot_ep >= 0)
         ep_return[owner[active], slot_ep[active]] += reward[active]
@@ -372,15 +374,21 @@ def seeds_evaluator(env_name: str, num_episodes: int, num_seeds: int, pool_size:
     """An :class:`Evaluator` whose vector env holds M slots for each of ``num_seeds`` seeds (S x M live envs).
 
     ``pool_size``: the total of live envs across seeds (default: :func:`eval_pool_size` of the memory available
-    now, at ``env_bytes`` per env); M = :func:`slots_per_seed`.  When S x M is below S x ``num_episodes`` the
-    episodes run in waves, and a one-line note says so.  ``kwargs`` go to the Evaluator (vector_mode,
-    max_episode_steps, num_workers, ...).  Under a noisy protocol the episodes depend on M (the noise is drawn
-    per step for the M slots of a seed), so pass ``pool_size`` to make evaluations comparable across machines.
+    now less ``WORKER_BYTES_ESTIMATE`` per worker process, at ``env_bytes`` per env); M = :func:`slots_per_seed`.
+    When S x M is below S x ``num_episodes`` the episodes run in waves, and a one-line note says so.  ``kwargs``
+    go to the Evaluator (vector_mode, max_episode_steps, num_workers, ...).  Under a noisy protocol the episodes
+    depend on M (the noise is drawn per step for the M slots of a seed), so pass ``pool_size`` to make evaluations
+    comparable across machines.
     """
     source = 'given'
     if pool_size is None:
         available = available_memory_bytes()
-        pool_size = eval_pool_size(available, env_bytes, num_seeds, num_episodes)
+        mode = kwargs.get('vector_mode', 'chunked')
+        if mode == 'async':  # one worker process per env
+            env_bytes += WORKER_BYTES_ESTIMATE
+        workers = (kwargs.get('num_workers') or envs_lib.default_num_workers()) if mode == 'chunked' else 0
+        pool_size = eval_pool_size(max(available - workers * WORKER_BYTES_ESTIMATE, 0), env_bytes, num_seeds,
+                                   num_episodes)
         source = f'sized from {available / 2**30:.1f} GiB available at {env_bytes / 2**20:.0f} MiB per env'
     slots = slots_per_seed(pool_size, num_seeds, num_episodes)
     if slots < num_episodes:

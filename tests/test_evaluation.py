@@ -187,12 +187,15 @@ def test_seeds_evaluator_sizes_its_pool_and_notes_waves(monkeypatch, caplog):
         'evaluation: 4 live envs (pool given) for 2 seed(s) x 5 episodes: 2 per seed, episodes run in up to 3 waves']
     caplog.clear()
     monkeypatch.setattr(evaluation, 'available_memory_bytes', lambda: 2 * 2**30)
+    mib = 2**20
     with caplog.at_level(logging.INFO):
-        assert evaluation.seeds_evaluator(ENV, 5, 2, env_bytes=512 * 2**20).num_envs == 2  # 1 GiB / 512 MiB
-        assert '2.0 GiB available at 512 MiB per env' in caplog.text
-        caplog.clear()
-        assert evaluation.seeds_evaluator(ENV, 5, 2, env_bytes=2**20).num_envs == 10  # all at once: no note
-    assert 'waves' not in caplog.text
+        # Half of 2 GiB at 100 MiB per env: 10 envs in this process ('sync'); 2 worker processes take their share
+        # first: (2048 - 2 x 512) / 2 / 100 -> 5 envs, 2 per seed.
+        assert evaluation.seeds_evaluator(ENV, 5, 2, env_bytes=100 * mib, vector_mode='sync').num_envs == 10
+        assert 'waves' not in caplog.text
+        assert evaluation.seeds_evaluator(ENV, 5, 2, env_bytes=100 * mib, num_workers=2).num_envs == 4
+        assert '2.0 GiB available at 100 MiB per env' in caplog.text
+        assert evaluation.seeds_evaluator(ENV, 5, 2, env_bytes=512 * mib, vector_mode='sync').num_envs == 2
 
 
 def _toy_seeds_policy(calls):
