@@ -1,7 +1,7 @@
 """Throughput benchmark of floq / FQL updates, the training loop, seeds and evaluation.
 
     PYTHONPATH=. python -m experiments.benchmark [--quick] [--out=docs/benchmark_cpu.json] \
-        [--table_out=/tmp/table.md] [--device_note="..."]
+        [--table_out=/tmp/table.md] [--device_note="..."] [--sections=eval_seeds]
 
 Prints a markdown table and writes JSON (every number, the command, the device) to ``--out``.
 Every timing: compile / warm-up first, then several calls each ended by ``block_until_ready``;
@@ -11,6 +11,7 @@ the median is reported.  Ratios (targets) are computed between cases timed in th
 import json
 import os
 import sys
+import threading
 import time
 
 from absl import app, flags
@@ -38,7 +39,13 @@ flags.DEFINE_string('device_note', '', 'Free text recorded with the device kind 
 flags.DEFINE_string('env_name', 'cube-single-play-singletask-task2-v0', 'Env of the evaluation benchmark.')
 flags.DEFINE_integer('eval_episodes', None, 'Episodes of the evaluation benchmark (default 50; 10 with --quick).')
 flags.DEFINE_integer('eval_max_steps', None, 'Optional episode time limit of the evaluation benchmark.')
-flags.DEFINE_list('skip', [], 'Sections to skip: updates, small, seeds, loop, profile, eval.')
+SECTIONS = ('updates', 'small', 'seeds', 'loop', 'profile', 'eval', 'eval_seeds')
+flags.DEFINE_list('sections', [], f'Sections to run (default: all): {", ".join(SECTIONS)}.')
+flags.DEFINE_list('skip', [], f'Sections to skip: {", ".join(SECTIONS)}.')
+flags.DEFINE_list('eval_num_seeds', None, 'Seed counts S of the eval_seeds section (default 1,2,4; --quick 1,4; '
+                  '--tiny 1,2).')
+flags.DEFINE_list('eval_pools', None, 'Pool sizes (live envs across all seeds, as --eval_num_envs of training) of the '
+                  'eval_seeds section (default 2,4,8; --quick 4; --tiny 2); each is raised to at least S.')
 flags.DEFINE_integer('compile_repeats', 0, 'Extra section: compile the floq update at K=1 and K=16 alternately '
                      'this many times each (compile time is noisy on a shared CPU) and count while loops in the HLO.')
 common.define_cpu_devices_flag(1, 'CPU-only hosts: split the CPU into this many XLA devices (as train_offline '
@@ -96,7 +103,8 @@ class Bench:
         n = 4096 if FLAGS.tiny else FLAGS.num_transitions
         self.host_data = bm.fake_dataset(n, OB_DIM, ACTION_DIM)
         self.data = sampling.put_replicated(self.host_data)
-        self.results = {'updates': [], 'seeds': {}, 'loop': {}, 'profile': {}, 'evaluation': None}
+        self.results = {'updates': [], 'seeds': {}, 'loop': {}, 'profile': {}, 'evaluation': None,
+                        'eval_seeds': None}
         self.compiled = {}  # (agent, K, small) -> AOT-compiled update, reused by the host loop
         self.chunks = {}  # (batch_size, steps) -> make_train_chunk (seeds and loop share one in --quick)
 
@@ -408,8 +416,8 @@ class Bench:
         config = make_config('fql', small=True)
         ag = fql_lib.FQLAgent.create(0, self.host_data['observations'][:2], self.host_data['actions'][:2], config)
 
-        def policy(obs, rng, temperature):
-            return ag.sample_actions(jnp.asarray(obs), seed=rng, temperature=temperature)
+        def policy(obs, keys, temperature):
+            return evaluation.rows_policy_actions(ag, jnp.asarray(obs), jnp.asarray(keys), temperature)
 
         kwargs = {}
         if FLAGS.eval_max_steps:
@@ -423,6 +431,122 @@ class Bench:
         self.results['evaluation'] = res
         self.log(f"evaluation ({episodes} episodes): parallel {res['parallel_s']:.1f} s, sequential "
                  f"{res['sequential_s']:.1f} s (x{res['speedup']:.2f})")
+
+
+    # ------------------------------------------------------------------ evaluation of seeds together, bounded pools
+    def eval_seeds(self):
+        """S seeds x pool sizes: one evaluate_seeds call (all seeds, FLAGS.eval_episodes each, published noise) on a
+        pool of live envs already built; wall-clock and the peak RSS of this process plus its env workers."""
+        from floq_jax.envs import evaluation
+
+        episodes = FLAGS.eval_episodes or (2 if FLAGS.tiny else 10)
+        seed_counts = positive_ints('eval_num_seeds', FLAGS.eval_num_seeds or (
+            [1, 2] if FLAGS.tiny else [1, 4] if self.quick else [1, 2, 4]))
+        pools = positive_ints('eval_pools', FLAGS.eval_pools or ([2] if FLAGS.tiny else [4] if self.quick else [2, 4, 8]))
+        kwargs = {'max_episode_steps': FLAGS.eval_max_steps} if FLAGS.eval_max_steps else {}
+        if FLAGS.tiny:
+            kwargs['vector_mode'] = 'sync'
+        config = make_config('fql', small=True)
+        ex_o, ex_a = self.host_data['observations'][:2], self.host_data['actions'][:2]
+        rows = []
+        for num_seeds in seed_counts:
+            seeds = list(range(num_seeds))
+            agents = train_lib.create_agents(fql_lib.FQLAgent, config, ex_o, ex_a, seeds)
+            done = set()
+            for pool in pools:
+                evaluator = evaluation.seeds_evaluator(FLAGS.env_name, episodes, num_seeds, pool_size=pool, **kwargs)
+                if evaluator.num_envs in done:  # pools below S all become S envs
+                    continue
+                done.add(evaluator.num_envs)
+                slots = evaluator.num_envs // num_seeds
+                base = tree_rss_bytes()
+                with PeakRss() as peak:
+                    try:
+                        t0 = time.perf_counter()
+                        evaluator.env.reset(seed=list(range(evaluator.num_envs)))
+                        create_s = time.perf_counter() - t0
+                        obs = np.zeros((num_seeds, slots, OB_DIM), np.float32)  # compile outside the timing
+                        np.asarray(evaluation.seeds_policy_fn(agents)(obs, jnp.stack(
+                            [jax.random.split(jax.random.PRNGKey(s), slots) for s in seeds]), 1.0))
+                        t0 = time.perf_counter()
+                        res = evaluation.evaluate_seeds(evaluator, agents, seeds, temperature=1.0)
+                        eval_s = time.perf_counter() - t0
+                    finally:
+                        evaluator.close()
+                row = dict(num_seeds=num_seeds, pool=pool, live_envs=evaluator.num_envs, slots_per_seed=slots,
+                           episodes_per_seed=episodes, waves=-(-episodes // slots), create_s=create_s, eval_s=eval_s,
+                           episodes_per_s=num_seeds * episodes / eval_s, base_rss_bytes=base,
+                           peak_rss_bytes=peak.bytes,
+                           peak_over_base_per_env_bytes=(peak.bytes - base) / evaluator.num_envs,
+                           mean_length=float(np.mean([r['length'] for r in res])))
+                rows.append(row)
+                self.log(f"eval_seeds S={num_seeds} pool {row['live_envs']} ({slots}/seed, {row['waves']} waves): "
+                         f"{eval_s:.1f} s, peak RSS {bm.fmt_bytes(peak.bytes)} (base {bm.fmt_bytes(base)})")
+        self.results['eval_seeds'] = dict(rows=rows, env_name=FLAGS.env_name, num_episodes=episodes,
+                                          vector_mode=kwargs.get('vector_mode', 'chunked'),
+                                          policy='FQL small config (2x256) one-step policy, untrained, noise N(0, I)')
+
+
+def _proc_rss_bytes(pid: int) -> int:
+    """VmRSS of one process (0 if it is gone)."""
+    try:
+        with open(f'/proc/{pid}/status') as f:
+            for line in f:
+                if line.startswith('VmRSS:'):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def _children(pid: int):
+    try:
+        tasks = os.listdir(f'/proc/{pid}/task')
+    except OSError:
+        return []
+    kids = []
+    for tid in tasks:
+        try:
+            with open(f'/proc/{pid}/task/{tid}/children') as f:
+                kids += [int(c) for c in f.read().split()]
+        except OSError:
+            pass
+    return kids
+
+
+def tree_rss_bytes(pid: int = None) -> int:
+    """RSS of a process plus all its descendants (env worker processes, the forkserver), from /proc (Linux)."""
+    pid = os.getpid() if pid is None else pid
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        total += _proc_rss_bytes(p)
+        todo += _children(p)
+    return total
+
+
+class PeakRss:
+    """Context manager sampling :func:`tree_rss_bytes` every ``interval`` seconds in a thread; ``.bytes`` = peak."""
+
+    def __init__(self, interval: float = 0.05):
+        self.interval, self.bytes = interval, 0
+        self._stop = threading.Event()
+
+    def _run(self):
+        while True:
+            self.bytes = max(self.bytes, tree_rss_bytes())
+            if self._stop.wait(self.interval):
+                return
+
+    def __enter__(self):
+        self.bytes = tree_rss_bytes()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
 
 
 def targets(results, matmul):
@@ -506,6 +630,16 @@ def table(results) -> str:
     if ev:
         lines += [f"| evaluation ({ev['num_episodes']} episodes, {ev['vector_mode']}, {ev['num_envs']} envs) | seconds |",
                   '|---|---|', f"| parallel | {ev['parallel_s']:.1f} |", f"| one at a time | {ev['sequential_s']:.1f} |", '']
+    es = results.get('eval_seeds')
+    if es:
+        lines += [f"| evaluation of S seeds together ({es['num_episodes']} episodes per seed, {es['vector_mode']}) "
+                  "| live envs | per seed | waves | build envs (s) | evaluate all seeds (s) | episodes/s "
+                  "| peak RSS, process + workers | peak - before, per env |", '|---|---|---|---|---|---|---|---|---|']
+        for r in es['rows']:
+            lines.append(f"| S = {r['num_seeds']}, pool {r['pool']} | {r['live_envs']} | {r['slots_per_seed']} "
+                         f"| {r['waves']} | {r['create_s']:.1f} | {r['eval_s']:.1f} | {r['episodes_per_s']:.2f} "
+                         f"| {bm.fmt_bytes(r['peak_rss_bytes'])} | {bm.fmt_bytes(r['peak_over_base_per_env_bytes'])} |")
+        lines.append('')
     pr = results['profile']
     if pr:
         lines += ['| profile (floq default pieces) | ms | GFLOP/s |', '|---|---|---|']
@@ -521,12 +655,41 @@ def table(results) -> str:
     return '\n'.join(lines)
 
 
+def _bad_flag(flag: str, accepted: str) -> None:
+    sys.stderr.write(f'error: --{flag}: {accepted}\n')
+    sys.exit(2)
+
+
+def positive_ints(flag: str, values) -> list:
+    """``values`` (strings or ints) as positive ints; otherwise one line on stderr naming the flag, exit 2."""
+    try:
+        out = [int(v) for v in values]
+    except ValueError:
+        out = []
+    if not out or min(out) < 1:
+        _bad_flag(flag, f'a comma-separated list of positive integers, got {",".join(map(str, values))!r}')
+    return out
+
+
+def skipped_sections(sections, skip) -> set:
+    """The sections not to run: those outside ``sections`` (when given) and those in ``skip``.  An unknown name is
+    one line on stderr naming the flag, exit 2."""
+    for flag, names in (('sections', sections), ('skip', skip)):
+        unknown = sorted(set(names) - set(SECTIONS))
+        if unknown:
+            _bad_flag(flag, f'unknown section(s) {", ".join(unknown)}; accepted: {", ".join(SECTIONS)}')
+    return (set(SECTIONS) - set(sections) if sections else set()) | set(skip)
+
+
 def main(_):
     t_start = time.perf_counter()
     if FLAGS.cpu_devices > 1 and not parallel.set_cpu_devices(FLAGS.cpu_devices):
         raise SystemExit('error: --cpu_devices: JAX was already initialised (or XLA_FLAGS sets a device count)')
+    skip = skipped_sections(FLAGS.sections, FLAGS.skip)
+    for flag in ('eval_num_seeds', 'eval_pools'):
+        if FLAGS[flag].value is not None:
+            positive_ints(flag, FLAGS[flag].value)
     b = Bench()
-    skip = set(FLAGS.skip)
     results = b.results
     results['command'] = 'PYTHONPATH=. python -m experiments.benchmark ' + ' '.join(sys.argv[1:])
     results['mode'] = 'tiny' if FLAGS.tiny else 'quick' if FLAGS.quick else 'full'
@@ -557,6 +720,8 @@ def main(_):
         b.profile()
     if 'eval' not in skip:
         b.evaluation()
+    if 'eval_seeds' not in skip:
+        b.eval_seeds()
     if FLAGS.compile_repeats:
         b.compile_check(FLAGS.compile_repeats)
 

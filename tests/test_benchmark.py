@@ -6,9 +6,12 @@ The full paths (floq/FQL updates, seeds, loop, evaluation) are exercised by
 from a synthetic results dict.
 """
 
+import time
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from experiments import benchmark
 from floq_jax.training import benchmarking as bm
@@ -60,3 +63,36 @@ def test_table_and_targets_synthetic():
     assert '| floq_K8 |' in text and 'toy' in text and '| NO |' in text
     assert '| >= 2.0 | 1.11 | NO | - |' in text and '| 4.00 | yes | 4.00 |' in text  # seeds row: same-run ceiling
     assert 'beat x4.00 of sequential' in text and 'take 0.2% of its time per update' in text
+
+
+def test_eval_seeds_table_sections_and_rss(capsys):
+    """The eval_seeds section's table rows, --sections / --skip / --eval_pools checks, and the RSS sampler."""
+    mib = 2 ** 20
+    row = dict(num_seeds=4, pool=2, live_envs=4, slots_per_seed=1, waves=10, create_s=4.0, eval_s=20.0,
+               episodes_per_s=2.0, peak_rss_bytes=1500 * mib, peak_over_base_per_env_bytes=170 * mib)
+    mm = dict(n=2048, flops_per_s=4e10)
+    results = dict(device=bm.device_description(), device_note='toy', mode='tiny', matmul=mm, matmul_start=mm,
+                   matmul_end=mm, updates=[], seeds={}, loop={}, evaluation=None, profile={}, targets={},
+                   eval_seeds=dict(rows=[row], num_episodes=10, vector_mode='chunked'))
+    text = benchmark.table(results)
+    assert '| S = 4, pool 2 | 4 | 1 | 10 | 4.0 | 20.0 | 2.00 | 1500 MiB | 170 MiB |' in text, text
+    assert benchmark.skipped_sections(['eval_seeds'], []) == set(benchmark.SECTIONS) - {'eval_seeds'}
+    assert benchmark.skipped_sections([], ['eval']) == {'eval'}
+    assert benchmark.positive_ints('eval_pools', ['2', '8']) == [2, 8]
+    for call, flag in ((lambda: benchmark.skipped_sections(['evals'], []), 'sections'),
+                       (lambda: benchmark.skipped_sections([], ['x']), 'skip'),
+                       (lambda: benchmark.positive_ints('eval_pools', ['0']), 'eval_pools'),
+                       (lambda: benchmark.positive_ints('eval_num_seeds', ['two']), 'eval_num_seeds')):
+        with pytest.raises(SystemExit) as e:
+            call()
+        assert e.value.code == 2
+        err = capsys.readouterr().err
+        assert err.count('\n') == 1 and err.startswith(f'error: --{flag}: '), err
+    with benchmark.PeakRss(interval=0.01) as peak:
+        base = benchmark.tree_rss_bytes()
+        block = np.ones(64 * mib // 8)  # 64 MiB touched
+        deadline = time.monotonic() + 10  # the sampler thread may wait for a core on a loaded machine
+        while peak.bytes < base + 48 * mib and time.monotonic() < deadline:
+            time.sleep(0.02)
+        del block
+    assert base > 0 and peak.bytes >= base + 48 * mib

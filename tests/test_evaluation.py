@@ -158,3 +158,131 @@ def test_benchmark_evaluation_smoke():
     assert out['parallel_s'] > 0 and out['sequential_s'] > 0
     assert out['speedup'] == pytest.approx(out['sequential_s'] / out['parallel_s'])
     assert out['same_episode_success'] and out['same_episode_length']
+
+
+# ----------------------------------------------------------------------------- seeds together, bounded pool
+
+
+def test_pool_sizing_is_bounded_by_memory_and_episodes():
+    mib = 2**20
+    # 10 GiB available, half of it at 200 MiB per env: 25 envs.
+    assert evaluation.eval_pool_size(10 * 1024 * mib, 200 * mib, num_seeds=8, num_episodes=50) == 25
+    assert evaluation.eval_pool_size(10 * 1024 * mib, 200 * mib, 8, 50, fraction=1.0) == 51
+    # Never more than every episode of every seed at once, never fewer than one env per seed.
+    assert evaluation.eval_pool_size(10 * 1024 * mib, 200 * mib, num_seeds=2, num_episodes=5) == 10
+    assert evaluation.eval_pool_size(100 * mib, 200 * mib, num_seeds=3, num_episodes=50) == 3
+    assert evaluation.eval_pool_size(0, 200 * mib, num_seeds=1, num_episodes=50) == 1
+    assert evaluation.slots_per_seed(25, num_seeds=8, num_episodes=50) == 3
+    assert evaluation.slots_per_seed(25, num_seeds=1, num_episodes=10) == 10
+    assert evaluation.slots_per_seed(3, num_seeds=8, num_episodes=50) == 1
+    assert evaluation.available_memory_bytes() > 0
+
+
+def test_seeds_evaluator_sizes_its_pool_and_notes_waves(monkeypatch, caplog):
+    """No envs are built here (they are created on first use)."""
+    with caplog.at_level(logging.INFO):
+        ev = evaluation.seeds_evaluator(ENV, num_episodes=5, num_seeds=2, pool_size=5)
+    assert ev.num_envs == 4  # 2 slots per seed
+    assert [r.getMessage() for r in caplog.records if 'waves' in r.getMessage()] == [
+        'evaluation: 4 live envs (pool given) for 2 seed(s) x 5 episodes: 2 per seed, episodes run in up to 3 waves']
+    caplog.clear()
+    monkeypatch.setattr(evaluation, 'available_memory_bytes', lambda: 2 * 2**30)
+    mib = 2**20
+    with caplog.at_level(logging.INFO):
+        # Half of 2 GiB at 100 MiB per env: 10 envs in this process ('sync'); 2 worker processes take their share
+        # first: (2048 - 2 x 512) / 2 / 100 -> 5 envs, 2 per seed.
+        assert evaluation.seeds_evaluator(ENV, 5, 2, env_bytes=100 * mib, vector_mode='sync').num_envs == 10
+        assert 'waves' not in caplog.text
+        assert evaluation.seeds_evaluator(ENV, 5, 2, env_bytes=100 * mib, num_workers=2).num_envs == 4
+        assert '2.0 GiB available at 100 MiB per env' in caplog.text
+        assert evaluation.seeds_evaluator(ENV, 5, 2, env_bytes=512 * mib, vector_mode='sync').num_envs == 2
+
+
+def _toy_seeds_policy(calls):
+    def policy(obs, rngs, temperature):
+        calls.append((obs.shape, obs.dtype, np.asarray(rngs).shape))
+        return obs[..., 1:2]  # sign_policy per row: (S, M, 2) -> (S, M, 1)
+    return policy
+
+
+@pytest.mark.parametrize('slots', [1, 2, 5])
+def test_seeds_on_shared_slots_equal_their_own_episodes_toy(slots):
+    """3 seeds x 5 episodes of varying length on S x M slots (+1 spare, parked): every seed's episodes are its own
+    (reset seeds episode_seeds(seed, 5)), whatever M (waves of 1 or 2 slots, or all at once), with ONE policy call
+    per env step on (S, M, obs_dim)."""
+    seeds = [3, 4, 11]
+    episode_seeds = np.stack([envs_lib.episode_seeds(s, 5) for s in seeds])
+    venv = gymnasium.vector.SyncVectorEnv([toy_env_fn] * (3 * slots + 1),
+                                          autoreset_mode=gymnasium.vector.AutoresetMode.DISABLED)
+    calls = []
+    try:
+        rngs = np.stack([jax.random.PRNGKey(s) for s in seeds])
+        results = evaluation._run_slots(venv, _toy_seeds_policy(calls), episode_seeds, rngs, 0.0, slots)
+    finally:
+        venv.close()
+    assert len(results) == 3
+    for k, res in enumerate(results):
+        exp_len, exp_success = _toy_expected(episode_seeds[k])
+        np.testing.assert_array_equal(res['episode_length'], exp_len)
+        np.testing.assert_array_equal(res['episode_success'], exp_success)
+        np.testing.assert_array_equal(res['episode_final_observation'][:, 0], exp_len)
+    assert set(calls) == {((3, slots, 2), np.dtype(np.float32), (3, slots, 2))}
+    # Lockstep: the number of calls is the longest seed's time on its slots.
+    if slots == 5:
+        assert len(calls) == max(3 + int(s) % 4 for s in episode_seeds.ravel())
+
+
+def test_seeds_together_equal_each_seed_alone():
+    """2 stacked tiny agents, 2 episodes each, published noise: on 2 slots per seed, seed k's episodes equal seed k
+    evaluated alone on 2 slots, both through evaluate_seeds and through the one-seed Evaluator with the agent's own
+    policy; waves (the 2-env pool shared by both seeds: 1 slot each) and one episode at a time give the episodes of
+    all at once: exactly for a row-independent policy, and under noise up to the network's float32 rounding (the
+    noise of a step does not depend on the slots)."""
+    from agents import floq
+    from floq_jax.training import parallel as train
+    from floq_jax.training.evaluate import policy_fn_for
+    from tests.conftest import small_floq_config
+
+    config = small_floq_config(block_width=16, actor_hidden_dims=(16, 16), value_hidden_dims=(16, 16),
+                               noise_samples=2, critic_flow_steps=2, actor_flow_steps=2)
+    seeds = [5, 6]
+    agents = train.create_agents(floq.FloqAgent, config, np.zeros((1, 28), np.float32), np.zeros((1, 5), np.float32),
+                                 seeds)
+    keys = ('episode_success', 'episode_return', 'episode_length', 'episode_final_observation')
+    kw = dict(vector_mode='sync', max_episode_steps=10)
+    with evaluation.seeds_evaluator(ENV, 2, 2, **kw) as together, \
+            evaluation.seeds_evaluator(ENV, 2, 1, **kw) as pool2:
+        assert together.num_envs == 4 and pool2.num_envs == 2
+        both = evaluation.evaluate_seeds(together, agents, seeds, temperature=1.0)
+        for k, s in enumerate(seeds):
+            agent = jax.tree_util.tree_map(lambda x: x[k:k + 1], agents)
+            (alone,) = evaluation.evaluate_seeds(pool2, agent, [s], temperature=1.0)
+            one_seed = pool2(policy_fn_for(train.select_seed(agents, k)), temperature=1.0, seed=s)
+            for key in keys:
+                np.testing.assert_array_equal(both[k][key], alone[key], err_msg=key)
+                np.testing.assert_array_equal(both[k][key], one_seed[key], err_msg=key)
+        assert not np.array_equal(both[0]['episode_final_observation'], both[1]['episode_final_observation'])
+        # A row-independent policy: a network's float32 rounding may depend on the batch size (M rows).
+        rows = lambda obs, rngs, temperature: feature_policy(obs.reshape(-1, obs.shape[-1]), None, None).reshape(
+            obs.shape[:2] + (5,))
+        once = evaluation.run_seeds(together, rows, seeds, temperature=0.0)
+        waves = evaluation.run_seeds(pool2, rows, seeds, temperature=0.0)
+        # Under noise too: the pool shared by both seeds (1 slot each, episodes in waves) and one episode at a time
+        # give each seed the episodes of all at once (the key of a step is fold_in(fold_in(seed, episode), step)).
+        noisy_waves = evaluation.evaluate_seeds(pool2, agents, seeds, temperature=1.0)
+        with evaluation.Evaluator(ENV, num_episodes=2, parallel=False, max_episode_steps=10) as one_at_a_time:
+            sequential = [one_at_a_time(policy_fn_for(train.select_seed(agents, k)), temperature=1.0, seed=s)
+                          for k, s in enumerate(seeds)]
+        # The noise is the same; the network's float32 rounding may differ with the batch (M rows): ~1e-7 here.
+        for k in range(len(seeds)):
+            for other in (noisy_waves[k], sequential[k]):
+                for key in ('episode_success', 'episode_length'):
+                    np.testing.assert_array_equal(other[key], both[k][key], err_msg=key)
+                for key in ('episode_return', 'episode_final_observation'):
+                    np.testing.assert_allclose(other[key], both[k][key], rtol=1e-4, atol=1e-5, err_msg=key)
+        with pytest.raises(ValueError, match='leading axis of 3'):
+            evaluation.evaluate_seeds(together, agents, [0, 1, 2])
+    for a, b in zip(waves, once):
+        for key in keys:
+            np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    assert not np.array_equal(once[0]['episode_final_observation'], once[1]['episode_final_observation'])

@@ -52,9 +52,9 @@ def test_default_evaluation_is_the_published_noisy_one_step_policy():
     policy = evaluate.policy_fn_for(agent)
     obs = np.zeros((4, 6), np.float32)
     t = presets.eval_temperature(options.eval_protocol)
-    a0, a1 = (np.asarray(policy(obs, jax.random.PRNGKey(k), t)) for k in (0, 1))
+    a0, a1 = (np.asarray(policy(obs, jax.random.split(jax.random.PRNGKey(k), 4), t)) for k in (0, 1))
     assert not np.allclose(a0, a1) and np.all(np.abs(a0) <= 1.0)
-    d0, d1 = (np.asarray(policy(obs, jax.random.PRNGKey(k), 0.0)) for k in (0, 1))
+    d0, d1 = (np.asarray(policy(obs, jax.random.split(jax.random.PRNGKey(k), 4), 0.0)) for k in (0, 1))
     np.testing.assert_array_equal(d0, d1)
     # The evaluator's own default is the published noise too.
     seen = []

@@ -14,30 +14,75 @@ Two drivers give the same per-episode results for a deterministic policy
 * sequential (``parallel=False``): one env, one episode at a time, one policy
   call per step (the published FQL baseline).
 
-``policy_fn(observations, rng, temperature) -> actions``: observations are
-float32 (N, obs_dim), rng a JAX PRNG key, actions (N, act_dim) (NumPy or JAX);
-actions are clipped to [-1, 1] as in FQL.
+``policy_fn(observations, keys, temperature) -> actions``: observations are
+float32 (N, obs_dim), keys (N, 2) one JAX PRNG key per row, actions (N, act_dim)
+(NumPy or JAX); actions are clipped to [-1, 1] as in FQL.
+
+Noise: the key of step t of episode i of seed s is
+``episode_key(s, i, t) = fold_in(fold_in(PRNGKey(s), i), t)``, so an episode's
+actions depend on (policy, seed, episode, step) only: never on how many envs
+run at once, on the waves, on the other seeds evaluated beside it, or on the
+driver.  Under the noisy published protocol an evaluation is therefore the same
+on a machine with little memory (a small env pool) as on a large one, and a
+resumed run evaluates exactly as an uninterrupted one.
+
+Seeds evaluated together (:func:`evaluate_seeds`): the S seeds of a run share
+one vector env whose slots are split evenly between them (seed k owns slots
+``k*M .. (k+1)*M - 1``), and each env step makes ONE policy call for all seeds,
+``vmap(agent.sample_actions)`` over the seed axis on observations (S, M, obs_dim).
+Seed k keeps its own keys (``episode_key(seed_k, i, t)``) and reset seeds
+(``envs.episode_seeds(seed_k, n)``), so its results depend only on (agent, seed,
+protocol): exactly those of that seed evaluated alone, on any number of slots.
+
+Memory: one OGBench cube env holds ~160 MB, so the pool of live envs is
+bounded (:func:`eval_pool_size`, from the available memory or a flag); with
+fewer slots than episodes, each slot runs its seed's episodes one after
+another (waves), which gives the same per-episode results as all at once.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
-from typing import Any, Callable
+from typing import Any, Callable, List, Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from floq_jax.envs import envs as envs_lib
 
 PolicyFn = Callable[[np.ndarray, Any, float], Any]
+# seeds_policy_fn(observations (S, M, obs_dim) float32, keys (S, M, 2), temperature) -> actions (S, M, act_dim)
+SeedsPolicyFn = Callable[[np.ndarray, Any, float], Any]
+
+# Pool sizing.  Measured on the 2-core dev machine (docs/benchmark.md, "Evaluation of seeds together"): one
+# OGBench cube env adds ~165 MiB RSS (its own MuJoCo model and data; 10 envs in one process: 1.85 GB), and 2
+# chunked worker processes plus the forkserver ~1.0 GB before their envs.  The estimates round up; the pool takes
+# at most half of the memory available (after the workers' share) when the evaluator is built.
+ENV_BYTES_ESTIMATE = 200 * 2**20
+WORKER_BYTES_ESTIMATE = 512 * 2**20
+POOL_MEMORY_FRACTION = 0.5
 
 _VIDEO_WARNED = False
 
 
-def _actions(policy_fn: PolicyFn, obs: np.ndarray, rng, temperature: float) -> np.ndarray:
-    """Calls the policy on float32 obs (N, obs_dim); returns clipped actions (N, act_dim)."""
-    actions = np.asarray(policy_fn(np.asarray(obs, dtype=np.float32), rng, temperature))
+@jax.jit
+def _episode_keys(base_keys, episodes, steps):
+    """(N, 2) keys ``fold_in(fold_in(base_keys[j], episodes[j]), steps[j])``: base_keys (N, 2), episodes and steps
+    (N,) ints."""
+    return jax.vmap(lambda k, i, t: jax.random.fold_in(jax.random.fold_in(k, i), t))(base_keys, episodes, steps)
+
+
+def episode_key(seed: int, episode: int, step: int):
+    """The policy key of step ``step`` of episode ``episode`` of an evaluation with seed ``seed``."""
+    return _episode_keys(jax.random.PRNGKey(seed)[None], jnp.asarray([episode]), jnp.asarray([step]))[0]
+
+
+def _actions(policy_fn: PolicyFn, obs: np.ndarray, keys, temperature: float) -> np.ndarray:
+    """Calls the policy on float32 obs (N, obs_dim) or (S, M, obs_dim); returns clipped actions (..., act_dim)."""
+    actions = np.asarray(policy_fn(np.asarray(obs, dtype=np.float32), keys, temperature))
     return np.clip(actions, -1.0, 1.0)
 
 
@@ -54,7 +99,7 @@ def _summary(ep_success: np.ndarray, ep_return: np.ndarray, ep_length: np.ndarra
     }
 
 
-def _run_sequential(env, policy_fn: PolicyFn, seeds: np.ndarray, rng, temperature: float,
+def _run_sequential(env, policy_fn: PolicyFn, seeds: np.ndarray, base_key, temperature: float,
                     render: bool = False) -> tuple[dict, list[np.ndarray]]:
     """One episode at a time on a single env, one policy call per step.
 
@@ -73,8 +118,8 @@ def _run_sequential(env, policy_fn: PolicyFn, seeds: np.ndarray, rng, temperatur
         frames = _try_render(env) if render else None
         done = False
         while not done:
-            rng, key = jax.random.split(rng)
-            action = _actions(policy_fn, obs[None], key, temperature)[0]
+            keys = _episode_keys(jnp.asarray(base_key)[None], jnp.asarray([ep]), jnp.asarray([ep_length[ep]]))
+            action = _actions(policy_fn, obs[None], keys, temperature)[0]
             obs, reward, terminated, truncated, info = env.step(action)
             ep_return[ep] += reward
             ep_length[ep] += 1
@@ -106,48 +151,76 @@ def _try_render(env) -> list[np.ndarray] | None:
         return None
 
 
-def _run_parallel(venv, policy_fn: PolicyFn, seeds: np.ndarray, rng, temperature: float) -> dict:
-    """All episodes on a vector env (autoreset DISABLED, FreezeAfterDone sub-envs).
+def _run_slots(venv, policy_fn: SeedsPolicyFn, seeds: np.ndarray, base_keys, temperature: float,
+               slots: int) -> List[dict]:
+    """The episodes of S seeds on one vector env (autoreset DISABLED, FreezeAfterDone sub-envs).
 
-    Sub-env slot i runs episodes one after another; one batched policy call per
-    step covers all ``venv.num_envs`` slots (finished slots get ignored actions).
+    Args:
+        venv: vector env with at least S * slots sub-envs (extra ones are parked and never stepped).
+        policy_fn: called once per env step on observations (S, slots, obs_dim) and keys (S, slots, 2).
+        seeds: int (S, n) episode reset seeds, row k for seed k (``envs.episode_seeds``).
+        base_keys: (S, 2) PRNG keys; slot j of seed k at step t of its episode i gets
+            ``fold_in(fold_in(base_keys[k], i), t)`` (parked slots get episode 0, step 0; their actions are ignored).
+        temperature: passed to ``policy_fn``.
+        slots: sub-envs per seed M; seed k owns sub-envs k*M .. (k+1)*M - 1 and runs its episodes on them in
+            order, a slot taking the next pending episode when its episode ends (lowest slot first).
+
+    Returns:
+        S summary dicts (see :meth:`Evaluator.__call__`), seed k's a function of its own policy, base key and
+        seeds only (not of ``slots``).
     """
-    n = len(seeds)
+    seeds = np.asarray(seeds)
+    num_seeds, n = seeds.shape
     num_envs = venv.num_envs
-    ep_success = np.zeros(n)
-    ep_return = np.zeros(n)
-    ep_length = np.zeros(n, dtype=np.int64)
-    final_obs = np.zeros((n,) + venv.single_observation_space.shape, np.float32)
-    slot_ep = np.full(num_envs, -1, dtype=np.int64)  # Episode index per slot; -1 = idle.
-
-    first = min(n, num_envs)
-    slot_ep[:first] = np.arange(first)
-    seed_list = [int(seeds[i]) if i < first else 0 for i in range(num_envs)]
-    obs, _ = venv.reset(seed=seed_list, options={'reset_mask': slot_ep >= 0})
-    if first < num_envs:  # Spare slots: reset once so stepping is valid, then freeze.
+    used = num_seeds * slots
+    if used > num_envs:
+        raise ValueError(f'{num_seeds} seeds x {slots} slots need {used} sub-envs, the vector env has {num_envs}')
+    owner = np.full(num_envs, -1, dtype=np.int64)  # Seed index per slot; -1 = not used.
+    owner[:used] = np.repeat(np.arange(num_seeds), slots)
+    obs_shape = venv.single_observation_space.shape
+    ep_success = np.zeros((num_seeds, n))
+    ep_return = np.zeros((num_seeds, n))
+    ep_length = np.zeros((num_seeds, n), dtype=np.int64)
+    final_obs = np.zeros((num_seeds, n) + obs_shape, np.float32)
+    slot_ep = np.full(num_envs, -1, dtype=np.int64)  # Episode index (within its seed) per slot; -1 = idle.
+    next_ep = np.zeros(num_seeds, dtype=np.int64)
+    seed_list = [0] * num_envs
+    for i in range(used):  # Slots take their seed's first episodes in order.
+        k = owner[i]
+        if next_ep[k] < n:
+            slot_ep[i], seed_list[i] = next_ep[k], int(seeds[k, next_ep[k]])
+            next_ep[k] += 1
+    # Every sub-env is reset (gymnasium's SyncVectorEnv cannot batch a masked reset before each env's first one);
+    # spare slots are then parked, which keeps them from being simulated.
+    obs, _ = venv.reset(seed=seed_list)
+    if np.any(slot_ep < 0):
         venv.reset(seed=[0] * num_envs, options={'reset_mask': slot_ep < 0, 'freeze': True})
-    next_ep = first
+    act_shape = venv.single_action_space.shape
     while np.any(slot_ep >= 0):
-        rng, key = jax.random.split(rng)
-        actions = _actions(policy_fn, obs, key, temperature)
+        episode = np.maximum(slot_ep[:used], 0)
+        keys = _episode_keys(base_keys[owner[:used]], jnp.asarray(episode),
+                             jnp.asarray(ep_length[owner[:used], episode])).reshape(num_seeds, slots, -1)
+        grouped = np.asarray(obs[:used], dtype=np.float32).reshape((num_seeds, slots) + obs_shape)
+        actions = np.zeros((num_envs,) + act_shape, np.float32)
+        actions[:used] = _actions(policy_fn, grouped, keys, temperature).reshape((used,) + act_shape)
         obs, reward, terminated, truncated, infos = venv.step(actions)
-        active = slot_ep >= 0
-        ep_return[slot_ep[active]] += reward[active]
-        ep_length[slot_ep[active]] += 1
-        finished = np.flatnonzero(active & (terminated | truncated))
+        active = np.flatnonzero(slot_ep >= 0)
+        ep_return[owner[active], slot_ep[active]] += reward[active]
+        ep_length[owner[active], slot_ep[active]] += 1
+        finished = active[(terminated | truncated)[active]]
         if finished.size == 0:
             continue
-        ep_success[slot_ep[finished]] = infos['success'][finished].astype(np.float64)
-        final_obs[slot_ep[finished]] = obs[finished]
+        ep_success[owner[finished], slot_ep[finished]] = infos['success'][finished].astype(np.float64)
+        final_obs[owner[finished], slot_ep[finished]] = obs[finished]
         reset_mask = np.zeros(num_envs, dtype=bool)
         park_mask = np.zeros(num_envs, dtype=bool)
         seed_list = [0] * num_envs
         for i in finished:
-            if next_ep < n:
-                slot_ep[i] = next_ep
-                seed_list[i] = int(seeds[next_ep])
+            k = owner[i]
+            if next_ep[k] < n:
+                slot_ep[i], seed_list[i] = next_ep[k], int(seeds[k, next_ep[k]])
                 reset_mask[i] = True
-                next_ep += 1
+                next_ep[k] += 1
             else:
                 slot_ep[i] = -1
                 park_mask[i] = True
@@ -157,7 +230,19 @@ def _run_parallel(venv, policy_fn: PolicyFn, seeds: np.ndarray, rng, temperature
             new_obs, _ = venv.reset(seed=seed_list, options={'reset_mask': reset_mask})
             obs = np.array(obs)
             obs[reset_mask] = new_obs[reset_mask]
-    return _summary(ep_success, ep_return, ep_length, final_obs)
+    return [_summary(ep_success[k], ep_return[k], ep_length[k], final_obs[k]) for k in range(num_seeds)]
+
+
+def _run_parallel(venv, policy_fn: PolicyFn, seeds: np.ndarray, base_key, temperature: float) -> dict:
+    """All episodes of one seed on a vector env: :func:`_run_slots` with S = 1 and every sub-env as a slot.
+
+    One batched policy call per step covers all ``venv.num_envs`` slots (finished slots get ignored actions).
+    """
+    def one_seed(obs, keys, temp):
+        return np.asarray(policy_fn(obs[0], keys[0], temp))[None]
+
+    return _run_slots(venv, one_seed, np.asarray(seeds)[None], jnp.asarray(base_key)[None], temperature,
+                      venv.num_envs)[0]
 
 
 class Evaluator:
@@ -167,7 +252,7 @@ class Evaluator:
         env_name: OGBench name, e.g. 'cube-single-play-singletask-task2-v0'.
         num_episodes: episodes per call (default for ``__call__``).
         seed: base seed; reset seeds are ``envs.episode_seeds(seed, num_episodes)``
-            and the policy rng is ``jax.random.PRNGKey(seed)``, so each call with
+            and the policy keys are ``episode_key(seed, episode, step)``, so each call with
             the same seed and policy is reproducible.
         num_envs: sub-envs of the vector env (default: num_episodes, i.e. all
             episodes at once).
@@ -271,6 +356,122 @@ def evaluate(policy_fn: PolicyFn, env_name: str, num_episodes: int = 50, seed: i
         return evaluator(policy_fn, temperature=temperature, video_episodes=video_episodes)
 
 
+# ----------------------------------------------------------------------------- seeds together, bounded pool
+
+
+def available_memory_bytes() -> int:
+    """Memory the kernel can hand out now without swapping (MemAvailable of /proc/meminfo; else free pages)."""
+    try:
+        with open('/proc/meminfo') as f:
+            for line in f:
+                if line.startswith('MemAvailable:'):
+                    return int(line.split()[1]) * 1024
+    except OSError:  # pragma: no cover - non-Linux
+        pass
+    return os.sysconf('SC_AVPHYS_PAGES') * os.sysconf('SC_PAGE_SIZE')  # pragma: no cover - non-Linux
+
+
+def eval_pool_size(available_bytes: int, env_bytes: int, num_seeds: int, num_episodes: int,
+                   fraction: float = POOL_MEMORY_FRACTION) -> int:
+    """Live envs for evaluating ``num_seeds`` seeds of ``num_episodes`` episodes within a memory budget.
+
+    As many envs of ``env_bytes`` as fit in ``fraction`` of ``available_bytes``, capped at one env per episode
+    of every seed (S x episodes: all at once) and raised to at least one per seed (S).
+    """
+    fit = int(fraction * available_bytes) // max(int(env_bytes), 1)
+    return max(int(num_seeds), min(fit, int(num_seeds) * int(num_episodes)))
+
+
+def slots_per_seed(pool_size: int, num_seeds: int, num_episodes: int) -> int:
+    """Sub-envs each seed gets from a pool of ``pool_size`` live envs: pool // S, at least 1, at most episodes."""
+    return max(1, min(int(pool_size) // int(num_seeds), int(num_episodes)))
+
+
+def seeds_evaluator(env_name: str, num_episodes: int, num_seeds: int, pool_size: int | None = None,
+                    env_bytes: int = ENV_BYTES_ESTIMATE, **kwargs) -> Evaluator:
+    """An :class:`Evaluator` whose vector env holds M slots for each of ``num_seeds`` seeds (S x M live envs).
+
+    ``pool_size``: the total of live envs across seeds (default: :func:`eval_pool_size` of the memory available
+    now less ``WORKER_BYTES_ESTIMATE`` per worker process, at ``env_bytes`` per env); M = :func:`slots_per_seed`.
+    When S x M is below S x ``num_episodes`` the episodes run in waves, and a one-line note says so.  ``kwargs``
+    go to the Evaluator (vector_mode, max_episode_steps, num_workers, ...).  The episodes do not depend on M: each
+    step's noise is keyed by (seed, episode, step), so only the network's float32 rounding may differ with it.
+    """
+    source = 'given'
+    if pool_size is None:
+        available = available_memory_bytes()
+        mode = kwargs.get('vector_mode', 'chunked')
+        if mode == 'async':  # one worker process per env
+            env_bytes += WORKER_BYTES_ESTIMATE
+        workers = (kwargs.get('num_workers') or envs_lib.default_num_workers()) if mode == 'chunked' else 0
+        pool_size = eval_pool_size(max(available - workers * WORKER_BYTES_ESTIMATE, 0), env_bytes, num_seeds,
+                                   num_episodes)
+        source = f'sized from {available / 2**30:.1f} GiB available at {env_bytes / 2**20:.0f} MiB per env'
+    slots = slots_per_seed(pool_size, num_seeds, num_episodes)
+    if slots < num_episodes:
+        logging.info('evaluation: %d live envs (pool %s) for %d seed(s) x %d episodes: %d per seed, episodes run '
+                     'in up to %d waves', num_seeds * slots, source, num_seeds, num_episodes, slots,
+                     -(-num_episodes // slots))
+    return Evaluator(env_name, num_episodes=num_episodes, num_envs=num_seeds * slots, **kwargs)
+
+
+def _rows_actions(agent, observations, keys, temperature):
+    """Actions (N, A) of one agent on observations (N, O), row j sampled with its own key ``keys[j]``."""
+    return jax.vmap(lambda o, k: agent.sample_actions(o[None], seed=k, temperature=temperature)[0])(
+        observations, keys)
+
+
+@jax.jit
+def rows_policy_actions(agent, observations, keys, temperature):
+    """:func:`_rows_actions`, jitted: the policy of one (unstacked) agent as the evaluator calls it."""
+    return _rows_actions(agent, observations, keys, temperature)
+
+
+@jax.jit
+def _seeds_actions(agents, observations, rngs, temperature):
+    """Actions (S, M, A) of stacked agents (leading axis S) on observations (S, M, O) with keys (S, M, 2)."""
+    return jax.vmap(lambda agent, obs, keys: _rows_actions(agent, obs, keys, temperature))(agents, observations, rngs)
+
+
+def seeds_policy_fn(agents) -> SeedsPolicyFn:
+    """The policy of stacked agents (every leaf with a leading seed axis S) as one jitted, vmapped call."""
+    return lambda obs, rngs, temperature: _seeds_actions(agents, jnp.asarray(obs), rngs, jnp.float32(temperature))
+
+
+def run_seeds(evaluator: Evaluator, policy_fn: SeedsPolicyFn, seeds: Sequence[int], temperature: float = 1.0,
+              num_episodes: int | None = None) -> List[dict]:
+    """Evaluates S policies together on ``evaluator``'s vector env, one ``policy_fn`` call per env step.
+
+    Seed k (``seeds[k]``) gets M = ``evaluator.num_envs // S`` slots (at most the number of episodes), the reset
+    seeds ``envs.episode_seeds(seeds[k], n)`` and the keys ``episode_key(seeds[k], i, t)``: its result equals
+    that of an evaluation of seed k alone (on any number of slots).
+
+    Returns:
+        S dicts with the keys of :meth:`Evaluator.__call__` (no videos).
+    """
+    if not evaluator.parallel:
+        raise ValueError('evaluating seeds together needs a parallel Evaluator')
+    num_seeds = len(seeds)
+    n = evaluator.num_episodes if num_episodes is None else int(num_episodes)
+    if evaluator.num_envs < num_seeds:
+        raise ValueError(f'{num_seeds} seeds need at least {num_seeds} envs, the evaluator has {evaluator.num_envs}')
+    slots = slots_per_seed(evaluator.num_envs, num_seeds, n)
+    episode_seeds = np.stack([envs_lib.episode_seeds(int(s), n) for s in seeds])
+    rngs = jnp.stack([jax.random.PRNGKey(int(s)) for s in seeds])
+    return _run_slots(evaluator.env, policy_fn, episode_seeds, rngs, temperature, slots)
+
+
+def evaluate_seeds(evaluator: Evaluator, agents, seeds: Sequence[int], temperature: float = 1.0,
+                   num_episodes: int | None = None) -> List[dict]:
+    """Evaluates stacked agents (leading axis S, one per entry of ``seeds``) with one vmapped ``sample_actions``
+    call per env step for all seeds; see :func:`run_seeds`.  Agents sharded over several processes must be
+    gathered first (the call runs on this process's devices)."""
+    sizes = {x.shape[:1] for x in jax.tree_util.tree_leaves(agents)}
+    if sizes != {(len(seeds),)}:
+        raise ValueError(f'agents must be stacked with a leading axis of {len(seeds)} (one per seed), got {sizes}')
+    return run_seeds(evaluator, seeds_policy_fn(agents), seeds, temperature, num_episodes)
+
+
 def _cpu_seconds(env) -> float:
     """User+system CPU seconds of this process plus ``env``'s worker processes (if any)."""
     import resource
@@ -314,7 +515,8 @@ def benchmark_evaluation(policy_fn: PolicyFn, env_name: str, num_episodes: int =
             timings[f'{name}_create_s'] = time.perf_counter() - t0
             space = env.single_observation_space if parallel else env.observation_space
             batch = env.num_envs if parallel else 1
-            np.asarray(policy_fn(np.zeros((batch,) + space.shape, np.float32), jax.random.PRNGKey(0), 0.0))
+            np.asarray(policy_fn(np.zeros((batch,) + space.shape, np.float32),
+                                 jax.random.split(jax.random.PRNGKey(0), batch), 0.0))
             t0, c0 = time.perf_counter(), _cpu_seconds(env)
             results[name] = evaluator(policy_fn)
             timings[f'{name}_s'] = time.perf_counter() - t0

@@ -20,14 +20,13 @@ from floq_jax.training import parallel, rundirs
 EVAL_METRICS = ('success', 'return', 'length')
 
 
-@jax.jit
-def _policy_actions(agent, observations, rng, temperature):
-    return agent.sample_actions(observations, seed=rng, temperature=temperature)
-
-
 def policy_fn_for(agent) -> Callable:
-    """policy_fn(obs (N, O), rng, temperature) -> actions for one (unstacked) agent (compiled once per shape)."""
-    return lambda obs, rng, temperature: _policy_actions(agent, jnp.asarray(obs), rng, jnp.float32(temperature))
+    """policy_fn(obs (N, O), keys (N, 2), temperature) -> actions (N, A) for one (unstacked) agent, row j sampled
+    with its own key (the evaluator's contract, floq_jax.envs.evaluation); compiled once per shape."""
+    from floq_jax.envs.evaluation import rows_policy_actions
+
+    return lambda obs, keys, temperature: rows_policy_actions(agent, jnp.asarray(obs), jnp.asarray(keys),
+                                                              jnp.float32(temperature))
 
 
 def q_estimates(agent, batch: Dict[str, np.ndarray], num_steps: Sequence[int], seed: int = 0) -> Dict[str, float]:
@@ -60,21 +59,24 @@ class SeedEvaluation:
         self._qbatch = eval_batch(data) if options.eval_num_steps else None
 
     def __call__(self, state) -> List[Dict[str, float]]:
-        from floq_jax.envs.evaluation import Evaluator
+        """All seeds together: one env pool of ``eval_num_envs`` live envs (default: sized from free memory), one
+        vmapped policy call per env step (floq_jax.envs.evaluation.evaluate_seeds)."""
+        from floq_jax.envs import evaluation
 
         o = self.options
         if self._evaluator is None:
-            self._evaluator = Evaluator(o.env_name, num_episodes=o.eval_episodes, seed=o.seed,
-                                        num_envs=min(o.eval_num_envs or o.eval_episodes, o.eval_episodes),
-                                        **dict(o.eval_kwargs))
-        temperature = presets.eval_temperature(o.eval_protocol)
+            self._evaluator = evaluation.seeds_evaluator(o.env_name, o.eval_episodes, len(state.seeds),
+                                                         pool_size=o.eval_num_envs, **dict(o.eval_kwargs))
+        agents = state.agents
+        if state.mesh is not None:  # gathered copies (without the optimizer state), as in the diagnostics
+            agents = jax.tree_util.tree_map(jnp.asarray, parallel.to_host(agents.replace(opt_state=None)))
+        evals = evaluation.evaluate_seeds(self._evaluator, agents, state.seeds,
+                                          temperature=presets.eval_temperature(o.eval_protocol))
         rows = []
-        for k, s in enumerate(state.seeds):
-            agent = parallel.select_seed(state.agents, k)
-            res = self._evaluator(policy_fn_for(agent), temperature=temperature, seed=s)
+        for k, res in enumerate(evals):
             row = {f'evaluation/{m}': float(res[m]) for m in EVAL_METRICS}
             if self._qbatch is not None:
-                row.update(q_estimates(agent, self._qbatch, o.eval_num_steps))
+                row.update(q_estimates(parallel.select_seed(agents, k), self._qbatch, o.eval_num_steps))
             rows.append(row)
         return rows
 

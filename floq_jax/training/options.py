@@ -68,7 +68,7 @@ class RunOptions:
     eval_protocol: str = 'published'
     eval_num_steps: Sequence[int] = ()   # extra critic K values at which to log Q estimates
     eval_at_start: bool = True           # evaluate the untrained policy at step 0
-    eval_num_envs: Optional[int] = None  # parallel sub-envs per evaluation (default: eval_episodes)
+    eval_num_envs: Optional[int] = None  # live envs per evaluation, all seeds together (default: from memory)
     save_dir: str = 'runs'
     run_group: str = 'default'
     resume: bool = True
