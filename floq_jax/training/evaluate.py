@@ -123,15 +123,15 @@ def evaluate_checkpoint(run_dir, agent_class: Callable[[str], Any], step=None, e
     """
     import csv
 
-    from floq_jax.envs.evaluation import Evaluator
+    from floq_jax.envs.evaluation import seeds_evaluator
     from floq_jax.training.restore import load_run
 
     temperature = presets.eval_temperature(eval_protocol)
     agent, _, _, step, data, run_flags = load_run(run_dir, agent_class, step, dataset_path)
     num_steps = tuple(num_steps) or (int(agent.config.get('critic_flow_steps', 1)),)
     seed = int(run_flags['seed']) if eval_seed is None else int(eval_seed)
-    with Evaluator(run_flags['env_name'], num_episodes=eval_episodes, seed=seed,
-                   num_envs=min(eval_num_envs or eval_episodes, eval_episodes)) as evaluator:
+    # The pool of live envs: eval_num_envs, or as many as fit in the free memory (the episodes do not depend on it).
+    with seeds_evaluator(run_flags['env_name'], eval_episodes, 1, pool_size=eval_num_envs) as evaluator:
         res = evaluator(policy_fn_for(agent), temperature=temperature, seed=seed,
                         video_episodes=video_episodes)
     qs = q_estimates(agent, eval_batch(data), num_steps)
