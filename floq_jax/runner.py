@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from floq_jax import presets, train
+from floq_jax import multihost, presets, train
 from floq_jax.checkpoints import Checkpointer
 from floq_jax.data import sampling
 from floq_jax.logging import CsvLogger, FanoutLogger, NullLogger, TensorBoardLogger, WandbLogger
@@ -304,6 +304,8 @@ class _Run:
         self.agents = train.create_agents(agent_cls, config, ex_obs, ex_act, self.seeds, self.mesh)
         self._base_agent_config = self.agents.config
         self.rngs = train.seed_rngs(self.seeds)
+        if self.mesh is not None:
+            self.rngs = multihost.put_global(np.asarray(self.rngs), train.seed_sharding(self.mesh))
         self.extra = extra_state(self) if extra_state is not None else None  # e.g. replay buffers (S, ...)
         for d in self.dirs:
             os.makedirs(d, exist_ok=True)
@@ -384,20 +386,30 @@ class _Run:
             # On a mesh, run the diagnostics on gathered copies: the partitioned program (it takes SVDs) waited
             # forever on 2 XLA:CPU devices; a copy of the agents every log interval is cheap next to training.
             agents = jax.tree_util.tree_map(jnp.asarray, train.to_host(agents))
+        if not self.primary:
+            return {}  # only process 0 logs (every process takes part in the gather above)
         out = self._diag_fn(agents, self._diag_batch, jax.random.PRNGKey(self.step))
-        return {f'diagnostics/{k}': np.asarray(v) for k, v in train.to_host(out).items()}
+        out = jax.device_get(out) if jax.process_count() > 1 else train.to_host(out)  # (local copies: no gather)
+        return {f'diagnostics/{k}': np.asarray(v) for k, v in out.items()}
 
     # -- state of one seed
-    def seed_state(self, k: int) -> dict:
-        state = {'agent': train.select_seed(self.agents, k), 'data_rng': self.rngs[k]}
+    def host_state(self) -> dict:
+        """Every seed's state as host arrays, seed axis first: {'agent', 'data_rng'[, 'extra']}.  Every process of a
+        multi-process run must call it together (it gathers the shards the other processes hold)."""
+        state = {'agent': self.agents, 'data_rng': self.rngs}
         if self.extra is not None:
-            state['extra'] = train.select_seed(self.extra, k)
-        return jax.device_get(state)
+            state['extra'] = self.extra
+        return train.to_host(state)
+
+    def seed_state(self, k: int, state: Optional[dict] = None) -> dict:
+        """Seed k's checkpoint state (host arrays) out of ``state`` (default: a fresh :meth:`host_state`)."""
+        state = self.host_state() if state is None else state
+        return jax.tree_util.tree_map(lambda x: np.asarray(x[k]), state)
 
     def _put(self, states: List[dict]) -> None:
         stacked = train.stack(states)
         if self.mesh is not None:
-            stacked = jax.device_put(stacked, train.seed_sharding(self.mesh))
+            stacked = multihost.put_global(stacked, train.seed_sharding(self.mesh))
         self.agents, self.rngs = stacked['agent'], stacked['data_rng']
         if self.extra is not None:
             self.extra = stacked['extra']
@@ -409,7 +421,8 @@ class _Run:
         for s in common:
             self.apply_config_schedule(s)  # the checkpoint holds the agent with that step's config
             try:
-                restored = [c.restore(self.seed_state(k), step=s) for k, c in enumerate(self.checkpointers)]
+                state = self.host_state()
+                restored = [c.restore(self.seed_state(k, state), step=s) for k, c in enumerate(self.checkpointers)]
             except Exception as e:  # noqa: BLE001 - corrupt or unreadable: try an older step
                 logging.warning('checkpoint step %d is not usable for every seed (%s); trying an older one', s, e)
                 continue
@@ -428,8 +441,10 @@ class _Run:
             c.delete_after(step)
 
     def save(self) -> None:
+        """Every process saves every seed (orbax's multi-process protocol: the same saves in the same order)."""
+        state = self.host_state()
         for k, c in enumerate(self.checkpointers):
-            c.save(self.step, self.seed_state(k), {'step': self.step, **self.metadata})
+            c.save(self.step, self.seed_state(k, state), {'step': self.step, **self.metadata})
         self.last_good = self.step
 
     # -- logging
@@ -443,16 +458,24 @@ class _Run:
             self.tb[k].log(row if rate is None else {**row, 'time/steps_per_sec': rate}, self.step)
 
     def evaluate(self) -> List[dict]:
+        """Evaluates every seed; in a multi-process run, process 0 evaluates all seeds on a gathered copy of the
+        agents (the others take part in the gather and return [])."""
         from floq_jax.evaluation import Evaluator
 
         o = self.options
+        agents = self.agents
+        if jax.process_count() > 1:
+            agents = train.to_host(agents)
+            if not self.primary:
+                return []
+            agents = jax.tree_util.tree_map(jnp.asarray, agents)
         if self._evaluator is None:
             self._evaluator = Evaluator(o.env_name, num_episodes=o.eval_episodes, seed=o.seed,
                                         num_envs=min(o.eval_num_envs or o.eval_episodes, o.eval_episodes),
                                         **dict(o.eval_kwargs))
         results = []
         for k, s in enumerate(self.seeds):
-            agent = train.select_seed(self.agents, k)
+            agent = train.select_seed(agents, k)
             res = self._evaluator(policy_fn_for(agent), temperature=presets.eval_temperature(o.eval_protocol),
                                   seed=s)
             row = {f'evaluation/{m}': float(res[m]) for m in EVAL_METRICS}
@@ -577,7 +600,7 @@ def run_training(agent_cls, config, data, options: RunOptions, online_phase: Opt
     if o.console and run.primary:
         _say(startup_summary(run))
     bar = _progress(o, o.offline_steps + o.online_steps, run.step)
-    interrupted = False
+    interrupted = lost = False
     try:
         if not run.restored and o.eval_at_start:
             _note(o, bar, 'evaluating step 0')
@@ -599,7 +622,7 @@ def run_training(agent_cls, config, data, options: RunOptions, online_phase: Opt
                 if i + 1 < len(schedule):
                     run.host_sampler.prefetch(*schedule[i + 1])
                 if run.mesh is not None:
-                    batches = jax.device_put(batches, train.seed_sharding(run.mesh))
+                    batches = multihost.put_global(batches, train.seed_sharding(run.mesh))
                 run.agents, infos = train.make_host_batch_chunk(n, run.mesh, run.seed_map)(run.agents, batches)
             infos = train.to_host(infos)
             run.step = start + n
@@ -635,19 +658,30 @@ def run_training(agent_cls, config, data, options: RunOptions, online_phase: Opt
         watchdog.daemon = True
         watchdog.start()
         raise Interrupted(run.step, run.last_good) from None
+    except Exception as e:
+        if not multihost.is_lost_peer_error(e):
+            raise
+        lost = True  # closing would wait on the lost process (checkpoint barriers): leave at once
+        raise multihost.ProcessLost(multihost.lost_process_message(e, run.last_good)) from None
     finally:
-        import signal
+        if not lost:
+            _close(run, bar, interrupted)
 
-        # A second Ctrl-C while the checkpoints are finalised would only leave a traceback (and a half-closed run).
-        mask = interrupted and threading.current_thread() is threading.main_thread()
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if mask else None
-        try:
-            if bar is not None:
-                bar.close()
-            run.close()
-        finally:
-            if mask:
-                signal.signal(signal.SIGINT, previous)
+
+def _close(run: _Run, bar, interrupted: bool) -> None:
+    """Closes the bar and the run; a second Ctrl-C while the checkpoints are finalised would only leave a
+    traceback (and a half-closed run), so SIGINT is ignored meanwhile after an interruption."""
+    import signal
+
+    mask = interrupted and threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if mask else None
+    try:
+        if bar is not None:
+            bar.close()
+        run.close()
+    finally:
+        if mask:
+            signal.signal(signal.SIGINT, previous)
 
 
 CLOSE_GRACE_S = 60.0  # seconds a Ctrl-C'd run may take to close before the watchdog exits the process
@@ -785,7 +819,7 @@ def _online_phase(run: _Run, bar) -> None:
     try:
         while run.step < o.offline_steps + o.online_steps:
             keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(action_keys, run.step)
-            actions = np.clip(np.asarray(act(run.agents, jnp.asarray(obs), keys)), -1, 1)
+            actions = np.clip(np.asarray(train.to_host(act(run.agents, jnp.asarray(obs), keys))), -1, 1)
             next_obs, rewards, terminated, truncated, successes = [], [], [], [], []
             for k, env in enumerate(envs):
                 ob, r, term, trunc, info = env.step(actions[k])
@@ -838,7 +872,7 @@ def run_offline_to_online(config, data, options: RunOptions) -> List[str]:
         one = replay.from_dataset(run.host_arrays, capacity)
         stacked = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (len(run.seeds), *x.shape)), one)
         if run.mesh is not None:
-            stacked = jax.device_put(stacked, train.seed_sharding(run.mesh))
+            stacked = multihost.put_global(stacked, train.seed_sharding(run.mesh))
         return stacked
 
     return run_training(agent_class(config.agent_name), config, data, options, online_phase=_online_phase,
