@@ -395,16 +395,34 @@ def check_distributed() -> None:
 
 
 def initialize_distributed() -> None:
-    """--distributed: start jax.distributed (floq_jax.multihost.initialize); a failure is one line naming the flags."""
+    """--distributed: start jax.distributed (floq_jax.multihost.initialize); a failure is one line naming the flags.
+    With more than one process, a PeerWatch ends this process with one line as soon as another one is lost."""
+    global _PEER_WATCH
+    import jax
+
     from floq_jax import multihost
 
     try:
         multihost.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
                              FLAGS.heartbeat_timeout_seconds)
+        if jax.process_count() > 1:
+            _PEER_WATCH = multihost.PeerWatch(_exit_lost)
     except Exception as e:  # noqa: BLE001 - ValueError for missing values, RuntimeError/XlaRuntimeError for timeouts
         raise UsageError(f'--distributed: jax.distributed.initialize failed ({type(e).__name__}: {e}); accepted: '
                          f'--coordinator_address=host:port --num_processes=N --process_id=i on every process '
                          f'(none on TPU pods and clusters JAX detects)') from None
+
+
+_PEER_WATCH = None  # --distributed: floq_jax.multihost.PeerWatch (ends this process when another one is lost)
+
+
+def _exit_lost(process: int, reason: str) -> None:
+    """PeerWatch's on_lost: one line, exit 1 at once (JAX would otherwise abort later with a fatal log)."""
+    from floq_jax.multihost import lost_process_message
+
+    sys.stdout.flush()
+    print(f'error: {one_line(lost_process_message(process, reason))}', file=sys.stderr, flush=True)
+    os._exit(1)
 
 
 def prepare(**extra):
@@ -468,6 +486,8 @@ def run_cli(body) -> None:
 
     try:
         body()
+        if _PEER_WATCH is not None:
+            _PEER_WATCH.done()  # a normal end: the other processes must not report this one as lost
     except UsageError as e:
         fail(e, 2)
     except (RunDirConflict, NonFiniteMetric) as e:

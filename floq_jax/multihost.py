@@ -7,7 +7,8 @@ which every process must fetch together (a collective); arrays go back onto the 
 
 A process that stops (killed, crashed, preempted) cannot be replaced inside a run: its peers see the next
 collective fail (gloo on CPU: "Connection closed by peer") and end with :class:`ProcessLost`; re-running the same
-command on every process resumes from the newest checkpoint.
+command on every process resumes from the newest checkpoint.  :class:`PeerWatch` notices a lost process at once,
+even while this process computes instead of waiting in a collective.
 """
 
 from __future__ import annotations
@@ -59,14 +60,100 @@ def is_lost_peer_error(error: BaseException) -> bool:
     return jax.process_count() > 1 and any(s in str(error) for s in LOST_PEER_SIGNS)
 
 
-def lost_process_message(error: BaseException, checkpoint: Optional[int]) -> str:
-    """The one line a surviving process ends with: which process stopped, and what to do."""
+def lost_process_message(lost: Optional[int], detail: str) -> str:
+    """The one line a surviving process ends with: which process stopped (None: unknown), and what to do."""
     me, count = jax.process_index(), jax.process_count()
-    if count == 2:
-        who = f'process {1 - me} of 2'
-    else:
-        who = f'another of the {count} processes'
-    where = f'its checkpoint at step {checkpoint}' if checkpoint is not None else 'step 0 (no checkpoint yet)'
-    detail = ' '.join(str(error).split())[:160]
-    return (f'process {me}: lost {who} ({detail}); this process stops too: check that process\'s log, then re-run '
-            f'the same command on every process to resume from {where}')
+    if lost is None and count == 2:
+        lost = 1 - me
+    who = f'process {lost} of {count}' if lost is not None else f'another of the {count} processes'
+    detail = ' '.join(str(detail).split())[:160]
+    return (f'process {me}: lost {who} ({detail}); this process stops too: check the lost process\'s log, then '
+            f're-run the same command on every process to resume from the newest checkpoint')
+
+
+class PeerWatch:
+    """Notices at once that another process of the run has gone, without waiting for a collective or for
+    jax.distributed's heartbeat timeout (at which JAX ends the survivors with a fatal log of its own).
+
+    Process 0 listens on a TCP port (published in jax.distributed's key-value store); every other process connects
+    and keeps the connection open.  A process that dies closes its sockets, so the peer's reading thread wakes up:
+    process 0 names the lost process, tells the others ('lost <i>') and calls ``on_lost(i, detail)``; a process that
+    loses its connection to process 0 reports process 0.  :meth:`done` (a normal end) says 'done' first, so a process
+    that finishes earlier than its peers is not reported.  ``on_lost`` runs on a daemon thread and should end the
+    process (e.g. print one line and ``os._exit(1)``).
+    """
+
+    KEY = 'floq_jax/peer_watch'
+
+    def __init__(self, on_lost, host: Optional[str] = None, timeout_s: float = 300.0):
+        import socket
+        import threading
+
+        from jax._src import distributed
+
+        self._on_lost, self._done, self._lock = on_lost, False, threading.Lock()
+        client = distributed.global_state.client
+        me, count = jax.process_index(), jax.process_count()
+        self._conns = {}
+        if me == 0:
+            server = socket.create_server(('', 0))
+            host = host or (distributed.global_state.coordinator_address or '127.0.0.1').rpartition(':')[0]
+            client.key_value_set(self.KEY, f'{host}:{server.getsockname()[1]}')
+            server.settimeout(timeout_s)
+            for _ in range(count - 1):
+                conn, _ = server.accept()
+                peer = int(conn.recv(16).decode().strip())
+                self._conns[peer] = conn
+            server.close()
+        else:
+            address = client.blocking_key_value_get(self.KEY, int(timeout_s * 1000))
+            host, _, port = address.rpartition(':')
+            conn = socket.create_connection((host, int(port)), timeout=timeout_s)
+            conn.settimeout(None)
+            conn.sendall(f'{me}\n'.encode())
+            self._conns[0] = conn
+        for peer, conn in self._conns.items():
+            threading.Thread(target=self._watch, args=(peer, conn), daemon=True, name=f'peer-watch-{peer}').start()
+
+    def _watch(self, peer: int, conn) -> None:
+        data = b''
+        while True:
+            try:
+                chunk = conn.recv(256)
+            except OSError as e:
+                chunk, reason = b'', f'connection to it failed: {e}'
+            else:
+                reason = 'its connection closed'
+            if not chunk:
+                self._lost(peer, reason)
+                return
+            data += chunk
+            for line in data.decode(errors='replace').splitlines():
+                if line == 'done':
+                    return  # a normal end: stop watching this peer
+                if line.startswith('lost '):
+                    self._lost(int(line.split()[1]), 'reported by process 0')
+                    return
+
+    def _lost(self, peer: int, reason: str) -> None:
+        with self._lock:
+            if self._done:
+                return
+            self._done = True
+            for other, conn in self._conns.items():  # process 0 tells the others which process went
+                if other != peer:
+                    try:
+                        conn.sendall(f'lost {peer}\n'.encode())
+                    except OSError:
+                        pass
+        self._on_lost(peer, reason)
+
+    def done(self) -> None:
+        """A normal end: tell the peers, stop watching."""
+        with self._lock:
+            self._done = True
+            for conn in self._conns.values():
+                try:
+                    conn.sendall(b'done\n')
+                except OSError:
+                    pass

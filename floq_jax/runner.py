@@ -662,7 +662,7 @@ def run_training(agent_cls, config, data, options: RunOptions, online_phase: Opt
         if not multihost.is_lost_peer_error(e):
             raise
         lost = True  # closing would wait on the lost process (checkpoint barriers): leave at once
-        raise multihost.ProcessLost(multihost.lost_process_message(e, run.last_good)) from None
+        raise multihost.ProcessLost(multihost.lost_process_message(None, e)) from None
     finally:
         if not lost:
             _close(run, bar, interrupted)
