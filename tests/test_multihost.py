@@ -113,6 +113,18 @@ def digest(run, step):
         return json.load(f)['__floq_checkpoint_digest__']
 
 
+def written_files(log, root):
+    """Files under ``root`` a process opened for writing (tests/record_writes.py's log), without the '.tmp' suffix of
+    atomic writes and without --save_dir's writability probe (every process checks it can write there)."""
+    root = os.path.realpath(root)
+    out = set()
+    for path in open(log).read().split():
+        path = os.path.realpath(path)
+        if path.startswith(root + os.sep) and not os.path.basename(path).startswith('.floq_write_probe'):
+            out.add(path[:-len('.tmp')] if path.endswith('.tmp') else path)
+    return out
+
+
 def assert_same_results(save_dir, group_a, group_b, steps):
     for seed in (0, 1):
         a, b = seed_dir(save_dir, group_a, seed), seed_dir(save_dir, group_b, seed)
@@ -157,13 +169,12 @@ def test_two_processes_equal_one_process(offline):
 
 def test_only_process_0_writes_files_and_bar(offline):
     save_dir = offline['save_dir']
-    written = [set(open(log).read().split()) for log in offline['logs']]
+    written = [written_files(log, save_dir) for log in offline['logs']]
     for seed in (0, 1):
         d = os.path.realpath(seed_dir(save_dir, 'multi', seed))
-        ours = {os.path.join(d, 'flags.json'), os.path.join(d, 'train.csv'), os.path.join(d, 'eval.csv')}
-        tb = {p for p in written[0] if p.startswith(os.path.join(d, 'tb', 'events.out.tfevents.'))}
-        assert ours <= {os.path.realpath(p) for p in written[0]} and tb, sorted(written[0])
-    assert not [p for p in written[1] if os.path.realpath(p).startswith(os.path.realpath(save_dir))], written[1]
+        assert {os.path.join(d, name) for name in ('flags.json', 'train.csv', 'eval.csv')} <= written[0], written[0]
+        assert [p for p in written[0] if p.startswith(os.path.join(d, 'tb', 'events.out.tfevents.'))], written[0]
+    assert written[1] == set(), written[1]
     (_, err0), (out1, err1) = offline['multi']
     assert '40/40 [' in err0 and 'floq-jax: done at step 40' in err0, err0[-2000:]  # the tqdm bar and the summary
     assert '/40 [' not in err1 and 'floq-jax' not in err1, err1[-2000:]
@@ -225,7 +236,6 @@ def test_offline_to_online_two_processes_equal_one_process(tiny_npz, tmp_path):
     procs += start_pair('experiments.train_offline_to_online', online_args(tiny_npz, save_dir, 'multi'), logs)
     finish(procs)
     assert_same_results(save_dir, 'single', 'multi', steps=(20, 40))
-    written = [set(open(log).read().split()) for log in logs]
-    assert os.path.realpath(os.path.join(seed_dir(save_dir, 'multi', 1), 'train.csv')) in {
-        os.path.realpath(p) for p in written[0]}
-    assert not [p for p in written[1] if os.path.realpath(p).startswith(os.path.realpath(save_dir))], written[1]
+    written = [written_files(log, save_dir) for log in logs]
+    assert os.path.realpath(os.path.join(seed_dir(save_dir, 'multi', 1), 'train.csv')) in written[0], written[0]
+    assert written[1] == set(), written[1]
