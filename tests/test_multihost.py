@@ -204,29 +204,48 @@ def test_sigkill_both_processes_then_rerun_resumes_exactly(offline):
     assert_same_results(offline['save_dir'], 'multi', 'killed', steps=(20, 40))
 
 
-def test_lost_process_ends_the_other_with_one_line(tiny_npz, tmp_path):
-    """Process 1 blocks after step 10 and is killed; process 0, waiting for it in the next collective, leaves with
-    one line naming process 1 and saying what to do (exit 1) instead of hanging."""
+@pytest.mark.parametrize('lost', [1, 0])
+def test_lost_process_ends_the_other_with_one_line(tiny_npz, tmp_path, lost):
+    """One process blocks after step 10 and is killed; the other (waiting for it in the next collective, or, for a
+    lost process 0, for the coordinator) leaves at once with one line naming the lost process and saying what to do
+    (exit 1), long before JAX's heartbeat timeout (30 s here) would abort it."""
     args = offline_args(tiny_npz, str(tmp_path), 'lost') + ['--noprogress', '--notensorboard', '--noeval_at_start']
-    p0, p1 = start_pair('experiments.train_offline', args, heartbeat=5,
-                        env_of=lambda i: {'FLOQ_TEST_PAUSE_AT_STEP': '10'} if i == 1 else {})
+    procs = start_pair('experiments.train_offline', args, heartbeat=30,
+                       env_of=lambda i: {'FLOQ_TEST_PAUSE_AT_STEP': '10'} if i == lost else {})
+    survivor = procs[1 - lost]
     try:
-        wait_paused(p1, 10)
-        p1.kill()
+        wait_paused(procs[lost], 10)
+        procs[lost].kill()
         killed_at = time.time()
-        _, err = p0.communicate(timeout=TIMEOUT)
+        _, err = survivor.communicate(timeout=TIMEOUT)
         waited = time.time() - killed_at
     finally:
-        for p in (p0, p1):
+        for p in procs:
             p.kill()
             p.wait()
-    assert p0.returncode == 1, err[-3000:]
+    assert survivor.returncode == 1, err[-3000:]
     errors = [line for line in err.splitlines() if line.startswith('error:')]
     assert len(errors) == 1 and 'Traceback' not in err, err[-3000:]
-    assert errors[0].startswith('error: process 0: lost process 1 of 2 (') and 're-run the same command on every ' \
-        'process to resume from' in errors[0], errors[0]
+    assert errors[0].startswith(f'error: process {1 - lost}: lost process {lost} of 2 (') and \
+        're-run the same command on every process to resume from the newest checkpoint' in errors[0], errors[0]
     assert err.rstrip().endswith(errors[0])
-    assert waited < 60, waited
+    assert waited < 20, waited  # measured 0.4-0.7 s
+
+
+@pytest.mark.parametrize('flags, expected', [
+    (['--num_processes=2'], 'error: --num_processes is a multi-process flag; accepted: together with --distributed'),
+    (['--distributed', '--coordinator_address=localhost'], "error: --coordinator_address='localhost': accepted: host:port"),
+    (['--distributed', '--num_processes=2', '--process_id=2'], 'error: --process_id=2: accepted: 0 .. 1'),
+    (['--distributed', '--heartbeat_timeout_seconds=0'], 'error: --heartbeat_timeout_seconds=0: must be a positive'),
+])
+def test_bad_multiprocess_flags_one_line(tiny_npz, tmp_path, flags, expected):
+    save_dir = tmp_path / 'runs'
+    out = subprocess.run([sys.executable, '-m', 'experiments.train_offline', f'--env_name={ENV}',
+                          f'--dataset_path={tiny_npz}', f'--save_dir={save_dir}', *flags], cwd=REPO,
+                         env=subprocess_env(), capture_output=True, text=True, timeout=TIMEOUT)
+    assert out.returncode == 2 and out.stderr.strip().splitlines() == [out.stderr.strip()], out.stderr[-2000:]
+    assert out.stderr.startswith(expected), out.stderr
+    assert not save_dir.exists()
 
 
 def test_offline_to_online_two_processes_equal_one_process(tiny_npz, tmp_path):
