@@ -463,8 +463,8 @@ def prepare(**extra):
 _OUR_FLAGS = {'env_name', 'dataset_dir', 'dataset_path', 'seed', 'num_seeds', 'offline_steps', 'online_steps',
               'steps_per_call', 'log_interval', 'eval_interval', 'save_interval', 'eval_episodes', 'eval_num_envs',
               'eval_protocol', 'reward_range', 'eval_num_steps', 'eval_at_start', 'save_dir', 'run_group', 'resume', 'preset',
-              'wandb', 'tensorboard', 'distributed', 'num_processes', 'cpu_devices', 'host_sampling', 'seed_loop', 'max_checkpoints', 'progress', 'utd_ratio',
-              'buffer_size'}
+              'wandb', 'tensorboard', 'distributed', 'cpu_devices', 'host_sampling', 'seed_loop', 'max_checkpoints', 'progress', 'utd_ratio',
+              'buffer_size', 'num_processes'}
 
 
 def maybe_wandb(options, config) -> None:

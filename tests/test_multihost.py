@@ -12,7 +12,6 @@ import csv
 import glob
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -234,7 +233,8 @@ def test_lost_process_ends_the_other_with_one_line(tiny_npz, tmp_path, lost):
 
 @pytest.mark.parametrize('flags, expected', [
     (['--num_processes=2'], 'error: --num_processes is a multi-process flag; accepted: together with --distributed'),
-    (['--distributed', '--coordinator_address=localhost'], "error: --coordinator_address='localhost': accepted: host:port"),
+    (['--distributed', '--coordinator_address=localhost'],
+     "error: --coordinator_address='localhost': accepted: host:port"),
     (['--distributed', '--num_processes=2', '--process_id=2'], 'error: --process_id=2: accepted: 0 .. 1'),
     (['--distributed', '--heartbeat_timeout_seconds=0'], 'error: --heartbeat_timeout_seconds=0: must be a positive'),
 ])
