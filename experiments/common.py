@@ -83,7 +83,15 @@ def define_common_flags(offline_steps: int = 1_000_000) -> None:
                         "episodes) for every flag not given on the command line; or none.")
     flags.DEFINE_bool('wandb', False, 'Also log to Weights & Biases (offline mode unless WANDB_MODE is set).')
     flags.DEFINE_bool('tensorboard', True, 'Write TensorBoard events.')
-    flags.DEFINE_bool('distributed', False, 'Call jax.distributed.initialize (multi-host).')
+    flags.DEFINE_bool('distributed', False, 'Multi-process run (several hosts, or several processes on one host): '
+                      'call jax.distributed.initialize with the three flags below (JAX\'s own names; on TPU pods and '
+                      'clusters JAX detects, none is needed). See docs/training.md.')
+    flags.DEFINE_string('coordinator_address', None, '--distributed: host:port of process 0 (every process passes '
+                        'the same value), e.g. 10.0.0.1:1234.')
+    flags.DEFINE_integer('num_processes', None, '--distributed: how many processes take part.')
+    flags.DEFINE_integer('process_id', None, '--distributed: this process\'s index, 0 .. num_processes - 1.')
+    flags.DEFINE_integer('heartbeat_timeout_seconds', None, '--distributed: seconds without a heartbeat after which '
+                         'a process counts as lost and the others stop (default: JAX\'s, 100).')
     define_cpu_devices_flag()
     flags.DEFINE_bool('host_sampling', None, 'Sample batches on the host with prefetch instead of keeping the dataset '
                       'on the device (default: only when it exceeds half the free device memory).')
@@ -331,7 +339,8 @@ def check_dataset(env_name: str, dataset_dir, dataset_path) -> str:
 def configure_cpu_devices(num_seeds: int, cpu_devices=None, distributed: bool = False) -> int:
     """--cpu_devices: split the host CPU into XLA devices before JAX starts (see floq_jax.training.parallel.set_cpu_devices).
 
-    Returns the number of CPU devices set (1: nothing changed).  Multi-host runs (--distributed) keep JAX's defaults.
+    Returns the number of CPU devices set (1: nothing changed).  Multi-process runs (--distributed) use one CPU
+    device per process unless --cpu_devices asks for more.
     """
     from floq_jax.training import parallel
 
@@ -400,8 +409,63 @@ def common_options(**extra):
         seed_loop=FLAGS.seed_loop, **extra)
     validate(options)
     check_env_name(FLAGS.env_name)
+    check_distributed()
     check_writable(FLAGS.save_dir)
     return options
+
+
+def check_distributed() -> None:
+    """--coordinator_address / --num_processes / --process_id / --heartbeat_timeout_seconds: only with
+    --distributed, and consistent with each other (JAX's own checks come later and are less specific)."""
+    given = [name for name in ('coordinator_address', 'num_processes', 'process_id', 'heartbeat_timeout_seconds')
+             if FLAGS[name].value is not None]
+    if given and not FLAGS.distributed:
+        raise UsageError(f'--{given[0]} is a multi-process flag; accepted: together with --distributed')
+    address = FLAGS.coordinator_address
+    if address is not None:
+        host, _, port = address.rpartition(':')
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise UsageError(f'--coordinator_address={address!r}: accepted: host:port of process 0, e.g. '
+                             f'10.0.0.1:1234 or 127.0.0.1:1234')
+    if FLAGS.num_processes is not None:
+        check_positive(num_processes=FLAGS.num_processes)
+    if FLAGS.heartbeat_timeout_seconds is not None:
+        check_positive(heartbeat_timeout_seconds=FLAGS.heartbeat_timeout_seconds)
+    process_id, count = FLAGS.process_id, FLAGS.num_processes
+    if process_id is not None and (process_id < 0 or (count is not None and process_id >= count)):
+        upper = f'{count - 1}' if count is not None else 'num_processes - 1'
+        raise UsageError(f'--process_id={process_id}: accepted: 0 .. {upper}')
+
+
+def initialize_distributed() -> None:
+    """--distributed: start jax.distributed (floq_jax.training.multihost.initialize); a failure is one line naming the flags.
+    With more than one process, a PeerWatch ends this process with one line as soon as another one is lost."""
+    global _PEER_WATCH
+    import jax
+
+    from floq_jax.training import multihost
+
+    try:
+        multihost.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
+                             FLAGS.heartbeat_timeout_seconds)
+        if jax.process_count() > 1:
+            _PEER_WATCH = multihost.PeerWatch(_exit_lost)
+    except Exception as e:  # noqa: BLE001 - ValueError for missing values, RuntimeError/XlaRuntimeError for timeouts
+        raise UsageError(f'--distributed: jax.distributed.initialize failed ({type(e).__name__}: {e}); accepted: '
+                         f'--coordinator_address=host:port --num_processes=N --process_id=i on every process '
+                         f'(none on TPU pods and clusters JAX detects)') from None
+
+
+_PEER_WATCH = None  # --distributed: floq_jax.training.multihost.PeerWatch (ends this process when another one is lost)
+
+
+def _exit_lost(process: int, reason: str) -> None:
+    """PeerWatch's on_lost: one line, exit 1 at once (JAX would otherwise abort later with a fatal log)."""
+    from floq_jax.training.multihost import lost_process_message
+
+    sys.stdout.flush()
+    print(f'error: {one_line(lost_process_message(process, reason))}', file=sys.stderr, flush=True)
+    os._exit(1)
 
 
 def prepare(**extra):
@@ -425,9 +489,7 @@ def prepare(**extra):
     except ValueError as e:
         raise UsageError(e) from None
     if FLAGS.distributed:
-        from floq_jax.training import parallel
-
-        parallel.initialize_distributed()
+        initialize_distributed()
     try:
         data = load_offline_data(FLAGS.env_name, FLAGS.dataset_dir, FLAGS.dataset_path)
     except DatasetError as e:
@@ -464,14 +526,21 @@ def maybe_wandb(options, config) -> None:
 
 def run_cli(body) -> None:
     """Runs ``body()`` turning expected errors into one stderr line (exit 2 usage, 1 runtime)."""
+    from floq_jax.training.multihost import ProcessLost
     from floq_jax.training.options import Interrupted, NonFiniteMetric, RunDirConflict, interrupted_message
 
     try:
         body()
+        if _PEER_WATCH is not None:
+            _PEER_WATCH.done()  # a normal end: the other processes must not report this one as lost
     except UsageError as e:
         fail(e, 2)
     except (RunDirConflict, NonFiniteMetric) as e:
         fail(e, 1)
+    except ProcessLost as e:
+        sys.stdout.flush()
+        print(f'error: {one_line(e)}', file=sys.stderr, flush=True)
+        os._exit(1)  # skip jax.distributed's exit-time barrier, which waits for the lost process and then aborts
     except Interrupted as e:
         sys.stdout.flush()
         print(interrupted_message(e.step, e.checkpoint), file=sys.stderr, flush=True)

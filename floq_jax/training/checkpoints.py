@@ -113,6 +113,10 @@ class Checkpointer:
             enable_async_checkpointing=async_save,
             cleanup_tmp_directories=True,
             create=True,
+            # Multi-process runs save several checkpointers at the same step: orbax's barriers (named after the
+            # step) need a prefix of their own per directory, or the second save's barrier collides with the first.
+            multiprocessing_options=ocp.options.MultiprocessingOptions(
+                barrier_sync_key_prefix='ckpt' + hashlib.sha256(self.directory.encode()).hexdigest()[:16]),
         )
         self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=('state', 'metadata'))
 

@@ -67,9 +67,14 @@ class SeedEvaluation:
         if self._evaluator is None:
             self._evaluator = evaluation.seeds_evaluator(o.env_name, o.eval_episodes, len(state.seeds),
                                                          pool_size=o.eval_num_envs, **dict(o.eval_kwargs))
+        # On a mesh: gathered copies (without the optimizer state), as in the diagnostics.  In a multi-process run
+        # process 0 evaluates every seed; the others take part in the gather and return [].
         agents = state.agents
-        if state.mesh is not None:  # gathered copies (without the optimizer state), as in the diagnostics
-            agents = jax.tree_util.tree_map(jnp.asarray, parallel.to_host(agents.replace(opt_state=None)))
+        if state.mesh is not None:
+            agents = parallel.to_host(agents.replace(opt_state=None))
+            if not parallel.is_primary_process():
+                return []
+            agents = jax.tree_util.tree_map(jnp.asarray, agents)
         evals = evaluation.evaluate_seeds(self._evaluator, agents, state.seeds,
                                           temperature=presets.eval_temperature(o.eval_protocol))
         rows = []
@@ -108,8 +113,11 @@ class CriticDiagnostics:
             # On a mesh, run the diagnostics on gathered copies: the partitioned program (it takes SVDs) waited
             # forever on 2 XLA:CPU devices; a copy of the agents every log interval is cheap next to training.
             agents = jax.tree_util.tree_map(jnp.asarray, parallel.to_host(agents))
+        if not parallel.is_primary_process():
+            return {}  # only process 0 logs (every process takes part in the gather above)
         out = self._fn(agents, self._batch, jax.random.PRNGKey(state.step))
-        return {f'diagnostics/{k}': np.asarray(v) for k, v in parallel.to_host(out).items()}
+        out = jax.device_get(out) if jax.process_count() > 1 else parallel.to_host(out)  # local copies: no gather
+        return {f'diagnostics/{k}': np.asarray(v) for k, v in out.items()}
 
 
 def evaluate_checkpoint(run_dir, agent_class: Callable[[str], Any], step=None, eval_episodes=50, num_steps=(), eval_protocol='published',

@@ -22,7 +22,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import jax
 import numpy as np
 
-from floq_jax.training import parallel
+from floq_jax.training import multihost, parallel
 from floq_jax.training.sinks import say
 from floq_jax.training.options import (CLOSE_GRACE_S, Interrupted, NonFiniteMetric, RunOptions,
                                        interrupted_message)
@@ -133,7 +133,7 @@ def train(run: Run, phases: Sequence, callbacks: Sequence[Callable[[Run], Option
     console = o.console and run.primary
     if console:
         say(startup_summary(run))
-    interrupted = False
+    interrupted = lost = False
     try:
         if not run.restored and o.eval_at_start:
             run.progress.note('evaluating step 0')
@@ -153,17 +153,28 @@ def train(run: Run, phases: Sequence, callbacks: Sequence[Callable[[Run], Option
         watchdog.daemon = True
         watchdog.start()
         raise Interrupted(run.step, run.state.last_good) from None
+    except Exception as e:
+        if not multihost.is_lost_peer_error(e):
+            raise
+        lost = True  # closing would wait on the lost process (checkpoint barriers): leave at once
+        raise multihost.ProcessLost(multihost.lost_process_message(None, e)) from None
     finally:
-        import signal
+        if not lost:
+            _close(run, interrupted)
 
-        # A second Ctrl-C while the checkpoints are finalised would only leave a traceback (and a half-closed run).
-        mask = interrupted and threading.current_thread() is threading.main_thread()
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if mask else None
-        try:
-            run.close()
-        finally:
-            if mask:
-                signal.signal(signal.SIGINT, previous)
+
+def _close(run: Run, interrupted: bool) -> None:
+    """Closes the run; a second Ctrl-C while the checkpoints are finalised would only leave a traceback (and a
+    half-closed run), so SIGINT is ignored meanwhile after an interruption."""
+    import signal
+
+    mask = interrupted and threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if mask else None
+    try:
+        run.close()
+    finally:
+        if mask:
+            signal.signal(signal.SIGINT, previous)
 
 
 def _exit_interrupted(step: int, checkpoint: Optional[int]) -> None:

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 from typing import Dict
 
-import jax
-
-from floq_jax.training import parallel
+from floq_jax.training import multihost, parallel
 from floq_jax.training.loop import chunk_schedule
 
 
@@ -45,7 +43,7 @@ class OfflinePhase:
         if i + 1 < len(self._schedule):
             state.host_sampler.prefetch(*self._schedule[i + 1])
         if state.mesh is not None:
-            batches = jax.device_put(batches, parallel.seed_sharding(state.mesh))
+            batches = multihost.put_global(batches, parallel.seed_sharding(state.mesh))
         state.agents, infos = parallel.make_host_batch_chunk(n, state.mesh, state.seed_map)(state.agents, batches)
         return infos
 

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from floq_jax.training import parallel
+from floq_jax.training import multihost, parallel
 
 BAR_EVERY = 100  # online phase: env steps per progress-bar update
 
@@ -28,7 +28,7 @@ def replay_buffers(options):
         one = replay.from_dataset(state.host_arrays, capacity)
         stacked = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (len(state.seeds), *x.shape)), one)
         if state.mesh is not None:
-            stacked = jax.device_put(stacked, parallel.seed_sharding(state.mesh))
+            stacked = multihost.put_global(stacked, parallel.seed_sharding(state.mesh))
         return stacked
 
     return buffers
@@ -77,7 +77,7 @@ class OnlinePhase:
     def step(self, state, i: int, start: int, n: int):
         del i, n
         keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(self.action_keys, start)
-        actions = np.clip(np.asarray(self.act(state.agents, jnp.asarray(self.obs), keys)), -1, 1)
+        actions = np.clip(np.asarray(parallel.to_host(self.act(state.agents, jnp.asarray(self.obs), keys))), -1, 1)
         next_obs, rewards, terminated, truncated, successes = [], [], [], [], []
         for k, env in enumerate(self.envs):
             ob, r, term, trunc, info = env.step(actions[k])
@@ -88,7 +88,7 @@ class OnlinePhase:
                            rewards=np.asarray(rewards, np.float32),
                            masks=1.0 - np.asarray(terminated, np.float32), next_observations=next_obs)
         if state.mesh is not None:
-            transitions = jax.device_put(transitions, parallel.seed_sharding(state.mesh))
+            transitions = multihost.put_global(transitions, parallel.seed_sharding(state.mesh))
         state.agents, state.extra, state.rngs, infos = self.update(state.agents, state.extra, transitions, state.rngs)
         self.returns += np.asarray(rewards)
         self.obs = next_obs

@@ -31,14 +31,6 @@ from floq_jax.data.sampling import sample_batch
 # ----------------------------------------------------------------------------- devices and meshes
 
 
-def initialize_distributed(coordinator_address: Optional[str] = None, num_processes: Optional[int] = None,
-                           process_id: Optional[int] = None) -> None:
-    """``jax.distributed.initialize`` for multi-host runs (TPU pods: no arguments needed)."""
-    kwargs = {k: v for k, v in dict(coordinator_address=coordinator_address, num_processes=num_processes,
-                                    process_id=process_id).items() if v is not None}
-    jax.distributed.initialize(**kwargs)
-
-
 def cpu_devices_for(num_seeds: int, cpu_count: Optional[int] = None) -> int:
     """How many XLA CPU devices to split a CPU-only host into for ``num_seeds`` seeds.
 
@@ -72,14 +64,17 @@ def set_cpu_devices(num_devices: int) -> bool:
 def configure_cpu_devices(num_seeds: int, cpu_devices: Optional[int] = None, distributed: bool = False) -> int:
     """``--cpu_devices``: validate, resolve the default (:func:`cpu_devices_for`) and set it before JAX starts.
 
-    Returns the number of CPU devices in effect: 1 when nothing was changed (one device asked for, a multi-host
-    run, whose devices JAX's defaults decide, or JAX already initialised).  Raises a one-line ValueError naming
-    the flag for a count below 1.
+    Returns the number of CPU devices in effect: 1 when nothing was changed (one device asked for, JAX already
+    initialised, or a multi-process run without ``cpu_devices``: one CPU device per process unless asked for more).
+    Raises a one-line ValueError naming the flag for a count below 1.
     """
     if cpu_devices is not None and cpu_devices < 1:
         raise ValueError(f'--cpu_devices={cpu_devices}: must be a positive integer')
-    n = cpu_devices_for(num_seeds) if cpu_devices is None else int(cpu_devices)
-    return n if n > 1 and not distributed and set_cpu_devices(n) else 1
+    if cpu_devices is None:
+        n = 1 if distributed else cpu_devices_for(num_seeds)
+    else:
+        n = int(cpu_devices)
+    return n if n > 1 and set_cpu_devices(n) else 1
 
 
 def make_mesh(num_seeds: int, devices=None) -> Mesh:

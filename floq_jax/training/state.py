@@ -14,9 +14,10 @@ import os
 from typing import Any, Callable, Dict, List, Optional
 
 import jax
+import numpy as np
 
 from floq_jax.data import sampling
-from floq_jax.training import parallel
+from floq_jax.training import multihost, parallel
 from floq_jax.training.checkpoints import Checkpointer
 from floq_jax.training.options import RunOptions
 
@@ -51,6 +52,8 @@ class RunState:
         self.agents = parallel.create_agents(agent_cls, config, ex_obs, ex_act, self.seeds, self.mesh)
         self._base_agent_config = self.agents.config
         self.rngs = parallel.seed_rngs(self.seeds)
+        if self.mesh is not None:
+            self.rngs = multihost.put_global(np.asarray(self.rngs), parallel.seed_sharding(self.mesh))
         self.extra = extra_state(self) if extra_state is not None else None
         for d in dirs:
             os.makedirs(d, exist_ok=True)
@@ -82,16 +85,23 @@ class RunState:
             self.agents = self.agents.replace(config=config)
 
     # -- one seed's state, checkpoints
-    def seed_state(self, k: int) -> dict:
-        state = {'agent': parallel.select_seed(self.agents, k), 'data_rng': self.rngs[k]}
+    def host_state(self) -> dict:
+        """Every seed's state as host arrays, seed axis first: {'agent', 'data_rng'[, 'extra']}.  Every process of a
+        multi-process run must call it together (it gathers the shards the other processes hold)."""
+        state = {'agent': self.agents, 'data_rng': self.rngs}
         if self.extra is not None:
-            state['extra'] = parallel.select_seed(self.extra, k)
-        return jax.device_get(state)
+            state['extra'] = self.extra
+        return parallel.to_host(state)
+
+    def seed_state(self, k: int, state: Optional[dict] = None) -> dict:
+        """Seed k's checkpoint state (host arrays) out of ``state`` (default: a fresh :meth:`host_state`)."""
+        state = self.host_state() if state is None else state
+        return jax.tree_util.tree_map(lambda x: np.asarray(x[k]), state)
 
     def _put(self, states: List[dict]) -> None:
         stacked = parallel.stack(states)
         if self.mesh is not None:
-            stacked = jax.device_put(stacked, parallel.seed_sharding(self.mesh))
+            stacked = multihost.put_global(stacked, parallel.seed_sharding(self.mesh))
         self.agents, self.rngs = stacked['agent'], stacked['data_rng']
         if self.extra is not None:
             self.extra = stacked['extra']
@@ -103,7 +113,8 @@ class RunState:
         for s in common:
             self.apply_config_schedule(s)  # the checkpoint holds the agent with that step's config
             try:
-                restored = [c.restore(self.seed_state(k), step=s) for k, c in enumerate(self.checkpointers)]
+                state = self.host_state()
+                restored = [c.restore(self.seed_state(k, state), step=s) for k, c in enumerate(self.checkpointers)]
             except Exception as e:  # noqa: BLE001 - corrupt or unreadable: try an older step
                 logging.warning('checkpoint step %d is not usable for every seed (%s); trying an older one', s, e)
                 continue
@@ -119,8 +130,10 @@ class RunState:
         return False
 
     def save(self) -> None:
+        """Every process saves every seed (orbax's multi-process protocol: the same saves in the same order)."""
+        state = self.host_state()
         for k, c in enumerate(self.checkpointers):
-            c.save(self.step, self.seed_state(k), {'step': self.step, **self.metadata})
+            c.save(self.step, self.seed_state(k, state), {'step': self.step, **self.metadata})
         self.last_good = self.step
 
     def close(self) -> None:
