@@ -65,8 +65,8 @@ def define_common_flags(offline_steps: int = 1_000_000) -> None:
     flags.DEFINE_integer('eval_num_envs', None, 'Live envs per evaluation: one pool shared by all seeds (each seed '
                          'gets eval_num_envs // num_seeds, at least 1, and runs its episodes on them in waves; '
                          'an OGBench cube env holds ~160 MB). Default: as many as fit in half the available '
-                         'memory, at most num_seeds x eval_episodes. The episodes do not depend on it (each step's '
-                         'noise is keyed by seed, episode and step).')
+                         'memory, at most num_seeds x eval_episodes. The episodes do not depend on it (the noise of a step is '
+                         'keyed by seed, episode and step).')
     define_eval_protocol_flag()  # --eval_protocol=published|deterministic (also experiments.evaluate, demo, sweeps)
     flags.DEFINE_enum('reward_range', presets.DEFAULT_REWARD_RANGE, list(presets.REWARD_RANGES),
                       "r_min / r_max behind floq's noise interval and value support. 'published': the rewards' "
