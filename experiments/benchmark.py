@@ -526,20 +526,21 @@ def tree_rss_bytes(pid: int = None) -> int:
 
 
 class PeakRss:
-    """Context manager sampling :func:`tree_rss_bytes` every ``interval`` seconds in a thread; ``.bytes`` = peak."""
+    """Context manager sampling :func:`tree_rss_bytes` of process ``pid`` (default: this one) every ``interval``
+    seconds in a thread; ``.bytes`` = peak."""
 
-    def __init__(self, interval: float = 0.05):
-        self.interval, self.bytes = interval, 0
+    def __init__(self, interval: float = 0.05, pid: int = None):
+        self.interval, self.bytes, self.pid = interval, 0, pid
         self._stop = threading.Event()
 
     def _run(self):
         while True:
-            self.bytes = max(self.bytes, tree_rss_bytes())
+            self.bytes = max(self.bytes, tree_rss_bytes(self.pid))
             if self._stop.wait(self.interval):
                 return
 
     def __enter__(self):
-        self.bytes = tree_rss_bytes()
+        self.bytes = tree_rss_bytes(self.pid)
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
         return self

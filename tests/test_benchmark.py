@@ -88,11 +88,24 @@ def test_eval_seeds_table_sections_and_rss(capsys):
         assert e.value.code == 2
         err = capsys.readouterr().err
         assert err.count('\n') == 1 and err.startswith(f'error: --{flag}: '), err
-    with benchmark.PeakRss(interval=0.01) as peak:
-        base = benchmark.tree_rss_bytes()
-        block = np.ones(64 * mib // 8)  # 64 MiB touched
-        deadline = time.monotonic() + 10  # the sampler thread may wait for a core on a loaded machine
-        while peak.bytes < base + 48 * mib and time.monotonic() < deadline:
-            time.sleep(0.02)
-        del block
+    # The sampler on a process of its own (this process's tree holds other tests' env workers, which come and go):
+    # it waits for 'go', touches 64 MiB and holds it until its stdin closes.
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, '-c', 'import sys, numpy as np; sys.stdin.readline(); '
+                              'b = np.ones(64 * 2**20 // 8); print("held", flush=True); sys.stdin.read()'],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        with benchmark.PeakRss(interval=0.01, pid=child.pid) as peak:
+            base = benchmark.tree_rss_bytes(child.pid)
+            child.stdin.write('go\n')
+            child.stdin.flush()
+            assert child.stdout.readline().strip() == 'held'
+            deadline = time.monotonic() + 10  # the sampler thread may wait for a core on a loaded machine
+            while peak.bytes < base + 48 * mib and time.monotonic() < deadline:
+                time.sleep(0.02)
+    finally:
+        child.stdin.close()
+        child.wait(timeout=60)
     assert base > 0 and peak.bytes >= base + 48 * mib

@@ -14,6 +14,7 @@ save); returning True stops the run there (as if it were killed after its save).
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import threading
 import time
@@ -134,6 +135,7 @@ def train(run: Run, phases: Sequence, callbacks: Sequence[Callable[[Run], Option
     if console:
         say(startup_summary(run))
     interrupted = lost = False
+    watchdog = None
     try:
         if not run.restored and o.eval_at_start:
             run.progress.note('evaluating step 0')
@@ -152,6 +154,9 @@ def train(run: Run, phases: Sequence, callbacks: Sequence[Callable[[Run], Option
         watchdog = threading.Timer(CLOSE_GRACE_S, _exit_interrupted, args=(run.step, run.state.last_good))
         watchdog.daemon = True
         watchdog.start()
+        # A last resort that needs no GIL (a close stuck in native code holding it would block the Timer): after
+        # another 30 s, faulthandler prints every thread's stack and ends the process (exit code 1).
+        faulthandler.dump_traceback_later(CLOSE_GRACE_S + 30, exit=True)
         raise Interrupted(run.step, run.state.last_good) from None
     except Exception as e:
         if not multihost.is_lost_peer_error(e):
@@ -161,6 +166,9 @@ def train(run: Run, phases: Sequence, callbacks: Sequence[Callable[[Run], Option
     finally:
         if not lost:
             _close(run, interrupted)
+        if watchdog is not None:  # closed in time: a library caller that catches Interrupted carries on
+            watchdog.cancel()
+            faulthandler.cancel_dump_traceback_later()
 
 
 def _close(run: Run, interrupted: bool) -> None:
