@@ -1,5 +1,7 @@
 """Shared fixtures: small agent configs so every test runs in seconds on a 2-core CPU."""
 
+import csv
+import json
 import os
 
 # Tests use the CPU; 8 virtual devices let the sharding tests build real meshes.
@@ -43,3 +45,15 @@ def random_batch(rng: np.random.Generator, batch_size=64, ob_dim=6, action_dim=2
 @pytest.fixture
 def np_rng():
     return np.random.default_rng(0)
+
+
+def read_csv(path):
+    """A run's train.csv / eval.csv as a list of row dicts (strings, as written)."""
+    with open(path, newline='') as f:
+        return list(csv.DictReader(f))
+
+
+def digest(run, step):
+    """The state digest recorded in seed run dir ``run``'s checkpoint at ``step`` (its orbax metadata)."""
+    with open(os.path.join(run, 'checkpoints', str(step), 'metadata', 'metadata')) as f:
+        return json.load(f)['__floq_checkpoint_digest__']

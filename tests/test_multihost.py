@@ -8,7 +8,6 @@ a re-run resume to the same files and digests; a process that dies alone makes t
 for an offline-to-online run.
 """
 
-import csv
 import glob
 import json
 import os
@@ -18,6 +17,7 @@ import sys
 import time
 
 import pytest
+from tests.conftest import digest, read_csv
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECORD = os.path.join(REPO, 'tests', 'record_writes.py')
@@ -106,16 +106,6 @@ def seed_dir(save_dir, group, seed):
     return os.path.join(save_dir, group, ENV, 'floq', f'seed{seed}')
 
 
-def read(path):
-    with open(path, newline='') as f:
-        return list(csv.DictReader(f))
-
-
-def digest(run, step):
-    with open(os.path.join(run, 'checkpoints', str(step), 'metadata', 'metadata')) as f:
-        return json.load(f)['__floq_checkpoint_digest__']
-
-
 def written_files(log, root):
     """Files under ``root`` a process opened for writing (tests/record_writes.py's log), without the '.tmp' suffix of
     atomic writes and without --save_dir's writability probe (every process checks it can write there)."""
@@ -132,8 +122,8 @@ def assert_same_results(save_dir, group_a, group_b, steps):
     for seed in (0, 1):
         a, b = seed_dir(save_dir, group_a, seed), seed_dir(save_dir, group_b, seed)
         for name in ('train.csv', 'eval.csv'):
-            rows = read(os.path.join(a, name))
-            assert rows and rows == read(os.path.join(b, name)), (seed, name)  # exact: the same text for every value
+            rows = read_csv(os.path.join(a, name))
+            assert rows and rows == read_csv(os.path.join(b, name)), (seed, name)  # exact: the same text for every value
         for step in steps:
             assert digest(a, step) == digest(b, step), (seed, step)  # SHA-256 over every leaf of the agent state
 
@@ -155,7 +145,7 @@ def offline(tiny_npz, tmp_path_factory):
         for p in killed:
             p.kill()
             p.wait()
-    killed_rows = read(os.path.join(seed_dir(save_dir, 'killed', 1), 'train.csv'))
+    killed_rows = read_csv(os.path.join(seed_dir(save_dir, 'killed', 1), 'train.csv'))
     killed_steps = sorted(int(os.path.basename(p)) for p in glob.glob(os.path.join(
         seed_dir(save_dir, 'killed', 1), 'checkpoints', '*')))
     resumed = finish(start_pair('experiments.train_offline', killed_args))
@@ -166,7 +156,7 @@ def offline(tiny_npz, tmp_path_factory):
 
 def test_two_processes_equal_one_process(offline):
     assert_same_results(offline['save_dir'], 'single', 'multi', steps=(20, 40))
-    assert [r['step'] for r in read(os.path.join(seed_dir(offline['save_dir'], 'multi', 1), 'eval.csv'))] == \
+    assert [r['step'] for r in read_csv(os.path.join(seed_dir(offline['save_dir'], 'multi', 1), 'eval.csv'))] == \
         ['0', '20', '40']
 
 

@@ -1,6 +1,5 @@
 """The training runner: SIGKILL + resume reproduces an uninterrupted run exactly; NaN stops; presets; evaluate."""
 
-import csv
 import glob
 import json
 import os
@@ -17,6 +16,7 @@ from floq_jax import presets
 from floq_jax.training import restore
 from floq_jax.training.loop import chunk_schedule
 from floq_jax.training.options import RunOptions
+from tests.conftest import digest, read_csv
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = 'cube-single-play-singletask-task1-v0'
@@ -61,16 +61,6 @@ def online_cmd(dataset, save_dir):
 
 def seed_dir(save_dir, group):
     return os.path.join(save_dir, group, ENV, 'floq', 'seed0')
-
-
-def read_csv(path):
-    with open(path, newline='') as f:
-        return list(csv.DictReader(f))
-
-
-def digest(run, step):
-    with open(os.path.join(run, 'checkpoints', str(step), 'metadata', 'metadata')) as f:
-        return json.load(f)['__floq_checkpoint_digest__']
 
 
 @pytest.fixture(scope='module')

@@ -1,6 +1,5 @@
 """Runner options: multi-host logging (process 0 only) and the host-sampling fallback (exact resume)."""
 
-import csv
 import dataclasses
 import json
 import os
@@ -14,6 +13,7 @@ import agents
 from floq_jax.training import parallel, restore
 from floq_jax.training.options import RunOptions
 from tests.hooks import stop_after
+from tests.conftest import read_csv
 
 ENV = 'cube-single-play-singletask-task1-v0'
 
@@ -24,11 +24,6 @@ def tiny_dataset(tmp_path_factory):
 
     return ensure_generated_dataset('cube-single-play-v0', num_episodes=3, seed=0, max_episode_steps=100,
                                     cache_dir=str(tmp_path_factory.mktemp('data_cache')), num_workers=1)
-
-
-def read_csv(path):
-    with open(path, newline='') as f:
-        return list(csv.DictReader(f))
 
 
 def test_non_primary_process_writes_no_logs(tiny_dataset, tmp_path, monkeypatch):
