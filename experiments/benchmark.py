@@ -451,7 +451,7 @@ class Bench:
         rows = []
         for num_seeds in seed_counts:
             seeds = list(range(num_seeds))
-            agents = train_lib.create_agents(fql_lib.FQLAgent, config, ex_o, ex_a, seeds)
+            agents = parallel.create_agents(fql_lib.FQLAgent, config, ex_o, ex_a, seeds)
             done = set()
             for pool in pools:
                 evaluator = evaluation.seeds_evaluator(FLAGS.env_name, episodes, num_seeds, pool_size=pool, **kwargs)

@@ -33,6 +33,16 @@ def define_cpu_devices_flag(default=None, help_text: str = CPU_DEVICES_HELP) -> 
         flags.DEFINE_integer('cpu_devices', default, help_text)
 
 
+def define_compile_cache_flag() -> None:
+    """--compile_cache_dir, for every entrypoint that compiles programs (defined here only; once per process)."""
+    from floq_jax.training import compile_cache
+
+    if 'compile_cache_dir' not in FLAGS:
+        flags.DEFINE_string('compile_cache_dir', None, "JAX's persistent compilation cache: a config compiled before "
+                            f"loads its programs instead of compiling them again (default: ${compile_cache.ENV_VAR}, "
+                            "else ~/.cache/floq_jax/jax_cache; '' turns it off).")
+
+
 def define_eval_protocol_flag() -> None:
     """--eval_protocol, for every entrypoint that evaluates a policy (defined here only; once per process)."""
     from floq_jax import presets
@@ -93,6 +103,7 @@ def define_common_flags(offline_steps: int = 1_000_000) -> None:
     flags.DEFINE_integer('heartbeat_timeout_seconds', None, '--distributed: seconds without a heartbeat after which '
                          'a process counts as lost and the others stop (default: JAX\'s, 100).')
     define_cpu_devices_flag()
+    define_compile_cache_flag()
     flags.DEFINE_bool('host_sampling', None, 'Sample batches on the host with prefetch instead of keeping the dataset '
                       'on the device (default: only when it exceeds half the free device memory).')
     flags.DEFINE_enum('seed_loop', 'auto', list(SEED_LOOPS), "How each device runs its seeds: 'vmap' "
@@ -468,6 +479,13 @@ def _exit_lost(process: int, reason: str) -> None:
     os._exit(1)
 
 
+def enable_compile_cache() -> None:
+    """--compile_cache_dir (after --cpu_devices, before the first compilation)."""
+    from floq_jax.training import compile_cache
+
+    compile_cache.enable(compile_cache.resolve(FLAGS.compile_cache_dir))
+
+
 def prepare(**extra):
     """Validate flags, load the data, apply the preset; returns (config, data, options). Raises UsageError."""
     from floq_jax import presets
@@ -476,6 +494,7 @@ def prepare(**extra):
 
     options = common_options(**extra)
     cpu_devices = configure_cpu_devices(FLAGS.num_seeds, FLAGS.cpu_devices, FLAGS.distributed)
+    enable_compile_cache()
     check_dataset(FLAGS.env_name, FLAGS.dataset_dir, FLAGS.dataset_path)
     config = FLAGS.agent
     if 'agent_name' not in config:

@@ -35,6 +35,7 @@ flags.DEFINE_integer('seed', 0, 'First seed.')
 flags.DEFINE_integer('num_seeds', 2, 'Seeds seed..seed+num_seeds-1, trained together (vmapped; on a CPU-only host '
                      'sharded over --cpu_devices XLA devices, one per core).')
 common.define_cpu_devices_flag()
+common.define_compile_cache_flag()
 FLAGS = flags.FLAGS
 
 
@@ -53,6 +54,7 @@ def main(_):
                               eval_episodes=FLAGS.eval_episodes, num_seeds=FLAGS.num_seeds,
                               eval_interval=FLAGS.eval_interval)
         cpu_devices = common.configure_cpu_devices(FLAGS.num_seeds, FLAGS.cpu_devices)  # before JAX starts
+        common.enable_compile_cache()
         ks = common.parse_int_list('num_steps', FLAGS.num_steps)
         common.check_writable(FLAGS.save_dir)
         t0 = time.time()

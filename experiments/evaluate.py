@@ -25,7 +25,8 @@ flags.DEFINE_integer('video_episodes', 0, 'Episodes to render into <run_dir>/eva
 flags.DEFINE_integer('eval_seed', None, 'Episode seed (default: the run seed, as in training-time evaluation).')
 flags.DEFINE_string('dataset_path', None, 'Dataset file (default: the one in flags.json).')
 FLAGS = flags.FLAGS
-common.define_eval_protocol_flag()  # --eval_protocol: 'published' (noise N(0, I), the default) or 'deterministic'
+common.define_eval_protocol_flag()
+common.define_compile_cache_flag()  # --eval_protocol: 'published' (noise N(0, I), the default) or 'deterministic'
 
 
 def main(_):
@@ -46,6 +47,7 @@ def main(_):
             raise common.UsageError(f'--step={FLAGS.step}: no checkpoint at that step in {ckpt_dir}; accepted: '
                                     f'{", ".join(map(str, steps))} (or omit --step for the newest)')
         ks = common.parse_int_list('num_steps', FLAGS.num_steps)
+        common.enable_compile_cache()
         try:
             summary = evaluate.evaluate_checkpoint(FLAGS.run_dir, agents.agent_class, FLAGS.step, FLAGS.eval_episodes, ks, FLAGS.eval_protocol,
                                    FLAGS.video_episodes, FLAGS.eval_seed, FLAGS.eval_num_envs, FLAGS.dataset_path)

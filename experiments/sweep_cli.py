@@ -16,6 +16,7 @@ from absl import logging as absl_logging
 from experiments import common
 from floq_jax import sweeps
 from floq_jax.sweeps import Sweep, Variant
+from floq_jax.training import compile_cache
 
 FLAGS = flags.FLAGS
 
@@ -38,8 +39,7 @@ def define_flags(default_envs: str = '') -> None:
     flags.DEFINE_integer('seed', 0, 'First seed.')
     flags.DEFINE_integer('offline_steps', None, 'Override the scale\'s offline steps.')
     flags.DEFINE_integer('num_episodes', None, 'Episodes of a generated dataset (default: the scale\'s).')
-    flags.DEFINE_string('compile_cache_dir', None, 'JAX persistent compilation cache (default for smoke: '
-                        '<save_dir>/.jax_cache).')
+    common.define_compile_cache_flag()
     flags.DEFINE_bool('report_only', False, 'Only rewrite the tables and plots from existing runs.')
     common.define_eval_protocol_flag()
     common.define_cpu_devices_flag()
@@ -87,9 +87,7 @@ def main(sweep: Sweep, source: sweeps.SweepData, post: Optional[Callable[[Sweep]
     absl_logging.set_verbosity(absl_logging.WARNING)
     if not FLAGS.report_only:
         sweep.cpu_devices = sweeps.configure_cpu_devices(sweep, FLAGS.cpu_devices)  # before JAX starts
-        cache = FLAGS.compile_cache_dir or (os.path.join(sweep.save_dir, '.jax_cache') if sweeps.preset(sweep.preset)
-                                            ['fast_compile'] else None)
-        sweeps.enable_fast_compile(cache)
+        compile_cache.enable(compile_cache.resolve(FLAGS.compile_cache_dir))
     t0 = time.time()
     if not FLAGS.report_only:
         sweeps.run_sweep(sweep, source)

@@ -58,14 +58,14 @@ PRESETS: Dict[str, dict] = {
                      log_diagnostics=False),
         online=dict(offline_steps=0, online_steps=50, log_interval=25, eval_interval=50, save_interval=50),
         agent=SMOKE_AGENT, env_preset=None, envs=(SMOKE_ENV,),
-        data=dict(num_episodes=3, max_episode_steps=100), last_n=1, fast_compile=True),
+        data=dict(num_episodes=3, max_episode_steps=100), last_n=1),
     'paper': dict(
         options=dict(num_seeds=3, offline_steps=1_000_000, steps_per_call=1000, log_interval=5000,
                      eval_interval=20000, save_interval=100000, eval_episodes=50, max_checkpoints=3),
         online=dict(offline_steps=1_000_000, online_steps=1_000_000, log_interval=5000, eval_interval=20000,
                     save_interval=100000),
         agent={}, env_preset='published', envs=None,
-        data=dict(num_episodes=1000, max_episode_steps=None), last_n=3, fast_compile=False),
+        data=dict(num_episodes=1000, max_episode_steps=None), last_n=3),
 }
 
 
@@ -204,17 +204,6 @@ def run_options(sweep: Sweep, variant: Variant, env_name: str):
                   flags=dict(variant=variant.name, sweep=sweep.name, preset=sweep.preset, sweep_agent=variant.agent,
                              cpu_devices=sweep.cpu_devices, **dict(variant.tags)))
     return RunOptions(**values)
-
-
-def enable_fast_compile(cache_dir: Optional[str]) -> None:
-    """Persistent compilation cache (identical configs across a sweep's runs / experiments compile once)."""
-    import jax
-
-    if cache_dir:
-        os.makedirs(cache_dir, exist_ok=True)
-        jax.config.update('jax_compilation_cache_dir', os.path.abspath(cache_dir))
-        jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
-        jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
 
 
 def run_sweep(sweep: Sweep, source: SweepData, log: Callable[[str], None] = print) -> Dict[Tuple[str, str], List[str]]:

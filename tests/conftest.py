@@ -3,16 +3,50 @@
 import csv
 import json
 import os
+import signal
+import tempfile
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# Entrypoints run in subprocesses (a few tiny updates each, so compilation dominates) use XLA's cheapest CPU
+# optimisation level; runs compared with each other use the same flags, so comparisons stay exact.  In-process tests
+# keep XLA's default level: several run thousands of updates (measured: test_agents.py 188 s at the default level,
+# 233 s at the cheapest).  FLOQ_TEST_FULL_XLA=1 compiles everything at the default level.
+FAST_XLA = '' if os.environ.get('FLOQ_TEST_FULL_XLA') else \
+    '--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true'
 
 # Tests use the CPU; 8 virtual devices let the sharding tests build real meshes.
 os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=8')
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+
+# A suite started in the background (`make test &`, nohup, a CI runner's non-interactive shell) inherits an ignored
+# SIGINT (and SIGQUIT), and a process keeps an ignored SIGINT across exec: every run the tests start would then ignore
+# Ctrl-C, and the Ctrl-C test would wait forever for a SIGINT that was never delivered.  Take back the default
+# (the controller sets it before starting the pytest-xdist workers; subprocesses get SIG_DFL, Python's handler).
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+# One persistent compilation cache for the whole session (the controller sets it; pytest-xdist workers and every
+# subprocess inherit it), so a program compiled by one test is loaded by the next; never the user's own cache.
+if 'FLOQ_COMPILE_CACHE' not in os.environ:
+    os.environ['FLOQ_COMPILE_CACHE'] = tempfile.mkdtemp(prefix='floq_jax_test_compile_cache_')
+
+
+def subprocess_env(**extra):
+    """The environment of an entrypoint run in a subprocess: the repo importable, the CPU, FAST_XLA, and no forced
+    device count (the devices come from the run's flags, as in a user's run)."""
+    env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS='cpu', **extra)
+    env['XLA_FLAGS'] = f'{FAST_XLA} {extra.get("XLA_FLAGS", "")}'.strip()
+    return env
 
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from agents import floq, fql  # noqa: E402
+from floq_jax.training import compile_cache  # noqa: E402
+
+compile_cache.enable(compile_cache.default_dir())  # in-process tests share the session's cache too
 
 
 def small_floq_config(**overrides):
@@ -57,3 +91,4 @@ def digest(run, step):
     """The state digest recorded in seed run dir ``run``'s checkpoint at ``step`` (its orbax metadata)."""
     with open(os.path.join(run, 'checkpoints', str(step), 'metadata', 'metadata')) as f:
         return json.load(f)['__floq_checkpoint_digest__']
+

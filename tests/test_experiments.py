@@ -1,10 +1,9 @@
 """The experiment sweeps: every --scale=smoke entrypoint runs end to end and writes its table (md + csv) and plots
 with finite numbers; plus fast checks of the shared sweep machinery (config layering, options, CIs).
 
-The smoke runs share one small generated dataset (module-scoped cache) and a persistent JAX compilation cache
-($FLOQ_TEST_JAX_CACHE, default ~/.cache/floq_jax/jax_cache_tests: identical configs across experiments compile
-once, and a second test session mostly skips compilation).  Each entrypoint runs in a subprocess with XLA's
-cheapest CPU optimisation level (compile time dominates a few hundred tiny updates).
+The smoke runs share one small generated dataset (module-scoped cache) and the session's persistent JAX
+compilation cache (tests/conftest.py: identical configs across experiments compile once).  Each entrypoint runs in
+a subprocess with XLA's cheapest CPU optimisation level (compile time dominates a few hundred tiny updates).
 """
 
 import json
@@ -21,9 +20,9 @@ import agents
 from floq_jax.analysis import report
 from floq_jax import sweeps
 from floq_jax.training import parallel
+from tests.conftest import subprocess_env
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FAST_XLA = '--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true'
 
 # Per experiment: extra (file, numeric columns that must be finite) beyond results.{md,csv}, learning_curves.png.
 EXTRA = {
@@ -41,9 +40,7 @@ EXTRA = {
 
 @pytest.fixture(scope='module')
 def smoke_dirs(tmp_path_factory):
-    cache = os.environ.get('FLOQ_TEST_JAX_CACHE') or os.path.expanduser('~/.cache/floq_jax/jax_cache_tests')
-    return dict(save_dir=str(tmp_path_factory.mktemp('sweeps')), data=str(tmp_path_factory.mktemp('data_cache')),
-                jax_cache=cache)
+    return dict(save_dir=str(tmp_path_factory.mktemp('sweeps')), data=str(tmp_path_factory.mktemp('data_cache')))
 
 
 # The experiment that runs with the default --cpu_devices (its 2 seeds sharded over min(2, cores) XLA CPU devices);
@@ -53,9 +50,9 @@ AUTO_DEVICES = 'main_table'
 
 
 def _run(name, dirs):
-    env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS='cpu', XLA_FLAGS=FAST_XLA)
+    env = subprocess_env()
     cmd = [sys.executable, '-m', f'experiments.{name}', '--scale=smoke', f'--save_dir={dirs["save_dir"]}',
-           f'--cache_dir={dirs["data"]}', f'--compile_cache_dir={dirs["jax_cache"]}']
+           f'--cache_dir={dirs["data"]}']  # the compilation cache: the session's (tests/conftest.py)
     if name != AUTO_DEVICES:
         cmd.append('--cpu_devices=1')
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)

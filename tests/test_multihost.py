@@ -4,8 +4,8 @@ sharded across them, against a 1-process run on 2 CPU devices (the same ('seeds'
 Checked: the CSVs and checkpoint digests equal the 1-process run's exactly (same per-device programs, same rng
 streams; bitwise on CPU); only process 0 writes flags.json, CSVs, TensorBoard events and the progress bar; the
 checkpoints are saved collectively and restore in a 1-process ``experiments.evaluate``; SIGKILL of both processes and
-a re-run resume to the same files and digests; a process that dies alone makes the other exit with one line; the same
-for an offline-to-online run.
+a re-run resume to the same files and digests; a process that dies alone makes the other exit with one line; an
+offline-to-online run SIGKILLed in both processes during its online phase and re-run equals a 1-process run.
 """
 
 import glob
@@ -17,7 +17,7 @@ import sys
 import time
 
 import pytest
-from tests.conftest import digest, read_csv
+from tests.conftest import digest, read_csv, subprocess_env
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECORD = os.path.join(REPO, 'tests', 'record_writes.py')
@@ -40,12 +40,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0))
         return s.getsockname()[1]
-
-
-def subprocess_env(**extra):
-    env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS='cpu', **extra)
-    env.pop('XLA_FLAGS', None)  # the device counts come from the flags, as in a user's run
-    return env
 
 
 def offline_args(dataset, save_dir, group):
@@ -244,11 +238,25 @@ def test_bad_multiprocess_flags_one_line(tiny_npz, tmp_path, flags, expected):
 
 
 def test_offline_to_online_two_processes_equal_one_process(tiny_npz, tmp_path):
+    """Offline-to-online: both processes SIGKILLed in the online phase (step 30; checkpoint 20, the offline/online
+    boundary with its replay buffer, durable) then re-run end with the CSVs and digests of an uninterrupted 1-process
+    run; in the re-run only process 0 writes."""
     save_dir = str(tmp_path)
     logs = [os.path.join(save_dir, f'writes{i}.txt') for i in range(2)]
-    procs = [start_single('experiments.train_offline_to_online', online_args(tiny_npz, save_dir, 'single'))]
-    procs += start_pair('experiments.train_offline_to_online', online_args(tiny_npz, save_dir, 'multi'), logs)
-    finish(procs)
+    single = start_single('experiments.train_offline_to_online', online_args(tiny_npz, save_dir, 'single'))
+    killed_args = online_args(tiny_npz, save_dir, 'multi')
+    killed = start_pair('experiments.train_offline_to_online', killed_args, pause_of=lambda i: 30)
+    try:
+        for p in killed:
+            wait_paused(p, 30)
+    finally:
+        for p in killed:
+            p.kill()
+            p.wait()
+    assert max(int(r['step']) for r in read_csv(os.path.join(seed_dir(save_dir, 'multi', 1), 'train.csv'))) == 30
+    (_, err0), _ = finish(start_pair('experiments.train_offline_to_online', killed_args, logs))
+    assert 'resuming from step 20 (checkpoint) of 40' in err0, err0[-2000:]
+    finish([single])
     assert_same_results(save_dir, 'single', 'multi', steps=(20, 40))
     written = [written_files(log, save_dir) for log in logs]
     assert os.path.realpath(os.path.join(seed_dir(save_dir, 'multi', 1), 'train.csv')) in written[0], written[0]

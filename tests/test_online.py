@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import numpy as np
+from tests.conftest import subprocess_env
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -60,8 +61,7 @@ def read_rows(path):
 
 
 def test_online_phase_lax_map_on_a_two_device_mesh_equals_vmap(tmp_path):
-    env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS='cpu',
-               XLA_FLAGS='--xla_force_host_platform_device_count=2')
+    env = subprocess_env(XLA_FLAGS='--xla_force_host_platform_device_count=2')
     proc = subprocess.run([sys.executable, '-c', SCRIPT, str(tmp_path / 'runs'), str(tmp_path / 'cache')], cwd=REPO,
                           env=env, capture_output=True, text=True, timeout=1500)
     assert proc.returncode == 0, proc.stderr[-3000:]

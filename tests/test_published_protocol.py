@@ -19,6 +19,7 @@ import agents
 from floq_jax import presets
 from floq_jax.training import evaluate, rundirs
 from floq_jax.training.options import RunDirConflict, RunOptions
+from tests.conftest import subprocess_env
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = 'cube-single-play-singletask-task1-v0'
@@ -235,8 +236,7 @@ def test_train_offline_preset_published_records_protocol_in_flags_json(tmp_path)
            '--notensorboard', f'--save_dir={tmp_path / "runs"}', '--agent.batch_size=16', '--agent.block_width=32',
            '--agent.block_depth=2', '--agent.actor_hidden_dims=(32,32)', '--agent.value_hidden_dims=(32,32)',
            '--agent.noise_samples=2', '--agent.critic_flow_steps=2', '--agent.actor_flow_steps=2']
-    env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS='cpu')
-    env.pop('XLA_FLAGS', None)
+    env = subprocess_env()
     proc = subprocess.Popen([sys.executable, '-m', 'tests.hooks', '10', *cmd[2:]], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

@@ -16,7 +16,7 @@ from floq_jax import presets
 from floq_jax.training import restore
 from floq_jax.training.loop import chunk_schedule
 from floq_jax.training.options import RunOptions
-from tests.conftest import digest, read_csv
+from tests.conftest import digest, read_csv, subprocess_env
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = 'cube-single-play-singletask-task1-v0'
@@ -31,12 +31,6 @@ def tiny_dataset(tmp_path_factory):
 
     return ensure_generated_dataset('cube-single-play-v0', num_episodes=3, seed=0, max_episode_steps=100,
                                     cache_dir=str(tmp_path_factory.mktemp('data_cache')), num_workers=1)
-
-
-def subprocess_env():
-    env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS='cpu')
-    env.pop('XLA_FLAGS', None)  # one CPU device, as a user's run
-    return env
 
 
 def train_cmd(dataset, save_dir, group, steps=400, extra=()):
