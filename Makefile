@@ -18,7 +18,7 @@ demo: setup
 	$(BIN)/python -m experiments.demo
 
 test: setup
-	$(BIN)/python -m pytest -q -rxf -n 2 --dist loadgroup --durations=15 tests
+	$(BIN)/python -m pytest -q -rxf -n 2 --dist loadfile --durations=15 tests
 
 clean:
 	rm -rf $(VENV) runs data_cache

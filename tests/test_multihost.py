@@ -148,14 +148,12 @@ def offline(tiny_npz, tmp_path_factory):
                 killed_steps=killed_steps)
 
 
-@pytest.mark.xdist_group('multihost_offline')  # one worker builds the module's 'offline' runs for all of them
 def test_two_processes_equal_one_process(offline):
     assert_same_results(offline['save_dir'], 'single', 'multi', steps=(20, 40))
     assert [r['step'] for r in read_csv(os.path.join(seed_dir(offline['save_dir'], 'multi', 1), 'eval.csv'))] == \
         ['0', '20', '40']
 
 
-@pytest.mark.xdist_group('multihost_offline')  # one worker builds the module's 'offline' runs for all of them
 def test_only_process_0_writes_files_and_bar(offline):
     save_dir = offline['save_dir']
     written = [written_files(log, save_dir) for log in offline['logs']]
@@ -172,7 +170,6 @@ def test_only_process_0_writes_files_and_bar(offline):
     assert printed == [seed_dir(save_dir, 'multi', s) for s in (0, 1)]  # the run dirs, as process 0 prints
 
 
-@pytest.mark.xdist_group('multihost_offline')  # one worker builds the module's 'offline' runs for all of them
 def test_checkpoints_saved_by_both_restore_in_one_process(offline):
     """Every process takes part in each save (orbax's multi-process protocol: barriers, process 0 writes the gathered
     host copy); a checkpoint restores in a plain 1-process evaluation."""
@@ -187,7 +184,6 @@ def test_checkpoints_saved_by_both_restore_in_one_process(offline):
     assert summary['step'] == 40 and summary['episodes'] == 2
 
 
-@pytest.mark.xdist_group('multihost_offline')  # one worker builds the module's 'offline' runs for all of them
 def test_sigkill_both_processes_then_rerun_resumes_exactly(offline):
     assert max(int(r['step']) for r in offline['killed_rows']) == 30
     assert offline['killed_steps'] == [20]

@@ -91,7 +91,6 @@ def full_run(runs):
     return runs['save_dir'], runs['full']
 
 
-@pytest.mark.xdist_group('runner_runs')  # one worker builds the module's 'runs' runs for all of them
 def test_sigkill_then_resume_equals_uninterrupted_run(tiny_dataset, runs):
     full, killed, cmd = runs['full'], runs['killed'], runs['cmd']
     assert max(int(r['step']) for r in read_csv(os.path.join(killed, 'train.csv'))) == 250
@@ -147,7 +146,6 @@ def test_evaluate_checkpoint_at_several_k(full_run):
     assert summary['success'] == pytest.approx(float(row['evaluation/success']))
 
 
-@pytest.mark.xdist_group('runner_runs')  # one worker builds the module's 'runs' runs for all of them
 def test_nan_loss_stops_with_clear_message(runs):
     (_, err), rc = runs['nan']
     assert rc == 1
@@ -184,7 +182,6 @@ def test_published_presets():
         presets.apply_preset(floq.get_config(), 'scene-play-singletask-v0', 'paper')
 
 
-@pytest.mark.xdist_group('runner_runs')  # one worker builds the module's 'runs' runs for all of them
 def test_offline_to_online_smoke(runs):
     from floq_jax.training import runner
 
