@@ -25,8 +25,8 @@ flags.DEFINE_integer('video_episodes', 0, 'Episodes to render into <run_dir>/eva
 flags.DEFINE_integer('eval_seed', None, 'Episode seed (default: the run seed, as in training-time evaluation).')
 flags.DEFINE_string('dataset_path', None, 'Dataset file (default: the one in flags.json).')
 FLAGS = flags.FLAGS
-common.define_eval_protocol_flag()
-common.define_compile_cache_flag()  # --eval_protocol: 'published' (noise N(0, I), the default) or 'deterministic'
+common.define_eval_protocol_flag()  # --eval_protocol: 'published' (noise N(0, I), the default) or 'deterministic'
+common.define_compile_cache_flag()
 
 
 def main(_):

@@ -16,7 +16,6 @@ from absl import logging as absl_logging
 from experiments import common
 from floq_jax import sweeps
 from floq_jax.sweeps import Sweep, Variant
-from floq_jax.training import compile_cache
 
 FLAGS = flags.FLAGS
 
@@ -87,7 +86,7 @@ def main(sweep: Sweep, source: sweeps.SweepData, post: Optional[Callable[[Sweep]
     absl_logging.set_verbosity(absl_logging.WARNING)
     if not FLAGS.report_only:
         sweep.cpu_devices = sweeps.configure_cpu_devices(sweep, FLAGS.cpu_devices)  # before JAX starts
-        compile_cache.enable(compile_cache.resolve(FLAGS.compile_cache_dir))
+        common.enable_compile_cache()
     t0 = time.time()
     if not FLAGS.report_only:
         sweeps.run_sweep(sweep, source)

@@ -91,4 +91,3 @@ def digest(run, step):
     """The state digest recorded in seed run dir ``run``'s checkpoint at ``step`` (its orbax metadata)."""
     with open(os.path.join(run, 'checkpoints', str(step), 'metadata', 'metadata')) as f:
         return json.load(f)['__floq_checkpoint_digest__']
-

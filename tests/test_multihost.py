@@ -96,6 +96,18 @@ def wait_paused(proc, step):
     assert f'PAUSED {step}' in line, proc.stderr.read()[-3000:] if proc.poll() is not None else line
 
 
+def sigkill_paused_pair(module, args, step):
+    """Starts a 2-process run that blocks after ``step`` (its checkpoints durable), then SIGKILLs both processes."""
+    procs = start_pair(module, args, pause_of=lambda i: step)
+    try:
+        for p in procs:
+            wait_paused(p, step)
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+
+
 def seed_dir(save_dir, group, seed):
     return os.path.join(save_dir, group, ENV, 'floq', f'seed{seed}')
 
@@ -131,14 +143,7 @@ def offline(tiny_npz, tmp_path_factory):
     single = start_single('experiments.train_offline', offline_args(tiny_npz, save_dir, 'single') + ['--noprogress'])
     multi = start_pair('experiments.train_offline', offline_args(tiny_npz, save_dir, 'multi'), logs)
     killed_args = offline_args(tiny_npz, save_dir, 'killed') + ['--noprogress', '--notensorboard']
-    killed = start_pair('experiments.train_offline', killed_args, pause_of=lambda i: 30)
-    try:
-        for p in killed:
-            wait_paused(p, 30)
-    finally:
-        for p in killed:
-            p.kill()
-            p.wait()
+    sigkill_paused_pair('experiments.train_offline', killed_args, 30)
     killed_rows = read_csv(os.path.join(seed_dir(save_dir, 'killed', 1), 'train.csv'))
     killed_steps = sorted(int(os.path.basename(p)) for p in glob.glob(os.path.join(
         seed_dir(save_dir, 'killed', 1), 'checkpoints', '*')))
@@ -245,14 +250,7 @@ def test_offline_to_online_two_processes_equal_one_process(tiny_npz, tmp_path):
     logs = [os.path.join(save_dir, f'writes{i}.txt') for i in range(2)]
     single = start_single('experiments.train_offline_to_online', online_args(tiny_npz, save_dir, 'single'))
     killed_args = online_args(tiny_npz, save_dir, 'multi')
-    killed = start_pair('experiments.train_offline_to_online', killed_args, pause_of=lambda i: 30)
-    try:
-        for p in killed:
-            wait_paused(p, 30)
-    finally:
-        for p in killed:
-            p.kill()
-            p.wait()
+    sigkill_paused_pair('experiments.train_offline_to_online', killed_args, 30)
     assert max(int(r['step']) for r in read_csv(os.path.join(seed_dir(save_dir, 'multi', 1), 'train.csv'))) == 30
     (_, err0), _ = finish(start_pair('experiments.train_offline_to_online', killed_args, logs))
     assert 'resuming from step 20 (checkpoint) of 40' in err0, err0[-2000:]

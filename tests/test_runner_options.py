@@ -93,7 +93,8 @@ def test_seeds_sharded_over_cpu_devices_match_one_device(tiny_dataset, tmp_path)
     --seed_loop=map (lax.map inside shard_map): the run finishes (diagnostics included: their partitioned program
     once hung on 2 CPU devices) and each seed's metrics equal those of the same seeds on one device (vmapped).
     (The vmapped sharded chunk: tests/test_train.py::test_mesh_over_8_devices_matches_one_device.)"""
-    from tests.test_runner import REPO, TINY, subprocess_env
+    from tests.conftest import REPO, subprocess_env
+    from tests.test_runner import TINY
 
     runs = {'dev1': (1, 'auto'), 'map2': (2, 'map')}
 
