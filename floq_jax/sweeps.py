@@ -56,7 +56,10 @@ PRESETS: Dict[str, dict] = {
                      eval_kwargs=dict(vector_mode='sync', max_episode_steps=50),
                      # Critic diagnostics cost one more compile per run: on only where a sweep analyses them.
                      log_diagnostics=False),
-        online=dict(offline_steps=0, online_steps=50, log_interval=25, eval_interval=50, save_interval=50),
+        online=dict(offline_steps=0, online_steps=50, log_interval=25, eval_interval=50, save_interval=50,
+                    # Room for the 3-episode dataset and every online step (the published 2M rows would make each
+                    # smoke checkpoint ~0.5 GB per seed).
+                    buffer_size=1000),
         agent=SMOKE_AGENT, env_preset=None, envs=(SMOKE_ENV,),
         data=dict(num_episodes=3, max_episode_steps=100), last_n=1),
     'paper': dict(

@@ -1,41 +1,17 @@
-"""The experiment sweeps: every --scale=smoke entrypoint runs end to end and writes its table (md + csv) and plots
-with finite numbers; plus fast checks of the shared sweep machinery (config layering, options, CIs).
-
-The smoke runs share one small generated dataset (module-scoped cache) and the session's persistent JAX
-compilation cache (tests/conftest.py: identical configs across experiments compile once).  Each entrypoint runs in
-a subprocess with XLA's cheapest CPU optimisation level (compile time dominates a few hundred tiny updates).
+"""The experiment sweeps: the offline experiments' smoke runs (main_table, scale_k, noise_width; the others are in
+tests/test_experiments_regimes.py; both use tests/sweep_smoke.py), plus fast checks of the shared sweep machinery
+(config layering, options, CIs).
 """
 
-import json
 import math
 import os
-import subprocess
-import sys
 
-import numpy as np
-import pandas as pd
 import pytest
 
 import agents
 from floq_jax.analysis import report
 from floq_jax import sweeps
-from floq_jax.training import parallel
-from tests.conftest import subprocess_env
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-# Per experiment: extra (file, numeric columns that must be finite) beyond results.{md,csv}, learning_curves.png.
-EXTRA = {
-    'main_table': [],
-    'scale_k': [('scale_k_grid.csv', ['q_abs_error', 'q_bias', 'success']), ('q_error_grid.png', None),
-                ('success_grid.png', None)],
-    'noise_width': [('noise_width_diagnostics.csv', ['success', 'straightness', 'velocity_spread', 'q_change']),
-                    ('curvature_vs_success.png', None)],
-    'freeze_features': [('plasticity.csv', ['success', 'feature_norm', 'effective_rank', 'dormant_0']),
-                        ('plasticity_vs_success.png', None)],
-    'utd': [('utd.csv', ['success', 'steps_to_threshold', 'reached_fraction']), ('utd.png', None)],
-    'mechanisms': [('mechanisms.csv', ['success']), ('mechanisms.png', None)],
-}
+from tests import sweep_smoke
 
 
 @pytest.fixture(scope='module')
@@ -43,52 +19,9 @@ def smoke_dirs(tmp_path_factory):
     return dict(save_dir=str(tmp_path_factory.mktemp('sweeps')), data=str(tmp_path_factory.mktemp('data_cache')))
 
 
-# The experiment that runs with the default --cpu_devices (its 2 seeds sharded over min(2, cores) XLA CPU devices);
-# the others pass --cpu_devices=1: with pytest-xdist's 2 workers the cores are busy already, and sharded programs
-# made this file's sequential smoke runs ~4 minutes slower.
-AUTO_DEVICES = 'main_table'
-
-
-def _run(name, dirs):
-    env = subprocess_env()
-    cmd = [sys.executable, '-m', f'experiments.{name}', '--scale=smoke', f'--save_dir={dirs["save_dir"]}',
-           f'--cache_dir={dirs["data"]}']  # the compilation cache: the session's (tests/conftest.py)
-    if name != AUTO_DEVICES:
-        cmd.append('--cpu_devices=1')
-    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
-
-
-def _check_finite_csv(path, columns):
-    df = pd.read_csv(path)
-    assert len(df), path
-    for col in columns:
-        assert col in df.columns, (path, col, list(df.columns))
-        values = pd.to_numeric(df[col], errors='coerce').to_numpy(float)
-        assert np.isfinite(values).all(), (path, col, values)
-
-
-@pytest.mark.parametrize('name', list(EXTRA))
+@pytest.mark.parametrize('name', ['main_table', 'scale_k', 'noise_width'])
 def test_smoke_preset_writes_finite_table_and_plots(name, smoke_dirs):
-    out = _run(name, smoke_dirs)
-    assert out.returncode == 0, out.stderr[-3000:]
-    root = os.path.join(smoke_dirs['save_dir'], name)
-    for f in ('results.md', 'results.csv', 'learning_curves.png'):
-        assert os.path.getsize(os.path.join(root, f)) > 0, f
-    _check_finite_csv(os.path.join(root, 'results.csv'), ['mean', 'ci_low', 'ci_high'])
-    md = open(os.path.join(root, 'results.md')).read()
-    assert 'nan' not in md.lower().replace('nan ', 'x'), md
-    assert 'generated' in md and 'smoke' in md
-    for f, cols in EXTRA[name]:
-        path = os.path.join(root, f)
-        assert os.path.getsize(path) > 0, f
-        if cols:
-            _check_finite_csv(path, cols)
-    # Standard run-directory layout with the sweep's flags.
-    seeds = [os.path.join(dp) for dp, _, files in os.walk(root) if 'flags.json' in files]
-    assert len(seeds) >= 2 and all(os.path.basename(d).startswith('seed') for d in seeds)
-    # Default --cpu_devices: the smoke preset's 2 seeds are split over min(2, cores) XLA CPU devices.
-    with open(os.path.join(seeds[0], 'flags.json')) as f:
-        assert json.load(f)['cpu_devices'] == (parallel.cpu_devices_for(2) if name == AUTO_DEVICES else 1)
+    sweep_smoke.check_smoke_run(name, smoke_dirs)
 
 
 # ----------------------------------------------------------------------------- fast checks of the machinery

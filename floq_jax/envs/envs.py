@@ -84,8 +84,69 @@ class FreezeAfterDone(gymnasium.Wrapper):
         return obs, reward, terminated, truncated, info
 
 
+# ----------------------------------------------------------------------------- reuse of built envs
+
+# Building an OGBench env costs 1-3 s of CPU (MuJoCo compiles its model twice: once for the observation space, once
+# at the first reset), which dominates short runs and a sweep's many runs in one process.  Envs closed through
+# pooled_env go back to a per-process pool of idle envs instead.  Every user resets an env with an explicit seed
+# before stepping it, and a reset with a seed starts the same episode on a reused env as on a new one
+# (tests/test_env_pool.py), so reuse changes no result.  Worker processes (vector_mode 'chunked', 'async') have
+# their own pools, gone with them.
+ENV_POOL_VAR = 'FLOQ_ENV_POOL'
+DEFAULT_MAX_IDLE_ENVS = 8  # idle envs kept per process (~160 MB each for cube); $FLOQ_ENV_POOL overrides, 0 = off
+_IDLE: dict = {}
+
+
+def max_idle_envs() -> int:
+    value = os.environ.get(ENV_POOL_VAR, '')
+    return int(value) if value.strip() else DEFAULT_MAX_IDLE_ENVS
+
+
+def idle_env_count() -> int:
+    return sum(len(v) for v in _IDLE.values())
+
+
+def _pool_key(env_name: str, env_kwargs: dict):
+    return env_name, tuple(sorted((k, repr(v)) for k, v in env_kwargs.items()))
+
+
+class PooledEnv(gymnasium.Wrapper):
+    """An env from the pool: ``close`` returns the env to it (while there is room) instead of closing it."""
+
+    def __init__(self, env: gymnasium.Env, key):
+        super().__init__(env)
+        self._key = key
+        self._released = False
+
+    def close(self):
+        if self._released:
+            return
+        self._released = True
+        if idle_env_count() < max_idle_envs():
+            _IDLE.setdefault(self._key, []).append(self.env)
+        else:
+            self.env.close()
+
+
+def pooled_env(env_name: str, **env_kwargs) -> gymnasium.Env:
+    """Like :func:`make_env`, but takes an idle env of the same name and kwargs from this process's pool when there is
+    one; ``close()`` gives it back.  Reset it with a seed before use (as every caller in floq_jax does)."""
+    key = _pool_key(env_name, env_kwargs)
+    idle = _IDLE.get(key)
+    env = idle.pop() if idle else make_env(env_name, **env_kwargs)
+    return PooledEnv(env, key)
+
+
+def clear_env_pool() -> None:
+    """Closes every idle env of this process's pool."""
+    for envs in _IDLE.values():
+        for env in envs:
+            env.close()
+    _IDLE.clear()
+
+
 def _make_frozen_env(env_name: str, env_kwargs: dict) -> gymnasium.Env:
-    return FreezeAfterDone(make_env(env_name, **env_kwargs))
+    return FreezeAfterDone(pooled_env(env_name, **env_kwargs))
 
 
 def _worker(conn, env_fns) -> None:

@@ -293,7 +293,7 @@ class Evaluator:
                 self._env = envs_lib.make_vector_env(self.env_name, self.num_envs, self.vector_mode,
                                                      num_workers=self.num_workers, **self._env_kwargs)
             else:
-                self._env = envs_lib.make_env(self.env_name, **self._env_kwargs)
+                self._env = envs_lib.pooled_env(self.env_name, **self._env_kwargs)
         return self._env
 
     def __call__(self, policy_fn: PolicyFn, temperature: float = 1.0, seed: int | None = None,
@@ -318,7 +318,7 @@ class Evaluator:
             result, _ = _run_sequential(self.env, policy_fn, seeds, rng, temperature)
         if video_episodes > 0:
             if self._video_env is None:
-                self._video_env = envs_lib.make_env(self.env_name, **self._env_kwargs)
+                self._video_env = envs_lib.pooled_env(self.env_name, **self._env_kwargs)
             _, videos = _run_sequential(self._video_env, policy_fn, seeds[:video_episodes], rng, temperature,
                                         render=True)
             result['videos'] = videos
