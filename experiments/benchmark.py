@@ -1,7 +1,12 @@
-"""Throughput benchmark of floq / FQL updates, the training loop, seeds and evaluation.
+"""Throughput benchmark of floq / FQL updates, the training loop, seeds and evaluation, and whole runs.
 
     PYTHONPATH=. python -m experiments.benchmark [--quick] [--out=docs/benchmark_cpu.json] \
         [--table_out=/tmp/table.md] [--device_note="..."] [--sections=eval_seeds]
+    PYTHONPATH=. python -m experiments.benchmark --sections=end_to_end \
+        --reference_dir=~/src/floq --reference_python=~/floq-venv/bin/python   # a whole run beside the published one
+
+The end_to_end section (experiments/end_to_end.py) times a whole ``train_offline`` run at the demo scale (--quick: a
+short one) with its breakdown by phase, and the published code's same run when ``--reference_dir`` is given.
 
 Prints a markdown table and writes JSON (every number, the command, the device) to ``--out``.
 Every timing: compile / warm-up first, then several calls each ended by ``block_until_ready``;
@@ -16,7 +21,7 @@ import time
 
 from absl import app, flags
 
-from experiments import common
+from experiments import common, end_to_end
 
 import jax
 import jax.numpy as jnp
@@ -39,7 +44,7 @@ flags.DEFINE_string('device_note', '', 'Free text recorded with the device kind 
 flags.DEFINE_string('env_name', 'cube-single-play-singletask-task2-v0', 'Env of the evaluation benchmark.')
 flags.DEFINE_integer('eval_episodes', None, 'Episodes of the evaluation benchmark (default 50; 10 with --quick).')
 flags.DEFINE_integer('eval_max_steps', None, 'Optional episode time limit of the evaluation benchmark.')
-SECTIONS = ('updates', 'small', 'seeds', 'loop', 'profile', 'eval', 'eval_seeds')
+SECTIONS = ('updates', 'small', 'seeds', 'loop', 'profile', 'eval', 'eval_seeds', 'end_to_end')
 flags.DEFINE_list('sections', [], f'Sections to run (default: all): {", ".join(SECTIONS)}.')
 flags.DEFINE_list('skip', [], f'Sections to skip: {", ".join(SECTIONS)}.')
 flags.DEFINE_list('eval_num_seeds', None, 'Seed counts S of the eval_seeds section (default 1,2,4; --quick 1,4; '
@@ -53,6 +58,15 @@ common.define_cpu_devices_flag(1, 'CPU-only hosts: split the CPU into this many 
                                'Run the update cases with the default 1.')
 flags.DEFINE_enum('seeds_config', 'small', ['small', 'demo'], "Config of the seeds section: 'small' (2x256, "
                   "noise_samples 4, batch 256) or 'demo' (experiments/demo.py's 2x128, K=4, noise_samples 2, batch 64).")
+flags.DEFINE_string('reference_dir', None, 'end_to_end: a checkout of https://github.com/CMU-AIRe/floq; its run is '
+                    'timed beside floq-jax\'s (as experiments.parity --reference_dir).')
+flags.DEFINE_string('reference_python', sys.executable, 'end_to_end: the interpreter of the published code (needs '
+                    'distrax).')
+flags.DEFINE_enum('end_to_end_scale', None, ['demo', 'quick', 'tiny'], 'end_to_end: the run (default: demo; quick '
+                  'with --quick, tiny with --tiny); experiments/end_to_end.py.')
+flags.DEFINE_bool('end_to_end_warm_cache', False, 'end_to_end: floq-jax uses the user\'s compilation cache instead '
+                  'of an empty one.')
+flags.DEFINE_string('end_to_end_dir', None, 'end_to_end: where both runs write (default: a new temporary directory).')
 flags.DEFINE_integer('num_transitions', 1_000_000, 'Synthetic dataset size (device-resident and host copies).')
 
 OB_DIM, ACTION_DIM = 28, 5  # cube-single (OGBench): the dims the published FLOP numbers use.
@@ -575,6 +589,9 @@ def targets(results, matmul):
     if results['evaluation']:
         r = results['evaluation']['speedup']
         t['eval_parallel_over_sequential'] = dict(goal='>= 2.0', value=r, met=r >= 2.0)
+    if (results.get('end_to_end') or {}).get('ratio') is not None:
+        r = results['end_to_end']['ratio']
+        t['end_to_end_published_over_floq_jax'] = dict(goal='>= 1.5 (whole run, same protocol)', value=r, met=r >= 1.5)
     return t
 
 
@@ -649,6 +666,8 @@ def table(results) -> str:
                 rate_s = '' if v['flops_per_s'] is None else f"{v['flops_per_s'] / 1e9:.1f}"
                 lines.append(f"| {k} | {v['ms']:.1f} | {rate_s} |")
         lines.append('')
+    if results.get('end_to_end'):
+        lines += [end_to_end.table(results['end_to_end'])]
     lines += ['| target | goal | measured | met | ceiling on this device (same run) |', '|---|---|---|---|---|']
     for k, v in results['targets'].items():
         ceiling = '-' if v.get('ceiling') is None else f"{v['ceiling']:.2f}"
@@ -725,6 +744,10 @@ def main(_):
         b.eval_seeds()
     if FLAGS.compile_repeats:
         b.compile_check(FLAGS.compile_repeats)
+    if 'end_to_end' not in skip:
+        scale = FLAGS.end_to_end_scale or ('tiny' if FLAGS.tiny else 'quick' if FLAGS.quick else 'demo')
+        results['end_to_end'] = end_to_end.measure(scale, FLAGS.reference_dir, FLAGS.reference_python,
+                                                   FLAGS.end_to_end_dir, FLAGS.end_to_end_warm_cache, log=b.log)
 
     results['matmul_end'] = bm.matmul_flops_per_s(n)
     # The reference rate: the better of the two (start, end) medians, so load spikes do not flatter the fraction.

@@ -491,6 +491,7 @@ def prepare(**extra):
     from floq_jax import presets
     from floq_jax.training import runner
     from floq_jax.data import DatasetError, load_offline_data
+    from floq_jax.training import timing
 
     options = common_options(**extra)
     cpu_devices = configure_cpu_devices(FLAGS.num_seeds, FLAGS.cpu_devices, FLAGS.distributed)
@@ -510,7 +511,8 @@ def prepare(**extra):
     if FLAGS.distributed:
         initialize_distributed()
     try:
-        data = load_offline_data(FLAGS.env_name, FLAGS.dataset_dir, FLAGS.dataset_path)
+        with timing.phase('data'):
+            data = load_offline_data(FLAGS.env_name, FLAGS.dataset_dir, FLAGS.dataset_path)
     except DatasetError as e:
         raise UsageError(f"{'--dataset_path' if FLAGS.dataset_path else '--env_name/--dataset_dir'}: {e}") from None
     runner.set_reward_range(config, data, FLAGS.reward_range)
@@ -547,7 +549,9 @@ def run_cli(body) -> None:
     """Runs ``body()`` turning expected errors into one stderr line (exit 2 usage, 1 runtime)."""
     from floq_jax.training.multihost import ProcessLost
     from floq_jax.training.options import Interrupted, NonFiniteMetric, RunDirConflict, interrupted_message
+    from floq_jax.training import timing
 
+    timing.TIMES.mark_main()  # the time since the process started: imports and start-up
     try:
         body()
         if _PEER_WATCH is not None:

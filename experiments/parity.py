@@ -6,7 +6,7 @@ For every task and agent (floq and FQL by default) this trains ``--num_seeds`` s
 (its ``main.py``, unmodified, one process per seed, ``--jobs`` at a time) and with floq-jax
 (``experiments.train_offline``, all seeds in one process), on the same OGBench-format files (generated with
 OGBench's oracles and cached, or the user's real files with ``--dataset_dir``), with the same agent config
-(:data:`PARITY_CONFIGS`, the demo's small networks, plus the published per-task alpha) and the same protocol:
+(``experiments.side_by_side.PARITY_CONFIGS``, the demo's small networks, plus the published per-task alpha) and the same protocol:
 the published evaluation (one-step policy, noise N(0, I)), ``--eval_episodes`` episodes every
 ``--eval_interval`` updates.  Then it writes ``<out_dir>/report/``: ``parity_results.md`` (final success per
 (task, agent, code) with 95% bootstrap CIs over seeds, and the wall-clock of both codes) and
@@ -28,7 +28,7 @@ import time
 
 from absl import app, flags
 
-from experiments import common
+from experiments import common, side_by_side
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('reference_dir', None, 'Checkout of https://github.com/CMU-AIRe/floq (the published code).')
@@ -47,32 +47,8 @@ flags.DEFINE_integer('jobs', 2, 'Published-code processes run at once (one per c
 flags.DEFINE_enum('only', 'all', ['all', 'reference', 'floq_jax'], 'Train only one of the codes.')
 flags.DEFINE_bool('report_only', False, 'Only write the report from the runs that exist.')
 
-# The agent config both codes get: the demo's small networks (2 x 128, batch 64; floq K = 4, 2 noise samples),
-# written in each code's config keys (the published FQL sizes its critic with block_width/block_depth).
-_SMALL = dict(batch_size=64, actor_hidden_dims=(128, 128))
-PARITY_CONFIGS = {
-    'floq': {'published': dict(_SMALL, value_hidden_dims=(128, 128), block_width=128, block_depth=2,
-                               critic_flow_steps=4, noise_samples=2),
-             'floq-jax': dict(_SMALL, value_hidden_dims=(128, 128), block_width=128, block_depth=2,
-                              critic_flow_steps=4, noise_samples=2)},
-    'fql': {'published': dict(_SMALL, block_width=128, block_depth=2),
-            'floq-jax': dict(_SMALL, value_hidden_dims=(128, 128))},
-}
-# The published alpha of both floq and FQL on these families (both papers' READMEs).
-PUBLISHED_ALPHA = (('cube', 300.0), ('scene', 300.0), ('puzzle-3x3', 1000.0), ('puzzle-4x4', 1000.0))
 Q_METRIC = 'training/critic/q'  # both codes log it: floq's distilled critic, FQL's critic mean
 
-
-def alpha_for(task: str) -> float:
-    for prefix, alpha in PUBLISHED_ALPHA:
-        if task.startswith(prefix):
-            return alpha
-    raise common.UsageError(f'--tasks: {task} has no published alpha here; use one of the families '
-                            f'{", ".join(p for p, _ in PUBLISHED_ALPHA)}')
-
-
-def agent_overrides(agent: str, task: str, code: str) -> dict:
-    return {**PARITY_CONFIGS[agent][code], 'alpha': alpha_for(task)}
 
 
 def steps_by_task() -> dict:
@@ -147,7 +123,8 @@ def train_reference(ref, datasets, steps):
                     import shutil
                     shutil.rmtree(save)
                 os.makedirs(save)
-                cmd = reference.main_command(ref['python'], task, agent, agent_overrides(agent, task, 'published'), seed,
+                overrides = side_by_side.agent_overrides(agent, task, 'published')
+                cmd = reference.main_command(ref['python'], task, agent, overrides, seed,
                                              steps[task], FLAGS.eval_interval, FLAGS.eval_episodes, save)
                 pending.append((f'published/{task}/{agent}/seed{seed}', cmd, save))
     running = []
@@ -175,14 +152,9 @@ def train_floq_jax(datasets, steps):
             if all(_final_step(os.path.join(floq_jax_dir_for(task, agent, s), 'eval.csv')) >= steps[task]
                    for s in range(FLAGS.num_seeds)):
                 continue
-            cmd = [sys.executable, '-m', 'experiments.train_offline', f'--env_name={task}',
-                   f'--dataset_path={datasets[task]}', f'--agent=agents/{agent}.py', '--preset=none',
-                   f'--num_seeds={FLAGS.num_seeds}', '--seed=0', f'--offline_steps={steps[task]}',
-                   f'--eval_interval={FLAGS.eval_interval}', f'--save_interval={FLAGS.eval_interval}',
-                   f'--eval_episodes={FLAGS.eval_episodes}', '--log_interval=5000', '--noprogress',
-                   '--eval_protocol=published', '--reward_range=published',
-                   f'--save_dir={os.path.join(os.path.abspath(FLAGS.out_dir), "floq_jax")}', '--run_group=parity']
-            cmd += _floq_jax_agent_flags(agent, task)
+            cmd = side_by_side.floq_jax_command(task, datasets[task], agent, FLAGS.num_seeds, steps[task],
+                                                FLAGS.eval_interval, FLAGS.eval_episodes,
+                                                os.path.join(FLAGS.out_dir, 'floq_jax'), 'parity')
             key = f'floq-jax/{task}/{agent}'
             log_dir = os.path.join(FLAGS.out_dir, 'logs')
             os.makedirs(log_dir, exist_ok=True)
@@ -194,11 +166,6 @@ def train_floq_jax(datasets, steps):
             record_timing(key, time.time() - start, processes=1, seeds=FLAGS.num_seeds)
             print(f'[parity] done {key} ({time.time() - start:.0f} s)', flush=True)
 
-
-def _floq_jax_agent_flags(agent, task):
-    from floq_jax import reference
-
-    return reference.agent_flags(agent, agent_overrides(agent, task, 'floq-jax'))[1:]
 
 
 # ----------------------------------------------------------------------------- report
@@ -293,11 +260,11 @@ def main(_):
 
         steps = steps_by_task()
         for agent in FLAGS.agents:
-            if agent not in PARITY_CONFIGS:
-                raise common.UsageError(f'--agents: {agent!r} is not one of {", ".join(PARITY_CONFIGS)}')
+            if agent not in side_by_side.PARITY_CONFIGS:
+                raise common.UsageError(f'--agents: {agent!r} is not one of {", ".join(side_by_side.PARITY_CONFIGS)}')
         for task in FLAGS.tasks:
             common.check_env_name(task)
-            alpha_for(task)
+            side_by_side.alpha_for(task)
         common.check_positive(num_seeds=FLAGS.num_seeds, eval_interval=FLAGS.eval_interval,
                               eval_episodes=FLAGS.eval_episodes, jobs=FLAGS.jobs)
         ref = {'commit': ''}

@@ -23,7 +23,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import jax
 import numpy as np
 
-from floq_jax.training import multihost, parallel
+from floq_jax.training import multihost, parallel, timing
 from floq_jax.training.sinks import say
 from floq_jax.training.options import (CLOSE_GRACE_S, Interrupted, NonFiniteMetric, RunOptions,
                                        interrupted_message)
@@ -70,8 +70,10 @@ class Run:
 
     def evaluate(self) -> List[dict]:
         """Evaluates every seed at the current step; logs the rows (eval.csv, TensorBoard)."""
-        rows = self.evaluation(self.state)
-        self.sinks.log_eval(self.state.step, rows)
+        with timing.phase('evaluation'):
+            rows = self.evaluation(self.state)
+        with timing.phase('logging'):
+            self.sinks.log_eval(self.state.step, rows)
         self.last_eval = rows
         return rows
 
@@ -99,26 +101,35 @@ def run_phase(run: Run, phase, callbacks: Sequence[Callable[[Run], Optional[bool
             if i == 0 and phase.first_note:
                 run.progress.note(phase.first_note)
             t0 = time.perf_counter()
-            infos = phase.step(state, i, start, n)
-            state.step = start + n
-            if phase.check_every_step:
-                infos = parallel.to_host(infos)
-                check_finite(infos, state.step, state.seeds, state.last_good)
+            end = start + n
+            log_now = _at(end, o.log_interval)
+            eval_now = _at(end, o.eval_interval) or end == phase.end
+            save_now = _at(end, o.save_interval) or end == phase.end
+            with timing.phase('compile' if i == 0 else 'training'):
+                infos = phase.step(state, i, start, n)
+                state.step = end
+                if phase.check_every_step or log_now:
+                    infos = parallel.to_host(infos)
+                    check_finite(infos, state.step, state.seeds, state.last_good)
+                if i == 0 or log_now or eval_now or save_now:
+                    # The device work dispatched so far is training's (or the first piece's), not the next part's.
+                    jax.block_until_ready(state.agents)
             pending += n
             if pending >= phase.bar_every or state.step == phase.end or i == 0:
                 run.progress.update(pending, label='training' if i == 0 else None)
                 pending = 0
-            if _at(state.step, o.log_interval):
-                if not phase.check_every_step:
-                    infos = parallel.to_host(infos)
-                    check_finite(infos, state.step, state.seeds, state.last_good)
-                extra = {**phase.log_extra(state), **run.diagnostics(state)}
-                run.sinks.log_train(state.step, infos, extra, rate=n / max(time.perf_counter() - t0, 1e-9))
-            if _at(state.step, o.eval_interval) or state.step == phase.end:
+            if log_now:
+                rate = n / max(time.perf_counter() - t0, 1e-9)
+                with timing.phase('diagnostics'):
+                    extra = {**phase.log_extra(state), **run.diagnostics(state)}
+                with timing.phase('logging'):
+                    run.sinks.log_train(state.step, infos, extra, rate=rate)
+            if eval_now:
                 rows = run.evaluate()
                 run.progress.postfix(success=f'{np.mean([r["evaluation/success"] for r in rows]):.2f}')
-            if _at(state.step, o.save_interval) or state.step == phase.end:
-                state.save()
+            if save_now:
+                with timing.phase('checkpointing'):
+                    state.save()
             if any([bool(cb(run)) for cb in callbacks]):
                 return True
     finally:
@@ -179,7 +190,12 @@ def _close(run: Run, interrupted: bool) -> None:
     mask = interrupted and threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if mask else None
     try:
-        run.close()
+        with timing.phase('closing'):
+            run.close()
+        if run.primary:  # where this process's time went since its start (or its previous run's end)
+            for d in run.dirs:
+                timing.TIMES.write(d)
+        timing.TIMES.reset()
     finally:
         if mask:
             signal.signal(signal.SIGINT, previous)

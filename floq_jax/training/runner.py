@@ -35,7 +35,7 @@ import os
 from typing import Callable, List, Optional, Sequence
 
 from floq_jax import presets
-from floq_jax.training import parallel, rundirs
+from floq_jax.training import parallel, rundirs, timing
 from floq_jax.training.evaluate import CriticDiagnostics, SeedEvaluation
 from floq_jax.training.loop import Run, train
 from floq_jax.training.offline import OfflinePhase
@@ -51,6 +51,13 @@ def run_training(agent_cls, config, data, options: RunOptions, online: bool = Fa
                  callbacks: Sequence[Callback] = ()) -> List[str]:
     """Offline steps, then (``online``) the online phase; returns the run directories (one per seed)."""
     options.validate()
+    with timing.phase('setup'):
+        run, phases = _build_run(agent_cls, config, data, options, online)
+    return train(run, phases, callbacks)
+
+
+def _build_run(agent_cls, config, data, options: RunOptions, online: bool):
+    """The run's device state (restored when resuming), run directories, loggers and phases."""
     batch_size = config.batch_size
     config = rundirs.canonical_config(config)
     dirs = [rundirs.run_dir(options, config.agent_name, s) for s in options.seeds]
@@ -72,7 +79,7 @@ def run_training(agent_cls, config, data, options: RunOptions, online: bool = Fa
     phases = [OfflinePhase(options, batch_size)]
     if online and options.online_steps > 0:
         phases.append(OnlinePhase(options, batch_size))
-    return train(run, phases, callbacks)
+    return run, phases
 
 
 def run_offline(agent_cls, config, data, options: RunOptions, callbacks: Sequence[Callback] = ()) -> List[str]:
