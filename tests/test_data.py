@@ -55,7 +55,9 @@ def test_loads_through_ogbench_and_load_offline_data(cube_file):
     assert np.abs(data.train['actions']).max() <= 1 - 1e-5
     assert data.val['observations'].shape == (399, 28)
     assert data.reward_range == (float(train['rewards'].min()), float(train['rewards'].max()))
-    assert data.env is not data.eval_env
+    assert data._eval_env is None  # built on first use only
+    assert data.env is not data.eval_env and data.eval_env is data.eval_env
+    assert data.eval_env.observation_space.shape == data.env.observation_space.shape
 
 
 def test_some_task_succeeds_in_dataset(cube_file):

@@ -22,16 +22,27 @@ OUT_KEYS = ('observations', 'actions', 'rewards', 'masks', 'next_observations', 
 
 @dataclasses.dataclass
 class OfflineData:
-    """An environment pair plus its offline train/val transitions (see module docstring for shapes)."""
+    """An environment (the one that labelled the rewards) plus its offline train/val transitions (see module
+    docstring for shapes); ``eval_env``, a second env, is built on first use (building an env costs seconds, and
+    floq-jax's evaluation builds its own)."""
 
     env: object
-    eval_env: object
     train: dict
     val: dict | None
     source: str
     generator: dict | None
     reward_range: tuple
     dataset_file: str
+    env_name: str = ''
+    _eval_env: object = dataclasses.field(default=None, repr=False, compare=False)
+
+    @property
+    def eval_env(self):
+        if self._eval_env is None:
+            import ogbench
+
+            self._eval_env = ogbench.make_env_and_datasets(self.env_name, env_only=True)
+        return self._eval_env
 
 
 def sidecar_path(npz_path):
@@ -164,7 +175,6 @@ def load_offline_data(env_name, dataset_dir=None, dataset_path=None):
     has_val = os.path.isfile(vpath)
     try:
         env = ogbench.make_env_and_datasets(env_name, env_only=True)
-        eval_env = ogbench.make_env_and_datasets(env_name, env_only=True)
     except Exception as e:  # noqa: BLE001
         raise DatasetError(f'cannot create environment for {env_name!r}: {type(e).__name__}: {e}') from None
     obs_shape = env.observation_space.shape
@@ -187,7 +197,7 @@ def load_offline_data(env_name, dataset_dir=None, dataset_path=None):
     generator = generator_record(path)
     return OfflineData(
         env=env,
-        eval_env=eval_env,
+        env_name=env_name,
         train=train,
         val=val,
         source='generated' if generator is not None else 'ogbench',
