@@ -266,8 +266,7 @@ def test_env_workers_exit_quietly_when_parent_is_killed():
               'from floq_jax.envs.envs import make_vector_env\n'
               f'env = make_vector_env({ENV!r}, 2, num_workers=2)\nenv.reset(seed=0)\n'
               'print("ready", flush=True)\ntime.sleep(600)\n')
-    env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS='cpu')
-    proc = subprocess.Popen([sys.executable, '-c', script], cwd=REPO, env=env, stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, '-c', script], cwd=REPO, env=subprocess_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == 'ready', proc.stderr.read()[-2000:]
     proc.send_signal(signal.SIGKILL)

@@ -70,7 +70,6 @@ def test_default_evaluation_is_the_published_noisy_one_step_policy():
 
 
 def test_flags_json_records_the_evaluation_protocol(tmp_path):
-    from floq_jax.training import runner
     from tests.conftest import small_floq_config
 
     record = rundirs.flags_record(small_floq_config(), fake_data([-1.0, 0.0]), RunOptions(env_name=ENV), 0)
@@ -178,7 +177,7 @@ def test_replay_buffer_default_is_the_published_two_million():
     assert runner.RunOptions(env_name=ENV).buffer_size == 2_000_000
     assert replay.capacity_for(1_000_000, runner.RunOptions(env_name=ENV).buffer_size) == 2_000_000
     out = subprocess.run([sys.executable, '-m', 'experiments.train_offline_to_online', '--helpfull'], cwd=REPO,
-                         env=dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS='cpu'), capture_output=True, text=True,
+                         env=subprocess_env(), capture_output=True, text=True,
                          timeout=300)
     text = out.stdout + out.stderr
     block = text[text.index('--buffer_size:'):][:400]

@@ -183,8 +183,6 @@ def test_published_presets():
 
 
 def test_offline_to_online_smoke(runs):
-    from floq_jax.training import runner
-
     (_, err), rc = runs['online']
     assert rc == 0, err[-2000:]
     d = seed_dir(runs['save_dir'], 'online')

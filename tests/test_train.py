@@ -1,7 +1,6 @@
 """The device-resident training loop: scan chunks, vmapped seeds, meshes over 8 CPU devices."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
