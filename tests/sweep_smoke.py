@@ -14,6 +14,7 @@ import sys
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from floq_jax.training import parallel
 from tests.conftest import REPO, subprocess_env
@@ -40,6 +41,12 @@ EXTRA_FLAGS = {'mechanisms': ['--variants=fql,fql_iqn,floq_stale1']}
 # the others pass --cpu_devices=1: with pytest-xdist's 2 workers the cores are busy already, and sharded programs
 # made the sequential smoke runs ~4 minutes slower.
 AUTO_DEVICES = 'main_table'
+
+
+@pytest.fixture(scope='module')
+def smoke_dirs(tmp_path_factory):
+    """Run and dataset-cache directories shared by one test module's smoke runs."""
+    return dict(save_dir=str(tmp_path_factory.mktemp('sweeps')), data=str(tmp_path_factory.mktemp('data_cache')))
 
 
 def run(name, dirs):

@@ -12,11 +12,7 @@ import agents
 from floq_jax.analysis import report
 from floq_jax import sweeps
 from tests import sweep_smoke
-
-
-@pytest.fixture(scope='module')
-def smoke_dirs(tmp_path_factory):
-    return dict(save_dir=str(tmp_path_factory.mktemp('sweeps')), data=str(tmp_path_factory.mktemp('data_cache')))
+from tests.sweep_smoke import smoke_dirs  # noqa: F401  (the module's shared run directories)
 
 
 @pytest.mark.parametrize('name', ['main_table', 'scale_k', 'noise_width'])

@@ -4,11 +4,7 @@ utd (offline-to-online at several update-to-data ratios) and mechanisms (tests/s
 import pytest
 
 from tests import sweep_smoke
-
-
-@pytest.fixture(scope='module')
-def smoke_dirs(tmp_path_factory):
-    return dict(save_dir=str(tmp_path_factory.mktemp('sweeps')), data=str(tmp_path_factory.mktemp('data_cache')))
+from tests.sweep_smoke import smoke_dirs  # noqa: F401  (the module's shared run directories)
 
 
 @pytest.mark.parametrize('name', ['freeze_features', 'utd', 'mechanisms'])
