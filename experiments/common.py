@@ -474,9 +474,20 @@ def _exit_lost(process: int, reason: str) -> None:
     """PeerWatch's on_lost: one line, exit 1 at once (JAX would otherwise abort later with a fatal log)."""
     from floq_jax.training.multihost import lost_process_message
 
+    exit_with_last_line(f'error: {one_line(lost_process_message(process, reason))}', 1)
+
+
+def exit_with_last_line(line: str, code: int) -> None:
+    """Ends the process at once with ``line`` as the last line on stderr: native threads (jax.distributed's
+    coordination agent logs its own copy of a lost peer from a background thread) write to /dev/null from here on,
+    and interpreter-exit hooks (jax.distributed's exit barrier, which waits for a lost process) are skipped."""
     sys.stdout.flush()
-    print(f'error: {one_line(lost_process_message(process, reason))}', file=sys.stderr, flush=True)
-    os._exit(1)
+    sys.stderr.flush()
+    own = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.write(own, (line.rstrip('\n') + '\n').encode())
+    os._exit(code)
 
 
 def enable_compile_cache() -> None:
@@ -561,9 +572,7 @@ def run_cli(body) -> None:
     except (RunDirConflict, NonFiniteMetric) as e:
         fail(e, 1)
     except ProcessLost as e:
-        sys.stdout.flush()
-        print(f'error: {one_line(e)}', file=sys.stderr, flush=True)
-        os._exit(1)  # skip jax.distributed's exit-time barrier, which waits for the lost process and then aborts
+        exit_with_last_line(f'error: {one_line(e)}', 1)
     except Interrupted as e:
         sys.stdout.flush()
         print(interrupted_message(e.step, e.checkpoint), file=sys.stderr, flush=True)

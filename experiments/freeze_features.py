@@ -5,6 +5,7 @@ layer keeps training.  Compared: floq, floq trained at t = 0 only (train_at_zero
 and the fraction of dormant units of its critic (train.csv 'diagnostics/...').
 
     python -m experiments.freeze_features --scale=smoke --save_dir=/tmp/sweeps
+    python -m experiments.freeze_features --scale=cpu --save_dir=runs/sweeps     # ~1 h on a 2-core CPU (docs/results/)
     python -m experiments.freeze_features --scale=paper --dataset_dir=~/.ogbench/data [--freeze_fraction=0.25]
 
 Writes results.{md,csv}, learning_curves.png, plasticity.csv, plasticity_vs_success.png,
@@ -27,7 +28,9 @@ FLAGS = flags.FLAGS
 
 PAPER_ENVS = ('cube-double-play-singletask-task2-v0', 'puzzle-4x4-play-singletask-task4-v0')
 PLASTICITY = ('diagnostics/feature_norm', 'diagnostics/effective_rank', 'diagnostics/srank',
-              'diagnostics/dormant_0', 'diagnostics/dormant_0.025')
+              'diagnostics/dormant_0', 'diagnostics/dormant_0.025',
+              # the critic's own loss after the freeze: floq's flow-matching loss, FQL's TD loss
+              'training/critic/critic_loss')
 AGENTS = (('floq', 'floq', {}), ('floq_t0', 'floq', {'critic_flow_steps': 1, 'train_at_zero_only': True}),
           ('fql', 'fql', {}), ('fql_resnet', 'fql_resnet', {}))
 
@@ -55,12 +58,13 @@ def post(sweep):
                               title='final critic-feature metrics vs success')
     for key in PLASTICITY:
         if key.split('/', 1)[1] in present:
-            report.plot_train_metric(runs, os.path.join(sweep.root, f'plasticity_curves_{key.split("/")[1]}.png'),
+            report.plot_train_metric(runs, os.path.join(sweep.root, f"plasticity_curves_{key.split('/')[-1]}.png"),
                                      metric=key, group_by='variant')
     cols = ['env_name', 'variant', 'num_seeds', 'success'] + present
     md = ['## Critic-feature metrics (final logged values, mean over seeds; CIs in plasticity.csv)', '',
           'floq: velocity-net features at a random step of each row\'s integration path; FQL: the critic\'s '
-          'penultimate features.  dormant_<tau>: fraction of units with normalised activity <= tau (Sokar et al.).',
+          'penultimate features.  dormant_<tau>: fraction of units with normalised activity <= tau (Sokar et al.).  '
+          'critic_loss: the final training loss of the critic, after the freeze (floq: flow matching; FQL: TD).',
           '', report.frame_to_markdown(df[cols])]
     missing = sorted(set(keys) - set(present))
     if missing:

@@ -6,6 +6,7 @@
   (d) noise of magnitude {0, 4, 8, 16} added to the TD (regression) targets, floq vs FQL.
 
     python -m experiments.mechanisms --scale=smoke --save_dir=/tmp/sweeps
+    python -m experiments.mechanisms --scale=cpu --save_dir=runs/sweeps     # ~1 h on a 2-core CPU (docs/results/)
     python -m experiments.mechanisms --scale=paper --dataset_dir=~/.ogbench/data [--parts=a,b,c,d]
 
 The baselines (floq, fql) are shared by the parts (m = 0 and noise 0 are the baselines).  Writes
@@ -23,11 +24,15 @@ from floq_jax import sweeps
 
 sweep_cli.define_flags()
 flags.DEFINE_string('parts', 'a,b,c,d', 'Comma list of parts to run.')
-flags.DEFINE_string('stale_steps', '', 'Comma list of m (default: smoke 1 with K = 2; paper 2,4,6,8 with K = 8).')
-flags.DEFINE_string('target_noise', '', 'Comma list of noise magnitudes (default: smoke 4; paper 4,8,16).')
+flags.DEFINE_string('stale_steps', '', 'Comma list of m (default: smoke 1 with K = 2; cpu 2 with K = 4; paper 2,4,6,8 '
+                    'with K = 8).')
+flags.DEFINE_string('target_noise', '', 'Comma list of noise magnitudes (default: smoke 4; cpu 8; paper 4,8,16).')
 FLAGS = flags.FLAGS
 
 PAPER_ENVS = ('cube-double-play-singletask-task2-v0', 'puzzle-4x4-play-singletask-task4-v0')
+# m of the stale copy (K = 2 smoke, 4 cpu, 8 paper) and the TD-target noise magnitudes, per scale.
+STALE_STEPS = {'smoke': (1,), 'cpu': (2,), 'paper': (2, 4, 6, 8)}
+TARGET_NOISE = {'smoke': (4.0,), 'cpu': (8.0,), 'paper': (4.0, 8.0, 16.0)}
 
 
 def variants(parts, stale, noises, paper: bool):
@@ -70,12 +75,13 @@ def post(sweep):
 
 def main(_):
     paper = FLAGS.scale == 'paper'
-    stale = sweeps.parse_list(FLAGS.stale_steps, int) or ((2, 4, 6, 8) if paper else (1,))
-    noises = sweeps.parse_list(FLAGS.target_noise, float) or ((4.0, 8.0, 16.0) if paper else (4.0,))
+    stale = sweeps.parse_list(FLAGS.stale_steps, int) or STALE_STEPS[FLAGS.scale]
+    noises = sweeps.parse_list(FLAGS.target_noise, float) or TARGET_NOISE[FLAGS.scale]
     parts = set(sweeps.parse_list(FLAGS.parts))
     sweep, source = sweep_cli.sweep_from_flags(
         'mechanisms', variants(parts, stale, noises, paper), PAPER_ENVS, agents,
-        description='Paper preset: floq variants use K = 8 so that m in {2, 4, 6, 8} is meaningful; smoke: K = 2, m = 1.')
+        description='Paper preset: floq variants use K = 8 so that m in {2, 4, 6, 8} is meaningful; cpu: K = 4, m = 2; '
+                    'smoke: K = 2, m = 1.')
     sweep_cli.main(sweep, source, post=post)
 
 

@@ -4,6 +4,7 @@ curvature diagnostics of the critic's integration paths logged during training (
 plotted against performance.
 
     python -m experiments.noise_width --scale=smoke --save_dir=/tmp/sweeps
+    python -m experiments.noise_width --scale=cpu --save_dir=runs/sweeps     # ~1 h on a 2-core CPU (docs/results/)
     python -m experiments.noise_width --scale=paper --dataset_dir=~/.ogbench/data
 
 Writes results.{md,csv}, learning_curves.png, noise_width_diagnostics.csv, curvature_vs_success.png,
@@ -19,12 +20,11 @@ from experiments import sweep_cli
 from floq_jax import sweeps
 
 sweep_cli.define_flags()
-flags.DEFINE_string('coverages', '', 'Comma list of noise_coverage values (default: smoke 0,0.1; paper '
-                    '0,0.01,0.1,0.25,0.5,1).')
+flags.DEFINE_string('coverages', '', 'Comma list of noise_coverage values (default: smoke 0,0.1; cpu 0,0.1,0.25,1; '
+                    'paper 0,0.01,0.1,0.25,0.5,1).')
 FLAGS = flags.FLAGS
 
-PAPER = (0.0, 0.01, 0.1, 0.25, 0.5, 1.0)
-SMOKE = (0.0, 0.1)
+COVERAGES = {'smoke': (0.0, 0.1), 'cpu': (0.0, 0.1, 0.25, 1.0), 'paper': (0.0, 0.01, 0.1, 0.25, 0.5, 1.0)}
 PAPER_ENVS = ('cube-double-play-singletask-task2-v0', 'puzzle-4x4-play-singletask-task4-v0')
 CURVATURE = ('diagnostics/straightness', 'diagnostics/velocity_spread', 'diagnostics/q_change')
 
@@ -59,7 +59,7 @@ def post(sweep):
 
 
 def main(_):
-    covs = sweeps.parse_list(FLAGS.coverages, float) or (SMOKE if FLAGS.scale == 'smoke' else PAPER)
+    covs = sweeps.parse_list(FLAGS.coverages, float) or COVERAGES[FLAGS.scale]
     sweep, source = sweep_cli.sweep_from_flags(
         'noise_width', variants(covs), PAPER_ENVS, agents, options={'log_diagnostics': True},
         description='Variants cov<c>: floq with noise_coverage=c, i.e. z0 ~ U[c r_min, c r_max] / (1 - gamma).')

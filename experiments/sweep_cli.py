@@ -1,7 +1,7 @@
 """The absl side of the paper sweeps (experiments/main_table.py, scale_k.py, noise_width.py, freeze_features.py,
 utd.py, mechanisms.py): their shared flags, the sweep the flags ask for, and the run-then-report main.
 
-``--scale=smoke|paper`` picks the sweep scale (floq_jax.sweeps.PRESETS); ``--preset`` stays the training
+``--scale=smoke|cpu|paper`` picks the sweep scale (floq_jax.sweeps.PRESETS); ``--preset`` stays the training
 entrypoints' flag (published per-environment values or none).  The machinery itself is ``floq_jax.sweeps``.
 """
 
@@ -24,8 +24,9 @@ def define_flags(default_envs: str = '') -> None:
     """Flags shared by the sweep entrypoints."""
     if 'scale' in flags.FLAGS and 'report_only' in flags.FLAGS:  # several entrypoints imported in one process
         return
-    flags.DEFINE_enum('scale', 'smoke', list(sweeps.PRESETS), 'smoke: minutes on a CPU; paper: published settings '
-                      '(GPU).')
+    flags.DEFINE_enum('scale', 'smoke', list(sweeps.PRESETS), 'smoke: minutes on a CPU (pipeline check); cpu: about an '
+                      'hour per sweep on a 2-core CPU, 4 seeds, demo-size networks (docs/results/); paper: published '
+                      'settings (GPU).')
     flags.DEFINE_string('save_dir', 'runs/sweeps', 'Root of the sweep directories (<save_dir>/<sweep>/...).')
     flags.DEFINE_string('dataset_dir', None, 'Directory with OGBench <dataset>.npz files (used where present; '
                         'otherwise datasets are generated here).')
@@ -40,19 +41,23 @@ def define_flags(default_envs: str = '') -> None:
     flags.DEFINE_integer('num_episodes', None, 'Episodes of a generated dataset (default: the scale\'s).')
     common.define_compile_cache_flag()
     flags.DEFINE_bool('report_only', False, 'Only rewrite the tables and plots from existing runs.')
+    flags.DEFINE_integer('mc_states', 1024, 'Held-out states for the Q errors against Monte-Carlo returns (scale_k, '
+                         'utd).')
     common.define_eval_protocol_flag()
     common.define_cpu_devices_flag()
 
 
 def sweep_from_flags(name: str, variants: Union[Sequence[Variant], Callable[[Sweep], Sequence[Variant]]],
                      paper_envs: Sequence[str], registry, mode: str = 'offline', options: Optional[dict] = None,
-                     description: str = '') -> Tuple[Sweep, sweeps.SweepData]:
+                     description: str = '', scale_envs: Optional[Dict[str, Sequence[str]]] = None
+                     ) -> Tuple[Sweep, sweeps.SweepData]:
     """The sweep the flags ask for, training the agents of ``registry`` (the ``agents`` package).  ``variants``: the
     experiment's variants, or a function of the sweep (its scale and options set) returning them, for variants that
-    depend on the run length.  ``--variants`` keeps a
+    depend on the run length.  ``scale_envs``: the experiment's own tasks at a scale (default: the scale's, else
+    ``paper_envs``).  ``--variants`` keeps a
     subset; an unknown name ends the program with one line naming the accepted ones (exit code 2)."""
     p = sweeps.preset(FLAGS.scale)
-    envs = sweeps.parse_list(FLAGS.envs) or list(p['envs'] or paper_envs)
+    envs = sweeps.parse_list(FLAGS.envs) or list((scale_envs or {}).get(FLAGS.scale) or p['envs'] or paper_envs)
     opts = dict(options or {})
     if FLAGS.num_seeds is not None:
         opts['num_seeds'] = FLAGS.num_seeds

@@ -3,6 +3,7 @@ UTD in {1, 2, 4, 8, 16, 32, 64, 128} (smoke: {1, 4}), floq vs FQL.  Reports fina
 steps needed to reach a success threshold.
 
     python -m experiments.utd --scale=smoke --save_dir=/tmp/sweeps
+    python -m experiments.utd --scale=cpu --save_dir=runs/sweeps     # ~1 h on a 2-core CPU (docs/results/)
     python -m experiments.utd --scale=paper --dataset_dir=~/.ogbench/data [--offline_steps=1000000]
 
 By default there is no offline pre-training (--offline_steps=0): the agents learn online, sampling from a buffer
@@ -18,14 +19,13 @@ from experiments import sweep_cli
 from floq_jax import sweeps
 
 sweep_cli.define_flags()
-flags.DEFINE_string('utds', '', 'Comma list of UTD ratios (default: smoke 1,4; paper 1,2,4,8,16,32,64,128).')
+flags.DEFINE_string('utds', '', 'Comma list of UTD ratios (default: smoke 1,4; cpu 1,4,16; paper 1,2,4,8,16,32,64,128).')
 flags.DEFINE_string('agents', 'floq,fql', 'Comma list of agents.')
 flags.DEFINE_float('threshold', 0.5, 'Success threshold for steps-to-threshold.')
 flags.DEFINE_integer('online_steps', None, 'Override the preset\'s online env steps.')
 FLAGS = flags.FLAGS
 
-PAPER = (1, 2, 4, 8, 16, 32, 64, 128)
-SMOKE = (1, 4)
+UTDS = {'smoke': (1, 4), 'cpu': (1, 4, 16), 'paper': (1, 2, 4, 8, 16, 32, 64, 128)}
 PAPER_ENVS = ('cube-double-play-singletask-task2-v0',)
 
 
@@ -55,6 +55,8 @@ def post(sweep):
 
     runs = sweeps.load_sweep_runs(sweep)
     last_n = sweeps.preset(sweep.preset)['last_n']
+    q = sweeps.heldout_q_errors(sweep, max_states=FLAGS.mc_states)
+    q_error = {(e, v, s): x for e, v, s, x in zip(q['env_name'], q['variant'], q['seed'], q['q_abs_error'])}
     rows = []
     groups = {}
     for r in runs:
@@ -64,20 +66,25 @@ def post(sweep):
         st = [steps_to_threshold(r, off, on, FLAGS.threshold) for r in rs]
         m, lo, hi = report.mean_ci([report.final_score(r, 'evaluation/success', last_n) for r in rs])
         sm, slo, shi = report.mean_ci([s for s, _ in st])
+        qm, qlo, qhi = report.mean_ci([q_error[(env, str(r.get('variant')), r.seed)] for r in rs])
         rows.append(dict(env_name=env, agent=agent, utd=utd, num_seeds=len(rs), success=m, success_ci_low=lo,
-                         success_ci_high=hi, steps_to_threshold=sm, steps_ci_low=slo, steps_ci_high=shi,
+                         success_ci_high=hi, q_abs_error=qm, q_abs_error_ci_low=qlo, q_abs_error_ci_high=qhi,
+                         steps_to_threshold=sm, steps_ci_low=slo, steps_ci_high=shi,
                          reached_fraction=float(np.mean([ok for _, ok in st])), threshold=FLAGS.threshold,
                          online_steps=on))
     df = pd.DataFrame(rows)
     df.to_csv(os.path.join(sweep.root, 'utd.csv'), index=False)
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
     for (env, agent), sel in df.groupby(['env_name', 'agent']):
         label = agent if df['env_name'].nunique() == 1 else f'{env}/{agent}'
         for ax, (col, lo, hi, scale) in zip(axes, (('success', 'success_ci_low', 'success_ci_high', 100),
+                                                   ('q_abs_error', 'q_abs_error_ci_low', 'q_abs_error_ci_high', 1),
                                                    ('steps_to_threshold', 'steps_ci_low', 'steps_ci_high', 1))):
             ax.errorbar(sel['utd'], sel[col] * scale, yerr=[(sel[col] - sel[lo]) * scale, (sel[hi] - sel[col]) * scale],
                         marker='o', capsize=3, label=label)
-    for ax, name in zip(axes, ('final success (%)', f'online steps to success >= {FLAGS.threshold:g} (censored)')):
+    names = ('final success (%)', '|Q - MC return|, held-out states',
+             f'online steps to success >= {FLAGS.threshold:g} (censored)')
+    for ax, name in zip(axes, names):
         ax.set_xscale('log', base=2)
         ax.set_xlabel('UTD')
         ax.set_ylabel(name)
@@ -86,17 +93,20 @@ def post(sweep):
     fig.tight_layout()
     fig.savefig(os.path.join(sweep.root, 'utd.png'), dpi=110)
     plt.close(fig)
-    md = ['## UTD: final success and online steps to threshold', '',
+    md = ['## UTD: final success, Q error and online steps to threshold', '',
+          'q_abs_error: mean |Q(s, a) - G(s, a)| of the final checkpoint (its own K) on held-out states, G the '
+          'Monte-Carlo discounted return of the validation trajectories.', '',
           f'steps_to_threshold: online env steps until an evaluation first reaches success >= {FLAGS.threshold:g}; '
           'runs that never reach it count as the full online budget (right-censored; reached_fraction says how '
           'many did).  Mean over seeds (95% bootstrap CIs in utd.csv).', '',
-          report.frame_to_markdown(df[['env_name', 'agent', 'utd', 'num_seeds', 'success', 'steps_to_threshold',
-                              'reached_fraction']])]
+          report.frame_to_markdown(df[['env_name', 'agent', 'utd', 'num_seeds', 'success', 'q_abs_error',
+                                       'steps_to_threshold', 'reached_fraction']]),
+          sweeps.truncated_returns_note(float(q['mc_tolerance'].max()))]
     return '\n'.join(md)
 
 
 def main(_):
-    utds = sweeps.parse_list(FLAGS.utds, int) or (SMOKE if FLAGS.scale == 'smoke' else PAPER)
+    utds = sweeps.parse_list(FLAGS.utds, int) or UTDS[FLAGS.scale]
     options = {'offline_steps': 0}
     if FLAGS.online_steps is not None:
         options['online_steps'] = FLAGS.online_steps

@@ -13,7 +13,9 @@ in flags.json, so ``floq_jax.analysis.report`` groups by any of them.  All seeds
 
 Presets: ``smoke`` (tiny nets, a few hundred updates, 2 seeds, 2 short evaluation episodes on a small generated
 cube-single dataset: checks the pipeline end to end on a 2-core CPU, far too short to show any effect) and
-``paper`` (published per-environment hyperparameters from floq_jax.presets, 1M offline steps, evaluation every
+``cpu`` (about an hour per sweep on a 2-core CPU: the demo's 2 x 128 networks, published per-environment values,
+4 seeds, 60k updates on the demo's generated 100-episode cube-single-play data, 50 evaluation episodes; the results
+are in docs/results/) and ``paper`` (published per-environment hyperparameters from floq_jax.presets, 1M offline steps, evaluation every
 20k steps over 50 episodes, 3 seeds; meant for a GPU).
 
 Data: a real OGBench file is used where ``--dataset_dir`` holds it; otherwise the dataset is generated here
@@ -47,6 +49,14 @@ SMOKE_AGENT = dict(actor_hidden_dims=(32, 32), value_hidden_dims=(32, 32), block
                    critic_resnet_width=32, critic_resnet_blocks=2, iqn_num_quantiles=4, iqn_num_target_quantiles=4,
                    iqn_num_cosines=8, stale_copy_until=100)
 
+# The cpu preset: experiments/demo.py's networks (floq_jax.presets.demo_config) for every agent, FQL-ResNet's
+# residual critic at the same width, the IQN critic at its published sample counts.
+CPU_STEPS = 60_000
+CPU_ENV = 'cube-single-play-singletask-task2-v0'
+CPU_AGENT = dict(actor_hidden_dims=(128, 128), value_hidden_dims=(128, 128), block_width=128, block_depth=2,
+                 batch_size=64, noise_samples=2, critic_flow_steps=4, critic_resnet_width=128,
+                 stale_copy_until=CPU_STEPS // 4)  # the published 250k of 1M updates, scaled
+
 PRESETS: Dict[str, dict] = {
     'smoke': dict(
         options=dict(num_seeds=2, offline_steps=100, steps_per_call=25, log_interval=50, eval_interval=100,
@@ -62,6 +72,17 @@ PRESETS: Dict[str, dict] = {
                     buffer_size=1000),
         agent=SMOKE_AGENT, env_preset=None, envs=(SMOKE_ENV,),
         data=dict(num_episodes=3, max_episode_steps=100), last_n=1),
+    # A 2-core CPU in about an hour per sweep (issue 16): the demo's networks (2 x 128, batch 64, K = 4, 2 noise
+    # samples), published per-environment values (alpha), 4 seeds trained together, on the demo's generated
+    # 100-episode cube-single-play data, where task2 reaches ~15% success after 50k-70k updates (docs/parity.md).
+    'cpu': dict(
+        options=dict(num_seeds=4, offline_steps=CPU_STEPS, steps_per_call=1000, log_interval=2500,
+                     eval_interval=CPU_STEPS // 4, save_interval=CPU_STEPS // 4, eval_episodes=50,
+                     eval_at_start=False, max_checkpoints=1, log_diagnostics=False),
+        online=dict(offline_steps=0, online_steps=5000, log_interval=500, eval_interval=1000, save_interval=5000,
+                    buffer_size=200_000),
+        agent=CPU_AGENT, env_preset='published', envs=(CPU_ENV,),
+        data=dict(num_episodes=100, max_episode_steps=None), last_n=2),
     'paper': dict(
         options=dict(num_seeds=3, offline_steps=1_000_000, steps_per_call=1000, log_interval=5000,
                      eval_interval=20000, save_interval=100000, eval_episodes=50, max_checkpoints=3),
@@ -355,6 +376,44 @@ def per_variant_metrics(sweep: Sweep, runs, keys: Sequence[str], success_last_n:
             row.update({short: m, f'{short}_ci_low': lo, f'{short}_ci_high': hi})
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def heldout_q_errors(sweep: Sweep, eval_ks: Sequence[Optional[int]] = (None,), max_states: int = 1024,
+                     seed: int = 0):
+    """DataFrame, one row per (run, K'): the newest checkpoint's Q error on held-out states, ``q_abs_error`` = mean
+    |Q_K'(s, a) - G(s, a)| and ``q_bias`` = mean (Q - G), G the Monte-Carlo discounted return of the dataset's
+    validation trajectories (floq_jax.analysis.mc_returns.heldout_targets).  K' None: the run's own K.  Columns:
+    env_name, variant, seed, step, eval_K, q_abs_error, q_bias, mc_tolerance, mc_split, mc_states."""
+    import jax
+    import pandas as pd
+
+    from floq_jax.analysis.mc_returns import heldout_targets
+    from floq_jax.training import restore
+
+    rows, targets = [], {}
+    for run in load_sweep_runs(sweep):
+        agent, _, _, step, data, _ = restore.load_run(run.path, sweep.registry.agent_class)
+        if run.env_name not in targets:
+            targets[run.env_name] = heldout_targets(data.train, data.val, float(agent.config.discount), max_states,
+                                                    seed=seed)
+        obs, act, g, tol, split = targets[run.env_name]
+        for k in eval_ks:
+            q = np.asarray(agent.q_values(jax.numpy.asarray(obs), jax.numpy.asarray(act),
+                                          num_steps=None if k is None else int(k), seed=jax.random.PRNGKey(seed)))
+            own_k = agent.config.get('critic_flow_steps', None)
+            rows.append(dict(env_name=run.env_name, variant=str(run.get('variant')), seed=run.seed, step=step,
+                             eval_K=own_k if k is None else int(k), q_abs_error=float(np.mean(np.abs(q - g))),
+                             q_bias=float(np.mean(q - g)), mc_tolerance=tol, mc_split=split, mc_states=len(g)))
+    return pd.DataFrame(rows)
+
+
+def truncated_returns_note(tolerance: float) -> str:
+    """What a Q error against truncated Monte-Carlo returns means ('' when the returns were trustworthy)."""
+    if tolerance <= 0.01:
+        return ''
+    return (f'Note: no validation state had a trustworthy Monte-Carlo return (episodes too short for the discount), '
+            f'so G is the return truncated at the episode end (tolerance {tolerance:g}): the Q error here measures '
+            f'the pipeline, not the critic\'s accuracy.\n')
 
 
 def scatter_vs_success(df, keys: Sequence[str], path: str, title: str = '') -> str:

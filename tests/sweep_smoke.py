@@ -28,14 +28,17 @@ EXTRA = {
                     ('curvature_vs_success.png', None)],
     'freeze_features': [('plasticity.csv', ['success', 'feature_norm', 'effective_rank', 'dormant_0']),
                         ('plasticity_vs_success.png', None)],
-    'utd': [('utd.csv', ['success', 'steps_to_threshold', 'reached_fraction']), ('utd.png', None)],
+    'utd': [('utd.csv', ['success', 'q_abs_error', 'steps_to_threshold', 'reached_fraction']), ('utd.png', None)],
     'mechanisms': [('mechanisms.csv', ['success']), ('mechanisms.png', None)],
 }
 
-# Extra flags of a smoke run.  mechanisms: one variant per kind of change (baseline FQL, the IQN agent, a floq
-# training switch) instead of all eight; each switch's update is unit-tested in tests/test_variants.py, and the
-# sweep machinery is the same for every variant.
-EXTRA_FLAGS = {'mechanisms': ['--variants=fql,fql_iqn,floq_stale1']}
+# Extra flags of a smoke run: a subset of the variants that still runs every agent class and every kind of change
+# once (the sweep machinery is the same for every variant; each training switch's update is unit-tested in
+# tests/test_variants.py and tests/test_agents.py).  mechanisms: baseline FQL, the IQN agent, a floq training switch;
+# freeze_features: floq and FQL-ResNet (FQL's class) frozen; utd: floq at UTD 1 and FQL at UTD 4.
+EXTRA_FLAGS = {'mechanisms': ['--variants=fql,fql_iqn,floq_stale1'],
+               'freeze_features': ['--variants=floq_frozen,fql_resnet_frozen'],
+               'utd': ['--variants=floq_utd1,fql_utd4']}
 
 # The experiment that runs with the default --cpu_devices (its 2 seeds sharded over min(2, cores) XLA CPU devices);
 # the others pass --cpu_devices=1: with pytest-xdist's 2 workers the cores are busy already, and sharded programs

@@ -63,20 +63,26 @@ def test_mean_ci_and_suite():
     assert len(sweeps.SUITE) == 50 and len(set(sweeps.SUITE)) == 50
 
 
-def test_every_paper_variant_builds_a_config():
-    """The paper presets' variants (published per-env values + variant overrides) are valid agent configs."""
+@pytest.mark.parametrize('scale', ['paper', 'cpu'])
+def test_every_variant_of_a_scale_builds_a_config(scale):
+    """The paper and cpu scales' variants (published per-env values, the scale's sizes, variant overrides) are valid
+    agent configs."""
     from experiments import freeze_features, mechanisms, noise_width, scale_k, utd
 
-    variants = (mechanisms.variants({'a', 'b', 'c', 'd'}, (2, 4, 6, 8), (4.0, 8.0, 16.0), True)
-                + scale_k.variants(scale_k.PAPER_KS) + noise_width.variants(noise_width.PAPER)
-                + utd.variants(['floq', 'fql'], utd.PAPER) + freeze_features.variants(250_000, True))
-    for env in ('cube-double-play-singletask-task2-v0', 'antmaze-giant-navigate-singletask-task1-v0'):
+    paper = scale == 'paper'
+    variants = (mechanisms.variants({'a', 'b', 'c', 'd'}, mechanisms.STALE_STEPS[scale],
+                                    mechanisms.TARGET_NOISE[scale], paper)
+                + scale_k.variants(scale_k.TRAIN_KS[scale]) + noise_width.variants(noise_width.COVERAGES[scale])
+                + utd.variants(['floq', 'fql'], utd.UTDS[scale]) + freeze_features.variants(250_000, True))
+    envs = ('cube-double-play-singletask-task2-v0', 'antmaze-giant-navigate-singletask-task1-v0') if paper else \
+        (sweeps.CPU_ENV, 'scene-play-singletask-task1-v0')
+    for env in envs:
         for v in variants:
-            config = sweeps.make_config(v, env, 'paper', agents)
+            config = sweeps.make_config(v, env, scale, agents)
             for key, value in v.overrides.items():
                 assert config[key] == value
-    stale = [v for v in variants if v.name == 'floq_stale8'][0]
-    assert sweeps.make_config(stale, 'antmaze-giant-navigate-singletask-task1-v0', 'paper', agents).critic_flow_steps == 8
+    stale = [v for v in variants if v.name == f'floq_stale{max(mechanisms.STALE_STEPS[scale])}'][0]
+    assert sweeps.make_config(stale, envs[1], scale, agents).critic_flow_steps == (8 if paper else 4)
 
 
 def test_sweep_variants_flag_and_report_only_without_runs(tmp_path):
@@ -91,3 +97,20 @@ def test_sweep_variants_flag_and_report_only_without_runs(tmp_path):
               module='experiments.freeze_features')
     assert out.returncode == 2 and error_line(out).startswith('error: --report_only: '), out.stderr[-2000:]
     assert os.listdir(tmp_path) == []
+
+
+def test_cpu_scale_config_and_per_experiment_defaults():
+    """The cpu scale: demo-size networks over the published per-env values, 4 seeds, and every experiment has its
+    own defaults at every scale."""
+    from experiments import main_table, mechanisms, noise_width, scale_k, utd
+
+    c = sweeps.make_config(sweeps.Variant('floq'), sweeps.CPU_ENV, 'cpu', agents)
+    assert (c.block_width, c.critic_flow_steps, c.noise_samples, c.batch_size, c.alpha) == (128, 4, 2, 64, 300.0)
+    resnet = sweeps.make_config(sweeps.Variant('r', 'fql_resnet'), sweeps.CPU_ENV, 'cpu', agents)
+    assert resnet.critic_resnet_width == 128
+    sweep = sweeps.Sweep('s', [], [sweeps.CPU_ENV], preset='cpu', save_dir='/tmp/x')
+    o = sweeps.run_options(sweep, sweeps.Variant('floq'), sweeps.CPU_ENV)
+    assert o.num_seeds >= 4 and o.offline_steps == sweeps.CPU_STEPS and o.eval_episodes == 50
+    for table in (scale_k.TRAIN_KS, noise_width.COVERAGES, utd.UTDS, mechanisms.STALE_STEPS, mechanisms.TARGET_NOISE):
+        assert set(table) == set(sweeps.PRESETS), table
+    assert 16 in utd.UTDS['cpu'] and 8 in scale_k.TRAIN_KS['cpu'] and sweeps.CPU_ENV in main_table.CPU_ENVS

@@ -47,3 +47,19 @@ def heldout_q_targets(dataset: dict, discount: float, max_states: int = 1024, se
                          f'for discount {discount}); use longer episodes or a smaller discount')
     idx = np.random.default_rng(seed).choice(idx, size=min(max_states, idx.size), replace=False)
     return dataset['observations'][idx], dataset['actions'][idx], returns[idx].astype(np.float32)
+
+
+def heldout_targets(train: dict, val, discount: float, max_states: int = 1024, seed: int = 0):
+    """Held-out states for Q errors: (observations, actions, MC returns, tolerance, split).
+
+    The validation split (``val``, None if absent, then ``train``) with trustworthy returns (tolerance 0.01); if no
+    state is trustworthy (short generated episodes), returns truncated at the episode end (tolerance 1), which
+    the caller should say."""
+    split, dataset = ('val', val) if val is not None else ('train', train)
+    for tolerance in (0.01, 1.0):
+        try:
+            obs, act, g = heldout_q_targets(dataset, discount, max_states=max_states, seed=seed, tolerance=tolerance)
+            return obs, act, g, tolerance, split
+        except ValueError:
+            continue
+    raise ValueError('no held-out states')
