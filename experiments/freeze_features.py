@@ -5,7 +5,7 @@ layer keeps training.  Compared: floq, floq trained at t = 0 only (train_at_zero
 and the fraction of dormant units of its critic (train.csv 'diagnostics/...').
 
     python -m experiments.freeze_features --scale=smoke --save_dir=/tmp/sweeps
-    python -m experiments.freeze_features --scale=cpu --save_dir=runs/sweeps     # ~1 h on a 2-core CPU (docs/results/)
+    python -m experiments.freeze_features --scale=cpu --save_dir=runs/sweeps     # sized for ~1 h on 2 CPU cores (docs/experiments.md)
     python -m experiments.freeze_features --scale=paper --dataset_dir=~/.ogbench/data [--freeze_fraction=0.25]
 
 Writes results.{md,csv}, learning_curves.png, plasticity.csv, plasticity_vs_success.png,

@@ -1,7 +1,7 @@
 """Experiment 0: floq vs FQL on the OGBench single-task suite (10 environments x 5 tasks), published presets.
 
     python -m experiments.main_table --scale=smoke --save_dir=/tmp/sweeps          # minutes on a CPU
-    python -m experiments.main_table --scale=cpu --save_dir=runs/sweeps     # ~1 h on a 2-core CPU (docs/results/)
+    python -m experiments.main_table --scale=cpu --save_dir=runs/sweeps     # sized for ~1 h on 2 CPU cores (docs/experiments.md)
     python -m experiments.main_table --scale=paper --dataset_dir=~/.ogbench/data   # GPU; 50 tasks x 2 agents
 
 Real OGBench files are used where --dataset_dir holds them; otherwise the dataset is generated here (cube, scene,
@@ -18,8 +18,8 @@ from floq_jax import sweeps
 sweep_cli.define_flags()
 
 VARIANTS = [sweeps.Variant('floq', 'floq'), sweeps.Variant('fql', 'fql')]
-# cpu scale: the demo's cube task and a scene task (generated, 100 episodes each), where both agents leave 0% within
-# the scale's 60k updates (docs/parity.md).
+# cpu scale: the demo's cube task and a scene task (generated, 100 episodes each), where both agents' success rises
+# above 0% within 20k-70k updates (docs/parity.md).
 CPU_ENVS = (sweeps.CPU_ENV, 'scene-play-singletask-task1-v0')
 
 DESCRIPTION = """Per task: mean final success over seeds (mean of the last evaluations) with a 95% stratified-bootstrap

@@ -6,7 +6,7 @@
   (d) noise of magnitude {0, 4, 8, 16} added to the TD (regression) targets, floq vs FQL.
 
     python -m experiments.mechanisms --scale=smoke --save_dir=/tmp/sweeps
-    python -m experiments.mechanisms --scale=cpu --save_dir=runs/sweeps     # ~1 h on a 2-core CPU (docs/results/)
+    python -m experiments.mechanisms --scale=cpu --save_dir=runs/sweeps     # sized for ~1 h on 2 CPU cores (docs/experiments.md)
     python -m experiments.mechanisms --scale=paper --dataset_dir=~/.ogbench/data [--parts=a,b,c,d]
 
 The baselines (floq, fql) are shared by the parts (m = 0 and noise 0 are the baselines).  Writes

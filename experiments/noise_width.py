@@ -4,7 +4,7 @@ curvature diagnostics of the critic's integration paths logged during training (
 plotted against performance.
 
     python -m experiments.noise_width --scale=smoke --save_dir=/tmp/sweeps
-    python -m experiments.noise_width --scale=cpu --save_dir=runs/sweeps     # ~1 h on a 2-core CPU (docs/results/)
+    python -m experiments.noise_width --scale=cpu --save_dir=runs/sweeps     # sized for ~1 h on 2 CPU cores (docs/experiments.md)
     python -m experiments.noise_width --scale=paper --dataset_dir=~/.ogbench/data
 
 Writes results.{md,csv}, learning_curves.png, noise_width_diagnostics.csv, curvature_vs_success.png,

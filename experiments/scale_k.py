@@ -3,7 +3,7 @@ final checkpoint's Q estimates at every K' in {1, 2, 4, 8, 16} against Monte-Car
 (validation) trajectories; success rate per train K.
 
     python -m experiments.scale_k --scale=smoke --save_dir=/tmp/sweeps
-    python -m experiments.scale_k --scale=cpu --save_dir=runs/sweeps     # ~1 h on a 2-core CPU (docs/results/)
+    python -m experiments.scale_k --scale=cpu --save_dir=runs/sweeps     # sized for ~1 h on 2 CPU cores (docs/experiments.md)
     python -m experiments.scale_k --scale=paper --dataset_dir=~/.ogbench/data [--envs=...]
 
 The one-step policy never queries the critic at test time, so success depends on the train K only: the success
@@ -37,14 +37,10 @@ def q_error_grid(sweep, eval_ks, max_states):
     from floq_jax.analysis import report
 
     last_n = sweeps.preset(sweep.preset)['last_n']
-    runs = sweeps.load_sweep_runs(sweep)
-    success = {(r.env_name, str(r.get('variant')), r.seed): report.final_score(r, 'evaluation/success', last_n)
-               for r in runs}
-    train_k = {str(r.get('variant')): r.get('K') for r in runs}
-    grid = sweeps.heldout_q_errors(sweep, eval_ks, max_states)
-    grid.insert(1, 'train_K', [int(train_k[v]) for v in grid['variant']])
-    grid['success'] = [success[(e, v, s)] for e, v, s in zip(grid['env_name'], grid['variant'], grid['seed'])]
-    return grid.drop(columns='variant')
+    grid = sweeps.heldout_q_errors(
+        sweep, sweeps.load_sweep_runs(sweep), eval_ks, max_states,
+        extra=lambda r: dict(train_K=int(r.get('K')), success=report.final_score(r, 'evaluation/success', last_n)))
+    return grid.drop(columns=['variant', 'run_dir'])
 
 
 def post(sweep):

@@ -24,8 +24,8 @@ def define_flags(default_envs: str = '') -> None:
     """Flags shared by the sweep entrypoints."""
     if 'scale' in flags.FLAGS and 'report_only' in flags.FLAGS:  # several entrypoints imported in one process
         return
-    flags.DEFINE_enum('scale', 'smoke', list(sweeps.PRESETS), 'smoke: minutes on a CPU (pipeline check); cpu: about an '
-                      'hour per sweep on a 2-core CPU, 4 seeds, demo-size networks (docs/results/); paper: published '
+    flags.DEFINE_enum('scale', 'smoke', list(sweeps.PRESETS), 'smoke: minutes on a CPU (pipeline check); cpu: sized for '
+                      'about an hour per sweep on a 2-core CPU, 4 seeds, demo-size networks; paper: published '
                       'settings (GPU).')
     flags.DEFINE_string('save_dir', 'runs/sweeps', 'Root of the sweep directories (<save_dir>/<sweep>/...).')
     flags.DEFINE_string('dataset_dir', None, 'Directory with OGBench <dataset>.npz files (used where present; '

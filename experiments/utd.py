@@ -3,7 +3,7 @@ UTD in {1, 2, 4, 8, 16, 32, 64, 128} (smoke: {1, 4}), floq vs FQL.  Reports fina
 steps needed to reach a success threshold.
 
     python -m experiments.utd --scale=smoke --save_dir=/tmp/sweeps
-    python -m experiments.utd --scale=cpu --save_dir=runs/sweeps     # ~1 h on a 2-core CPU (docs/results/)
+    python -m experiments.utd --scale=cpu --save_dir=runs/sweeps     # sized for ~1 h on 2 CPU cores (docs/experiments.md)
     python -m experiments.utd --scale=paper --dataset_dir=~/.ogbench/data [--offline_steps=1000000]
 
 By default there is no offline pre-training (--offline_steps=0): the agents learn online, sampling from a buffer
@@ -55,8 +55,8 @@ def post(sweep):
 
     runs = sweeps.load_sweep_runs(sweep)
     last_n = sweeps.preset(sweep.preset)['last_n']
-    q = sweeps.heldout_q_errors(sweep, max_states=FLAGS.mc_states)
-    q_error = {(e, v, s): x for e, v, s, x in zip(q['env_name'], q['variant'], q['seed'], q['q_abs_error'])}
+    q = sweeps.heldout_q_errors(sweep, runs, max_states=FLAGS.mc_states)
+    q_error = dict(zip(q['run_dir'], q['q_abs_error']))
     rows = []
     groups = {}
     for r in runs:
@@ -66,7 +66,7 @@ def post(sweep):
         st = [steps_to_threshold(r, off, on, FLAGS.threshold) for r in rs]
         m, lo, hi = report.mean_ci([report.final_score(r, 'evaluation/success', last_n) for r in rs])
         sm, slo, shi = report.mean_ci([s for s, _ in st])
-        qm, qlo, qhi = report.mean_ci([q_error[(env, str(r.get('variant')), r.seed)] for r in rs])
+        qm, qlo, qhi = report.mean_ci([q_error[r.path] for r in rs])
         rows.append(dict(env_name=env, agent=agent, utd=utd, num_seeds=len(rs), success=m, success_ci_low=lo,
                          success_ci_high=hi, q_abs_error=qm, q_abs_error_ci_low=qlo, q_abs_error_ci_high=qhi,
                          steps_to_threshold=sm, steps_ci_low=slo, steps_ci_high=shi,

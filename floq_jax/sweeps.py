@@ -13,10 +13,10 @@ in flags.json, so ``floq_jax.analysis.report`` groups by any of them.  All seeds
 
 Presets: ``smoke`` (tiny nets, a few hundred updates, 2 seeds, 2 short evaluation episodes on a small generated
 cube-single dataset: checks the pipeline end to end on a 2-core CPU, far too short to show any effect) and
-``cpu`` (about an hour per sweep on a 2-core CPU: the demo's 2 x 128 networks, published per-environment values,
-4 seeds, 60k updates on the demo's generated 100-episode cube-single-play data, 50 evaluation episodes; the results
-are in docs/results/) and ``paper`` (published per-environment hyperparameters from floq_jax.presets, 1M offline steps, evaluation every
-20k steps over 50 episodes, 3 seeds; meant for a GPU).
+``cpu`` (sized for about an hour per sweep on a 2-core CPU, not yet run: the demo's 2 x 128 networks, published
+per-environment values, 4 seeds, 60k updates on the demo's generated 100-episode cube-single-play data, 50 evaluation
+episodes; docs/experiments.md) and ``paper`` (published per-environment hyperparameters from floq_jax.presets, 1M
+offline steps, evaluation every 20k steps over 50 episodes, 3 seeds; meant for a GPU).
 
 Data: a real OGBench file is used where ``--dataset_dir`` holds it; otherwise the dataset is generated here
 (cube/scene/puzzle/pointmaze only, cached) and the report's ``data`` column says ``generated``; environments that
@@ -72,7 +72,7 @@ PRESETS: Dict[str, dict] = {
                     buffer_size=1000),
         agent=SMOKE_AGENT, env_preset=None, envs=(SMOKE_ENV,),
         data=dict(num_episodes=3, max_episode_steps=100), last_n=1),
-    # A 2-core CPU in about an hour per sweep (issue 16): the demo's networks (2 x 128, batch 64, K = 4, 2 noise
+    # Sized for about an hour per sweep on a 2-core CPU (issue 16; not yet run): the demo's networks (2 x 128, batch 64, K = 4, 2 noise
     # samples), published per-environment values (alpha), 4 seeds trained together, on the demo's generated
     # 100-episode cube-single-play data, where task2 reaches ~15% success after 50k-70k updates (docs/parity.md).
     'cpu': dict(
@@ -378,12 +378,13 @@ def per_variant_metrics(sweep: Sweep, runs, keys: Sequence[str], success_last_n:
     return pd.DataFrame(rows)
 
 
-def heldout_q_errors(sweep: Sweep, eval_ks: Sequence[Optional[int]] = (None,), max_states: int = 1024,
-                     seed: int = 0):
-    """DataFrame, one row per (run, K'): the newest checkpoint's Q error on held-out states, ``q_abs_error`` = mean
-    |Q_K'(s, a) - G(s, a)| and ``q_bias`` = mean (Q - G), G the Monte-Carlo discounted return of the dataset's
-    validation trajectories (floq_jax.analysis.mc_returns.heldout_targets).  K' None: the run's own K.  Columns:
-    env_name, variant, seed, step, eval_K, q_abs_error, q_bias, mc_tolerance, mc_split, mc_states."""
+def heldout_q_errors(sweep: Sweep, runs, eval_ks: Sequence[Optional[int]] = (None,), max_states: int = 1024,
+                     seed: int = 0, extra: Optional[Callable[[Any], dict]] = None):
+    """DataFrame, one row per (run of ``runs``, K'): the newest checkpoint's Q error on held-out states,
+    ``q_abs_error`` = mean |Q_K'(s, a) - G(s, a)| and ``q_bias`` = mean (Q - G), G the Monte-Carlo discounted return
+    of the dataset's validation trajectories (floq_jax.analysis.mc_returns.heldout_targets).  K' None: the run's own
+    K.  Columns: env_name, variant, run_dir, the keys of ``extra(run)``, seed, step, eval_K, q_abs_error, q_bias,
+    mc_tolerance, mc_split, mc_states."""
     import jax
     import pandas as pd
 
@@ -391,18 +392,19 @@ def heldout_q_errors(sweep: Sweep, eval_ks: Sequence[Optional[int]] = (None,), m
     from floq_jax.training import restore
 
     rows, targets = [], {}
-    for run in load_sweep_runs(sweep):
+    for run in runs:
         agent, _, _, step, data, _ = restore.load_run(run.path, sweep.registry.agent_class)
         if run.env_name not in targets:
             targets[run.env_name] = heldout_targets(data.train, data.val, float(agent.config.discount), max_states,
                                                     seed=seed)
         obs, act, g, tol, split = targets[run.env_name]
+        own_k = agent.config.get('critic_flow_steps', None)
+        columns = dict(env_name=run.env_name, variant=str(run.get('variant')), run_dir=run.path,
+                       **(extra(run) if extra else {}), seed=run.seed, step=step)
         for k in eval_ks:
             q = np.asarray(agent.q_values(jax.numpy.asarray(obs), jax.numpy.asarray(act),
                                           num_steps=None if k is None else int(k), seed=jax.random.PRNGKey(seed)))
-            own_k = agent.config.get('critic_flow_steps', None)
-            rows.append(dict(env_name=run.env_name, variant=str(run.get('variant')), seed=run.seed, step=step,
-                             eval_K=own_k if k is None else int(k), q_abs_error=float(np.mean(np.abs(q - g))),
+            rows.append(dict(columns, eval_K=own_k if k is None else int(k), q_abs_error=float(np.mean(np.abs(q - g))),
                              q_bias=float(np.mean(q - g)), mc_tolerance=tol, mc_split=split, mc_states=len(g)))
     return pd.DataFrame(rows)
 
