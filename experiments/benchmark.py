@@ -205,8 +205,8 @@ class Bench:
                 jax.block_until_ready(infos)  # separate runs: each finishes before the next starts
             return infos
 
-        # What --num_seeds=N runs (--seed_loop=auto): lax.map over seeds on CPU for large matmuls, else vmap.
-        auto_map = parallel.use_seed_map('auto', config)
+        # What --num_seeds=N runs (--seed_loop=auto) on one device: lax.map over seeds on CPU for large matmuls.
+        auto_map = parallel.use_seed_map('auto', config, num_seeds)
         out['seed_loop_auto'] = 'map' if auto_map else 'vmap'
         map_chunk = parallel.make_train_chunk(config.batch_size, steps, None, True)
         state['p'] = (parallel.create_agents(cls, config, ex_o, ex_a, np.arange(num_seeds)),
@@ -222,6 +222,8 @@ class Bench:
             # With several devices the seed axis is sharded over a ('seeds', 'batch') mesh; both seed loops timed.
             mesh = parallel.make_mesh(num_seeds)
             mesh_data = sampling.put_replicated(self.host_data, parallel.replicated(mesh))
+            # ... and sharded: also map when each device holds one seed.
+            auto_sharded = parallel.use_seed_map('auto', config, parallel.seeds_per_device(num_seeds, mesh))
 
             def sharded_runner(key, seed_map):
                 mesh_chunk = parallel.make_train_chunk(config.batch_size, steps, mesh, seed_map)
@@ -235,8 +237,8 @@ class Bench:
 
                 return run
 
-            run_sharded = sharded_runner('m', auto_map)
-            run_sharded_other = sharded_runner('o', not auto_map)
+            run_sharded = sharded_runner('m', auto_sharded)
+            run_sharded_other = sharded_runner('o', not auto_sharded)
 
         # Interleave so machine noise hits all of them alike.
         t1 = bm.time_calls(one_seed, iters)
@@ -250,9 +252,10 @@ class Bench:
         out['mapped'] = dict(times_s=tp.times_s, seed_updates_per_s=num_seeds * steps / tp.median_s)
         if tm is not None:
             out['sharded'] = dict(times_s=tm.times_s, seed_updates_per_s=num_seeds * steps / tm.median_s,
-                                  mesh=dict(mesh.shape), devices=jax.device_count(), seed_loop=out['seed_loop_auto'])
+                                  mesh=dict(mesh.shape), devices=jax.device_count(),
+                                  seed_loop='map' if auto_sharded else 'vmap')
             out['sharded_other_loop'] = dict(times_s=to.times_s, seed_updates_per_s=num_seeds * steps / to.median_s,
-                                             seed_loop='vmap' if auto_map else 'map')
+                                             seed_loop='vmap' if auto_sharded else 'map')
         out['sequential'] = dict(times_s=ts.times_s, seed_updates_per_s=num_seeds * steps / ts.median_s)
         # The target is judged on what --num_seeds=N runs: sharded over devices when there are several, with the
         # automatic seed loop.

@@ -107,8 +107,8 @@ def define_common_flags(offline_steps: int = 1_000_000) -> None:
     flags.DEFINE_bool('host_sampling', None, 'Sample batches on the host with prefetch instead of keeping the dataset '
                       'on the device (default: only when it exceeds half the free device memory).')
     flags.DEFINE_enum('seed_loop', 'auto', list(SEED_LOOPS), "How each device runs its seeds: 'vmap' "
-                      "batches them (GPU/TPU), 'map' runs them one by one as plain matmuls; 'auto': 'map' on CPU for "
-                      "large matmuls (batch x noise_samples x widest layer >= 2^18).")
+                      "batches them (GPU/TPU), 'map' runs them one by one as plain matmuls; 'auto': 'map' on CPU when "
+                      "each device holds one seed or for large matmuls (batch x noise_samples x widest layer >= 2^18).")
     flags.DEFINE_integer('max_checkpoints', 3, 'Newest checkpoints kept per seed.')
     flags.DEFINE_bool('progress', True, 'tqdm progress bar.')
     _AGENT_FLAG['wanted'] = True

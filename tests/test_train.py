@@ -116,6 +116,12 @@ def test_use_seed_map_rule():
     assert jax.default_backend() == 'cpu'
     assert parallel.use_seed_map('auto', small) and not parallel.use_seed_map('auto', demo)  # 2^18 vs 2^14
     assert parallel.use_seed_map('map', demo) and not parallel.use_seed_map('vmap', small)
+    # One seed per device: map (a vmap over one seed only adds a batch dimension to every dot).
+    assert parallel.use_seed_map('auto', demo, seeds_per_device=1)
+    assert not parallel.use_seed_map('auto', demo, seeds_per_device=2)
+    assert not parallel.use_seed_map('vmap', demo, seeds_per_device=1)
+    mesh = parallel.make_mesh(1, jax.devices()[:1])
+    assert parallel.seeds_per_device(4, mesh) == 4 and parallel.seeds_per_device(3, None) == 3
     with pytest.raises(ValueError, match='seed_loop'):
         parallel.use_seed_map('loop', small)
 

@@ -81,7 +81,7 @@ class RunOptions:
     # None: sample on the host (numpy, prefetched) only when the dataset exceeds half the free device memory.
     host_sampling: Optional[bool] = None
     # How each device runs its seeds (offline and online): 'vmap' batches them, 'map' runs them one by one (plain
-    # GEMMs), 'auto' maps on CPU for large matmuls (floq_jax.training.parallel.use_seed_map).
+    # GEMMs), 'auto' maps on CPU with one seed per device or large matmuls (floq_jax.training.parallel.use_seed_map).
     seed_loop: str = 'auto'
     progress: bool = True                # tqdm bar
     console: bool = False                # CLI: start-up / final summaries and 'compiling' notes on stderr

@@ -146,25 +146,38 @@ SEED_LOOPS = ('auto', 'map', 'vmap')  # --seed_loop / RunOptions.seed_loop
 SEED_MAP_MIN_WORK = 2 ** 18  # critic rows x widest layer from which seed_loop 'auto' maps over seeds (CPU only)
 
 
-def use_seed_map(mode: str, config) -> bool:
+def use_seed_map(mode: str, config, seeds_per_device: Optional[int] = None) -> bool:
     """Whether ``seed_loop`` mode 'auto' | 'map' | 'vmap' runs a device's seeds one after another (``lax.map``).
 
     'vmap' batches the seeds: every matmul becomes a batched dot_general, which is what GPUs/TPUs want. 'map' runs
-    each seed's update as plain 2-D GEMMs, one seed at a time on each device. 'auto': 'map' on the CPU backend when
-    the critic's rows (batch_size x noise_samples) x the widest layer >= ``SEED_MAP_MIN_WORK``, else 'vmap'.
-    Measured on 2 CPU cores, 8 seeds, map vs vmap in seed-updates/s (``experiments.benchmark`` seeds section,
-    docs/benchmark.md): the 2x256 small config (1024 rows x 256) 13.3 vs 9.1 sharded over 2 CPU devices, 10.9 vs
-    8.7 on one device; the demo config (128 rows x 128) 142 vs 216 on one device, and sharded 316 vs 292 in one
-    run but 313 vs 376 in another (within this machine's noise).
+    each seed's update as plain 2-D GEMMs, one seed at a time on each device. 'auto', on the CPU backend only:
+    'map' when each device holds one seed (``seeds_per_device == 1``: a vmap over one seed adds a batch dimension
+    to every dot and gains nothing), or when the critic's rows (batch_size x noise_samples) x the widest layer
+    >= ``SEED_MAP_MIN_WORK``; else 'vmap'.
+    Measured on 2 CPU cores (seed-updates/s): the demo config (2 x 128, K=4, batch 64), ``train_offline
+    --num_seeds=2`` (one seed on each of 2 CPU devices), 5000 updates: map 175 vs vmap 147 (docs/benchmark.md,
+    "End to end"). With 8 seeds (``experiments.benchmark`` seeds section): the 2x256 small
+    config (1024 rows x 256) 13.3 vs 9.1 sharded over 2 CPU devices, 10.9 vs 8.7 on one device; the demo config
+    (128 rows x 128) 142 vs 216 on one device, and sharded 316 vs 292 in one run but 313 vs 376 in another
+    (within this machine's noise).
     """
     if mode not in SEED_LOOPS:
         raise ValueError(f"seed_loop must be 'auto', 'map' or 'vmap', got {mode!r}")
     if mode != 'auto':
         return mode == 'map'
+    if jax.default_backend() != 'cpu':
+        return False
+    if seeds_per_device == 1:
+        return True
     rows = int(config.batch_size) * int(config.get('noise_samples', 1))
     width = max([int(config.get('block_width', 0))] + [int(w) for k in ('value_hidden_dims', 'actor_hidden_dims')
                                                        for w in config.get(k, ())])
-    return jax.default_backend() == 'cpu' and rows * width >= SEED_MAP_MIN_WORK
+    return rows * width >= SEED_MAP_MIN_WORK
+
+
+def seeds_per_device(num_seeds: int, mesh: Optional[Mesh]) -> int:
+    """Seeds each device trains: ``num_seeds`` without a mesh, else its share along the mesh's 'seeds' axis."""
+    return int(num_seeds) if mesh is None else int(num_seeds) // int(mesh.shape['seeds'])
 
 
 def _map_over_seeds(one_seed: Callable, in_axes: Tuple[Optional[int], ...]) -> Callable:

@@ -35,7 +35,8 @@ class RunState:
         self.seeds = options.seeds
         use_mesh = options.use_mesh if options.use_mesh is not None else jax.device_count() > 1
         self.mesh = parallel.make_mesh(options.num_seeds) if use_mesh else None
-        self.seed_map = parallel.use_seed_map(options.seed_loop, config)
+        self.seed_map = parallel.use_seed_map(options.seed_loop, config,
+                                               parallel.seeds_per_device(options.num_seeds, self.mesh))
         arrays = sampling.batch_arrays(data.train)
         self.host_arrays = arrays
         self.host_sampler = None
