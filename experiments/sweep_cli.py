@@ -95,6 +95,7 @@ def main(sweep: Sweep, source: sweeps.SweepData, post: Optional[Callable[[Sweep]
     t0 = time.time()
     if not FLAGS.report_only:
         sweeps.run_sweep(sweep, source)
+        sweeps.record_command(sweep, command_line(), t0, time.time() - t0, sweeps.device_description())
     from floq_jax.analysis.report import NoRunsError
 
     try:
@@ -107,6 +108,12 @@ def main(sweep: Sweep, source: sweeps.SweepData, post: Optional[Callable[[Sweep]
         print(p)
     print(f'[{sweep.name}] done in {time.time() - t0:.1f}s')
     return paths
+
+
+def command_line() -> str:
+    """This invocation as a user would type it: ``python -m experiments.<module> <flags>``."""
+    module = os.path.splitext(os.path.basename(sys.argv[0]))[0]
+    return ' '.join(['python -m experiments.' + module, *sys.argv[1:]])
 
 
 def _listing(root: str) -> List[str]:

@@ -263,9 +263,72 @@ def run_sweep(sweep: Sweep, source: SweepData, log: Callable[[str], None] = prin
             t0 = time.time()
             fn = runner.run_offline_to_online if sweep.mode == 'offline_to_online' else runner.run_offline
             out[(v.name, env_name)] = fn(agent_cls, config, data, options)
-            log(f'[{sweep.name}] {v.name} on {env_name} ({data.source} data): {time.time() - t0:.1f}s')
+            seconds = time.time() - t0
+            record_run_time(sweep, v.name, env_name, seconds)
+            log(f'[{sweep.name}] {v.name} on {env_name} ({data.source} data): {seconds:.1f}s')
     rundirs.write_json(os.path.join(sweep.root, 'skipped.json'), skipped)
     return out
+
+
+# ----------------------------------------------------------------------------- measured time and commands
+
+TIMES_FILE = 'wall_times.json'      # {'<variant>/<env>': seconds}: a resumed run adds the time of its new part
+COMMANDS_FILE = 'commands.json'     # one entry per invocation that trained: command, device, start, wall seconds
+
+
+def _read_json(path: str, default):
+    if not os.path.exists(path):
+        return default
+    with open(path) as f:
+        return json.load(f)
+
+
+def record_run_time(sweep: Sweep, variant: str, env_name: str, seconds: float) -> None:
+    """Adds ``seconds`` (the wall time of one (variant, env) run, all its seeds, evaluation included) to the sweep's
+    wall_times.json."""
+    from floq_jax.training import rundirs
+
+    path = os.path.join(sweep.root, TIMES_FILE)
+    times = _read_json(path, {})
+    key = f'{variant}/{env_name}'
+    times[key] = round(float(times.get(key, 0.0)) + seconds, 1)
+    rundirs.write_json(path, times)
+
+
+def record_command(sweep: Sweep, command: str, started: float, seconds: float, device: str) -> None:
+    """Appends one invocation (the command line, the device, when it started, its wall time) to commands.json."""
+    from floq_jax.training import rundirs
+
+    path = os.path.join(sweep.root, COMMANDS_FILE)
+    entries = _read_json(path, [])
+    entries.append(dict(command=command, device=device, cpu_cores=os.cpu_count(),
+                        started=time.strftime('%Y-%m-%d %H:%M:%S %Z', time.localtime(started)),
+                        wall_seconds=round(seconds, 1)))
+    rundirs.write_json(path, entries)
+
+
+def device_description() -> str:
+    import jax
+
+    return f'{jax.devices()[0].platform} ({jax.device_count()} device(s), {os.cpu_count()} CPU cores visible)'
+
+
+def measured_time_md(sweep: Sweep) -> str:
+    """The 'Measured time' section of results.md: each training invocation's command, device and wall time, and
+    the wall time of each (variant, env) run ('' when the sweep recorded none)."""
+    times = _read_json(os.path.join(sweep.root, TIMES_FILE), {})
+    commands = _read_json(os.path.join(sweep.root, COMMANDS_FILE), [])
+    if not times and not commands:
+        return ''
+    md = '## Measured time\n\n'
+    for c in commands:
+        md += (f'- `{c["command"]}`: {c["wall_seconds"] / 60:.1f} min wall, started {c["started"]}, on '
+               f'{c["device"]}\n')
+    if times:
+        md += '\n| run (variant / env) | wall time (min) |\n|---|---|\n'
+        md += ''.join(f'| {k} | {v / 60:.1f} |\n' for k, v in times.items())
+        md += f'| total | {sum(times.values()) / 60:.1f} |\n'
+    return md
 
 
 # ----------------------------------------------------------------------------- results
@@ -298,9 +361,7 @@ def run_length_note(sweep: Sweep) -> str:
     steps = f'{o.get("offline_steps")} offline updates'
     if sweep.mode == 'offline_to_online':
         steps += f' + {o.get("online_steps")} online env steps'
-    import jax
-
-    device = f'{jax.devices()[0].platform} ({jax.device_count()} device(s), {os.cpu_count()} CPU cores visible)'
+    device = device_description()
     note = (f'preset `{sweep.preset}`: {steps}, {o.get("num_seeds")} seeds, {o.get("eval_episodes")} evaluation '
             f'episodes per evaluation; device: {device}.')
     if sweep.preset == 'smoke':
@@ -329,6 +390,9 @@ def write_sweep_report(sweep: Sweep, group_by: str = 'variant', extra_md: str = 
         md += '\nSkipped:\n\n' + ''.join(f'- {s}\n' for s in skipped)
     if extra_md:
         md += '\n' + extra_md.strip() + '\n'
+    timing = measured_time_md(sweep)
+    if timing:
+        md += '\n' + timing
     with open(paths['results.md'], 'w') as f:
         f.write(md)
     with open(paths['results.csv'], 'w') as f:

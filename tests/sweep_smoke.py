@@ -81,6 +81,11 @@ def check_smoke_run(name, dirs):
     md = open(os.path.join(root, 'results.md')).read()
     assert 'nan' not in md.lower().replace('nan ', 'x'), md
     assert 'generated' in md and 'smoke' in md
+    # The measured time: the command as typed, the device, and one wall time per (variant, env) run.
+    assert f'`python -m experiments.{name} --scale=smoke' in md and '## Measured time' in md, md
+    with open(os.path.join(root, 'wall_times.json')) as f:
+        times = json.load(f)
+    assert times and all(v > 0 for v in times.values()), times
     for f, cols in EXTRA[name]:
         path = os.path.join(root, f)
         assert os.path.getsize(path) > 0, f
