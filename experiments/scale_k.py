@@ -8,7 +8,8 @@ final checkpoint's Q estimates at every K' in {1, 2, 4, 8, 16} against Monte-Car
 
 The one-step policy never queries the critic at test time, so success depends on the train K only: the success
 grid repeats one value per row (said in the table); only the Q error genuinely varies with K'.
-Writes results.{md,csv}, learning_curves.png, scale_k_grid.{md,csv}, q_error_grid.png, success_grid.png.
+Writes results.{md,csv}, learning_curves.png, scale_k_grid.csv, scale_k_per_seed.csv, q_error_grid.png,
+q_rank_corr_grid.png, success_grid.png.
 """
 
 import os
@@ -55,7 +56,7 @@ def post(sweep):
     rows = []
     for (env, tk, ek), sel in per_seed.groupby(['env_name', 'train_K', 'eval_K']):
         row = dict(env_name=env, train_K=tk, eval_K=ek, num_seeds=len(sel))
-        for col in ('q_abs_error', 'q_bias', 'success'):
+        for col in ('q_abs_error', 'q_bias', 'q_centered_error', 'q_rank_corr', 'success'):
             m, lo, hi = report.mean_ci(sel[col].to_numpy(float))
             row.update({col: m, f'{col}_ci_low': lo, f'{col}_ci_high': hi})
         row.update(mc_tolerance=float(sel['mc_tolerance'].max()), mc_split=sel['mc_split'].iloc[0])
@@ -72,20 +73,31 @@ def post(sweep):
                      title="|Q - MC return| on held-out states", xlabel="eval K'", ylabel='train K', fmt='{:.2f}')
     report.plot_grid(succ, train_ks, eval_ks, os.path.join(sweep.root, 'success_grid.png'),
                      title="success (%): independent of K' (one-step policy)", xlabel="eval K'", ylabel='train K')
+    rank = np.array([[grid[(grid.train_K == tk) & (grid.eval_K == ek)]['q_rank_corr'].mean() for ek in eval_ks]
+                     for tk in train_ks])
+    report.plot_grid(rank, train_ks, eval_ks, os.path.join(sweep.root, 'q_rank_corr_grid.png'),
+                     title='Spearman corr(Q, MC return) on held-out states', xlabel="eval K'", ylabel='train K',
+                     fmt='{:.3f}')
     md = ['## K x K\' grid', '',
           "Q error: mean |Q_K'(s, a) - G(s, a)| over held-out states, G the Monte-Carlo discounted return of the "
-          "validation trajectories; mean over seeds [95% bootstrap CI].  Success: the one-step policy does not query "
+          "validation trajectories; mean over seeds [95% bootstrap CI].  G is the return of the dataset's behaviour "
+          "policy, so a critic of a better policy sits above it: the bias (mean Q - G) is part of |Q - G|.  Two "
+          "measures without that offset follow: the centered error mean |(Q - G) - mean(Q - G)| and the Spearman "
+          "rank correlation of Q and G.  Success: the one-step policy does not query "
           "Q at test time, so success depends on the train K only (the same value in every K' column).", '']
     md.append(sweeps.truncated_returns_note(grid['mc_tolerance'].max()))
-    cells = grid.assign(q_abs_error=[f'{m:.3g} [{lo:.3g}, {hi:.3g}]' for m, lo, hi in
-                                     zip(grid.q_abs_error, grid.q_abs_error_ci_low, grid.q_abs_error_ci_high)])
-    for env in cells['env_name'].unique():
-        t = cells[cells.env_name == env].pivot(index='train_K', columns='eval_K', values='q_abs_error')
-        t.columns = [f"K'={c}" for c in t.columns]
-        s = grid[grid.env_name == env].groupby('train_K')['success'].first() * 100
-        t['success (%)'] = [f'{v:.1f}' for v in s.reindex(t.index)]
-        t = t.reset_index()
-        md += [f'### {env}: |Q - G|', '', report.frame_to_markdown(t)]
+    measures = (('q_abs_error', '|Q - G|', '.3g'), ('q_bias', 'mean (Q - G)', '.3g'),
+                ('q_centered_error', 'centered error', '.3g'), ('q_rank_corr', 'Spearman corr(Q, G)', '.3f'))
+    for env in grid['env_name'].unique():
+        g = grid[grid.env_name == env]
+        s = g.groupby('train_K')['success'].first() * 100
+        for col, label, spec in measures:
+            cells = g.assign(**{col: [f'{m:{spec}} [{lo:{spec}}, {hi:{spec}}]' for m, lo, hi in
+                                      zip(g[col], g[f'{col}_ci_low'], g[f'{col}_ci_high'])]})
+            t = cells.pivot(index='train_K', columns='eval_K', values=col)
+            t.columns = [f"K'={c}" for c in t.columns]
+            t['success (%)'] = [f'{v:.1f}' for v in s.reindex(t.index)]
+            md += [f'### {env}: {label}', '', report.frame_to_markdown(t.reset_index()), '']
     return '\n'.join(md)
 
 

@@ -13,7 +13,7 @@ in flags.json, so ``floq_jax.analysis.report`` groups by any of them.  All seeds
 
 Presets: ``smoke`` (tiny nets, a few hundred updates, 2 seeds, 2 short evaluation episodes on a small generated
 cube-single dataset: checks the pipeline end to end on a 2-core CPU, far too short to show any effect) and
-``cpu`` (sized for about an hour per sweep on a 2-core CPU, not yet run: the demo's 2 x 128 networks, published
+``cpu`` (sized for about an hour per sweep on a 2-core CPU; measured: scale_k 53.8 min; the demo's 2 x 128 networks, published
 per-environment values, 4 seeds, 60k updates on the demo's generated 100-episode cube-single-play data, 50 evaluation
 episodes; docs/experiments.md) and ``paper`` (published per-environment hyperparameters from floq_jax.presets, 1M
 offline steps, evaluation every 20k steps over 50 episodes, 3 seeds; meant for a GPU).
@@ -72,7 +72,7 @@ PRESETS: Dict[str, dict] = {
                     buffer_size=1000),
         agent=SMOKE_AGENT, env_preset=None, envs=(SMOKE_ENV,),
         data=dict(num_episodes=3, max_episode_steps=100), last_n=1),
-    # Sized for about an hour per sweep on a 2-core CPU (issue 16; not yet run): the demo's networks (2 x 128, batch 64, K = 4, 2 noise
+    # Sized for about an hour per sweep on a 2-core CPU (measured: scale_k 53.8 min, docs/results/): the demo's networks (2 x 128, batch 64, K = 4, 2 noise
     # samples), published per-environment values (alpha), 4 seeds trained together, on the demo's generated
     # 100-episode cube-single-play data, where task2 reaches ~15% success after 50k-70k updates (docs/parity.md).
     'cpu': dict(
@@ -445,14 +445,15 @@ def per_variant_metrics(sweep: Sweep, runs, keys: Sequence[str], success_last_n:
 def heldout_q_errors(sweep: Sweep, runs, eval_ks: Sequence[Optional[int]] = (None,), max_states: int = 1024,
                      seed: int = 0, extra: Optional[Callable[[Any], dict]] = None):
     """DataFrame, one row per (run of ``runs``, K'): the newest checkpoint's Q error on held-out states,
-    ``q_abs_error`` = mean |Q_K'(s, a) - G(s, a)| and ``q_bias`` = mean (Q - G), G the Monte-Carlo discounted return
-    of the dataset's validation trajectories (floq_jax.analysis.mc_returns.heldout_targets).  K' None: the run's own
+    ``q_abs_error`` = mean |Q_K'(s, a) - G(s, a)|, ``q_bias`` = mean (Q - G), ``q_centered_error`` (the error once
+    the mean offset is removed) and ``q_rank_corr`` (Spearman), G the Monte-Carlo discounted return of the dataset's
+    validation trajectories (floq_jax.analysis.mc_returns.heldout_targets, q_error_measures).  K' None: the run's own
     K.  Columns: env_name, variant, run_dir, the keys of ``extra(run)``, seed, step, eval_K, q_abs_error, q_bias,
-    mc_tolerance, mc_split, mc_states."""
+    q_centered_error, q_rank_corr, mc_tolerance, mc_split, mc_states."""
     import jax
     import pandas as pd
 
-    from floq_jax.analysis.mc_returns import heldout_targets
+    from floq_jax.analysis.mc_returns import heldout_targets, q_error_measures
     from floq_jax.training import restore
 
     rows, targets = [], {}
@@ -468,8 +469,8 @@ def heldout_q_errors(sweep: Sweep, runs, eval_ks: Sequence[Optional[int]] = (Non
         for k in eval_ks:
             q = np.asarray(agent.q_values(jax.numpy.asarray(obs), jax.numpy.asarray(act),
                                           num_steps=None if k is None else int(k), seed=jax.random.PRNGKey(seed)))
-            rows.append(dict(columns, eval_K=own_k if k is None else int(k), q_abs_error=float(np.mean(np.abs(q - g))),
-                             q_bias=float(np.mean(q - g)), mc_tolerance=tol, mc_split=split, mc_states=len(g)))
+            rows.append(dict(columns, eval_K=own_k if k is None else int(k), **q_error_measures(q, g),
+                             mc_tolerance=tol, mc_split=split, mc_states=len(g)))
     return pd.DataFrame(rows)
 
 

@@ -22,7 +22,8 @@ from tests.conftest import REPO, subprocess_env
 # Per experiment: extra (file, numeric columns that must be finite) beyond results.{md,csv}, learning_curves.png.
 EXTRA = {
     'main_table': [],
-    'scale_k': [('scale_k_grid.csv', ['q_abs_error', 'q_bias', 'success']), ('q_error_grid.png', None),
+    'scale_k': [('scale_k_grid.csv', ['q_abs_error', 'q_bias', 'q_centered_error', 'success']),
+                ('q_error_grid.png', None), ('q_rank_corr_grid.png', None),
                 ('success_grid.png', None)],
     'noise_width': [('noise_width_diagnostics.csv', ['success', 'straightness', 'velocity_spread', 'q_change']),
                     ('curvature_vs_success.png', None)],

@@ -26,3 +26,18 @@ def test_heldout_sample_and_error():
         heldout_q_targets(data, discount=0.99)
     obs, act, ret = heldout_q_targets(data, discount=0.1, tolerance=0.05)
     assert obs.shape[0] == act.shape[0] == ret.shape[0] >= 2
+
+
+def test_q_error_measures_separate_offset_from_shape():
+    from floq_jax.analysis.mc_returns import q_error_measures
+
+    g = np.array([-10.0, -5.0, -1.0, -3.0])
+    shifted = q_error_measures(g + 7.0, g)  # a constant offset: all error, none of it shape
+    assert shifted['q_abs_error'] == pytest.approx(7.0) and shifted['q_bias'] == pytest.approx(7.0)
+    assert shifted['q_centered_error'] == pytest.approx(0.0) and shifted['q_rank_corr'] == pytest.approx(1.0)
+    reversed_ = q_error_measures(-g, g)  # ordered the wrong way round
+    assert reversed_['q_rank_corr'] == pytest.approx(-1.0)
+    assert reversed_['q_centered_error'] == pytest.approx(np.mean(np.abs(-2 * (g - g.mean()))))
+    ties = q_error_measures(np.array([1.0, 1.0, 2.0, 3.0]), np.array([0.0, 1.0, 2.0, 3.0]))
+    assert 0.9 < ties['q_rank_corr'] < 1.0  # tied Q values share a mean rank
+    assert np.isnan(q_error_measures(np.ones(4), g)['q_rank_corr'])

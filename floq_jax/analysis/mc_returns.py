@@ -63,3 +63,28 @@ def heldout_targets(train: dict, val, discount: float, max_states: int = 1024, s
         except ValueError:
             continue
     raise ValueError('no held-out states')
+
+
+def q_error_measures(q: np.ndarray, g: np.ndarray) -> dict:
+    """How Q estimates ``q`` [N] match Monte-Carlo returns ``g`` [N] of the same (s, a).
+
+    ``q_abs_error`` mean |Q - G|; ``q_bias`` mean (Q - G); ``q_centered_error`` mean |(Q - mean Q) - (G - mean G)|,
+    the error left once the constant offset is removed (G is the *behaviour* policy's return, so a critic of a better
+    policy sits above it by a roughly constant amount); ``q_rank_corr`` the Spearman rank correlation of Q and G
+    (does the critic order the states as their returns do; NaN if either is constant)."""
+    q, g = np.asarray(q, np.float64).ravel(), np.asarray(g, np.float64).ravel()
+    d = q - g
+
+    def ranks(x):
+        order = np.argsort(x, kind='stable')
+        r = np.empty(len(x))
+        r[order] = np.arange(len(x))
+        # ties share their mean rank
+        _, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
+        sums = np.bincount(inverse, weights=r)
+        return (sums / counts)[inverse]
+
+    rq, rg = ranks(q), ranks(g)
+    corr = np.nan if rq.std() == 0 or rg.std() == 0 else float(np.corrcoef(rq, rg)[0, 1])
+    return dict(q_abs_error=float(np.mean(np.abs(d))), q_bias=float(np.mean(d)),
+                q_centered_error=float(np.mean(np.abs(d - d.mean()))), q_rank_corr=corr)
