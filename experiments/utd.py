@@ -56,7 +56,7 @@ def post(sweep):
     runs = sweeps.load_sweep_runs(sweep)
     last_n = sweeps.preset(sweep.preset)['last_n']
     q = sweeps.heldout_q_errors(sweep, runs, max_states=FLAGS.mc_states)
-    q_error = dict(zip(q['run_dir'], q['q_abs_error']))
+    q_by_run = q.set_index('run_dir')
     rows = []
     groups = {}
     for r in runs:
@@ -66,10 +66,12 @@ def post(sweep):
         st = [steps_to_threshold(r, off, on, FLAGS.threshold) for r in rs]
         m, lo, hi = report.mean_ci([report.final_score(r, 'evaluation/success', last_n) for r in rs])
         sm, slo, shi = report.mean_ci([s for s, _ in st])
-        qm, qlo, qhi = report.mean_ci([q_error[r.path] for r in rs])
-        rows.append(dict(env_name=env, agent=agent, utd=utd, num_seeds=len(rs), success=m, success_ci_low=lo,
-                         success_ci_high=hi, q_abs_error=qm, q_abs_error_ci_low=qlo, q_abs_error_ci_high=qhi,
-                         steps_to_threshold=sm, steps_ci_low=slo, steps_ci_high=shi,
+        row = dict(env_name=env, agent=agent, utd=utd, num_seeds=len(rs), success=m, success_ci_low=lo,
+                   success_ci_high=hi)
+        for col in ('q_abs_error', 'q_centered_error'):
+            qm, qlo, qhi = report.mean_ci([q_by_run.loc[r.path, col] for r in rs])
+            row.update({col: qm, f'{col}_ci_low': qlo, f'{col}_ci_high': qhi})
+        rows.append(dict(row, steps_to_threshold=sm, steps_ci_low=slo, steps_ci_high=shi,
                          reached_fraction=float(np.mean([ok for _, ok in st])), threshold=FLAGS.threshold,
                          online_steps=on))
     df = pd.DataFrame(rows)
@@ -95,12 +97,13 @@ def post(sweep):
     plt.close(fig)
     md = ['## UTD: final success, Q error and online steps to threshold', '',
           'q_abs_error: mean |Q(s, a) - G(s, a)| of the final checkpoint (its own K) on held-out states, G the '
-          'Monte-Carlo discounted return of the validation trajectories.', '',
+          'Monte-Carlo discounted return of the validation trajectories (the behaviour policy\'s); q_centered_error: '
+          'the same once the mean offset mean (Q - G) is removed (floq_jax.analysis.mc_returns.q_error_measures).', '',
           f'steps_to_threshold: online env steps until an evaluation first reaches success >= {FLAGS.threshold:g}; '
           'runs that never reach it count as the full online budget (right-censored; reached_fraction says how '
           'many did).  Mean over seeds (95% bootstrap CIs in utd.csv).', '',
           report.frame_to_markdown(df[['env_name', 'agent', 'utd', 'num_seeds', 'success', 'q_abs_error',
-                                       'steps_to_threshold', 'reached_fraction']]),
+                                       'q_centered_error', 'steps_to_threshold', 'reached_fraction']]),
           sweeps.truncated_returns_note(float(q['mc_tolerance'].max()))]
     return '\n'.join(md)
 

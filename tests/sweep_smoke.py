@@ -29,7 +29,8 @@ EXTRA = {
                     ('curvature_vs_success.png', None)],
     'freeze_features': [('plasticity.csv', ['success', 'feature_norm', 'effective_rank', 'dormant_0']),
                         ('plasticity_vs_success.png', None)],
-    'utd': [('utd.csv', ['success', 'q_abs_error', 'steps_to_threshold', 'reached_fraction']), ('utd.png', None)],
+    'utd': [('utd.csv', ['success', 'q_abs_error', 'q_centered_error', 'steps_to_threshold',
+                                'reached_fraction']), ('utd.png', None)],
     'mechanisms': [('mechanisms.csv', ['success']), ('mechanisms.png', None)],
 }
 
