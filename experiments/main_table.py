@@ -23,8 +23,8 @@ VARIANTS = [sweeps.Variant('floq', 'floq'), sweeps.Variant('fql', 'fql')]
 CPU_ENVS = (sweeps.CPU_ENV, 'scene-play-singletask-task1-v0')
 
 DESCRIPTION = """Per task: mean final success over seeds (mean of the last evaluations) with a 95% stratified-bootstrap
-CI (rliable); per agent: IQM over all tasks x seeds.  Hyperparameters: the published per-environment floq values
-(floq_jax/presets.py; FQL gets the keys it has, e.g. alpha)."""
+CI (rliable); per agent: IQM over all tasks x seeds.  Hyperparameters: each agent's own published per-environment
+values (floq_jax/presets.py: floq's for floq, FQL's for FQL), under the scale's network sizes."""
 
 
 def main(_):
