@@ -45,7 +45,6 @@ def q_error_grid(sweep, eval_ks, max_states):
 
 
 def post(sweep):
-    import numpy as np
     import pandas as pd
 
     from floq_jax.analysis import report
@@ -64,18 +63,15 @@ def post(sweep):
     grid = pd.DataFrame(rows)
     grid.to_csv(os.path.join(sweep.root, 'scale_k_grid.csv'), index=False)
     train_ks = sorted(grid['train_K'].unique())
-    # Heatmaps averaged over envs (one env in the smoke preset).
-    err = np.array([[grid[(grid.train_K == tk) & (grid.eval_K == ek)]['q_abs_error'].mean() for ek in eval_ks]
-                    for tk in train_ks])
-    succ = np.array([[grid[(grid.train_K == tk) & (grid.eval_K == ek)]['success'].mean() * 100 for ek in eval_ks]
-                     for tk in train_ks])
-    report.plot_grid(err, train_ks, eval_ks, os.path.join(sweep.root, 'q_error_grid.png'),
+    def cells(col):  # [train K, eval K'] heatmap of ``col``, averaged over envs (one env in the smoke preset)
+        means = grid.groupby(['train_K', 'eval_K'])[col].mean().unstack()
+        return means.reindex(index=train_ks, columns=eval_ks).to_numpy(float)
+
+    report.plot_grid(cells('q_abs_error'), train_ks, eval_ks, os.path.join(sweep.root, 'q_error_grid.png'),
                      title="|Q - MC return| on held-out states", xlabel="eval K'", ylabel='train K', fmt='{:.2f}')
-    report.plot_grid(succ, train_ks, eval_ks, os.path.join(sweep.root, 'success_grid.png'),
+    report.plot_grid(cells('success') * 100, train_ks, eval_ks, os.path.join(sweep.root, 'success_grid.png'),
                      title="success (%): independent of K' (one-step policy)", xlabel="eval K'", ylabel='train K')
-    rank = np.array([[grid[(grid.train_K == tk) & (grid.eval_K == ek)]['q_rank_corr'].mean() for ek in eval_ks]
-                     for tk in train_ks])
-    report.plot_grid(rank, train_ks, eval_ks, os.path.join(sweep.root, 'q_rank_corr_grid.png'),
+    report.plot_grid(cells('q_rank_corr'), train_ks, eval_ks, os.path.join(sweep.root, 'q_rank_corr_grid.png'),
                      title='Spearman corr(Q, MC return) on held-out states', xlabel="eval K'", ylabel='train K',
                      fmt='{:.3f}')
     md = ['## K x K\' grid', '',

@@ -402,11 +402,7 @@ def write_sweep_report(sweep: Sweep, group_by: str = 'variant', extra_md: str = 
 
 
 def _read_skipped(sweep: Sweep) -> List[str]:
-    path = os.path.join(sweep.root, 'skipped.json')
-    if not os.path.exists(path):
-        return []
-    with open(path) as f:
-        return list(json.load(f))
+    return list(_read_json(os.path.join(sweep.root, 'skipped.json'), []))
 
 
 def final_train_metric(run, key: str, last_n: int = 1) -> float:

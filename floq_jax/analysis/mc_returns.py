@@ -72,19 +72,11 @@ def q_error_measures(q: np.ndarray, g: np.ndarray) -> dict:
     the error left once the constant offset is removed (G is the *behaviour* policy's return, so a critic of a better
     policy sits above it by a roughly constant amount); ``q_rank_corr`` the Spearman rank correlation of Q and G
     (does the critic order the states as their returns do; NaN if either is constant)."""
+    import pandas as pd
+
     q, g = np.asarray(q, np.float64).ravel(), np.asarray(g, np.float64).ravel()
     d = q - g
-
-    def ranks(x):
-        order = np.argsort(x, kind='stable')
-        r = np.empty(len(x))
-        r[order] = np.arange(len(x))
-        # ties share their mean rank
-        _, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
-        sums = np.bincount(inverse, weights=r)
-        return (sums / counts)[inverse]
-
-    rq, rg = ranks(q), ranks(g)
-    corr = np.nan if rq.std() == 0 or rg.std() == 0 else float(np.corrcoef(rq, rg)[0, 1])
+    constant = np.ptp(q) == 0 or np.ptp(g) == 0  # no ranking to compare: NaN, as documented
+    rank_corr = np.nan if constant else float(pd.Series(q).corr(pd.Series(g), method='spearman'))  # ties: mean rank
     return dict(q_abs_error=float(np.mean(np.abs(d))), q_bias=float(np.mean(d)),
-                q_centered_error=float(np.mean(np.abs(d - d.mean()))), q_rank_corr=corr)
+                q_centered_error=float(np.mean(np.abs(d - d.mean()))), q_rank_corr=rank_corr)
