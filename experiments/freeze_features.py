@@ -1,7 +1,7 @@
 """Experiment 3: plasticity of the critic's features.  At a fraction f (default 0.25) of training the critic's
 trunk is frozen (``freeze_critic_trunk=True`` from that step on, runner ``config_schedule``) and only its output
 layer keeps training.  Compared: floq, floq trained at t = 0 only (train_at_zero_only, K = 1), FQL and FQL-ResNet
-(the published size: width 512, 4 blocks of depth 2).  Every run logs the feature norm, srank / effective rank of the penultimate features
+(4 blocks of depth 2, width 512 as published; the cpu scale uses width 128).  Every run logs the feature norm, srank / effective rank of the penultimate features
 and the fraction of dormant units of its critic (train.csv 'diagnostics/...').
 
     python -m experiments.freeze_features --scale=smoke --save_dir=/tmp/sweeps
@@ -82,9 +82,10 @@ def main(_):
         'freeze_features', lambda s: variants(freeze_step(s), FLAGS.unfrozen_baselines), PAPER_ENVS, agents,
         options={'log_diagnostics': True})
     step = freeze_step(sweep)
+    width = sweeps.preset(sweep.preset)['agent'].get('critic_resnet_width', 512)  # the published 512 unless scaled
     sweep.description = (f'Variants <critic>_frozen: the critic trunk is frozen from step {step} '
                          f'({FLAGS.freeze_fraction:g} of training); floq_t0 = train_at_zero_only with K = 1; '
-                         f'fql_resnet = FQL-ResNet (published size: width 512, 4 residual blocks of depth 2).')
+                         f'fql_resnet = FQL-ResNet (width {width}, 4 residual blocks of depth 2; published: width 512).')
     sweep_cli.main(sweep, source, post=post)
 
 
