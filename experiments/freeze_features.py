@@ -82,10 +82,14 @@ def main(_):
         'freeze_features', lambda s: variants(freeze_step(s), FLAGS.unfrozen_baselines), PAPER_ENVS, agents,
         options={'log_diagnostics': True})
     step = freeze_step(sweep)
-    width = sweeps.preset(sweep.preset)['agent'].get('critic_resnet_width', 512)  # the published 512 unless scaled
+    resnet = [v for v in sweep.variants if v.agent == 'fql_resnet']
+    resnet_md = ''
+    if resnet and sweep.envs:  # the width the runs train with (the scale's network sizes apply to it)
+        width = sweeps.make_config(resnet[0], sweep.envs[0], sweep.preset, agents).critic_resnet_width
+        resnet_md = f'; fql_resnet = FQL-ResNet (width {width}, 4 residual blocks of depth 2; published: width 512)'
     sweep.description = (f'Variants <critic>_frozen: the critic trunk is frozen from step {step} '
-                         f'({FLAGS.freeze_fraction:g} of training); floq_t0 = train_at_zero_only with K = 1; '
-                         f'fql_resnet = FQL-ResNet (width {width}, 4 residual blocks of depth 2; published: width 512).')
+                         f'({FLAGS.freeze_fraction:g} of training); floq_t0 = train_at_zero_only with K = 1'
+                         f'{resnet_md}.')
     sweep_cli.main(sweep, source, post=post)
 
 

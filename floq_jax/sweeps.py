@@ -13,7 +13,7 @@ in flags.json, so ``floq_jax.analysis.report`` groups by any of them.  All seeds
 
 Presets: ``smoke`` (tiny nets, a few hundred updates, 2 seeds, 2 short evaluation episodes on a small generated
 cube-single dataset: checks the pipeline end to end on a 2-core CPU, far too short to show any effect) and
-``cpu`` (sized for about an hour per sweep on a 2-core CPU; measured: scale_k 53.8 min, main_table 68.6, noise_width 65.5, freeze_features 56.0; the demo's 2 x 128 networks, published
+``cpu`` (sized for about an hour per sweep on a 2-core CPU, each sweep's measured time in docs/experiments.md; the demo's 2 x 128 networks, published
 per-environment values, 4 seeds, 60k updates on the demo's generated 100-episode cube-single-play data, 50 evaluation
 episodes; docs/experiments.md) and ``paper`` (published per-environment hyperparameters from floq_jax.presets, 1M
 offline steps, evaluation every 20k steps over 50 episodes, 3 seeds; meant for a GPU).
@@ -72,7 +72,7 @@ PRESETS: Dict[str, dict] = {
                     buffer_size=1000),
         agent=SMOKE_AGENT, env_preset=None, envs=(SMOKE_ENV,),
         data=dict(num_episodes=3, max_episode_steps=100), last_n=1),
-    # Sized for about an hour per sweep on a 2-core CPU (measured: scale_k 53.8 min, main_table 68.6, noise_width 65.5, freeze_features 56.0; docs/results/): the demo's networks (2 x 128, batch 64, K = 4, 2 noise
+    # Sized for about an hour per sweep on a 2-core CPU (measured times: docs/experiments.md): the demo's networks (2 x 128, batch 64, K = 4, 2 noise
     # samples), published per-environment values (alpha), 4 seeds trained together, on the demo's generated
     # 100-episode cube-single-play data, where task2 reaches ~15% success after 50k-70k updates (docs/parity.md).
     'cpu': dict(
