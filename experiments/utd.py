@@ -76,15 +76,17 @@ def post(sweep):
                          online_steps=on))
     df = pd.DataFrame(rows)
     df.to_csv(os.path.join(sweep.root, 'utd.csv'), index=False)
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
+    fig, axes = plt.subplots(1, 4, figsize=(17, 3.4))
     for (env, agent), sel in df.groupby(['env_name', 'agent']):
         label = agent if df['env_name'].nunique() == 1 else f'{env}/{agent}'
         for ax, (col, lo, hi, scale) in zip(axes, (('success', 'success_ci_low', 'success_ci_high', 100),
                                                    ('q_abs_error', 'q_abs_error_ci_low', 'q_abs_error_ci_high', 1),
+                                                   ('q_centered_error', 'q_centered_error_ci_low',
+                                                    'q_centered_error_ci_high', 1),
                                                    ('steps_to_threshold', 'steps_ci_low', 'steps_ci_high', 1))):
             ax.errorbar(sel['utd'], sel[col] * scale, yerr=[(sel[col] - sel[lo]) * scale, (sel[hi] - sel[col]) * scale],
                         marker='o', capsize=3, label=label)
-    names = ('final success (%)', '|Q - MC return|, held-out states',
+    names = ('final success (%)', '|Q - MC return|, held-out states', 'centered |Q - MC return| (offset removed)',
              f'online steps to success >= {FLAGS.threshold:g} (censored)')
     for ax, name in zip(axes, names):
         ax.set_xscale('log', base=2)

@@ -8,15 +8,21 @@ import tempfile
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# Entrypoints run in subprocesses (a few tiny updates each, so compilation dominates) use XLA's cheapest CPU
-# optimisation level; runs compared with each other use the same flags, so comparisons stay exact.  In-process tests
-# keep XLA's default level: several run thousands of updates (measured: test_agents.py 188 s at the default level,
-# 233 s at the cheapest).  FLOQ_TEST_FULL_XLA=1 compiles everything at the default level.
+# Compilation dominates almost every test (a few tiny updates per program), so everything compiles at XLA's cheapest
+# CPU settings: optimisation level 0, no expensive LLVM passes, and the older per-op emitters instead of the fusion
+# emitters (measured on this 2-core machine: one tiny floq update compiles in 2.5-2.7 s instead of 5.2-6.5 s).  Runs
+# compared with each other use the same flags, so comparisons stay exact.  The few in-process checks that run
+# thousands of updates in one program pass ``DEFAULT_XLA_OPTIONS`` (XLA's own defaults) to that program's jit.
+# Measured with `pytest -n 2 --dist loadfile --durations=0` on the idle machine: summed test time 2008 s with only the
+# subprocesses at the cheap level, 1767 s with everything cheap (test_agents.py's learning checks then took 138 s
+# longer, hence DEFAULT_XLA_OPTIONS).  FLOQ_TEST_FULL_XLA=1 compiles everything at XLA's defaults.
 FAST_XLA = '' if os.environ.get('FLOQ_TEST_FULL_XLA') else \
-    '--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true'
+    '--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true --xla_cpu_use_fusion_emitters=false'
+DEFAULT_XLA_OPTIONS = {'xla_backend_optimization_level': 3, 'xla_llvm_disable_expensive_passes': False,
+                       'xla_cpu_use_fusion_emitters': True}
 
 # Tests use the CPU; 8 virtual devices let the sharding tests build real meshes.
-os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=8')
+os.environ.setdefault('XLA_FLAGS', f'--xla_force_host_platform_device_count=8 {FAST_XLA}'.strip())
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 
 # A suite started in the background (`make test &`, nohup, a CI runner's non-interactive shell) inherits an ignored

@@ -9,7 +9,7 @@ import pytest
 from agents import floq, fql
 from floq_jax.core import actor, flops
 from floq_jax.analysis import groundtruth
-from tests.conftest import random_batch, small_floq_config, small_fql_config
+from tests.conftest import DEFAULT_XLA_OPTIONS, random_batch, small_floq_config, small_fql_config
 
 
 def make_floq(config=None, ob_dim=6, action_dim=2, seed=0):
@@ -107,7 +107,7 @@ def test_floq_fits_terminal_rewards(num_steps):
                                    r_min=r_min, r_max=r_max, batch_size=128, lr=1e-3)
         return floq.FloqAgent.create(0, ex_obs, ex_act, config)
 
-    r2 = groundtruth.terminal_reward_r2(make, updates=1000)
+    r2 = groundtruth.terminal_reward_r2(make, updates=1000, compiler_options=DEFAULT_XLA_OPTIONS)
     assert r2 > 0.9, f'R^2 = {r2:.3f} at K={num_steps}'
 
 
@@ -122,7 +122,7 @@ def test_constant_reward_converges_to_geometric_sum(agent_name):
                                                                                r_min=r_min, r_max=r_max))
         return fql.FQLAgent.create(0, ex_obs, ex_act, small_fql_config(**common))
 
-    q = groundtruth.constant_reward_q(make, updates=1500)
+    q = groundtruth.constant_reward_q(make, updates=1500, compiler_options=DEFAULT_XLA_OPTIONS)
     assert abs(q + 10.0) < 0.5, f'mean Q {q:.3f}, expected -10'
 
 

@@ -34,13 +34,14 @@ for name, seed_loop, use_mesh in (('vmap', 'vmap', False), ('mesh_map', 'map', T
     seen = {}
 
     def record(run):
-        if run.step > 10 and not seen:  # an online step: where the agents and buffers live
+        if run.step > 8 and not seen:  # an online step: where the agents and buffers live
             leaf = jax.tree_util.tree_leaves(run.state.agents.params)[0]
             buf = jax.tree_util.tree_leaves(run.state.extra)[0]
             seen.update(mesh=None if run.state.mesh is None else dict(run.state.mesh.shape),
                         agent_devices=len(leaf.sharding.device_set), buffer_devices=len(buf.sharding.device_set))
 
-    options = RunOptions(env_name=ENV, num_seeds=2, offline_steps=10, online_steps=12, steps_per_call=10,
+    # 8 offline updates and 12 online env steps, all in chunks of 4 (the log interval): one program per phase.
+    options = RunOptions(env_name=ENV, num_seeds=2, offline_steps=8, online_steps=12, steps_per_call=10,
                          log_interval=4, eval_interval=1000, save_interval=1000, eval_episodes=1, eval_at_start=False,
                          utd_ratio=2, buffer_size=10, save_dir=save_dir, run_group=name, tensorboard=False,
                          progress=False, use_mesh=use_mesh, seed_loop=seed_loop, log_diagnostics=False,

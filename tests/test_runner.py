@@ -59,16 +59,17 @@ def seed_dir(save_dir, group):
 
 @pytest.fixture(scope='module')
 def runs(tiny_dataset, tmp_path_factory):
-    """Three concurrent subprocesses: an uninterrupted run, one SIGKILLed after step 250, one with lr=nan."""
+    """Concurrent subprocesses: a run SIGKILLed after step 250, one with lr=nan, an offline-to-online run, and the
+    uninterrupted run.  The uninterrupted run starts once the killed one has paused: by then every program of their
+    shared config is in the session's compilation cache, so it loads them instead of compiling them a second time."""
     save_dir = str(tmp_path_factory.mktemp('runs'))
     env = subprocess_env()
     popen = lambda cmd, **kw: subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                                text=True, **kw)
-    full = popen(train_cmd(tiny_dataset, save_dir, 'full'), env=env)
-    nan = popen(train_cmd(tiny_dataset, save_dir, 'nan', steps=200, extra=['--agent.lr=nan']), env=env)
-    online = popen(online_cmd(tiny_dataset, save_dir), env=env)
     # The hook blocks this run after step 250 (checkpoints 100 and 200 durable, rows up to 250 logged).
     killed = popen(paused_cmd(train_cmd(tiny_dataset, save_dir, 'killed'), 250), env=env)
+    nan = popen(train_cmd(tiny_dataset, save_dir, 'nan', steps=200, extra=['--agent.lr=nan']), env=env)
+    online = popen(online_cmd(tiny_dataset, save_dir), env=env)
     try:
         line, deadline = '', time.time() + 300
         while 'PAUSED' not in line and time.time() < deadline and killed.poll() is None:
@@ -77,6 +78,7 @@ def runs(tiny_dataset, tmp_path_factory):
     finally:
         killed.send_signal(signal.SIGKILL)
         killed.wait()
+    full = popen(train_cmd(tiny_dataset, save_dir, 'full'), env=env)
     outs = {name: (p.communicate(timeout=300), p.returncode)
             for name, p in (('full', full), ('nan', nan), ('online', online))}
     assert paused, f'run did not reach the pause hook (rc={killed.returncode})'
