@@ -9,17 +9,21 @@ import tempfile
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Compilation dominates almost every test (a few tiny updates per program), so everything compiles at XLA's cheapest
-# CPU settings: optimisation level 0, no expensive LLVM passes, and the older per-op emitters instead of the fusion
-# emitters (measured on this 2-core machine: one tiny floq update compiles in 2.5-2.7 s instead of 5.2-6.5 s).  Runs
-# compared with each other use the same flags, so comparisons stay exact.  The few in-process checks that run
-# thousands of updates in one program pass ``DEFAULT_XLA_OPTIONS`` (XLA's own defaults) to that program's jit.
-# Measured with `pytest -n 2 --dist loadfile --durations=0` on the idle machine: summed test time 2008 s with only the
-# subprocesses at the cheap level, 1767 s with everything cheap (test_agents.py's learning checks then took 138 s
-# longer, hence DEFAULT_XLA_OPTIONS).  FLOQ_TEST_FULL_XLA=1 compiles everything at XLA's defaults.
-FAST_XLA = '' if os.environ.get('FLOQ_TEST_FULL_XLA') else \
-    '--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true --xla_cpu_use_fusion_emitters=false'
+# CPU settings (CHEAP_XLA): optimisation level 0, no expensive LLVM passes, and the older per-op emitters instead of
+# the fusion emitters (measured on this 2-core machine: one tiny floq update compiles in 2.5-2.7 s instead of
+# 5.2-6.5 s).  Runs compared with each other use the same flags, so comparisons stay exact.  The few in-process
+# checks that run thousands of updates in one program pass ``DEFAULT_XLA_OPTIONS`` (XLA's own values of the same
+# options) to that program's jit.  Measured with `pytest -n 2 --dist loadfile --durations=0` on the idle machine:
+# summed test time 2008 s when only the subprocesses compiled at level 0 (fusion emitters on), 1767 s with everything
+# at CHEAP_XLA (test_agents.py's learning checks then took 138 s longer, hence DEFAULT_XLA_OPTIONS).
+# FLOQ_TEST_FULL_XLA=1 compiles everything at XLA's defaults.
+CHEAP_XLA = {'xla_backend_optimization_level': 0, 'xla_llvm_disable_expensive_passes': True,
+             'xla_cpu_use_fusion_emitters': False}
 DEFAULT_XLA_OPTIONS = {'xla_backend_optimization_level': 3, 'xla_llvm_disable_expensive_passes': False,
                        'xla_cpu_use_fusion_emitters': True}
+assert CHEAP_XLA.keys() == DEFAULT_XLA_OPTIONS.keys()
+FAST_XLA = '' if os.environ.get('FLOQ_TEST_FULL_XLA') else \
+    ' '.join(f'--{k}={str(v).lower()}' for k, v in CHEAP_XLA.items())
 
 # Tests use the CPU; 8 virtual devices let the sharding tests build real meshes.
 os.environ.setdefault('XLA_FLAGS', f'--xla_force_host_platform_device_count=8 {FAST_XLA}'.strip())
