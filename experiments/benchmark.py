@@ -44,13 +44,14 @@ flags.DEFINE_string('device_note', '', 'Free text recorded with the device kind 
 flags.DEFINE_string('env_name', 'cube-single-play-singletask-task2-v0', 'Env of the evaluation benchmark.')
 flags.DEFINE_integer('eval_episodes', None, 'Episodes of the evaluation benchmark (default 50; 10 with --quick).')
 flags.DEFINE_integer('eval_max_steps', None, 'Optional episode time limit of the evaluation benchmark.')
-SECTIONS = ('updates', 'small', 'seeds', 'loop', 'profile', 'eval', 'eval_seeds', 'end_to_end')
+SECTIONS = ('updates', 'small', 'seeds', 'loop', 'profile', 'eval', 'eval_seeds', 'vector_modes', 'end_to_end')
 flags.DEFINE_list('sections', [], f'Sections to run (default: all): {", ".join(SECTIONS)}.')
 flags.DEFINE_list('skip', [], f'Sections to skip: {", ".join(SECTIONS)}.')
 flags.DEFINE_list('eval_num_seeds', None, 'Seed counts S of the eval_seeds section (default 1,2,4; --quick 1,4; '
                   '--tiny 1,2).')
 flags.DEFINE_list('eval_pools', None, 'Pool sizes (live envs across all seeds, as --eval_num_envs of training) of the '
                   'eval_seeds section (default 2,4,8; --quick 4; --tiny 2); each is raised to at least S.')
+flags.DEFINE_list('vector_mode_pools', None, 'Pool sizes n of the vector_modes section (default 2,4,8,16; --tiny 1).')
 flags.DEFINE_integer('compile_repeats', 0, 'Extra section: compile the floq update at K=1 and K=16 alternately '
                      'this many times each (compile time is noisy on a shared CPU) and count while loops in the HLO.')
 common.define_cpu_devices_flag(1, 'CPU-only hosts: split the CPU into this many XLA devices (as train_offline '
@@ -439,8 +440,8 @@ class Bench:
         kwargs = {}
         if FLAGS.eval_max_steps:
             kwargs['max_episode_steps'] = FLAGS.eval_max_steps
-        if FLAGS.tiny:
-            kwargs['vector_mode'] = 'sync'
+        # The committed figures are of the worker-process path (the 'auto' default picks it from 8 envs on).
+        kwargs['vector_mode'] = 'sync' if FLAGS.tiny else 'chunked'
         res = evaluation.benchmark_evaluation(policy, FLAGS.env_name, num_episodes=episodes, **kwargs)
         res = {k: v for k, v in res.items() if isinstance(v, (int, float, str, bool))}
         res['num_episodes'] = episodes
@@ -461,8 +462,7 @@ class Bench:
             [1, 2] if FLAGS.tiny else [1, 4] if self.quick else [1, 2, 4]))
         pools = positive_ints('eval_pools', FLAGS.eval_pools or ([2] if FLAGS.tiny else [4] if self.quick else [2, 4, 8]))
         kwargs = {'max_episode_steps': FLAGS.eval_max_steps} if FLAGS.eval_max_steps else {}
-        if FLAGS.tiny:
-            kwargs['vector_mode'] = 'sync'
+        kwargs['vector_mode'] = 'sync' if FLAGS.tiny else 'chunked'  # pools of 2-8 envs: the worker-process path
         config = make_config('fql', small=True)
         ex_o, ex_a = self.host_data['observations'][:2], self.host_data['actions'][:2]
         rows = []
@@ -500,8 +500,36 @@ class Bench:
                 self.log(f"eval_seeds S={num_seeds} pool {row['live_envs']} ({slots}/seed, {row['waves']} waves): "
                          f"{eval_s:.1f} s, peak RSS {bm.fmt_bytes(peak.bytes)} (base {bm.fmt_bytes(base)})")
         self.results['eval_seeds'] = dict(rows=rows, env_name=FLAGS.env_name, num_episodes=episodes,
-                                          vector_mode=kwargs.get('vector_mode', 'chunked'),
+                                          vector_mode=kwargs['vector_mode'],
                                           policy='FQL small config (2x256) one-step policy, untrained, noise N(0, I)')
+
+
+def vector_mode_rows(env_name: str, sizes, modes=('sync', 'chunked'), evaluations: int = 3,
+                     max_episode_steps=None) -> list:
+    """Wall seconds of one evaluation pool per (n, vector mode): build n envs, then ``evaluations`` evaluations of
+    n episodes (a zero policy, so only the env stepping and the pool's overhead are timed).  The idle envs of this
+    process are closed first, so 'sync' builds its envs as a fresh run does.  Rows: n, mode, the mode 'auto' picks
+    (envs.resolve_vector_mode), build_s, eval_s, total_s."""
+    from floq_jax.envs import envs as envs_lib
+    from floq_jax.envs import evaluation
+
+    rows = []
+    for n in sizes:
+        for mode in modes:
+            envs_lib.clear_env_pool()
+            t0 = time.perf_counter()
+            with evaluation.make_evaluator(env_name, num_episodes=n, vector_mode=mode,
+                                           max_episode_steps=max_episode_steps) as ev:
+                _ = ev.env
+                t1 = time.perf_counter()
+                act_dim = ev.env.single_action_space.shape[0]
+                for i in range(evaluations):
+                    ev(lambda obs, keys, temperature: np.zeros((obs.shape[0], act_dim), np.float32), seed=i)
+                t2 = time.perf_counter()
+            rows.append(dict(n=int(n), mode=mode, auto=envs_lib.resolve_vector_mode('auto', int(n)),
+                             build_s=t1 - t0, eval_s=t2 - t1, total_s=time.perf_counter() - t0))
+    envs_lib.clear_env_pool()
+    return rows
 
 
 def _proc_rss_bytes(pid: int) -> int:
@@ -661,6 +689,15 @@ def table(results) -> str:
                          f"| {r['waves']} | {r['create_s']:.1f} | {r['eval_s']:.1f} | {r['episodes_per_s']:.2f} "
                          f"| {bm.fmt_bytes(r['peak_rss_bytes'])} | {bm.fmt_bytes(r['peak_over_base_per_env_bytes'])} |")
         lines.append('')
+    vm = results.get('vector_modes')
+    if vm:
+        lines += [f"| evaluation pool of n envs ({vm['env_name']}, build + {vm['evaluations']} evaluations of n "
+                  "episodes, zero policy) | mode | build envs (s) | evaluations (s) | total (s) | 'auto' picks |",
+                  '|---|---|---|---|---|---|']
+        for r in vm['rows']:
+            lines.append(f"| n = {r['n']} | {r['mode']} | {r['build_s']:.1f} | {r['eval_s']:.1f} | {r['total_s']:.1f} "
+                         f"| {r['auto']} |")
+        lines.append('')
     pr = results['profile']
     if pr:
         lines += ['| profile (floq default pieces) | ms | GFLOP/s |', '|---|---|---|']
@@ -709,7 +746,7 @@ def main(_):
     if FLAGS.cpu_devices > 1 and not parallel.set_cpu_devices(FLAGS.cpu_devices):
         raise SystemExit('error: --cpu_devices: JAX was already initialised (or XLA_FLAGS sets a device count)')
     skip = skipped_sections(FLAGS.sections, FLAGS.skip)
-    for flag in ('eval_num_seeds', 'eval_pools'):
+    for flag in ('eval_num_seeds', 'eval_pools', 'vector_mode_pools'):
         if FLAGS[flag].value is not None:
             positive_ints(flag, FLAGS[flag].value)
     b = Bench()
@@ -745,6 +782,13 @@ def main(_):
         b.evaluation()
     if 'eval_seeds' not in skip:
         b.eval_seeds()
+    if 'vector_modes' not in skip:
+        sizes = positive_ints('vector_mode_pools', FLAGS.vector_mode_pools or ([1] if FLAGS.tiny else [2, 4, 8, 16]))
+        evaluations = 1 if FLAGS.tiny else 3
+        results['vector_modes'] = dict(env_name=FLAGS.env_name, evaluations=evaluations, rows=vector_mode_rows(
+            FLAGS.env_name, sizes, evaluations=evaluations, max_episode_steps=FLAGS.eval_max_steps))
+        for r in results['vector_modes']['rows']:
+            b.log(f"vector_modes n={r['n']} {r['mode']}: {r['total_s']:.1f} s (build {r['build_s']:.1f} s)")
     if FLAGS.compile_repeats:
         b.compile_check(FLAGS.compile_repeats)
     if 'end_to_end' not in skip:

@@ -10,7 +10,8 @@
     python -m experiments.mechanisms --scale=paper --dataset_dir=~/.ogbench/data [--parts=a,b,c,d]
 
 The baselines (floq, fql) are shared by the parts (m = 0 and noise 0 are the baselines).  Writes
-results.{md,csv}, learning_curves.png, mechanisms.csv, mechanisms.png.
+results.{md,csv}, learning_curves.png, mechanisms.csv (success and held-out Q errors per variant), mechanisms.png,
+mechanisms_q_error.png.
 """
 
 import os
@@ -57,19 +58,36 @@ def variants(parts, stale, noises, paper: bool):
     return out
 
 
+Q_MEASURES = ('q_abs_error', 'q_centered_error', 'q_rank_corr')
+
+
 def post(sweep):
     runs = sweeps.load_sweep_runs(sweep)
     df = sweeps.per_variant_metrics(sweep, runs, ())
     part = {v.name: v.tags.get('part', '') for v in sweep.variants}
     df.insert(2, 'part', [part.get(v, '') for v in df['variant']])
+    # The critic's accuracy on held-out states (final checkpoint, its own K), a measure that does not need the policy
+    # to succeed: mean and 95% CI over seeds per (env, variant).
+    q = sweeps.heldout_q_errors(sweep, runs, max_states=FLAGS.mc_states)
+    for col in Q_MEASURES:
+        stats = {key: report.mean_ci(sel[col].to_numpy(float)) for key, sel in q.groupby(['env_name', 'variant'])}
+        for i, suffix in enumerate(('', '_ci_low', '_ci_high')):
+            df[col + suffix] = [stats[(e, v)][i] for e, v in zip(df['env_name'], df['variant'])]
     df.to_csv(os.path.join(sweep.root, 'mechanisms.csv'), index=False)
     sweeps.bar_plot(df, 'success', os.path.join(sweep.root, 'mechanisms.png'),
                     title='final success per mechanism variant (mean, 95% CI over seeds)')
+    sweeps.bar_plot(df, 'q_centered_error', os.path.join(sweep.root, 'mechanisms_q_error.png'), scale=1.0,
+                    ylabel='centered |Q - MC return|', title='held-out Q error, offset removed (mean, 95% CI)')
     md = ['## Mechanisms', '',
           '(a) floq_distributional, fql_iqn vs floq, fql; (b) floq_predict_final vs floq; (c) floq_stale<m> vs floq '
           '(m = 0); (d) <agent>_noise<n> vs <agent> (n = 0).', '',
+          'q_abs_error: mean |Q(s, a) - G(s, a)| of the final checkpoint (its own K) on held-out states, G the '
+          'Monte-Carlo discounted return of the validation trajectories; q_centered_error: the same once the mean '
+          'offset is removed; q_rank_corr: Spearman correlation of Q and G (floq_jax.analysis.mc_returns; 95% CIs '
+          'in mechanisms.csv).', '',
           report.frame_to_markdown(df[['env_name', 'variant', 'part', 'num_seeds', 'success', 'success_ci_low',
-                              'success_ci_high']])]
+                                       'success_ci_high', *Q_MEASURES]]),
+          sweeps.truncated_returns_note(float(q['mc_tolerance'].max()))]
     return '\n'.join(md)
 
 

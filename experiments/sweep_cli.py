@@ -42,7 +42,7 @@ def define_flags(default_envs: str = '') -> None:
     common.define_compile_cache_flag()
     flags.DEFINE_bool('report_only', False, 'Only rewrite the tables and plots from existing runs.')
     flags.DEFINE_integer('mc_states', 1024, 'Held-out states for the Q errors against Monte-Carlo returns (scale_k, '
-                         'utd).')
+                         'utd, mechanisms).')
     common.define_eval_protocol_flag()
     common.define_cpu_devices_flag()
 

@@ -31,7 +31,8 @@ EXTRA = {
                         ('plasticity_vs_success.png', None)],
     'utd': [('utd.csv', ['success', 'q_abs_error', 'q_centered_error', 'steps_to_threshold',
                                 'reached_fraction']), ('utd.png', None)],
-    'mechanisms': [('mechanisms.csv', ['success']), ('mechanisms.png', None)],
+    'mechanisms': [('mechanisms.csv', ['success', 'q_abs_error', 'q_centered_error']), ('mechanisms.png', None),
+                   ('mechanisms_q_error.png', None)],
 }
 
 # Extra flags of a smoke run: a subset of the variants that still runs every agent class and every kind of change

@@ -109,3 +109,22 @@ def test_eval_seeds_table_sections_and_rss(capsys):
         child.stdin.close()
         child.wait(timeout=60)
     assert base > 0 and peak.bytes >= base + 48 * mib
+
+
+def test_vector_mode_rows_and_table():
+    """The vector_modes section: one timed pool per (n, mode), the mode 'auto' picks, and its table rows."""
+    from floq_jax.envs import envs as envs_lib
+
+    rows = benchmark.vector_mode_rows('cube-single-play-singletask-task2-v0', [1], modes=('sync',), evaluations=1,
+                                      max_episode_steps=3)
+    assert [(r['n'], r['mode'], r['auto']) for r in rows] == [(1, 'sync', 'sync')]
+    assert rows[0]['total_s'] >= rows[0]['build_s'] + rows[0]['eval_s'] > 0
+    assert envs_lib.idle_env_count() == 0  # the section leaves no idle envs behind
+    n = envs_lib.AUTO_CHUNKED_MIN_ENVS
+    synthetic = [dict(n=n, mode=m, auto='chunked', build_s=1.0, eval_s=2.0, total_s=3.0) for m in ('sync', 'chunked')]
+    mm = dict(n=8, flops_per_s=1e9)
+    text = benchmark.table(dict(device=bm.device_description(), device_note='', mode='tiny', matmul=mm,
+                                matmul_start=mm, matmul_end=mm, updates=[], seeds={}, loop={}, evaluation={},
+                                profile={}, targets={}, vector_modes=dict(env_name='cube', evaluations=3,
+                                                                         rows=synthetic)))
+    assert f'| n = {n} | sync | 1.0 | 2.0 | 3.0 | chunked |' in text and f'| n = {n} | chunked |' in text

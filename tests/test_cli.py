@@ -264,7 +264,7 @@ def test_env_workers_exit_quietly_when_parent_is_killed():
 
     script = ('import time\nfrom floq_jax.console import quiet_setup\nquiet_setup()\n'
               'from floq_jax.envs.envs import make_vector_env\n'
-              f'env = make_vector_env({ENV!r}, 2, num_workers=2)\nenv.reset(seed=0)\n'
+              f'env = make_vector_env({ENV!r}, 2, \'chunked\', num_workers=2)\nenv.reset(seed=0)\n'
               'print("ready", flush=True)\ntime.sleep(600)\n')
     proc = subprocess.Popen([sys.executable, '-c', script], cwd=REPO, env=subprocess_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)

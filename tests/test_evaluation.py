@@ -193,9 +193,27 @@ def test_seeds_evaluator_sizes_its_pool_and_notes_waves(monkeypatch, caplog):
         # first: (2048 - 2 x 512) / 2 / 100 -> 5 envs, 2 per seed.
         assert evaluation.seeds_evaluator(ENV, 5, 2, env_bytes=100 * mib, vector_mode='sync').num_envs == 10
         assert 'waves' not in caplog.text
-        assert evaluation.seeds_evaluator(ENV, 5, 2, env_bytes=100 * mib, num_workers=2).num_envs == 4
+        assert evaluation.seeds_evaluator(ENV, 5, 2, env_bytes=100 * mib, num_workers=2,
+                                          vector_mode='chunked').num_envs == 4
         assert '2.0 GiB available at 100 MiB per env' in caplog.text
         assert evaluation.seeds_evaluator(ENV, 5, 2, env_bytes=512 * mib, vector_mode='sync').num_envs == 2
+
+
+def test_auto_vector_mode_rule(monkeypatch):
+    """'auto' runs small pools in this process and pools of AUTO_CHUNKED_MIN_ENVS envs or more in worker processes;
+    a 'chunked' pool that would have one worker is 'sync'; an unknown mode is refused."""
+    monkeypatch.setattr(envs_lib, 'default_num_workers', lambda: 2)
+    n = envs_lib.AUTO_CHUNKED_MIN_ENVS
+    assert envs_lib.resolve_vector_mode('auto', n - 1) == 'sync'
+    assert envs_lib.resolve_vector_mode('auto', n) == 'chunked'
+    assert envs_lib.resolve_vector_mode('auto', n, num_workers=1) == 'sync'
+    assert envs_lib.resolve_vector_mode('chunked', 2) == 'chunked'
+    assert envs_lib.resolve_vector_mode('chunked', 1) == 'sync'
+    assert envs_lib.resolve_vector_mode('async', 1) == 'async'
+    with pytest.raises(ValueError, match='vector mode must be one of'):
+        envs_lib.resolve_vector_mode('fork', 4)
+    monkeypatch.setattr(envs_lib, 'default_num_workers', lambda: 1)  # one core: never worker processes
+    assert envs_lib.resolve_vector_mode('auto', 10 * n) == 'sync'
 
 
 def _toy_seeds_policy(calls):

@@ -7,7 +7,8 @@ env_only=True)`` (no dataset download).
 For evaluation, :func:`make_vector_env` builds a gymnasium vector env
 (``'sync'``: all envs in this process; ``'async'``: gymnasium's
 AsyncVectorEnv, one worker process per env; ``'chunked'``: :class:`ChunkedVectorEnv`,
-a few worker processes (default: one per CPU core) each stepping a chunk of envs)
+a few worker processes (default: one per CPU core) each stepping a chunk of envs;
+``'auto'``, the default: 'chunked' from :data:`AUTO_CHUNKED_MIN_ENVS` envs on, else 'sync')
 with autoreset DISABLED: the evaluator decides when (and with which seed) each
 sub-env is reset.  Every sub-env is wrapped in :class:`FreezeAfterDone`, so a
 sub-env whose episode has ended is not simulated any further while its
@@ -24,7 +25,14 @@ from typing import Callable, Sequence
 import gymnasium
 import numpy as np
 
-VECTOR_MODES = ('sync', 'async', 'chunked')
+VECTOR_MODES = ('auto', 'sync', 'async', 'chunked')
+# 'auto' steps fewer envs than this in the evaluating process ('sync') and more in worker processes ('chunked'):
+# worker processes cost a fixed start (the forkserver imports the entry point, each worker imports ogbench and builds
+# its envs afresh, while 'sync' reuses this process's idle envs), which only a larger pool wins back.  Measured on the
+# idle 2-core machine (docs/benchmark.md, "Evaluation pools"), cube-single, pool build + 3 evaluations of n 200-step
+# episodes, wall seconds sync / chunked: n = 2: 8.8 / 10.5, n = 4: 12.7 / 14.0, n = 8: 22.1 / 21.1, n = 16:
+# 41.1 / 30.2.  Below 8, 'sync' is faster and starts no processes (less CPU where the cores are busy, as in tests).
+AUTO_CHUNKED_MIN_ENVS = 8
 
 
 def make_env(env_name: str, **env_kwargs) -> gymnasium.Env:
@@ -308,10 +316,22 @@ class ChunkedVectorEnv(gymnasium.vector.VectorEnv):
                 proc.terminate()
 
 
+def resolve_vector_mode(mode: str, num_envs: int, num_workers: int | None = None) -> str:
+    """The vector mode a pool of ``num_envs`` envs runs in: 'auto' and a 'chunked' pool that would have a single
+    worker become 'sync'; other modes are returned as given.  Raises ValueError for a mode not in VECTOR_MODES."""
+    if mode not in VECTOR_MODES:
+        raise ValueError(f'vector mode must be one of {VECTOR_MODES}, got {mode!r}')
+    if mode == 'auto':
+        mode = 'chunked' if num_envs >= AUTO_CHUNKED_MIN_ENVS else 'sync'
+    if mode == 'chunked' and min(num_workers or default_num_workers(), num_envs) <= 1:
+        mode = 'sync'  # One worker process would only add IPC overhead.
+    return mode
+
+
 def make_vector_env(
     env_name: str,
     num_envs: int,
-    mode: str = 'chunked',
+    mode: str = 'auto',
     context: str | None = 'forkserver',
     num_workers: int | None = None,
     **env_kwargs,
@@ -322,9 +342,10 @@ def make_vector_env(
         env_name: OGBench name (see :func:`make_env`).
         num_envs: number of sub-envs N.
         mode: 'sync' (gymnasium SyncVectorEnv, one process), 'async'
-            (AsyncVectorEnv, one worker process per sub-env) or 'chunked'
+            (AsyncVectorEnv, one worker process per sub-env), 'chunked'
             (ChunkedVectorEnv, ``num_workers`` processes holding chunks of envs;
-            falls back to 'sync' when there would be a single worker).
+            falls back to 'sync' when there would be a single worker) or 'auto'
+            (see :func:`resolve_vector_mode`).
         context: multiprocessing start method for 'async'.  'forkserver' (or
             'spawn') avoids forking a process that has already started JAX's
             threads.
@@ -334,16 +355,13 @@ def make_vector_env(
     Returns:
         Vector env; observations (N, obs_dim), actions (N, act_dim).
     """
-    if mode not in VECTOR_MODES:
-        raise ValueError(f'mode must be one of {VECTOR_MODES}, got {mode!r}')
+    mode = resolve_vector_mode(mode, num_envs, num_workers)
     fns: Sequence[Callable[[], gymnasium.Env]] = [
         functools.partial(_make_frozen_env, env_name, dict(env_kwargs)) for _ in range(num_envs)
     ]
     autoreset = gymnasium.vector.AutoresetMode.DISABLED
     if mode == 'chunked':
-        if min(num_workers or default_num_workers(), num_envs) > 1:
-            return ChunkedVectorEnv(fns, num_workers=num_workers, context=context)
-        mode = 'sync'  # One worker process would only add IPC overhead.
+        return ChunkedVectorEnv(fns, num_workers=num_workers, context=context)
     if mode == 'sync':
         return gymnasium.vector.SyncVectorEnv(fns, autoreset_mode=autoreset)
     return gymnasium.vector.AsyncVectorEnv(fns, context=context, autoreset_mode=autoreset)

@@ -257,7 +257,8 @@ class Evaluator:
         num_envs: sub-envs of the vector env (default: num_episodes, i.e. all
             episodes at once).
         parallel: vector env + batched policy (True) or one episode at a time.
-        vector_mode: 'chunked' (default; worker processes, one per CPU core, each
+        vector_mode: 'auto' (default: 'sync' below ``envs.AUTO_CHUNKED_MIN_ENVS``
+            envs, else 'chunked'), 'chunked' (worker processes, one per CPU core, each
             stepping a chunk of envs), 'sync' (all envs in this process) or
             'async' (gymnasium AsyncVectorEnv, one process per env); see
             ``envs.make_vector_env``.  Measured on 2 CPU cores, 50 episodes of
@@ -270,7 +271,7 @@ class Evaluator:
     """
 
     def __init__(self, env_name: str, num_episodes: int = 50, seed: int = 0, num_envs: int | None = None,
-                 parallel: bool = True, vector_mode: str = 'chunked', max_episode_steps: int | None = None,
+                 parallel: bool = True, vector_mode: str = 'auto', max_episode_steps: int | None = None,
                  num_workers: int | None = None, **env_kwargs):
         self.env_name = env_name
         self.num_episodes = int(num_episodes)
@@ -340,7 +341,7 @@ class Evaluator:
 
 
 def make_evaluator(env_name: str, num_episodes: int = 50, seed: int = 0, num_envs: int | None = None,
-                   parallel: bool = True, vector_mode: str = 'chunked', max_episode_steps: int | None = None,
+                   parallel: bool = True, vector_mode: str = 'auto', max_episode_steps: int | None = None,
                    **env_kwargs) -> Evaluator:
     """Builds an :class:`Evaluator` (call it with ``policy_fn``; ``close()`` when done)."""
     return Evaluator(env_name, num_episodes, seed, num_envs, parallel, vector_mode, max_episode_steps, **env_kwargs)
@@ -348,7 +349,7 @@ def make_evaluator(env_name: str, num_episodes: int = 50, seed: int = 0, num_env
 
 def evaluate(policy_fn: PolicyFn, env_name: str, num_episodes: int = 50, seed: int = 0,
              num_envs: int | None = None, parallel: bool = True, temperature: float = 1.0,
-             video_episodes: int = 0, vector_mode: str = 'chunked', max_episode_steps: int | None = None,
+             video_episodes: int = 0, vector_mode: str = 'auto', max_episode_steps: int | None = None,
              **env_kwargs) -> dict:
     """One-shot evaluation (creates and closes its envs); see :meth:`Evaluator.__call__`."""
     with make_evaluator(env_name, num_episodes, seed, num_envs, parallel, vector_mode, max_episode_steps,
@@ -400,7 +401,8 @@ def seeds_evaluator(env_name: str, num_episodes: int, num_seeds: int, pool_size:
     source = 'given'
     if pool_size is None:
         available = available_memory_bytes()
-        mode = kwargs.get('vector_mode', 'chunked')
+        mode = envs_lib.resolve_vector_mode(kwargs.get('vector_mode', 'auto'), num_seeds * num_episodes,
+                                            kwargs.get('num_workers'))
         if mode == 'async':  # one worker process per env
             env_bytes += WORKER_BYTES_ESTIMATE
         workers = (kwargs.get('num_workers') or envs_lib.default_num_workers()) if mode == 'chunked' else 0
@@ -482,7 +484,7 @@ def _cpu_seconds(env) -> float:
 
 
 def benchmark_evaluation(policy_fn: PolicyFn, env_name: str, num_episodes: int = 50, seed: int = 0,
-                         vector_mode: str = 'chunked', num_envs: int | None = None, num_workers: int | None = None,
+                         vector_mode: str = 'auto', num_envs: int | None = None, num_workers: int | None = None,
                          max_episode_steps: int | None = None) -> dict:
     """Wall-clock of a parallel vs a sequential ``num_episodes`` evaluation.
 
