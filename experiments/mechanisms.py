@@ -69,10 +69,8 @@ def post(sweep):
     # The critic's accuracy on held-out states (final checkpoint, its own K), a measure that does not need the policy
     # to succeed: mean and 95% CI over seeds per (env, variant).
     q = sweeps.heldout_q_errors(sweep, runs, max_states=FLAGS.mc_states)
-    for col in Q_MEASURES:
-        stats = {key: report.mean_ci(sel[col].to_numpy(float)) for key, sel in q.groupby(['env_name', 'variant'])}
-        for i, suffix in enumerate(('', '_ci_low', '_ci_high')):
-            df[col + suffix] = [stats[(e, v)][i] for e, v in zip(df['env_name'], df['variant'])]
+    q_stats = report.grouped_mean_ci(q, ['env_name', 'variant'], Q_MEASURES).drop(columns='num_seeds')
+    df = df.merge(q_stats, on=['env_name', 'variant'], how='left')
     df.to_csv(os.path.join(sweep.root, 'mechanisms.csv'), index=False)
     sweeps.bar_plot(df, 'success', os.path.join(sweep.root, 'mechanisms.png'),
                     title='final success per mechanism variant (mean, 95% CI over seeds)')

@@ -45,22 +45,16 @@ def q_error_grid(sweep, eval_ks, max_states):
 
 
 def post(sweep):
-    import pandas as pd
-
     from floq_jax.analysis import report
 
     eval_ks = sweeps.parse_list(FLAGS.eval_ks, int) or [v.tags['K'] for v in sweep.variants]
     per_seed = q_error_grid(sweep, eval_ks, FLAGS.mc_states)
     per_seed.to_csv(os.path.join(sweep.root, 'scale_k_per_seed.csv'), index=False)
-    rows = []
-    for (env, tk, ek), sel in per_seed.groupby(['env_name', 'train_K', 'eval_K']):
-        row = dict(env_name=env, train_K=tk, eval_K=ek, num_seeds=len(sel))
-        for col in ('q_abs_error', 'q_bias', 'q_centered_error', 'q_rank_corr', 'success'):
-            m, lo, hi = report.mean_ci(sel[col].to_numpy(float))
-            row.update({col: m, f'{col}_ci_low': lo, f'{col}_ci_high': hi})
-        row.update(mc_tolerance=float(sel['mc_tolerance'].max()), mc_split=sel['mc_split'].iloc[0])
-        rows.append(row)
-    grid = pd.DataFrame(rows)
+    cell = ['env_name', 'train_K', 'eval_K']
+    grid = report.grouped_mean_ci(per_seed, cell, ('q_abs_error', 'q_bias', 'q_centered_error', 'q_rank_corr',
+                                                  'success'))
+    grid = grid.merge(per_seed.groupby(cell).agg(mc_tolerance=('mc_tolerance', 'max'),
+                                                 mc_split=('mc_split', 'first')).reset_index(), on=cell)
     grid.to_csv(os.path.join(sweep.root, 'scale_k_grid.csv'), index=False)
     train_ks = sorted(grid['train_K'].unique())
     def cells(col):  # [train K, eval K'] heatmap of ``col``, averaged over envs (one env in the smoke preset)

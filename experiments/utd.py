@@ -64,13 +64,12 @@ def post(sweep):
     for (env, agent, utd), rs in sorted(groups.items()):
         off, on = int(rs[0].get('offline_steps')), int(rs[0].get('online_steps'))
         st = [steps_to_threshold(r, off, on, FLAGS.threshold) for r in rs]
-        m, lo, hi = report.mean_ci([report.final_score(r, 'evaluation/success', last_n) for r in rs])
         sm, slo, shi = report.mean_ci([s for s, _ in st])
-        row = dict(env_name=env, agent=agent, utd=utd, num_seeds=len(rs), success=m, success_ci_low=lo,
-                   success_ci_high=hi)
+        row = dict(env_name=env, agent=agent, utd=utd, num_seeds=len(rs),
+                   **report.mean_ci_columns('success', [report.final_score(r, 'evaluation/success', last_n)
+                                                        for r in rs]))
         for col in ('q_abs_error', 'q_centered_error'):
-            qm, qlo, qhi = report.mean_ci([q_by_run.loc[r.path, col] for r in rs])
-            row.update({col: qm, f'{col}_ci_low': qlo, f'{col}_ci_high': qhi})
+            row.update(report.mean_ci_columns(col, [q_by_run.loc[r.path, col] for r in rs]))
         rows.append(dict(row, steps_to_threshold=sm, steps_ci_low=slo, steps_ci_high=shi,
                          reached_fraction=float(np.mean([ok for _, ok in st])), threshold=FLAGS.threshold,
                          online_steps=on))

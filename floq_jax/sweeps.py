@@ -342,11 +342,14 @@ def variant_order(sweep: Sweep) -> Dict[str, int]:
 
 
 def load_sweep_runs(sweep: Sweep):
+    """The finished runs of this sweep's variants and envs under its root.  A root may also hold runs of variants
+    this invocation did not ask for (e.g. ``mechanisms --parts=d`` after ``--parts=a``): its report leaves them out."""
     from floq_jax.analysis import report
 
+    names, envs = {v.name for v in sweep.variants}, set(sweep.envs)
     with warnings.catch_warnings():
         warnings.simplefilter('ignore', report.RunWarning)
-        return report.load_runs(sweep.root)
+        return [r for r in report.load_runs(sweep.root) if str(r.get('variant')) in names and r.env_name in envs]
 
 
 def merged_options(sweep: Sweep) -> dict:
@@ -431,12 +434,10 @@ def per_variant_metrics(sweep: Sweep, runs, keys: Sequence[str], success_last_n:
     rows = []
     for (env, variant), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], order.get(kv[0][1], 99))):
         row = {'env_name': env, 'variant': variant, 'num_seeds': len(rs)}
-        m, lo, hi = report.mean_ci([report.final_score(r, 'evaluation/success', last_n) for r in rs])
-        row.update(success=m, success_ci_low=lo, success_ci_high=hi)
+        row.update(report.mean_ci_columns('success', [report.final_score(r, 'evaluation/success', last_n)
+                                                      for r in rs]))
         for key in keys:
-            short = key.split('/', 1)[-1]
-            m, lo, hi = report.mean_ci([final_train_metric(r, key, last_n) for r in rs])
-            row.update({short: m, f'{short}_ci_low': lo, f'{short}_ci_high': hi})
+            row.update(report.mean_ci_columns(key.split('/', 1)[-1], [final_train_metric(r, key, last_n) for r in rs]))
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from floq_jax import sweeps
 from floq_jax.training import parallel
 from tests.conftest import REPO, subprocess_env
 
@@ -96,7 +97,27 @@ def check_smoke_run(name, dirs):
             check_finite_csv(path, cols)
     # Standard run-directory layout with the sweep's flags.
     seeds = [os.path.join(dp) for dp, _, files in os.walk(root) if 'flags.json' in files]
+    check_report_selects_its_variants(name, dirs['save_dir'], seeds)
     assert len(seeds) >= 2 and all(os.path.basename(d).startswith('seed') for d in seeds)
     # Default --cpu_devices: the smoke preset's 2 seeds are split over min(2, cores) XLA CPU devices.
     with open(os.path.join(seeds[0], 'flags.json')) as f:
         assert json.load(f)['cpu_devices'] == (parallel.cpu_devices_for(2) if name == AUTO_DEVICES else 1)
+
+
+def check_report_selects_its_variants(name, save_dir, seed_dirs):
+    """A sweep's report reads only the runs of its own variants and envs from a root that holds others too."""
+    flags = []
+    for d in seed_dirs:
+        with open(os.path.join(d, 'flags.json')) as f:
+            flags.append(json.load(f))
+    variants = sorted({f['variant'] for f in flags})
+    envs = sorted({f['env_name'] for f in flags})
+
+    def loaded(names, env_names):
+        sweep = sweeps.Sweep(name, [sweeps.Variant(n) for n in names], env_names, save_dir=save_dir)
+        return sorted((str(r.get('variant')), r.env_name) for r in sweeps.load_sweep_runs(sweep))
+
+    assert loaded(variants, envs) == sorted((f['variant'], f['env_name']) for f in flags)
+    assert loaded(variants[:1], envs) == sorted((f['variant'], f['env_name']) for f in flags
+                                               if f['variant'] == variants[0])
+    assert loaded(variants, ['no-such-env-v0']) == []

@@ -63,6 +63,27 @@ def test_mean_ci_and_suite():
     assert len(sweeps.SUITE) == 50 and len(set(sweeps.SUITE)) == 50
 
 
+def test_grouped_mean_ci_columns():
+    """Per-group tables: one row per group in sorted order, num_seeds, and each value's mean with its CI columns
+    (the same numbers as mean_ci on that group's values)."""
+    import pandas as pd
+    frame = pd.DataFrame({'env_name': ['b', 'a', 'a', 'b', 'a'], 'K': [1, 2, 2, 1, 2],
+                          'err': [1.0, 2.0, 4.0, 3.0, 9.0], 'corr': [0.5, 0.1, 0.2, 0.5, 0.3]})
+    table = report.grouped_mean_ci(frame, ['env_name', 'K'], ('err', 'corr'))
+    assert list(table.columns) == ['env_name', 'K', 'num_seeds', 'err', 'err_ci_low', 'err_ci_high', 'corr',
+                                   'corr_ci_low', 'corr_ci_high']
+    assert table['env_name'].tolist() == ['a', 'b'] and table['num_seeds'].tolist() == [3, 2]
+    a = table.iloc[0]
+    assert (a['err'], a['err_ci_low'], a['err_ci_high']) == report.mean_ci([2.0, 4.0, 9.0])
+    assert a['err_ci_low'] < a['err'] < a['err_ci_high']
+    b = table.iloc[1]  # no spread: the point estimate three times
+    assert (b['corr'], b['corr_ci_low'], b['corr_ci_high']) == (0.5, 0.5, 0.5)
+    assert report.mean_ci_columns('x', [0.2, 0.4, 0.6]) == dict(zip(('x', 'x_ci_low', 'x_ci_high'),
+                                                                    report.mean_ci([0.2, 0.4, 0.6])))
+    single = report.grouped_mean_ci(frame, ['env_name'], ('err',))  # one group column: scalar keys
+    assert single['env_name'].tolist() == ['a', 'b'] and single['err'].tolist() == [5.0, 2.0]
+
+
 @pytest.mark.parametrize('scale', ['paper', 'cpu'])
 def test_every_variant_of_a_scale_builds_a_config(scale):
     """The paper and cpu scales' variants (published per-env values, the scale's sizes, variant overrides) are valid

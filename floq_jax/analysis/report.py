@@ -322,6 +322,26 @@ def mean_ci(values: Iterable[float], reps: int = 2000, seed: int = 0) -> Tuple[f
     return m, float(ci['x'][0, 0]), float(ci['x'][1, 0])
 
 
+def mean_ci_columns(name: str, values: Iterable[float]) -> Dict[str, float]:
+    """``{name: mean, name_ci_low: low, name_ci_high: high}`` of ``values`` (one per seed, see ``mean_ci``): the
+    column naming of every per-group table the sweeps write."""
+    m, lo, hi = mean_ci(values)
+    return {name: m, f'{name}_ci_low': lo, f'{name}_ci_high': hi}
+
+
+def grouped_mean_ci(frame: pd.DataFrame, by: Sequence[str], columns: Sequence[str]) -> pd.DataFrame:
+    """One row per group of ``frame`` (one row per seed) grouped by the columns ``by``, in sorted order: the group's
+    ``by`` values, ``num_seeds`` (its number of rows) and ``mean_ci_columns`` of each of ``columns``."""
+    rows = []
+    for key, sel in frame.groupby(list(by), sort=True):
+        row = dict(zip(by, key if isinstance(key, tuple) else (key,)), num_seeds=len(sel))
+        for col in columns:
+            row.update(mean_ci_columns(col, sel[col].to_numpy(float)))
+        rows.append(row)
+    return pd.DataFrame(rows, columns=[*by, 'num_seeds', *[c + s for c in columns
+                                                          for s in ('', '_ci_low', '_ci_high')]])
+
+
 def results_table(runs: Sequence[Run], metric: str = DEFAULT_METRIC, last_n: int = 3,
                   group_by: GroupBy = 'agent_name', task_key: str = 'env_name',
                   reps: int = 5000, seed: int = 0) -> pd.DataFrame:
