@@ -265,17 +265,23 @@ def run_sweep(sweep: Sweep, source: SweepData, log: Callable[[str], None] = prin
             options = run_options(sweep, v, env_name)
             t0 = time.time()
             fn = runner.run_offline_to_online if sweep.mode == 'offline_to_online' else runner.run_offline
-            out[(v.name, env_name)] = fn(agent_cls, config, data, options)
+            trained = set()  # non-empty once a chunk was trained (the callback runs after each; returns None: no stop)
+            out[(v.name, env_name)] = fn(agent_cls, config, data, options, callbacks=[lambda run: trained.add(True)])
             seconds = time.time() - t0
-            record_run_time(sweep, v.name, env_name, seconds)
-            log(f'[{sweep.name}] {v.name} on {env_name} ({data.source} data): {seconds:.1f}s')
+            if trained:
+                record_run_time(sweep, v.name, env_name, seconds)
+                log(f'[{sweep.name}] {v.name} on {env_name} ({data.source} data): {seconds:.1f}s')
+            else:  # its checkpoints were all at the end already: its wall time stays the one of its training
+                log(f'[{sweep.name}] {v.name} on {env_name} ({data.source} data): finished run reused '
+                    f'({seconds:.1f}s)')
     rundirs.write_json(os.path.join(sweep.root, 'skipped.json'), skipped)
     return out
 
 
 # ----------------------------------------------------------------------------- measured time and commands
 
-TIMES_FILE = 'wall_times.json'      # {'<variant>/<env>': seconds}: a resumed run adds the time of its new part
+TIMES_FILE = 'wall_times.json'      # {'<variant>/<env>': seconds}: a resumed run adds the time of its new part,
+                                    # a finished run that is reused adds nothing
 COMMANDS_FILE = 'commands.json'     # one entry per invocation that trained: command, device, start, wall seconds
 
 

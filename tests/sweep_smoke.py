@@ -49,6 +49,9 @@ EXTRA_FLAGS = {'mechanisms': ['--variants=fql,fql_iqn,floq_stale1'],
 # made the sequential smoke runs ~4 minutes slower.
 AUTO_DEVICES = 'main_table'
 
+# The experiment whose smoke run is run a second time: every run is finished, so it is reused, not retrained.
+RERUN = 'freeze_features'
+
 
 @pytest.fixture(scope='module')
 def smoke_dirs(tmp_path_factory):
@@ -56,12 +59,12 @@ def smoke_dirs(tmp_path_factory):
     return dict(save_dir=str(tmp_path_factory.mktemp('sweeps')), data=str(tmp_path_factory.mktemp('data_cache')))
 
 
-def run(name, dirs):
+def run(name, dirs, extra=()):
     cmd = [sys.executable, '-m', f'experiments.{name}', '--scale=smoke', f'--save_dir={dirs["save_dir"]}',
            f'--cache_dir={dirs["data"]}']  # the compilation cache: the session's (tests/conftest.py)
     if name != AUTO_DEVICES:
         cmd.append('--cpu_devices=1')
-    cmd += EXTRA_FLAGS.get(name, [])
+    cmd += [*EXTRA_FLAGS.get(name, []), *extra]
     return subprocess.run(cmd, cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=900)
 
 
@@ -98,6 +101,8 @@ def check_smoke_run(name, dirs):
     # Standard run-directory layout with the sweep's flags.
     seeds = [os.path.join(dp) for dp, _, files in os.walk(root) if 'flags.json' in files]
     check_report_selects_its_variants(name, dirs['save_dir'], seeds)
+    if name == RERUN:
+        check_rerun_reuses_finished_runs(name, dirs, times)
     assert len(seeds) >= 2 and all(os.path.basename(d).startswith('seed') for d in seeds)
     # Default --cpu_devices: the smoke preset's 2 seeds are split over min(2, cores) XLA CPU devices.
     with open(os.path.join(seeds[0], 'flags.json')) as f:
@@ -121,3 +126,16 @@ def check_report_selects_its_variants(name, save_dir, seed_dirs):
     assert loaded(variants[:1], envs) == sorted((f['variant'], f['env_name']) for f in flags
                                                if f['variant'] == variants[0])
     assert loaded(variants, ['no-such-env-v0']) == []
+
+
+def check_rerun_reuses_finished_runs(name, dirs, times):
+    """The same command again (for one of its variants: the last --variants wins): the finished run is found and
+    reused, not retrained; the recorded wall times stay those of the training, and the report is written again."""
+    variant = sorted(times)[0].split('/')[0]
+    out = run(name, dirs, extra=[f'--variants={variant}'])
+    assert out.returncode == 0, out.stderr[-3000:]
+    root = os.path.join(dirs['save_dir'], name)
+    assert out.stdout.count('finished run reused') == 1 and f'{variant} on ' in out.stdout, out.stdout[-3000:]
+    with open(os.path.join(root, 'wall_times.json')) as f:
+        assert json.load(f) == times
+    assert os.path.getsize(os.path.join(root, 'results.md')) > 0
