@@ -94,8 +94,10 @@ def main(sweep: Sweep, source: sweeps.SweepData, post: Optional[Callable[[Sweep]
         common.enable_compile_cache()
     t0 = time.time()
     if not FLAGS.report_only:
+        times_before = sweeps.recorded_run_times(sweep)
         sweeps.run_sweep(sweep, source)
-        sweeps.record_command(sweep, command_line(), t0, time.time() - t0, sweeps.device_description())
+        if sweeps.recorded_run_times(sweep) != times_before:  # it trained: an invocation that only reused is not
+            sweeps.record_command(sweep, command_line(), t0, time.time() - t0, sweeps.device_description())
     from floq_jax.analysis.report import NoRunsError
 
     try:

@@ -282,7 +282,8 @@ def run_sweep(sweep: Sweep, source: SweepData, log: Callable[[str], None] = prin
 
 TIMES_FILE = 'wall_times.json'      # {'<variant>/<env>': seconds}: a resumed run adds the time of its new part,
                                     # a finished run that is reused adds nothing
-COMMANDS_FILE = 'commands.json'     # one entry per invocation that trained: command, device, start, wall seconds
+COMMANDS_FILE = 'commands.json'     # one entry per invocation that trained (not one that only reused finished runs):
+                                    # command, device, start, wall seconds
 
 
 def _read_json(path: str, default):
@@ -292,13 +293,18 @@ def _read_json(path: str, default):
         return json.load(f)
 
 
+def recorded_run_times(sweep: Sweep) -> Dict[str, float]:
+    """The sweep's wall_times.json: {'<variant>/<env>': seconds of training}; {} before any run trained."""
+    return _read_json(os.path.join(sweep.root, TIMES_FILE), {})
+
+
 def record_run_time(sweep: Sweep, variant: str, env_name: str, seconds: float) -> None:
     """Adds ``seconds`` (the wall time of one (variant, env) run, all its seeds, evaluation included) to the sweep's
     wall_times.json."""
     from floq_jax.training import rundirs
 
     path = os.path.join(sweep.root, TIMES_FILE)
-    times = _read_json(path, {})
+    times = recorded_run_times(sweep)
     key = f'{variant}/{env_name}'
     times[key] = round(float(times.get(key, 0.0)) + seconds, 1)
     rundirs.write_json(path, times)
@@ -325,7 +331,7 @@ def device_description() -> str:
 def measured_time_md(sweep: Sweep) -> str:
     """The 'Measured time' section of results.md: each training invocation's command, device and wall time, and
     the wall time of each (variant, env) run ('' when the sweep recorded none)."""
-    times = _read_json(os.path.join(sweep.root, TIMES_FILE), {})
+    times = recorded_run_times(sweep)
     commands = _read_json(os.path.join(sweep.root, COMMANDS_FILE), [])
     if not times and not commands:
         return ''

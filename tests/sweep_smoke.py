@@ -130,12 +130,16 @@ def check_report_selects_its_variants(name, save_dir, seed_dirs):
 
 def check_rerun_reuses_finished_runs(name, dirs, times):
     """The same command again (for one of its variants: the last --variants wins): the finished run is found and
-    reused, not retrained; the recorded wall times stay those of the training, and the report is written again, of
-    that variant only."""
+    reused, not retrained; the recorded wall times and commands stay those of the training, and the report is written
+    again, of that variant only."""
     variant = sorted(times)[0].split('/')[0]
+    root = os.path.join(dirs['save_dir'], name)
+    with open(os.path.join(root, 'commands.json')) as f:
+        commands = json.load(f)
     out = run(name, dirs, extra=[f'--variants={variant}'])
     assert out.returncode == 0, out.stderr[-3000:]
-    root = os.path.join(dirs['save_dir'], name)
+    with open(os.path.join(root, 'commands.json')) as f:  # an invocation that only reused is not a measurement
+        assert json.load(f) == commands
     assert out.stdout.count('finished run reused') == 1 and f'{variant} on ' in out.stdout, out.stdout[-3000:]
     with open(os.path.join(root, 'wall_times.json')) as f:
         assert json.load(f) == times
