@@ -22,6 +22,9 @@ flags.DEFINE_integer('online_steps', 1_000_000, 'Online env steps.')
 flags.DEFINE_integer('utd_ratio', 1, 'Updates per env step.')
 flags.DEFINE_integer('buffer_size', 2_000_000, 'Replay capacity (at least the dataset size + 1); the published '
                      '2M keeps a 1M-transition dataset in the buffer through the first 1M online steps.')
+flags.DEFINE_bool('balanced_sampling', False, 'Online phase: half of each batch from the dataset, half from a '
+                  'replay buffer of online transitions only (--buffer_size rows), as the published '
+                  '--balanced_sampling; off (the default, as published): the buffer starts as the dataset.')
 FLAGS = common.FLAGS
 
 
@@ -33,7 +36,8 @@ def main(_):
         from floq_jax.training import runner
 
         config, data, options = common.prepare(online_steps=FLAGS.online_steps, utd_ratio=FLAGS.utd_ratio,
-                                               buffer_size=FLAGS.buffer_size)
+                                               buffer_size=FLAGS.buffer_size,
+                                               balanced_sampling=FLAGS.balanced_sampling)
         common.maybe_wandb(options, config)
         for d in runner.run_offline_to_online(agents.agent_class(config.agent_name), config, data, options):
             print(d)

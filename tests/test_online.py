@@ -84,3 +84,67 @@ def test_online_phase_lax_map_on_a_two_device_mesh_equals_vmap(tmp_path):
         for p_ref, p in zip(reference['params'], out[name]['params']):
             for a, b in zip(p_ref, p):
                 np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+def test_balanced_batch_is_half_dataset_then_half_online_rows():
+    """The published balanced batch: batch_size // 2 uniform dataset rows, then batch_size // 2 uniform rows of the
+    online buffer's filled rows (never its empty rows, never the dataset)."""
+    import jax
+    import jax.numpy as jnp
+    from floq_jax.core import replay
+    from floq_jax.data import sampling
+
+    n, obs_dim = 50, 3
+    data = {k: jnp.zeros((n, obs_dim)) if 'observations' in k else jnp.zeros((n,)) for k in
+            ('observations', 'next_observations', 'rewards', 'masks')}
+    data['rewards'] = -jnp.arange(1, n + 1, dtype=jnp.float32)            # dataset rows: rewards -1 .. -n
+    buffer = replay.empty({k: np.asarray(v) for k, v in data.items()}, capacity=8)
+    assert int(buffer.size) == 0 and buffer.capacity == 8
+    for j in range(3):                                                    # 3 online rows: rewards 100, 101, 102
+        buffer = replay.add(buffer, {k: (jnp.float32(100 + j) if k == 'rewards' else jnp.zeros(data[k].shape[1:]))
+                                     for k in data})
+    draw = jax.jit(lambda key: sampling.balanced_batch(data, buffer, key, 21))
+    seen_offline, seen_online = set(), set()
+    for i in range(40):
+        r = np.asarray(draw(jax.random.PRNGKey(i))['rewards'])
+        assert r.shape == (20,)                                           # 2 * (21 // 2), as published
+        assert np.all(r[:10] < 0) and np.all(r[:10] >= -n), r             # first half: dataset rows
+        assert set(r[10:].tolist()) <= {100.0, 101.0, 102.0}, r           # second half: filled online rows only
+        seen_offline.update(r[:10].tolist()), seen_online.update(r[10:].tolist())
+    assert seen_online == {100.0, 101.0, 102.0} and len(seen_offline) > 40   # uniform over both
+
+
+def test_balanced_sampling_run_keeps_only_online_rows_in_its_buffer(tmp_path):
+    """An offline-to-online run with balanced sampling: the buffer holds the online transitions only (its size is
+    the online step count), the checkpoint restores through load_run, and the run dir refuses the other mode."""
+    import agents
+    import pytest
+    from floq_jax.data import ensure_generated_dataset, load_offline_data
+    from floq_jax.training import restore, runner
+    from floq_jax.training.options import RunDirConflict, RunOptions
+    from tests.conftest import read_csv, small_floq_config
+
+    env = 'cube-single-play-singletask-task1-v0'
+    path = ensure_generated_dataset('cube-single-play-v0', num_episodes=2, seed=0, max_episode_steps=50,
+                                    cache_dir=str(tmp_path / 'cache'), num_workers=1)
+    data = load_offline_data(env, dataset_path=path)
+    config = small_floq_config(batch_size=8, block_width=16, actor_hidden_dims=(16,), value_hidden_dims=(16,),
+                               noise_samples=1, critic_flow_steps=2, actor_flow_steps=2)
+    runner.set_reward_range(config, data)
+
+    def options(balanced):
+        return RunOptions(env_name=env, num_seeds=1, offline_steps=4, online_steps=6, steps_per_call=10,
+                          log_interval=2, eval_interval=1000, save_interval=1000, eval_episodes=1, eval_at_start=False,
+                          buffer_size=20, balanced_sampling=balanced, save_dir=str(tmp_path / 'runs'),
+                          tensorboard=False, progress=False, use_mesh=False, log_diagnostics=False,
+                          eval_kwargs=dict(vector_mode='sync', max_episode_steps=5))
+
+    cls = agents.agent_class(config.agent_name)
+    (d,) = runner.run_offline_to_online(cls, config, data, options(True))
+    sizes = [float(r['online/buffer_size']) for r in read_csv(os.path.join(d, 'train.csv')) if r['online/buffer_size']]
+    assert sizes == [2.0, 4.0, 6.0], sizes       # online rows only (without balancing: the dataset's 100 rows + k)
+    _, state, _, step, _, flags = restore.load_run(d, agents.agent_class)
+    assert step == 10 and flags['balanced_sampling'] is True
+    assert int(state['extra'].size) == 6 and state['extra'].capacity == 20
+    with pytest.raises(RunDirConflict, match='balanced_sampling'):
+        runner.run_offline_to_online(cls, config, data, options(False))

@@ -7,6 +7,10 @@
 The offline dataset fills the first rows (FQL's ``create_from_initial_dataset``); new transitions go to
 ``pointer`` and wrap around once the buffer is full (overwriting the oldest rows, dataset rows included).
 A buffer is a pytree, so it vmaps over seeds, scans, and checkpoints like the agents.
+
+Balanced sampling (the published ``--balanced_sampling``): the buffer starts :func:`empty` (``buffer_size`` rows,
+online transitions only) and each batch is half a uniform draw from the dataset, half from the buffer's filled rows
+(``floq_jax.data.sampling.balanced_batch``), dataset rows first, as the published main loop concatenates them.
 """
 
 from typing import Dict
@@ -42,6 +46,12 @@ def from_dataset(arrays: Dict[str, np.ndarray], capacity: int) -> ReplayBuffer:
     return ReplayBuffer(data={k: jnp.asarray(v) for k, v in data.items()}, size=jnp.int32(n), pointer=jnp.int32(n))
 
 
+def empty(example: Dict[str, np.ndarray], capacity: int) -> ReplayBuffer:
+    """A buffer of ``capacity`` zero rows shaped like ``example``'s rows ({key: (N, ...)}), nothing filled."""
+    data = {k: jnp.zeros((int(capacity), *np.shape(v)[1:]), jnp.float32) for k, v in example.items()}
+    return ReplayBuffer(data=data, size=jnp.int32(0), pointer=jnp.int32(0))
+
+
 def add(buffer: ReplayBuffer, transition: Dict[str, jax.Array]) -> ReplayBuffer:
     """Writes one transition at ``pointer`` (jittable)."""
     capacity = jax.tree_util.tree_leaves(buffer.data)[0].shape[0]
@@ -55,3 +65,4 @@ def sample(buffer: ReplayBuffer, rng: jax.Array, batch_size: int) -> Dict[str, j
     """``batch_size`` rows drawn uniformly with replacement from the filled rows (jittable)."""
     idx = jax.random.randint(rng, (batch_size,), 0, buffer.size)
     return {k: jnp.take(v, idx, axis=0) for k, v in buffer.data.items()}
+

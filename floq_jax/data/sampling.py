@@ -64,6 +64,19 @@ def sample_batch(data: Dict[str, jax.Array], rng: jax.Array, batch_size: int) ->
     return jax.tree_util.tree_map(lambda x: jnp.take(x, idx, axis=0), data)
 
 
+def balanced_batch(data: Dict[str, jax.Array], buffer, rng: jax.Array, batch_size: int) -> Dict[str, jax.Array]:
+    """The published balanced batch: ``batch_size // 2`` dataset rows (``data``: {(N, ...)}, uniform) then
+    ``batch_size // 2`` of the online replay buffer's filled rows (a ``floq_jax.core.replay.ReplayBuffer``,
+    uniform): {(2 * (batch_size // 2), ...)}.  The buffer must hold a row (the online phase adds the transition
+    before it samples).  Jittable."""
+    from floq_jax.core import replay
+
+    half = batch_size // 2
+    data_key, buffer_key = jax.random.split(rng)
+    offline, online = sample_batch(data, data_key, half), replay.sample(buffer, buffer_key, half)
+    return {k: jnp.concatenate([offline[k], online[k]], axis=0) for k in buffer.data}
+
+
 def host_chunk(arrays: Dict[str, np.ndarray], seeds, start: int, steps: int, batch_size: int) -> Dict[str, np.ndarray]:
     """Host-side batches for updates ``start .. start + steps - 1`` of each seed: {key: (S, steps, B, ...)}.
 

@@ -2,7 +2,8 @@
 1) across seeds per env step, then ``utd_ratio`` updates on batches from each seed's device replay buffer, dispatched
 over seeds like the offline chunks (``parallel.make_online_update``: vmap or ``lax.map``, on the mesh).
 
-The replay buffers start as the dataset (:func:`replay_buffers`) and are checkpointed with the agents; a resumed
+The replay buffers start as the dataset (:func:`replay_buffers`; empty with balanced sampling, see
+:func:`initial_buffer`) and are checkpointed with the agents; a resumed
 online phase restarts its episodes (env state is not checkpointed), numbering them on from the saved count.
 """
 
@@ -19,13 +20,22 @@ from floq_jax.training import multihost, parallel
 BAR_EVERY = 100  # online phase: env steps per progress-bar update
 
 
-def replay_buffers(options):
-    """``extra_state`` of the run: the dataset as every seed's initial replay buffer (S, ...), on the mesh."""
+def initial_buffer(arrays, buffer_size: int, balanced: bool):
+    """One seed's replay buffer at the start of the online phase, as published: the dataset ``arrays`` in a buffer
+    of max(buffer_size, N + 1) rows, or with ``balanced`` sampling an empty buffer of ``buffer_size`` rows for the
+    online transitions (the dataset is sampled on its own)."""
     from floq_jax.core import replay
 
+    if balanced:
+        return replay.empty(arrays, buffer_size)
+    return replay.from_dataset(arrays, replay.capacity_for(len(arrays['observations']), buffer_size))
+
+
+def replay_buffers(options):
+    """``extra_state`` of the run: every seed's initial replay buffer (S, ...) (:func:`initial_buffer`), on the mesh."""
+
     def buffers(state):
-        capacity = replay.capacity_for(len(state.host_arrays['observations']), options.buffer_size)
-        one = replay.from_dataset(state.host_arrays, capacity)
+        one = initial_buffer(state.host_arrays, options.buffer_size, options.balanced_sampling)
         stacked = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (len(state.seeds), *x.shape)), one)
         if state.mesh is not None:
             stacked = multihost.put_global(stacked, parallel.seed_sharding(state.mesh))
@@ -66,7 +76,12 @@ class OnlinePhase:
         o, seeds = self.options, state.seeds
         self.envs = [envs_lib.pooled_env(o.env_name) for _ in seeds]
         self.act = jax.jit(jax.vmap(lambda a, obs, key: a.sample_actions(obs, seed=key, temperature=1.0)))
-        self.update = parallel.make_online_update(self.batch_size, o.utd_ratio, state.mesh, state.seed_map)
+        self.update = parallel.make_online_update(self.batch_size, o.utd_ratio, state.mesh, state.seed_map,
+                                                  o.balanced_sampling)
+        if o.balanced_sampling and state.device_data is None:
+            raise ValueError('--balanced_sampling samples the dataset on the device, but this run keeps it on the '
+                             'host (--host_sampling, or too big for the device); accepted: a dataset on the device')
+        self.data = state.device_data if o.balanced_sampling else None
         self.episode = int(state.metadata.get('episodes', 0))
         self.obs = np.stack([env.reset(seed=s * 100_003 + self.episode)[0]
                              for env, s in zip(self.envs, seeds)]).astype(np.float32)
@@ -89,7 +104,8 @@ class OnlinePhase:
                            masks=1.0 - np.asarray(terminated, np.float32), next_observations=next_obs)
         if state.mesh is not None:
             transitions = multihost.put_global(transitions, parallel.seed_sharding(state.mesh))
-        state.agents, state.extra, state.rngs, infos = self.update(state.agents, state.extra, transitions, state.rngs)
+        state.agents, state.extra, state.rngs, infos = self.update(state.agents, state.extra, transitions, state.rngs,
+                                                                   self.data)
         self.returns += np.asarray(rewards)
         self.obs = next_obs
         done = np.logical_or(terminated, truncated)

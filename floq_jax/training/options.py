@@ -77,6 +77,9 @@ class RunOptions:
     max_checkpoints: Optional[int] = 3
     utd_ratio: int = 1                   # online: updates per env step
     buffer_size: int = 2_000_000         # online: replay capacity (at least the dataset size + 1); published 2M
+    # online: half of each batch from the dataset, half from a buffer of online transitions only (published
+    # --balanced_sampling; off by default, as published)
+    balanced_sampling: bool = False
     use_mesh: Optional[bool] = None      # None: shard over devices when there is more than one
     # None: sample on the host (numpy, prefetched) only when the dataset exceeds half the free device memory.
     host_sampling: Optional[bool] = None

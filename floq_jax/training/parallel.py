@@ -282,23 +282,28 @@ def make_host_batch_chunk(steps: int, mesh: Optional[Mesh] = None, seed_map: boo
 
 
 @functools.lru_cache(maxsize=64)
-def make_online_update(batch_size: int, utd_ratio: int, mesh: Optional[Mesh] = None, seed_map: bool = False):
-    """(agents, buffers, transitions {(S, ...)}, rngs) -> (agents, buffers, rngs, infos {(S,)}), jitted.
+def make_online_update(batch_size: int, utd_ratio: int, mesh: Optional[Mesh] = None, seed_map: bool = False,
+                       balanced: bool = False):
+    """(agents, buffers, transitions {(S, ...)}, rngs, data) -> (agents, buffers, rngs, infos {(S,)}), jitted.
 
     Per seed: insert the new transition into the device replay buffer (``floq_jax.core.replay``), then
     ``utd_ratio`` updates on batches sampled from it (``lax.scan``); seeds dispatched as the offline chunks
     (:func:`over_seeds`: vmap or ``lax.map``, on the ('seeds', 'batch') mesh when one is given).
+    ``balanced``: each batch is half the (shared, replicated) dataset ``data`` {(N, ...)} and half the buffer of
+    online transitions (``floq_jax.data.sampling.balanced_batch``); otherwise ``data`` is unused (pass None).
     """
     from floq_jax.core import replay
+    from floq_jax.data import sampling
 
     def make_one_seed(batch_constraint):
-        def one_seed(agent, buffer, transition, rng):
+        def one_seed(agent, buffer, transition, rng, data):
             buffer = replay.add(buffer, transition)
 
             def body(carry, _):
                 agent, rng = carry
                 rng, key = jax.random.split(rng)
-                batch = replay.sample(buffer, key, batch_size)
+                batch = (sampling.balanced_batch(data, buffer, key, batch_size) if balanced
+                         else replay.sample(buffer, key, batch_size))
                 if batch_constraint is not None:
                     batch = batch_constraint(batch)
                 agent, info = agent.update(batch)
@@ -309,7 +314,7 @@ def make_online_update(batch_size: int, utd_ratio: int, mesh: Optional[Mesh] = N
 
         return one_seed
 
-    return over_seeds(make_one_seed, (0, 0, 0, 0), 4, mesh, seed_map, donate_argnums=(0, 1, 3))
+    return over_seeds(make_one_seed, (0, 0, 0, 0, None), 4, mesh, seed_map, donate_argnums=(0, 1, 3))
 
 
 def is_primary_process() -> bool:

@@ -34,10 +34,10 @@ def load_run(run_directory: str, agent_class: Callable[[str], Any], step: Option
     agent = agent_cls.create(int(flags['seed']), arrays['observations'][:1], arrays['actions'][:1], config)
     target = {'agent': agent, 'data_rng': parallel.seed_rngs([int(flags['seed'])])[0]}
     if int(flags.get('online_steps') or 0) > 0:
-        from floq_jax.core import replay
+        from floq_jax.training.online import initial_buffer
 
-        capacity = replay.capacity_for(len(arrays['observations']), int(flags.get('buffer_size') or 0))
-        target['extra'] = replay.from_dataset(arrays, capacity)
+        target['extra'] = initial_buffer(arrays, int(flags.get('buffer_size') or 0),
+                                         bool(flags.get('balanced_sampling', False)))
     checkpointer = Checkpointer(os.path.join(run_directory, 'checkpoints'))
     try:
         state, metadata, step = checkpointer.restore(jax.device_get(target), step=step)

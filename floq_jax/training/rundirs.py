@@ -63,7 +63,7 @@ def flags_record(config, data, options: RunOptions, seed: int) -> dict:
     record.update(env_name=options.env_name, seed=int(seed), agent=config_dict(config),
                   data_source=data.source, generator=jsonable(data.generator), dataset_file=data.dataset_file,
                   num_seeds=options.num_seeds, offline_steps=options.offline_steps, online_steps=options.online_steps,
-                  eval_protocol=options.eval_protocol,
+                  eval_protocol=options.eval_protocol, balanced_sampling=bool(options.balanced_sampling),
                   eval_protocol_description=presets.describe_eval_protocol(options.eval_protocol))
     if options.config_schedule:
         record['config_schedule'] = jsonable([[int(s), dict(c)] for s, c in options.config_schedule])
@@ -98,6 +98,11 @@ def check_run_dir(directory: str, record: dict, resume: bool) -> bool:
         raise RunDirConflict(f'run dir {directory} was evaluated with eval_protocol {old_protocol!r}, this run asks '
                              f'for {new_protocol!r}; refusing to mix them in one eval.csv: pass '
                              f'--eval_protocol={old_protocol} to continue it, or another --run_group')
+    old_balanced, new_balanced = bool(old.get('balanced_sampling', False)), bool(record.get('balanced_sampling', False))
+    if old_balanced != new_balanced:
+        raise RunDirConflict(f'run dir {directory} was trained with balanced_sampling={old_balanced}, this run asks for '
+                             f'{new_balanced} (another replay buffer); pass --balanced_sampling={old_balanced} to '
+                             f'continue it, or another --run_group')
     if not resume:
         raise RunDirConflict(f'run dir {directory} already exists and resume is off; refusing to overwrite it: '
                              f'pass --resume or another --run_group')
