@@ -78,6 +78,7 @@ def define_common_flags(offline_steps: int = 1_000_000) -> None:
                          'memory, at most num_seeds x eval_episodes. The episodes do not depend on it (the noise of a step is '
                          'keyed by seed, episode and step).')
     define_eval_protocol_flag()  # --eval_protocol=published|deterministic (also experiments.evaluate, demo, sweeps)
+    define_video_flags()  # --video_episodes, --video_frame_skip (also experiments.evaluate)
     flags.DEFINE_enum('reward_range', presets.DEFAULT_REWARD_RANGE, list(presets.REWARD_RANGES),
                       "r_min / r_max behind floq's noise interval and value support. 'published': the rewards' "
                       "min / max and 0 (the published code computes them over its zero-padded replay buffer); "
@@ -291,6 +292,14 @@ def parse_int_list(name: str, text: str):
     return values
 
 
+def define_video_flags() -> None:
+    """--video_episodes and --video_frame_skip, as the published main.py names them."""
+    flags.DEFINE_integer('video_episodes', 0, 'Per seed and evaluation, extra episodes rendered into one grid video '
+                         '(videos/step<N>.mp4 in the run dir, and TensorBoard / W&B); they do not count in the '
+                         'success statistics, as published. Rendering is slow on a CPU (~0.2-0.3 s a frame).')
+    flags.DEFINE_integer('video_frame_skip', 3, 'Keep every n-th rendered frame (and the last), as published.')
+
+
 def check_positive(**values) -> None:
     for name, v in values.items():
         if v is None or int(v) < 1:
@@ -416,6 +425,7 @@ def common_options(**extra):
         eval_protocol=FLAGS.eval_protocol, eval_num_steps=eval_num_steps,
         eval_at_start=FLAGS.eval_at_start, eval_num_envs=FLAGS.eval_num_envs, save_dir=FLAGS.save_dir,
         run_group=FLAGS.run_group, resume=FLAGS.resume, tensorboard=FLAGS.tensorboard,
+        video_episodes=FLAGS.video_episodes, video_frame_skip=FLAGS.video_frame_skip,
         max_checkpoints=FLAGS.max_checkpoints, progress=FLAGS.progress, host_sampling=FLAGS.host_sampling,
         seed_loop=FLAGS.seed_loop, **extra)
     validate(options)

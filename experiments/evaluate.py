@@ -1,9 +1,10 @@
 """Evaluate a saved checkpoint: success over N episodes, and (floq) Q estimates at several critic K.
 
     python -m experiments.evaluate --run_dir=runs/default/<env>/floq/seed0 [--step=200000] \
-        [--eval_episodes=50] [--num_steps=1,2,4,8] [--eval_protocol=published] [--video_episodes=2]
+        [--eval_episodes=50] [--num_steps=1,2,4,8] [--eval_protocol=published] [--video_episodes=2 --video_frame_skip=3]
 
-Writes <run_dir>/evaluations/step<step>.json and .csv and prints the summary.  K is a test-time knob of the
+Writes <run_dir>/evaluations/step<step>.json and .csv (and step<step>.mp4 with --video_episodes) and prints the
+summary.  K is a test-time knob of the
 critic only: the policy (FQL's one-step actor) never integrates the critic, so success does not depend on
 K; the Q estimates on a fixed dataset batch do.  Evaluation actions follow --eval_protocol: 'published' (default)
 samples the one-step policy with noise N(0, I) as the published code does; 'deterministic' uses zero noise.
@@ -21,12 +22,12 @@ flags.DEFINE_integer('step', None, 'Checkpoint step (default: the newest intact 
 flags.DEFINE_integer('eval_episodes', 50, 'Episodes.')
 flags.DEFINE_integer('eval_num_envs', None, 'Parallel sub-envs (default: eval_episodes).')
 flags.DEFINE_string('num_steps', '', 'Comma list of critic K values for Q estimates (default: the trained K).')
-flags.DEFINE_integer('video_episodes', 0, 'Episodes to render into <run_dir>/evaluations/step<step>_video<i>.npy.')
 flags.DEFINE_integer('eval_seed', None, 'Episode seed (default: the run seed, as in training-time evaluation).')
 flags.DEFINE_string('dataset_path', None, 'Dataset file (default: the one in flags.json).')
 FLAGS = flags.FLAGS
 common.define_eval_protocol_flag()  # --eval_protocol: 'published' (noise N(0, I), the default) or 'deterministic'
 common.define_compile_cache_flag()
+common.define_video_flags()  # extra rendered episodes -> <run_dir>/evaluations/step<step>.mp4 (not counted)
 
 
 def main(_):
@@ -38,7 +39,9 @@ def main(_):
 
         if not FLAGS.run_dir or not os.path.isfile(os.path.join(FLAGS.run_dir, 'flags.json')):
             raise common.UsageError(f'--run_dir={FLAGS.run_dir!r}: expected a seed run directory holding flags.json')
-        common.check_positive(eval_episodes=FLAGS.eval_episodes)
+        common.check_positive(eval_episodes=FLAGS.eval_episodes, video_frame_skip=FLAGS.video_frame_skip)
+        if FLAGS.video_episodes < 0:
+            raise common.UsageError(f'--video_episodes={FLAGS.video_episodes}: must be >= 0')
         ckpt_dir = os.path.join(FLAGS.run_dir, 'checkpoints')
         steps = sorted(int(n) for n in (os.listdir(ckpt_dir) if os.path.isdir(ckpt_dir) else []) if n.isdigit())
         if not steps:
@@ -50,7 +53,8 @@ def main(_):
         common.enable_compile_cache()
         try:
             summary = evaluate.evaluate_checkpoint(FLAGS.run_dir, agents.agent_class, FLAGS.step, FLAGS.eval_episodes, ks, FLAGS.eval_protocol,
-                                   FLAGS.video_episodes, FLAGS.eval_seed, FLAGS.eval_num_envs, FLAGS.dataset_path)
+                                   FLAGS.video_episodes, FLAGS.eval_seed, FLAGS.eval_num_envs, FLAGS.dataset_path,
+                                   FLAGS.video_frame_skip)
         except FileNotFoundError as e:
             raise common.UsageError(f'--step: {e}') from None
         print(json.dumps(summary, indent=2))

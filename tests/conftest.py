@@ -49,6 +49,12 @@ def subprocess_env(**extra):
     env['XLA_FLAGS'] = f'{FAST_XLA} {extra.get("XLA_FLAGS", "")}'.strip()
     return env
 
+# Rendering (evaluation videos) without a display: pick EGL / OSMesa before anything imports MuJoCo, as the
+# entrypoints do.
+from floq_jax.console import quiet_setup  # noqa: E402
+
+quiet_setup()
+
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -101,3 +107,23 @@ def digest(run, step):
     """The state digest recorded in seed run dir ``run``'s checkpoint at ``step`` (its orbax metadata)."""
     with open(os.path.join(run, 'checkpoints', str(step), 'metadata', 'metadata')) as f:
         return json.load(f)['__floq_checkpoint_digest__']
+
+
+def tb_events(log_dir):
+    """[(step, Summary.Value)] of every event file in ``log_dir`` (tensorboardX's TFRecord framing + Event protos)."""
+    import glob
+    import struct
+
+    from tensorboardX.proto import event_pb2
+
+    out = []
+    for path in sorted(glob.glob(os.path.join(log_dir, 'events.out.tfevents.*'))):
+        with open(path, 'rb') as f:
+            data = f.read()
+        pos = 0
+        while pos < len(data):
+            (length,) = struct.unpack('<Q', data[pos:pos + 8])
+            event = event_pb2.Event.FromString(data[pos + 12:pos + 12 + length])
+            pos += 12 + length + 4
+            out += [(event.step, v) for v in event.summary.value]
+    return out

@@ -100,12 +100,14 @@ def _summary(ep_success: np.ndarray, ep_return: np.ndarray, ep_length: np.ndarra
 
 
 def _run_sequential(env, policy_fn: PolicyFn, seeds: np.ndarray, base_key, temperature: float,
-                    render: bool = False) -> tuple[dict, list[np.ndarray]]:
-    """One episode at a time on a single env, one policy call per step.
+                    render: bool = False, frame_skip: int = 1, first_episode: int = 0) -> tuple[dict, list[np.ndarray]]:
+    """One episode at a time on a single env, one policy call per step; episode ``ep`` of ``seeds`` is episode
+    ``first_episode + ep`` of the evaluation (its action-noise keys).
 
     Returns:
-        (summary dict, videos): videos is a list of uint8 (T+1, H, W, 3) arrays
-        when ``render`` is True and rendering works, else [].
+        (summary dict, videos): with ``render`` (and rendering working) a list of uint8 (F, H, W, 3) arrays, one per
+        episode, the frame after env step t kept when t % frame_skip == 0 or the episode ended (the published
+        evaluation's frames); else [].
     """
     n = len(seeds)
     ep_success = np.zeros(n)
@@ -115,10 +117,11 @@ def _run_sequential(env, policy_fn: PolicyFn, seeds: np.ndarray, base_key, tempe
     videos = []
     for ep in range(n):
         obs, _ = env.reset(seed=int(seeds[ep]))
-        frames = _try_render(env) if render else None
+        frames = [] if render else None
         done = False
         while not done:
-            keys = _episode_keys(jnp.asarray(base_key)[None], jnp.asarray([ep]), jnp.asarray([ep_length[ep]]))
+            keys = _episode_keys(jnp.asarray(base_key)[None], jnp.asarray([first_episode + ep]),
+                                 jnp.asarray([ep_length[ep]]))
             action = _actions(policy_fn, obs[None], keys, temperature)[0]
             obs, reward, terminated, truncated, info = env.step(action)
             ep_return[ep] += reward
@@ -127,10 +130,10 @@ def _run_sequential(env, policy_fn: PolicyFn, seeds: np.ndarray, base_key, tempe
             if done:
                 ep_success[ep] = float(info['success'])
                 final_obs[ep] = obs
-            if frames is not None:
+            if frames is not None and (ep_length[ep] % frame_skip == 0 or done):
                 frame = _try_render(env)
                 frames = None if frame is None else frames + frame
-        if frames is not None:
+        if frames:
             videos.append(np.stack(frames))
         elif render:
             render = False  # Rendering failed (already warned); stop trying.
@@ -298,7 +301,7 @@ class Evaluator:
         return self._env
 
     def __call__(self, policy_fn: PolicyFn, temperature: float = 1.0, seed: int | None = None,
-                 num_episodes: int | None = None, video_episodes: int = 0) -> dict:
+                 num_episodes: int | None = None, video_episodes: int = 0, video_frame_skip: int = 3) -> dict:
         """Evaluates ``policy_fn``.  ``temperature`` is passed to it (1, the default: the published protocol's
         noise N(0, I); 0: deterministic; floq_jax.presets.EVAL_PROTOCOLS).
 
@@ -307,7 +310,7 @@ class Evaluator:
              'return': mean episode return, 'length': mean episode length,
              'episode_success' / 'episode_return' / 'episode_length': (num_episodes,) arrays,
              'episode_final_observation': float32 (num_episodes, obs_dim) last observations,
-             'videos' (only if video_episodes > 0): list of uint8 (T+1, H, W, 3)}.
+             'videos' (only if video_episodes > 0): list of uint8 (F, H, W, 3), see :meth:`render_episodes`}.
         """
         seed = self.seed if seed is None else int(seed)
         n = self.num_episodes if num_episodes is None else int(num_episodes)
@@ -318,12 +321,22 @@ class Evaluator:
         else:
             result, _ = _run_sequential(self.env, policy_fn, seeds, rng, temperature)
         if video_episodes > 0:
-            if self._video_env is None:
-                self._video_env = envs_lib.pooled_env(self.env_name, **self._env_kwargs)
-            _, videos = _run_sequential(self._video_env, policy_fn, seeds[:video_episodes], rng, temperature,
-                                        render=True)
-            result['videos'] = videos
+            result['videos'] = self.render_episodes(policy_fn, temperature, seed, n, video_episodes, video_frame_skip)
         return result
+
+    def render_episodes(self, policy_fn: PolicyFn, temperature: float, seed: int, first_episode: int, count: int,
+                        frame_skip: int = 3) -> list[np.ndarray]:
+        """Renders episodes ``first_episode .. first_episode + count - 1`` of the evaluation with ``seed`` (their own
+        reset seeds and action-noise keys) on one env: list of uint8 (F, H, W, 3), every ``frame_skip``-th frame and
+        the last, as the published evaluation renders its video episodes.  As published, these are extra episodes
+        after the counted ones (``first_episode`` = the number of counted episodes) and never enter the statistics.
+        [] when rendering is unavailable (warned once)."""
+        if self._video_env is None:
+            self._video_env = envs_lib.pooled_env(self.env_name, **self._env_kwargs)
+        seeds = envs_lib.episode_seeds(seed, first_episode + count)[first_episode:]
+        _, videos = _run_sequential(self._video_env, policy_fn, seeds, jax.random.PRNGKey(seed), temperature,
+                                    render=True, frame_skip=frame_skip, first_episode=first_episode)
+        return videos
 
     def close(self) -> None:
         """Closes envs (terminates async worker processes)."""
@@ -350,11 +363,12 @@ def make_evaluator(env_name: str, num_episodes: int = 50, seed: int = 0, num_env
 def evaluate(policy_fn: PolicyFn, env_name: str, num_episodes: int = 50, seed: int = 0,
              num_envs: int | None = None, parallel: bool = True, temperature: float = 1.0,
              video_episodes: int = 0, vector_mode: str = 'auto', max_episode_steps: int | None = None,
-             **env_kwargs) -> dict:
+             video_frame_skip: int = 3, **env_kwargs) -> dict:
     """One-shot evaluation (creates and closes its envs); see :meth:`Evaluator.__call__`."""
     with make_evaluator(env_name, num_episodes, seed, num_envs, parallel, vector_mode, max_episode_steps,
                         **env_kwargs) as evaluator:
-        return evaluator(policy_fn, temperature=temperature, video_episodes=video_episodes)
+        return evaluator(policy_fn, temperature=temperature, video_episodes=video_episodes,
+                         video_frame_skip=video_frame_skip)
 
 
 # ----------------------------------------------------------------------------- seeds together, bounded pool

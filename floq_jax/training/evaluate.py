@@ -57,6 +57,7 @@ class SeedEvaluation:
         self.options = options
         self._evaluator = None
         self._qbatch = eval_batch(data) if options.eval_num_steps else None
+        self.videos: List[List[np.ndarray]] = []  # the last evaluation's rendered episodes, per seed (when asked)
 
     def __call__(self, state) -> List[Dict[str, float]]:
         """All seeds together: one env pool of ``eval_num_envs`` live envs (default: sized from free memory), one
@@ -75,8 +76,12 @@ class SeedEvaluation:
             if not parallel.is_primary_process():
                 return []
             agents = jax.tree_util.tree_map(jnp.asarray, agents)
-        evals = evaluation.evaluate_seeds(self._evaluator, agents, state.seeds,
-                                          temperature=presets.eval_temperature(o.eval_protocol))
+        temperature = presets.eval_temperature(o.eval_protocol)
+        evals = evaluation.evaluate_seeds(self._evaluator, agents, state.seeds, temperature=temperature)
+        # Video episodes: per seed, extra episodes after the counted ones, rendered one at a time (not counted).
+        self.videos = [self._evaluator.render_episodes(policy_fn_for(parallel.select_seed(agents, k)), temperature,
+                                                       seed, o.eval_episodes, o.video_episodes, o.video_frame_skip)
+                       for k, seed in enumerate(state.seeds)] if o.video_episodes > 0 else []
         rows = []
         for k, res in enumerate(evals):
             row = {f'evaluation/{m}': float(res[m]) for m in EVAL_METRICS}
@@ -121,13 +126,14 @@ class CriticDiagnostics:
 
 
 def evaluate_checkpoint(run_dir, agent_class: Callable[[str], Any], step=None, eval_episodes=50, num_steps=(), eval_protocol='published',
-                        video_episodes=0, eval_seed=None, eval_num_envs=None, dataset_path=None):
+                        video_episodes=0, eval_seed=None, eval_num_envs=None, dataset_path=None, video_frame_skip=3):
     """Evaluates a seed run dir's checkpoint (newest intact one by default): success over ``eval_episodes``
     (parallel Evaluator) under ``eval_protocol`` ('published': noise N(0, I); 'deterministic') and Q estimates at
     each K in ``num_steps`` on a fixed dataset batch.
 
     ``agent_class``: the caller's agent registry lookup, agent_name -> class (e.g. ``agents.agent_class``).
-    Returns the summary dict, also written to <run_dir>/evaluations/step<step>.json and .csv (videos as .npy).
+    Returns the summary dict, also written to <run_dir>/evaluations/step<step>.json and .csv; ``video_episodes``
+    extra rendered episodes (not counted, as published) go to <run_dir>/evaluations/step<step>.mp4 as one grid.
     """
     import csv
 
@@ -141,7 +147,7 @@ def evaluate_checkpoint(run_dir, agent_class: Callable[[str], Any], step=None, e
     # The pool of live envs: eval_num_envs, or as many as fit in the free memory (the episodes do not depend on it).
     with seeds_evaluator(run_flags['env_name'], eval_episodes, 1, pool_size=eval_num_envs) as evaluator:
         res = evaluator(policy_fn_for(agent), temperature=temperature, seed=seed,
-                        video_episodes=video_episodes)
+                        video_episodes=video_episodes, video_frame_skip=video_frame_skip)
     qs = q_estimates(agent, eval_batch(data), num_steps)
     summary = dict(run_dir=os.path.abspath(run_dir), step=int(step), env_name=run_flags['env_name'],
                    agent_name=agent.config.agent_name, episodes=int(eval_episodes), eval_protocol=eval_protocol,
@@ -152,12 +158,14 @@ def evaluate_checkpoint(run_dir, agent_class: Callable[[str], Any], step=None, e
                    q_estimates={k.split('_K')[1]: v for k, v in qs.items()})
     out = os.path.join(run_dir, 'evaluations')
     os.makedirs(out, exist_ok=True)
+    if res.get('videos'):
+        from floq_jax.training import videos
+
+        summary['video'] = videos.write_mp4(os.path.join(out, f'step{step}.mp4'), videos.tile(res['videos']))
     rundirs.write_json(os.path.join(out, f'step{step}.json'), summary)
     with open(os.path.join(out, f'step{step}.csv'), 'w', newline='') as f:
         writer = csv.writer(f)
         writer.writerow(['step', 'K', 'evaluation/success', 'evaluation/return', 'evaluation/length', 'q_mean'])
         for k, q in summary['q_estimates'].items() or [('', '')]:
             writer.writerow([step, k, summary['success'], summary['return'], summary['length'], q])
-    for i, video in enumerate(res.get('videos') or []):
-        np.save(os.path.join(out, f'step{step}_video{i}.npy'), np.asarray(video))
     return summary

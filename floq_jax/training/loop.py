@@ -74,6 +74,8 @@ class Run:
             rows = self.evaluation(self.state)
         with timing.phase('logging'):
             self.sinks.log_eval(self.state.step, rows)
+            if self.evaluation.videos:
+                self.sinks.log_videos(self.state.step, self.evaluation.videos)
         self.last_eval = rows
         return rows
 

@@ -69,6 +69,9 @@ class RunOptions:
     eval_num_steps: Sequence[int] = ()   # extra critic K values at which to log Q estimates
     eval_at_start: bool = True           # evaluate the untrained policy at step 0
     eval_num_envs: Optional[int] = None  # live envs per evaluation, all seeds together (default: from memory)
+    # per seed and evaluation, extra rendered episodes (not in the statistics, as published) -> videos/step<N>.mp4
+    video_episodes: int = 0
+    video_frame_skip: int = 3            # keep every n-th rendered frame (and the last), as published
     save_dir: str = 'runs'
     run_group: str = 'default'
     resume: bool = True
@@ -98,12 +101,12 @@ class RunOptions:
     def validate(self) -> None:
         """The one check of the options (the CLI maps its :class:`OptionError` to one line and exit code 2)."""
         positive = ['num_seeds', 'steps_per_call', 'log_interval', 'eval_interval', 'save_interval', 'eval_episodes',
-                    'utd_ratio', 'buffer_size']
+                    'utd_ratio', 'buffer_size', 'video_frame_skip']
         positive += [n for n in ('max_checkpoints', 'eval_num_envs') if getattr(self, n) is not None]
         for name in positive:
             if int(getattr(self, name)) < 1:
                 raise OptionError([name], [getattr(self, name)], 'must be a positive integer')
-        for name in ('offline_steps', 'online_steps'):
+        for name in ('offline_steps', 'online_steps', 'video_episodes'):
             if int(getattr(self, name)) < 0:
                 raise OptionError([name], [getattr(self, name)], 'must be >= 0')
         if self.offline_steps + self.online_steps < 1:

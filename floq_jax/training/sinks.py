@@ -160,6 +160,20 @@ class TensorBoardLogger:
             self._writer.add_scalar(key, float(scalar), int(step))
         self._writer.flush()
 
+    def video(self, tag: str, frames: np.ndarray, step: int, path: str, fps: int) -> None:
+        """An animated GIF of uint8 (T, H, W, 3) ``frames`` in the image dashboard (how tensorboardX's own
+        ``add_video`` shows videos, encoded here with Pillow instead of moviepy)."""
+        if self._writer is None:
+            return
+        from tensorboardX.proto.summary_pb2 import Summary
+
+        from floq_jax.training import videos
+
+        _, h, w, c = frames.shape
+        image = Summary.Image(height=h, width=w, colorspace=c, encoded_image_string=videos.gif_bytes(frames, fps))
+        self._writer._get_file_writer().add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]), int(step))
+        self._writer.flush()
+
     def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
@@ -199,6 +213,10 @@ class WandbLogger:
         if row:
             self._wandb.log(row, step=int(step))
 
+    def video(self, tag: str, frames: np.ndarray, step: int, path: str, fps: int) -> None:
+        """The MP4 file at ``path`` as a W&B video."""
+        self._wandb.log({self.prefix + tag: self._wandb.Video(path, fps=fps, format='mp4')}, step=int(step))
+
     def close(self) -> None:
         if self._wandb.run is not None:
             self._wandb.finish()
@@ -214,6 +232,10 @@ class FanoutLogger:
         for logger in self.loggers:
             logger.log(metrics, step)
 
+    def video(self, tag: str, frames: np.ndarray, step: int, path: str, fps: int) -> None:
+        for logger in self.loggers:
+            logger.video(tag, frames, step, path, fps)
+
     def close(self) -> None:
         for logger in self.loggers:
             logger.close()
@@ -225,6 +247,9 @@ class NullLogger:
 
     def log(self, metrics: Mapping[str, Any], step: int) -> None:
         del metrics, step
+
+    def video(self, tag: str, frames: np.ndarray, step: int, path: str, fps: int) -> None:
+        del tag, frames, step, path, fps
 
     def close(self) -> None:
         pass
@@ -267,7 +292,7 @@ class RunSinks:
     """
 
     def __init__(self, dirs, seeds, options, agent_config, resume_from_step: int | None, primary: bool):
-        self.seeds = list(seeds)
+        self.seeds, self.dirs = list(seeds), list(dirs)
         if not primary:
             self.train = [NullLogger() for _ in dirs]
             self.eval = [NullLogger() for _ in dirs]
@@ -307,6 +332,18 @@ class RunSinks:
         for k, row in enumerate(rows):
             self.eval[k].log(row, step)
             self.tb[k].log(row, step)
+
+    def log_videos(self, step: int, videos) -> None:
+        """Per seed, its rendered evaluation episodes (a list of uint8 (F, H, W, 3)) tiled into one grid video:
+        ``<run dir>/videos/step<step>.mp4``, and TensorBoard / W&B 'evaluation/video'."""
+        from floq_jax.training import videos as videos_lib
+
+        for k, episodes in enumerate(videos):
+            if not episodes or isinstance(self.tb[k], NullLogger):
+                continue
+            frames = videos_lib.tile(episodes)
+            path = videos_lib.write_mp4(os.path.join(self.dirs[k], 'videos', f'step{step}.mp4'), frames)
+            self.tb[k].video('evaluation/video', frames, step, path, videos_lib.FPS)
 
     def close(self) -> None:
         for lg in self.train + self.eval + self.tb:
