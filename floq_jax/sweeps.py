@@ -415,8 +415,88 @@ def write_sweep_report(sweep: Sweep, group_by: str = 'variant', extra_md: str = 
         f.write(md)
     with open(paths['results.csv'], 'w') as f:
         f.write(report.to_csv(table, iqm))
+    paths[PER_SEED_FILE] = os.path.join(sweep.root, PER_SEED_FILE)
+    per_seed_success(sweep, runs, metric).to_csv(paths[PER_SEED_FILE], index=False)
     report.plot_learning_curves(runs, paths['learning_curves.png'], metric=metric, group_by=group_by, band='ci')
     return paths
+
+
+PER_SEED_FILE = 'per_seed.csv'        # one row per (variant, env, seed): the final success each seed scored
+HELDOUT_PER_SEED_FILE = 'heldout_q_per_seed.csv'   # one row per (variant, env, seed): its critic's held-out measures
+BASELINES_FILE = 'critic_baselines.csv'            # the data-only predictors' held-out measures, per env
+
+
+def per_seed_success(sweep: Sweep, runs, metric: str = 'evaluation/success'):
+    """DataFrame, one row per run (a seed of a (variant, env)): env_name, variant, agent, seed, the step of its last
+    evaluation and ``success``, the mean of its last ``last_n`` evaluations (the value results.csv averages), so that
+    tests over seeds (floq_jax.analysis.seed_tests) can be run on the committed files."""
+    import pandas as pd
+
+    from floq_jax.analysis import report
+
+    last_n = preset(sweep.preset)['last_n']
+    order = variant_order(sweep)
+    rows = [dict(env_name=r.env_name, variant=str(r.get('variant')), agent=str(r.get('sweep_agent', r.agent_name)),
+                 seed=r.seed, last_eval_step=int(r.eval['step'].iloc[-1]) if len(r.eval) else -1,
+                 success=report.final_score(r, metric, last_n)) for r in runs]
+    df = pd.DataFrame(rows, columns=['env_name', 'variant', 'agent', 'seed', 'last_eval_step', 'success'])
+    df['_order'] = [order.get(v, 99) for v in df['variant']]
+    return df.sort_values(['env_name', '_order', 'seed']).drop(columns='_order').reset_index(drop=True)
+
+
+def heldout_baselines(runs, max_states: int = 1024, seed: int = 0):
+    """DataFrame, per env of ``runs`` and per data-only predictor (a constant Q, a ridge regression of the behaviour's
+    Monte-Carlo returns; floq_jax.analysis.mc_returns.behaviour_return_baselines): the held-out measures the critics
+    are scored by, on the same held-out states as ``heldout_q_errors`` (same ``max_states`` and ``seed``)."""
+    import pandas as pd
+
+    from floq_jax.data import load_offline_data
+
+    rows, done = [], set()
+    for run in runs:
+        if run.env_name in done:
+            continue
+        done.add(run.env_name)
+        data = load_offline_data(run.env_name, dataset_path=run.get('dataset_file'))
+        rows += env_baselines(run.env_name, data, float(run.get('agent.discount', 0.99)), max_states, seed)
+    return pd.DataFrame(rows)
+
+
+def env_baselines(env_name: str, data, discount: float, max_states: int = 1024, seed: int = 0) -> List[dict]:
+    """``heldout_baselines``' rows of one env's OfflineData ``data``."""
+    from floq_jax.analysis.mc_returns import behaviour_return_baselines
+
+    return [dict(env_name=env_name, **row) for row in
+            behaviour_return_baselines(data.train, data.val, discount, max_states=max_states, seed=seed)]
+
+
+def write_heldout_files(sweep: Sweep, runs, q=None, max_states: int = 1024, seed: int = 0) -> str:
+    """Writes the per-seed held-out critic measures ``q`` (``heldout_q_errors``' frame without machine paths; None:
+    the sweep writes its own) and the data-only baselines (``heldout_baselines``) under the sweep's root; returns
+    results.md's section on the baselines."""
+    if q is not None:
+        q.drop(columns=[c for c in ('run_dir',) if c in q.columns]).to_csv(
+            os.path.join(sweep.root, HELDOUT_PER_SEED_FILE), index=False)
+    b = heldout_baselines(runs, max_states, seed)
+    b.to_csv(os.path.join(sweep.root, BASELINES_FILE), index=False)
+    return baselines_md(b)
+
+
+def baselines_md(b) -> str:
+    """results.md's section on the data-only baselines (``heldout_baselines``' frame)."""
+    from floq_jax.analysis import report
+
+    cols = ['env_name', 'predictor', 'q_centered_error', 'q_centered_error_ci_low', 'q_centered_error_ci_high',
+            'q_rank_corr', 'q_rank_corr_ci_low', 'q_rank_corr_ci_high', 'fit_states', 'mc_states']
+    return '\n'.join([
+        '## Baselines for the critic measures', '',
+        'Predictors that know only the data, scored on the same held-out states as the critics: `constant` (Q = the '
+        'mean Monte-Carlo return of the training split; its centered error is mean |G - mean G| and it has no rank '
+        'correlation) and `ridge` (a ridge regression of the training split\'s Monte-Carlo returns on the '
+        '(observation, action) features).  95% CIs over held-out states resampled (floq_jax.analysis.mc_returns.'
+        f'behaviour_return_baselines; {BASELINES_FILE}).  A critic whose centered error is not below `constant`\'s '
+        'has learned no ordering of the states.', '',
+        report.frame_to_markdown(b[cols]), ''])
 
 
 def _read_skipped(sweep: Sweep) -> List[str]:

@@ -100,6 +100,7 @@ def check_smoke_run(name, dirs):
             check_finite_csv(path, cols)
     # Standard run-directory layout with the sweep's flags.
     seeds = [os.path.join(dp) for dp, _, files in os.walk(root) if 'flags.json' in files]
+    check_per_seed_files(name, root, seeds)
     check_report_selects_its_variants(name, dirs['save_dir'], seeds)
     if name == RERUN:
         check_rerun_reuses_finished_runs(name, dirs, times)
@@ -144,3 +145,38 @@ def check_rerun_reuses_finished_runs(name, dirs, times):
     with open(os.path.join(root, 'wall_times.json')) as f:
         assert json.load(f) == times
     assert set(pd.read_csv(os.path.join(root, 'results.csv'))['variant']) == {variant}
+
+
+# The sweeps whose critics are scored on held-out states: they also write the data-only baselines, and (except
+# scale_k, whose scale_k_per_seed.csv has one row per seed and K') the per-seed critic measures.
+HELDOUT = {'scale_k': 'scale_k_per_seed.csv', 'utd': sweeps.HELDOUT_PER_SEED_FILE,
+           'mechanisms': sweeps.HELDOUT_PER_SEED_FILE}
+
+
+def check_per_seed_files(name, root, seed_dirs):
+    """per_seed.csv: one row per seed run, whose means per (variant, env) are results.csv's; the held-out sweeps'
+    per-seed critic measures (no machine paths) and the baselines (a constant Q: its centered error is the spread
+    of the held-out returns, no rank correlation; a ridge regression: finite measures)."""
+    per_seed = pd.read_csv(os.path.join(root, sweeps.PER_SEED_FILE))
+    assert len(per_seed) == len(seed_dirs), (len(per_seed), seed_dirs)
+    assert per_seed[['variant', 'env_name', 'seed']].drop_duplicates().shape[0] == len(per_seed)
+    results = pd.read_csv(os.path.join(root, 'results.csv'))
+    results = results[results['stat'] == 'mean'] if 'stat' in results.columns else results
+    means = per_seed.groupby(['env_name', 'variant'])['success'].agg(['mean', 'std', 'size']).reset_index()
+    merged = means.merge(results, on=['env_name', 'variant'], suffixes=('', '_results'))
+    assert len(merged) == len(means), (means, results)
+    np.testing.assert_allclose(merged['mean'], merged['mean_results'], atol=1e-9)
+    np.testing.assert_array_equal(merged['size'], merged['num_seeds'])
+    if name not in HELDOUT:
+        return
+    q = pd.read_csv(os.path.join(root, HELDOUT[name]))
+    assert 'run_dir' not in q.columns and len(q) >= len(seed_dirs)
+    assert set(zip(q['env_name'], q['seed'])) <= set(zip(per_seed['env_name'], per_seed['seed']))
+    b = pd.read_csv(os.path.join(root, sweeps.BASELINES_FILE)).set_index('predictor')
+    assert set(b.index) == {'constant', 'ridge'}, b
+    assert np.isnan(b.loc['constant', 'q_rank_corr'])
+    assert np.isfinite(b.loc['ridge', ['q_centered_error', 'q_rank_corr', 'q_rank_corr_ci_low',
+                                       'q_rank_corr_ci_high']].to_numpy(float)).all(), b
+    assert b['mc_states'].iloc[0] == q['mc_states'].iloc[0]  # the critics' held-out states
+    md = open(os.path.join(root, 'results.md')).read()
+    assert '## Baselines for the critic measures' in md
