@@ -511,9 +511,13 @@ def final_train_metric(run, key: str, last_n: int = 1) -> float:
     return float(values[-last_n:].mean()) if values.size else math.nan
 
 
-def per_variant_metrics(sweep: Sweep, runs, keys: Sequence[str], success_last_n: Optional[int] = None):
+METRICS_PER_SEED_FILE = 'metrics_per_seed.csv'   # per_variant_metrics' values, one row per (variant, env, seed)
+
+
+def per_variant_metrics(sweep: Sweep, runs, keys: Sequence[str], success_last_n: Optional[int] = None,
+                        per_seed_path: Optional[str] = None):
     """DataFrame: one row per (env, variant) with final success and the final value of each train.csv ``key``
-    (mean and 95% CI over seeds)."""
+    (mean and 95% CI over seeds).  ``per_seed_path``: also write the per-seed values there (CSV, one row per seed)."""
     import pandas as pd
 
     from floq_jax.analysis import report
@@ -523,14 +527,19 @@ def per_variant_metrics(sweep: Sweep, runs, keys: Sequence[str], success_last_n:
     groups: Dict[Tuple[str, str], list] = {}
     for r in runs:
         groups.setdefault((r.env_name, str(r.get('variant'))), []).append(r)
-    rows = []
+    rows, seed_rows = [], []
     for (env, variant), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], order.get(kv[0][1], 99))):
+        values = {'success': [report.final_score(r, 'evaluation/success', last_n) for r in rs]}
+        values.update({key.split('/', 1)[-1]: [final_train_metric(r, key, last_n) for r in rs] for key in keys})
         row = {'env_name': env, 'variant': variant, 'num_seeds': len(rs)}
-        row.update(report.mean_ci_columns('success', [report.final_score(r, 'evaluation/success', last_n)
-                                                      for r in rs]))
-        for key in keys:
-            row.update(report.mean_ci_columns(key.split('/', 1)[-1], [final_train_metric(r, key, last_n) for r in rs]))
+        for name, v in values.items():
+            row.update(report.mean_ci_columns(name, v))
         rows.append(row)
+        seed_rows += [dict(env_name=env, variant=variant, seed=r.seed, **{n: v[i] for n, v in values.items()})
+                      for i, r in enumerate(rs)]
+    if per_seed_path:
+        pd.DataFrame(seed_rows).sort_values(['env_name', 'variant', 'seed'], kind='stable').to_csv(per_seed_path,
+                                                                                                 index=False)
     return pd.DataFrame(rows)
 
 

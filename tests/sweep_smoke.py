@@ -167,6 +167,14 @@ def check_per_seed_files(name, root, seed_dirs):
     assert len(merged) == len(means), (means, results)
     np.testing.assert_allclose(merged['mean'], merged['mean_results'], atol=1e-9)
     np.testing.assert_array_equal(merged['size'], merged['num_seeds'])
+    if name in ('noise_width', 'freeze_features'):  # their train.csv metrics per seed, averaging to their tables
+        metrics = pd.read_csv(os.path.join(root, sweeps.METRICS_PER_SEED_FILE))
+        table = pd.read_csv(os.path.join(root, EXTRA[name][0][0]))
+        col = EXTRA[name][0][1][1]
+        m = metrics.groupby(['env_name', 'variant'])[col].mean().reset_index().merge(
+            table, on=['env_name', 'variant'], suffixes=('', '_table'))
+        assert len(m) == len(table) and len(metrics) == len(seed_dirs), (metrics, table)
+        np.testing.assert_allclose(m[col], m[col + '_table'], rtol=1e-9)
     if name not in HELDOUT:
         return
     q = pd.read_csv(os.path.join(root, HELDOUT[name]))

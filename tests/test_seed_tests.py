@@ -27,3 +27,35 @@ def test_permutation_tests_are_exact():
     assert seed_tests.paired_permutation([2, 3, 4, 5], [1, 1, 1, 1]) == pytest.approx(0.125)
     assert seed_tests.smallest_p(4) == 0.125 and seed_tests.smallest_p(4, 4) == pytest.approx(2 / 70)
     assert seed_tests.paired_permutation([1, -1, 1, -1], [0, 0, 0, 0]) == 1.0
+
+
+def test_welch_contrast_reduces_to_welch_for_two_groups():
+    x, y = [0.06, 0.10, 0.13, 0.20], [0.01, 0.03, 0.02, 0.05]
+    summary = [(np.mean(v), np.std(v, ddof=1), 4) for v in (x, y)]
+    c = seed_tests.welch_contrast(summary, (1, -1))
+    assert c['p'] == pytest.approx(stats.ttest_ind(x, y, equal_var=False).pvalue, rel=1e-9)
+    # Equal changes in two agents: the difference of differences is 0, p = 1.
+    same = seed_tests.welch_contrast(summary + summary, (1, -1, -1, 1))
+    assert same['estimate'] == pytest.approx(0.0) and same['p'] == pytest.approx(1.0)
+
+
+def test_verdict_tests_recompute_the_committed_csvs():
+    """experiments/verdict_tests.py on the committed result sets: its Welch p of main_table's cube cell is scipy's
+    from results.csv's mean, std and n, and a result set without the variant is an error."""
+    import os
+
+    import pandas as pd
+
+    from experiments import verdict_tests
+    from tests.conftest import REPO
+
+    root = os.path.join(REPO, 'docs', 'results')
+    md = verdict_tests.build(root)
+    r = pd.read_csv(os.path.join(root, 'main_table', 'results.csv')).set_index(['env_name', 'variant'])
+    a, b = (r.loc[(verdict_tests.CUBE, v)] for v in ('floq', 'fql'))
+    p = stats.ttest_ind_from_stats(a['mean'], a['std'], a['num_seeds'], b['mean'], b['std'], b['num_seeds'],
+                                   equal_var=False).pvalue
+    line = next(x for x in md.splitlines() if x.startswith('| main_table: cube floq vs FQL |'))
+    assert f'| Welch | {verdict_tests.fmt_p(p)} |' in line, line
+    with pytest.raises(ValueError, match='no single mean row'):
+        verdict_tests.success_stats(root, 'main_table', verdict_tests.CUBE, 'no_such_variant')

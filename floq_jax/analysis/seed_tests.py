@@ -38,6 +38,21 @@ def welch_from_summary(mean1: float, sd1: float, n1: int, mean2: float, sd2: flo
     return dict(t=float(t), df=float(df), p=float(2 * stats.t.sf(abs(t), df)))
 
 
+def welch_contrast(groups: Sequence[Sequence[float]], weights: Sequence[float]) -> Dict[str, float]:
+    """Welch-Satterthwaite t test of a contrast sum_i w_i mean_i of independent groups, each given as
+    (mean, sd (ddof 1), n): e.g. weights (1, -1, -1, 1) test whether one agent's change (a1 - a0) differs from another's
+    (b1 - b0).  {'estimate', 't', 'df', 'p'}."""
+    from scipy import stats
+
+    estimate = float(sum(w * m for w, (m, _, _) in zip(weights, groups)))
+    var = [w ** 2 * sd ** 2 / n for w, (_, sd, n) in zip(weights, groups)]
+    if sum(var) == 0:
+        return dict(estimate=estimate, t=math.nan, df=math.nan, p=math.nan if estimate == 0 else 0.0)
+    t = estimate / math.sqrt(sum(var))
+    df = sum(var) ** 2 / sum(v ** 2 / (n - 1) for v, (_, _, n) in zip(var, groups) if n > 1)
+    return dict(estimate=estimate, t=float(t), df=float(df), p=float(2 * stats.t.sf(abs(t), df)))
+
+
 def welch(x: Sequence[float], y: Sequence[float]) -> Dict[str, float]:
     """Welch's t test of two independent samples of per-seed values."""
     x, y = np.asarray(x, float), np.asarray(y, float)
