@@ -328,6 +328,16 @@ def device_description() -> str:
     return f'{jax.devices()[0].platform} ({jax.device_count()} device(s), {os.cpu_count()} CPU cores visible)'
 
 
+def training_devices(sweep: Sweep) -> str:
+    """The device(s) the sweep's runs trained on, as its training invocations recorded them (commands.json); the
+    reporting process's own device only when none was recorded (a --report_only invocation may see fewer XLA CPU
+    devices than the training did)."""
+    recorded = sorted({c['device'] for c in _read_json(os.path.join(sweep.root, COMMANDS_FILE), [])})
+    if recorded:
+        return ' and '.join(recorded) + ' (training, commands.json)'
+    return device_description() + ' (this report; no training invocation recorded)'
+
+
 def measured_time_md(sweep: Sweep) -> str:
     """The 'Measured time' section of results.md: each training invocation's command, device and wall time, and
     the wall time of each (variant, env) run ('' when the sweep recorded none)."""
@@ -379,9 +389,8 @@ def run_length_note(sweep: Sweep) -> str:
     steps = f'{o.get("offline_steps")} offline updates'
     if sweep.mode == 'offline_to_online':
         steps += f' + {o.get("online_steps")} online env steps'
-    device = device_description()
     note = (f'preset `{sweep.preset}`: {steps}, {o.get("num_seeds")} seeds, {o.get("eval_episodes")} evaluation '
-            f'episodes per evaluation; device: {device}.')
+            f'episodes per evaluation; device: {training_devices(sweep)}.')
     if sweep.preset == 'smoke':
         note += (' Smoke runs check the pipeline only: they are far too short (tiny networks, 100 updates or 50 '
                  'online steps, a 3-episode generated dataset) to show any of the effects under study.')

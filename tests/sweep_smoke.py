@@ -90,6 +90,8 @@ def check_smoke_run(name, dirs):
     assert 'generated' in md and 'smoke' in md
     # The measured time: the command as typed, the device, and one wall time per (variant, env) run.
     assert f'`python -m experiments.{name} --scale=smoke' in md and '## Measured time' in md, md
+    with open(os.path.join(root, 'commands.json')) as f:  # the header names the devices the runs trained on
+        assert f'device: {json.load(f)[0]["device"]} (training, commands.json).' in md, md
     with open(os.path.join(root, 'wall_times.json')) as f:
         times = json.load(f)
     assert times and all(v > 0 for v in times.values()), times
