@@ -59,3 +59,25 @@ def test_verdict_tests_recompute_the_committed_csvs():
     assert f'| Welch | {verdict_tests.fmt_p(p)} |' in line, line
     with pytest.raises(ValueError, match='no single mean row'):
         verdict_tests.success_stats(root, 'main_table', verdict_tests.CUBE, 'no_such_variant')
+
+
+def test_critic_baselines_entrypoint_writes_the_table(tmp_path):
+    """experiments/critic_baselines.py at the smoke scale: the baselines of the smoke data, on the held-out states the
+    sweeps use, in <save_dir>/<sweep_name>/critic_baselines.csv."""
+    import os
+    import subprocess
+    import sys
+
+    import pandas as pd
+
+    from floq_jax import sweeps
+    from tests.conftest import REPO, subprocess_env
+
+    out = subprocess.run([sys.executable, '-m', 'experiments.critic_baselines', '--scale=smoke', '--sweep_name=utd',
+                          f'--save_dir={tmp_path}', f'--cache_dir={tmp_path / "data"}'], cwd=REPO,
+                         env=subprocess_env(), capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    b = pd.read_csv(os.path.join(tmp_path, 'utd', sweeps.BASELINES_FILE)).set_index('predictor')
+    assert list(b.index) == ['constant', 'ridge'] and (b['env_name'] == sweeps.SMOKE_ENV).all()
+    assert np.isnan(b.loc['constant', 'q_rank_corr']) and np.isfinite(b.loc['ridge', 'q_centered_error'])
+    assert '## Baselines for the critic measures' in out.stdout
