@@ -50,7 +50,8 @@ def post(sweep):
     from floq_jax.analysis import report
 
     runs = sweeps.load_sweep_runs(sweep)
-    df = sweeps.per_variant_metrics(sweep, runs, PLASTICITY)
+    df = sweeps.per_variant_metrics(
+        sweep, runs, PLASTICITY, per_seed_path=os.path.join(sweep.root, sweeps.METRICS_PER_SEED_FILE))
     df.to_csv(os.path.join(sweep.root, 'plasticity.csv'), index=False)
     keys = [k.split('/', 1)[1] for k in PLASTICITY]
     present = [k for k in keys if k in df.columns and df[k].notna().any()]

@@ -10,8 +10,8 @@
     python -m experiments.mechanisms --scale=paper --dataset_dir=~/.ogbench/data [--parts=a,b,c,d]
 
 The baselines (floq, fql) are shared by the parts (m = 0 and noise 0 are the baselines).  Writes
-results.{md,csv}, learning_curves.png, mechanisms.csv (success and held-out Q errors per variant), mechanisms.png,
-mechanisms_q_error.png.
+results.{md,csv}, per_seed.csv, learning_curves.png, mechanisms.csv (success and held-out Q errors per variant),
+heldout_q_per_seed.csv, critic_baselines.csv, mechanisms.png, mechanisms_q_error.png.
 """
 
 import os
@@ -69,6 +69,7 @@ def post(sweep):
     # The critic's accuracy on held-out states (final checkpoint, its own K), a measure that does not need the policy
     # to succeed: mean and 95% CI over seeds per (env, variant).
     q = sweeps.heldout_q_errors(sweep, runs, max_states=FLAGS.mc_states)
+    baselines_md = sweeps.write_heldout_files(sweep, runs, q, max_states=FLAGS.mc_states)
     q_stats = report.grouped_mean_ci(q, ['env_name', 'variant'], Q_MEASURES).drop(columns='num_seeds')
     df = df.merge(q_stats, on=['env_name', 'variant'], how='left')
     df.to_csv(os.path.join(sweep.root, 'mechanisms.csv'), index=False)
@@ -85,7 +86,7 @@ def post(sweep):
           'in mechanisms.csv).', '',
           report.frame_to_markdown(df[['env_name', 'variant', 'part', 'num_seeds', 'success', 'success_ci_low',
                                        'success_ci_high', *Q_MEASURES]]),
-          sweeps.truncated_returns_note(float(q['mc_tolerance'].max()))]
+          sweeps.truncated_returns_note(float(q['mc_tolerance'].max())), baselines_md]
     return '\n'.join(md)
 
 

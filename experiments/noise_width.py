@@ -38,7 +38,8 @@ def post(sweep):
     from floq_jax.analysis import report
 
     runs = sweeps.load_sweep_runs(sweep)
-    df = sweeps.per_variant_metrics(sweep, runs, CURVATURE)
+    df = sweeps.per_variant_metrics(
+        sweep, runs, CURVATURE, per_seed_path=os.path.join(sweep.root, sweeps.METRICS_PER_SEED_FILE))
     df.to_csv(os.path.join(sweep.root, 'noise_width_diagnostics.csv'), index=False)
     keys = [k.split('/', 1)[1] for k in CURVATURE]
     sweeps.scatter_vs_success(df, keys, os.path.join(sweep.root, 'curvature_vs_success.png'),

@@ -8,8 +8,8 @@ final checkpoint's Q estimates at every K' in {1, 2, 4, 8, 16} against Monte-Car
 
 The one-step policy never queries the critic at test time, so success depends on the train K only: the success
 grid repeats one value per row (said in the table); only the Q error genuinely varies with K'.
-Writes results.{md,csv}, learning_curves.png, scale_k_grid.csv, scale_k_per_seed.csv, q_error_grid.png,
-q_rank_corr_grid.png, success_grid.png.
+Writes results.{md,csv}, per_seed.csv, learning_curves.png, scale_k_grid.csv, scale_k_per_seed.csv,
+critic_baselines.csv, q_error_grid.png, q_rank_corr_grid.png, success_grid.png.
 """
 
 import os
@@ -49,6 +49,7 @@ def post(sweep):
 
     eval_ks = sweeps.parse_list(FLAGS.eval_ks, int) or [v.tags['K'] for v in sweep.variants]
     per_seed = q_error_grid(sweep, eval_ks, FLAGS.mc_states)
+    baselines_md = sweeps.write_heldout_files(sweep, sweeps.load_sweep_runs(sweep), max_states=FLAGS.mc_states)
     per_seed.to_csv(os.path.join(sweep.root, 'scale_k_per_seed.csv'), index=False)
     cell = ['env_name', 'train_K', 'eval_K']
     grid = report.grouped_mean_ci(per_seed, cell, ('q_abs_error', 'q_bias', 'q_centered_error', 'q_rank_corr',
@@ -88,7 +89,7 @@ def post(sweep):
             t.columns = [f"K'={c}" for c in t.columns]
             t['success (%)'] = [f'{v:.1f}' for v in s.reindex(t.index)]
             md += [f'### {env}: {label}', '', report.frame_to_markdown(t.reset_index()), '']
-    return '\n'.join(md)
+    return '\n'.join(md + [baselines_md])
 
 
 def main(_):

@@ -7,7 +7,8 @@ steps needed to reach a success threshold.
     python -m experiments.utd --scale=paper --dataset_dir=~/.ogbench/data [--offline_steps=1000000]
 
 By default there is no offline pre-training (--offline_steps=0): the agents learn online, sampling from a buffer
-that starts with the whole dataset.  Writes results.{md,csv}, learning_curves.png, utd.csv, utd.png.
+that starts with the whole dataset.  Writes results.{md,csv}, per_seed.csv, learning_curves.png, utd.csv, utd.png,
+heldout_q_per_seed.csv, critic_baselines.csv.
 """
 
 import os
@@ -57,6 +58,7 @@ def post(sweep):
     last_n = sweeps.preset(sweep.preset)['last_n']
     q = sweeps.heldout_q_errors(sweep, runs, max_states=FLAGS.mc_states)
     q_by_run = q.set_index('run_dir')
+    baselines_md = sweeps.write_heldout_files(sweep, runs, q, max_states=FLAGS.mc_states)
     rows = []
     groups = {}
     for r in runs:
@@ -105,7 +107,7 @@ def post(sweep):
           'many did).  Mean over seeds (95% bootstrap CIs in utd.csv).', '',
           report.frame_to_markdown(df[['env_name', 'agent', 'utd', 'num_seeds', 'success', 'q_abs_error',
                                        'q_centered_error', 'steps_to_threshold', 'reached_fraction']]),
-          sweeps.truncated_returns_note(float(q['mc_tolerance'].max()))]
+          sweeps.truncated_returns_note(float(q['mc_tolerance'].max())), baselines_md]
     return '\n'.join(md)
 
 

@@ -328,6 +328,16 @@ def device_description() -> str:
     return f'{jax.devices()[0].platform} ({jax.device_count()} device(s), {os.cpu_count()} CPU cores visible)'
 
 
+def training_devices(sweep: Sweep) -> str:
+    """The device(s) the sweep's runs trained on, as its training invocations recorded them (commands.json); the
+    reporting process's own device only when none was recorded (a --report_only invocation may see fewer XLA CPU
+    devices than the training did)."""
+    recorded = sorted({c['device'] for c in _read_json(os.path.join(sweep.root, COMMANDS_FILE), [])})
+    if recorded:
+        return ' and '.join(recorded) + ' (training, commands.json)'
+    return device_description() + ' (this report; no training invocation recorded)'
+
+
 def measured_time_md(sweep: Sweep) -> str:
     """The 'Measured time' section of results.md: each training invocation's command, device and wall time, and
     the wall time of each (variant, env) run ('' when the sweep recorded none)."""
@@ -379,9 +389,8 @@ def run_length_note(sweep: Sweep) -> str:
     steps = f'{o.get("offline_steps")} offline updates'
     if sweep.mode == 'offline_to_online':
         steps += f' + {o.get("online_steps")} online env steps'
-    device = device_description()
     note = (f'preset `{sweep.preset}`: {steps}, {o.get("num_seeds")} seeds, {o.get("eval_episodes")} evaluation '
-            f'episodes per evaluation; device: {device}.')
+            f'episodes per evaluation; device: {training_devices(sweep)}.')
     if sweep.preset == 'smoke':
         note += (' Smoke runs check the pipeline only: they are far too short (tiny networks, 100 updates or 50 '
                  'online steps, a 3-episode generated dataset) to show any of the effects under study.')
@@ -415,8 +424,88 @@ def write_sweep_report(sweep: Sweep, group_by: str = 'variant', extra_md: str = 
         f.write(md)
     with open(paths['results.csv'], 'w') as f:
         f.write(report.to_csv(table, iqm))
+    paths[PER_SEED_FILE] = os.path.join(sweep.root, PER_SEED_FILE)
+    per_seed_success(sweep, runs, metric).to_csv(paths[PER_SEED_FILE], index=False)
     report.plot_learning_curves(runs, paths['learning_curves.png'], metric=metric, group_by=group_by, band='ci')
     return paths
+
+
+PER_SEED_FILE = 'per_seed.csv'        # one row per (variant, env, seed): the final success each seed scored
+HELDOUT_PER_SEED_FILE = 'heldout_q_per_seed.csv'   # one row per (variant, env, seed): its critic's held-out measures
+BASELINES_FILE = 'critic_baselines.csv'            # the data-only predictors' held-out measures, per env
+
+
+def per_seed_success(sweep: Sweep, runs, metric: str = 'evaluation/success'):
+    """DataFrame, one row per run (a seed of a (variant, env)): env_name, variant, agent, seed, the step of its last
+    evaluation and ``success``, the mean of its last ``last_n`` evaluations (the value results.csv averages), so that
+    tests over seeds (floq_jax.analysis.seed_tests) can be run on the committed files."""
+    import pandas as pd
+
+    from floq_jax.analysis import report
+
+    last_n = preset(sweep.preset)['last_n']
+    order = variant_order(sweep)
+    rows = [dict(env_name=r.env_name, variant=str(r.get('variant')), agent=str(r.get('sweep_agent', r.agent_name)),
+                 seed=r.seed, last_eval_step=int(r.eval['step'].iloc[-1]) if len(r.eval) else -1,
+                 success=report.final_score(r, metric, last_n)) for r in runs]
+    df = pd.DataFrame(rows, columns=['env_name', 'variant', 'agent', 'seed', 'last_eval_step', 'success'])
+    df['_order'] = [order.get(v, 99) for v in df['variant']]
+    return df.sort_values(['env_name', '_order', 'seed']).drop(columns='_order').reset_index(drop=True)
+
+
+def heldout_baselines(runs, max_states: int = 1024, seed: int = 0):
+    """DataFrame, per env of ``runs`` and per data-only predictor (a constant Q, a ridge regression of the behaviour's
+    Monte-Carlo returns; floq_jax.analysis.mc_returns.behaviour_return_baselines): the held-out measures the critics
+    are scored by, on the same held-out states as ``heldout_q_errors`` (same ``max_states`` and ``seed``)."""
+    import pandas as pd
+
+    from floq_jax.data import load_offline_data
+
+    rows, done = [], set()
+    for run in runs:
+        if run.env_name in done:
+            continue
+        done.add(run.env_name)
+        data = load_offline_data(run.env_name, dataset_path=run.get('dataset_file'))
+        rows += env_baselines(run.env_name, data, float(run.get('agent.discount', 0.99)), max_states, seed)
+    return pd.DataFrame(rows)
+
+
+def env_baselines(env_name: str, data, discount: float, max_states: int = 1024, seed: int = 0) -> List[dict]:
+    """``heldout_baselines``' rows of one env's OfflineData ``data``."""
+    from floq_jax.analysis.mc_returns import behaviour_return_baselines
+
+    return [dict(env_name=env_name, **row) for row in
+            behaviour_return_baselines(data.train, data.val, discount, max_states=max_states, seed=seed)]
+
+
+def write_heldout_files(sweep: Sweep, runs, q=None, max_states: int = 1024, seed: int = 0) -> str:
+    """Writes the per-seed held-out critic measures ``q`` (``heldout_q_errors``' frame without machine paths; None:
+    the sweep writes its own) and the data-only baselines (``heldout_baselines``) under the sweep's root; returns
+    results.md's section on the baselines."""
+    if q is not None:
+        q.drop(columns=[c for c in ('run_dir',) if c in q.columns]).to_csv(
+            os.path.join(sweep.root, HELDOUT_PER_SEED_FILE), index=False)
+    b = heldout_baselines(runs, max_states, seed)
+    b.to_csv(os.path.join(sweep.root, BASELINES_FILE), index=False)
+    return baselines_md(b)
+
+
+def baselines_md(b) -> str:
+    """results.md's section on the data-only baselines (``heldout_baselines``' frame)."""
+    from floq_jax.analysis import report
+
+    cols = ['env_name', 'predictor', 'q_centered_error', 'q_centered_error_ci_low', 'q_centered_error_ci_high',
+            'q_rank_corr', 'q_rank_corr_ci_low', 'q_rank_corr_ci_high', 'fit_states', 'mc_states']
+    return '\n'.join([
+        '## Baselines for the critic measures', '',
+        'Predictors that know only the data, scored on the same held-out states as the critics: `constant` (Q = the '
+        'mean Monte-Carlo return of the training split; its centered error is mean |G - mean G| and it has no rank '
+        'correlation) and `ridge` (a ridge regression of the training split\'s Monte-Carlo returns on the '
+        '(observation, action) features).  95% CIs over held-out states resampled (floq_jax.analysis.mc_returns.'
+        f'behaviour_return_baselines; {BASELINES_FILE}).  A critic whose centered error is not below `constant`\'s '
+        'has learned no ordering of the states.', '',
+        report.frame_to_markdown(b[cols]), ''])
 
 
 def _read_skipped(sweep: Sweep) -> List[str]:
@@ -431,9 +520,13 @@ def final_train_metric(run, key: str, last_n: int = 1) -> float:
     return float(values[-last_n:].mean()) if values.size else math.nan
 
 
-def per_variant_metrics(sweep: Sweep, runs, keys: Sequence[str], success_last_n: Optional[int] = None):
+METRICS_PER_SEED_FILE = 'metrics_per_seed.csv'   # per_variant_metrics' values, one row per (variant, env, seed)
+
+
+def per_variant_metrics(sweep: Sweep, runs, keys: Sequence[str], success_last_n: Optional[int] = None,
+                        per_seed_path: Optional[str] = None):
     """DataFrame: one row per (env, variant) with final success and the final value of each train.csv ``key``
-    (mean and 95% CI over seeds)."""
+    (mean and 95% CI over seeds).  ``per_seed_path``: also write the per-seed values there (CSV, one row per seed)."""
     import pandas as pd
 
     from floq_jax.analysis import report
@@ -443,14 +536,19 @@ def per_variant_metrics(sweep: Sweep, runs, keys: Sequence[str], success_last_n:
     groups: Dict[Tuple[str, str], list] = {}
     for r in runs:
         groups.setdefault((r.env_name, str(r.get('variant'))), []).append(r)
-    rows = []
+    rows, seed_rows = [], []
     for (env, variant), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], order.get(kv[0][1], 99))):
+        values = {'success': [report.final_score(r, 'evaluation/success', last_n) for r in rs]}
+        values.update({key.split('/', 1)[-1]: [final_train_metric(r, key, last_n) for r in rs] for key in keys})
         row = {'env_name': env, 'variant': variant, 'num_seeds': len(rs)}
-        row.update(report.mean_ci_columns('success', [report.final_score(r, 'evaluation/success', last_n)
-                                                      for r in rs]))
-        for key in keys:
-            row.update(report.mean_ci_columns(key.split('/', 1)[-1], [final_train_metric(r, key, last_n) for r in rs]))
+        for name, v in values.items():
+            row.update(report.mean_ci_columns(name, v))
         rows.append(row)
+        seed_rows += [dict(env_name=env, variant=variant, seed=r.seed, **{n: v[i] for n, v in values.items()})
+                      for i, r in enumerate(rs)]
+    if per_seed_path:
+        pd.DataFrame(seed_rows).sort_values(['env_name', 'variant', 'seed'], kind='stable').to_csv(per_seed_path,
+                                                                                                 index=False)
     return pd.DataFrame(rows)
 
 

@@ -90,6 +90,8 @@ def check_smoke_run(name, dirs):
     assert 'generated' in md and 'smoke' in md
     # The measured time: the command as typed, the device, and one wall time per (variant, env) run.
     assert f'`python -m experiments.{name} --scale=smoke' in md and '## Measured time' in md, md
+    with open(os.path.join(root, 'commands.json')) as f:  # the header names the devices the runs trained on
+        assert f'device: {json.load(f)[0]["device"]} (training, commands.json).' in md, md
     with open(os.path.join(root, 'wall_times.json')) as f:
         times = json.load(f)
     assert times and all(v > 0 for v in times.values()), times
@@ -100,6 +102,7 @@ def check_smoke_run(name, dirs):
             check_finite_csv(path, cols)
     # Standard run-directory layout with the sweep's flags.
     seeds = [os.path.join(dp) for dp, _, files in os.walk(root) if 'flags.json' in files]
+    check_per_seed_files(name, root, seeds)
     check_report_selects_its_variants(name, dirs['save_dir'], seeds)
     if name == RERUN:
         check_rerun_reuses_finished_runs(name, dirs, times)
@@ -144,3 +147,46 @@ def check_rerun_reuses_finished_runs(name, dirs, times):
     with open(os.path.join(root, 'wall_times.json')) as f:
         assert json.load(f) == times
     assert set(pd.read_csv(os.path.join(root, 'results.csv'))['variant']) == {variant}
+
+
+# The sweeps whose critics are scored on held-out states: they also write the data-only baselines, and (except
+# scale_k, whose scale_k_per_seed.csv has one row per seed and K') the per-seed critic measures.
+HELDOUT = {'scale_k': 'scale_k_per_seed.csv', 'utd': sweeps.HELDOUT_PER_SEED_FILE,
+           'mechanisms': sweeps.HELDOUT_PER_SEED_FILE}
+
+
+def check_per_seed_files(name, root, seed_dirs):
+    """per_seed.csv: one row per seed run, whose means per (variant, env) are results.csv's; the held-out sweeps'
+    per-seed critic measures (no machine paths) and the baselines (a constant Q: its centered error is the spread
+    of the held-out returns, no rank correlation; a ridge regression: finite measures)."""
+    per_seed = pd.read_csv(os.path.join(root, sweeps.PER_SEED_FILE))
+    assert len(per_seed) == len(seed_dirs), (len(per_seed), seed_dirs)
+    assert per_seed[['variant', 'env_name', 'seed']].drop_duplicates().shape[0] == len(per_seed)
+    results = pd.read_csv(os.path.join(root, 'results.csv'))
+    results = results[results['stat'] == 'mean'] if 'stat' in results.columns else results
+    means = per_seed.groupby(['env_name', 'variant'])['success'].agg(['mean', 'std', 'size']).reset_index()
+    merged = means.merge(results, on=['env_name', 'variant'], suffixes=('', '_results'))
+    assert len(merged) == len(means), (means, results)
+    np.testing.assert_allclose(merged['mean'], merged['mean_results'], atol=1e-9)
+    np.testing.assert_array_equal(merged['size'], merged['num_seeds'])
+    if name in ('noise_width', 'freeze_features'):  # their train.csv metrics per seed, averaging to their tables
+        metrics = pd.read_csv(os.path.join(root, sweeps.METRICS_PER_SEED_FILE))
+        table = pd.read_csv(os.path.join(root, EXTRA[name][0][0]))
+        col = EXTRA[name][0][1][1]
+        m = metrics.groupby(['env_name', 'variant'])[col].mean().reset_index().merge(
+            table, on=['env_name', 'variant'], suffixes=('', '_table'))
+        assert len(m) == len(table) and len(metrics) == len(seed_dirs), (metrics, table)
+        np.testing.assert_allclose(m[col], m[col + '_table'], rtol=1e-9)
+    if name not in HELDOUT:
+        return
+    q = pd.read_csv(os.path.join(root, HELDOUT[name]))
+    assert 'run_dir' not in q.columns and len(q) >= len(seed_dirs)
+    assert set(zip(q['env_name'], q['seed'])) <= set(zip(per_seed['env_name'], per_seed['seed']))
+    b = pd.read_csv(os.path.join(root, sweeps.BASELINES_FILE)).set_index('predictor')
+    assert set(b.index) == {'constant', 'ridge'}, b
+    assert np.isnan(b.loc['constant', 'q_rank_corr'])
+    assert np.isfinite(b.loc['ridge', ['q_centered_error', 'q_rank_corr', 'q_rank_corr_ci_low',
+                                       'q_rank_corr_ci_high']].to_numpy(float)).all(), b
+    assert b['mc_states'].iloc[0] == q['mc_states'].iloc[0]  # the critics' held-out states
+    md = open(os.path.join(root, 'results.md')).read()
+    assert '## Baselines for the critic measures' in md

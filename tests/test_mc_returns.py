@@ -41,3 +41,30 @@ def test_q_error_measures_separate_offset_from_shape():
     ties = q_error_measures(np.array([1.0, 1.0, 2.0, 3.0]), np.array([0.0, 1.0, 2.0, 3.0]))
     assert 0.9 < ties['q_rank_corr'] < 1.0  # tied Q values share a mean rank
     assert np.isnan(q_error_measures(np.ones(4), g)['q_rank_corr'])
+
+
+def _episodes(num=40, length=30, seed=0):
+    """Episodes whose reward is a linear function of the observation (so the return is nearly linear in it)."""
+    rng = np.random.default_rng(seed)
+    obs = rng.normal(size=(num * length, 3))
+    terminals = np.zeros(num * length)
+    terminals[length - 1::length] = 1
+    return dict(observations=obs, actions=rng.normal(size=(num * length, 2)), rewards=obs[:, 0] - 0.5 * obs[:, 1],
+                masks=np.ones(num * length), terminals=terminals)
+
+
+def test_behaviour_return_baselines_constant_and_ridge():
+    from floq_jax.analysis.mc_returns import behaviour_return_baselines, heldout_targets
+
+    train, val = _episodes(seed=0), _episodes(num=10, seed=1)
+    rows = {r['predictor']: r for r in behaviour_return_baselines(train, val, discount=0.5, max_states=200, reps=200)}
+    _, _, g, _, split = heldout_targets(train, val, 0.5, max_states=200)
+    assert split == 'val' and rows['ridge']['mc_states'] == len(g) == 200
+    # A constant Q's centered error is the spread of the held-out returns; it has no ranking.
+    np.testing.assert_allclose(rows['constant']['q_centered_error'], np.mean(np.abs(g - g.mean())), rtol=1e-6)
+    assert np.isnan(rows['constant']['q_rank_corr'])
+    # The returns here depend mostly on the current observation: the regression ranks and spaces them well.
+    r = rows['ridge']
+    assert r['q_rank_corr'] > 0.8 and r['q_centered_error'] < 0.6 * rows['constant']['q_centered_error']
+    assert r['q_rank_corr_ci_low'] < r['q_rank_corr'] < r['q_rank_corr_ci_high']
+    assert r['q_centered_error_ci_low'] < r['q_centered_error'] < r['q_centered_error_ci_high']

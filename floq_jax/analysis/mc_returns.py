@@ -80,3 +80,63 @@ def q_error_measures(q: np.ndarray, g: np.ndarray) -> dict:
     rank_corr = np.nan if constant else float(pd.Series(q).corr(pd.Series(g), method='spearman'))  # ties: mean rank
     return dict(q_abs_error=float(np.mean(np.abs(d))), q_bias=float(np.mean(d)),
                 q_centered_error=float(np.mean(np.abs(d - d.mean()))), q_rank_corr=rank_corr)
+
+
+def _bootstrap_ci(q: np.ndarray, g: np.ndarray, reps: int, seed: int) -> dict:
+    """95% percentile CIs of the centered error and the Spearman correlation over held-out states resampled with
+    replacement (the states are the only randomness of a predictor that depends on the data alone)."""
+    rng = np.random.default_rng(seed)
+    centered, corr = [], []
+    for _ in range(reps):
+        i = rng.integers(0, g.size, g.size)
+        m = q_error_measures(q[i], g[i])
+        centered.append(m['q_centered_error'])
+        corr.append(m['q_rank_corr'])
+    out = {}
+    for name, values in (('q_centered_error', centered), ('q_rank_corr', corr)):
+        v = np.asarray(values, float)
+        v = v[np.isfinite(v)]
+        lo, hi = (np.percentile(v, [2.5, 97.5]) if v.size else (np.nan, np.nan))
+        out.update({f'{name}_ci_low': float(lo), f'{name}_ci_high': float(hi)})
+    return out
+
+
+def ridge_fit(x: np.ndarray, y: np.ndarray, l2: float = 1.0):
+    """Ridge regression of ``y`` on standardised ``x`` (closed form, intercept unpenalised); returns predict(x)."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    mu, sd = x.mean(0), x.std(0)
+    sd[sd == 0] = 1.0
+    z = (x - mu) / sd
+    y0 = y.mean()
+    w = np.linalg.solve(z.T @ z + l2 * np.eye(z.shape[1]), z.T @ (y - y0))
+    return lambda x_new: ((np.asarray(x_new, np.float64) - mu) / sd) @ w + y0
+
+
+def behaviour_return_baselines(train: dict, val, discount: float, max_states: int = 1024, seed: int = 0,
+                               l2: float = 1.0, reps: int = 1000):
+    """What the critic measures score for predictors that know only the data, on the same held-out states as the
+    sweeps' critics (``heldout_targets`` with the same ``max_states`` and ``seed``).
+
+    - ``constant``: Q = the mean Monte-Carlo return of the training split.  Its centered error is mean |G - mean G|
+      (the spread of the held-out returns) and its rank correlation is undefined (NaN): a critic whose centered
+      error is not below this has learned no ordering of the states.
+    - ``ridge``: a ridge regression (``l2`` on standardised features) of the training split's trustworthy
+      Monte-Carlo returns on the (observation, action) features: the behaviour policy's value, linear in the raw
+      features.
+
+    Returns a list of dicts, one per predictor: ``predictor``, the ``q_error_measures``, 95% CIs of the centered error
+    and the rank correlation over held-out states resampled ``reps`` times, ``fit_states``, ``mc_states``,
+    ``mc_tolerance``, ``mc_split``."""
+    obs, act, g, tol, split = heldout_targets(train, val, discount, max_states=max_states, seed=seed)
+    g = np.asarray(g, np.float64)
+    returns, valid = discounted_returns(train['rewards'], train['masks'], train['terminals'], discount, tol)
+    features = lambda o, a: np.concatenate([np.asarray(o, np.float64).reshape(len(o), -1),
+                                            np.asarray(a, np.float64).reshape(len(a), -1)], axis=1)
+    x_fit = features(train['observations'][valid], train['actions'][valid])
+    predict = ridge_fit(x_fit, returns[valid], l2)
+    predictions = {'constant': np.full(g.shape, returns[valid].mean()), 'ridge': predict(features(obs, act))}
+    rows = []
+    for name, q in predictions.items():
+        rows.append(dict(predictor=name, **q_error_measures(q, g), **_bootstrap_ci(q, g, reps, seed),
+                         fit_states=int(valid.sum()), mc_states=int(g.size), mc_tolerance=tol, mc_split=split))
+    return rows

@@ -1,0 +1,173 @@
+"""Tests over seeds behind docs/experiments.md's verdicts, recomputed from the committed result sets' CSVs.
+
+    python -m experiments.verdict_tests --results_dir=docs/results [--out=docs/results/verdict_tests.md]
+
+Per comparison: the two means, Welch's t test (unpaired) or the paired t test (the same seed's checkpoint measured two
+ways), and the exact permutation test (sign-flip where paired) where per-seed values are committed
+(floq_jax.analysis.seed_tests).  Success comparisons use each variant's mean, standard deviation and seed count from
+results.csv (a Welch test needs no more); the permutation test needs per-seed values (per_seed.csv,
+scale_k_per_seed.csv).  A comparison whose per-seed values are not committed (the held-out measures of utd and
+mechanisms written before the sweeps wrote heldout_q_per_seed.csv, noise_width's and freeze_features' feature
+metrics) is listed with 'no per-seed data' and no p.
+"""
+
+import os
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string('results_dir', 'docs/results', 'Directory of the result sets (<dir>/<experiment>/...).')
+flags.DEFINE_string('out', '', 'Also write the markdown here.')
+
+CUBE = 'cube-single-play-singletask-task2-v0'
+SCENE = 'scene-play-singletask-task1-v0'
+
+# (result set, env, variant a, variant b, what the comparison tests); success from results.csv
+SUCCESS = [
+    ('scale_k', CUBE, 'K8', 'K1', 'scale_k: success K = 8 vs 1'),
+    ('scale_k', CUBE, 'K4', 'K1', 'scale_k: success K = 4 vs 1'),
+    ('main_table', CUBE, 'floq', 'fql', 'main_table: cube floq vs FQL'),
+    ('main_table', SCENE, 'floq', 'fql', 'main_table: scene floq vs FQL'),
+    ('noise_width', CUBE, 'cov0.25', 'cov0', 'noise_width: success 0.25 vs 0'),
+    ('noise_width', CUBE, 'cov0.25', 'cov1', 'noise_width: success 0.25 vs 1'),
+    ('noise_width', CUBE, 'cov0.1', 'cov1', 'noise_width: success 0.1 vs 1'),
+    ('freeze_features', CUBE, 'floq_frozen', 'fql_frozen', 'freeze: frozen floq vs frozen FQL'),
+    ('freeze_features', CUBE, 'floq_frozen', 'fql_resnet_frozen', 'freeze: frozen floq vs frozen FQL-ResNet'),
+    ('utd', CUBE, 'floq_utd16', 'fql_utd16', 'utd: success at UTD 16, floq vs FQL'),
+    ('mechanisms', CUBE, 'floq_distributional', 'floq', '(a) success distributional floq vs floq'),
+    ('mechanisms', CUBE, 'fql_iqn', 'fql', '(a) success FQL-IQN vs FQL'),
+    ('mechanisms', CUBE, 'floq_predict_final', 'floq', '(b) success predict_final vs floq'),
+    ('mechanisms', CUBE, 'floq_stale2', 'floq', '(c) success stale2 vs floq'),
+    ('mechanisms', CUBE, 'floq_noise8', 'floq', '(d) success floq_noise8 vs floq'),
+    ('mechanisms', CUBE, 'fql_noise8', 'fql', '(d) success fql_noise8 vs FQL'),
+]
+# Success of a frozen critic against the same configuration unfrozen (main_table's cube runs: same config and seeds).
+CROSS = [(('freeze_features', 'floq_frozen'), ('main_table', 'floq'), 'freeze: floq frozen vs unfrozen'),
+         (('freeze_features', 'fql_frozen'), ('main_table', 'fql'), 'freeze: FQL frozen vs unfrozen')]
+# Held-out measures whose per-seed values are not in the committed files.
+NO_PER_SEED = ['utd: centered error at UTD 16, floq vs FQL', 'utd: FQL centered error UTD 16 vs 1',
+               '(a) centered error / Spearman, distributional floq vs floq; FQL-IQN vs FQL',
+               '(b) centered error predict_final vs floq', '(c) centered error stale2 vs floq',
+               '(d) held-out measures, noise 8 vs 0',
+               'noise_width: straightness, velocity spread, |Q_K - Q_2K| between widths',
+               'freeze: feature metrics between critics']
+
+
+def fmt_p(p):
+    return 'n/a' if p != p else (f'{p:.3f}' if p >= 0.001 else f'{p:.1e}')
+
+
+def row(label, mean_a, mean_b, test, p_t, p_perm=float('nan'), note=''):
+    return f'| {label} | {mean_a:.4g} | {mean_b:.4g} | {test} | {fmt_p(p_t)} | {fmt_p(p_perm)} | {note} |'
+
+
+def success_stats(root, result_set, env, variant):
+    import pandas as pd
+
+    r = pd.read_csv(os.path.join(root, result_set, 'results.csv'))
+    r = r[(r['env_name'] == env) & (r['variant'] == variant) & (r['stat'] == 'mean')]
+    if len(r) != 1:
+        raise ValueError(f'{result_set}/results.csv: no single mean row for {variant} on {env}')
+    return float(r['mean'].iloc[0]), float(r['std'].iloc[0]), int(r['num_seeds'].iloc[0])
+
+
+def per_seed_success(root, result_set, env, variant):
+    """Per-seed success values if the result set commits them (per_seed.csv or scale_k_per_seed.csv), else None."""
+    import pandas as pd
+
+    path = os.path.join(root, result_set, 'per_seed.csv')
+    if os.path.exists(path):
+        d = pd.read_csv(path)
+        return d[(d['env_name'] == env) & (d['variant'] == variant)].sort_values('seed')['success'].to_numpy(float)
+    path = os.path.join(root, result_set, 'scale_k_per_seed.csv')
+    if result_set == 'scale_k' and os.path.exists(path):
+        d = pd.read_csv(path)
+        k = int(variant[1:])
+        d = d[(d['env_name'] == env) & (d['train_K'] == k) & (d['eval_K'] == k)]
+        return d.sort_values('seed')['success'].to_numpy(float)
+    return None
+
+
+def build(root: str) -> str:
+    import numpy as np
+    import pandas as pd
+    from scipy import stats
+
+    from floq_jax.analysis import seed_tests
+
+    lines = ['| comparison | mean a | mean b | test | p (t test) | p (exact permutation) | note |',
+             '|---|---|---|---|---|---|---|']
+    for result_set, env, a, b, label in SUCCESS:
+        ma, sa, na = success_stats(root, result_set, env, a)
+        mb, sb, nb = success_stats(root, result_set, env, b)
+        w = seed_tests.welch_from_summary(ma, sa, na, mb, sb, nb)
+        xa, xb = per_seed_success(root, result_set, env, a), per_seed_success(root, result_set, env, b)
+        perm = seed_tests.permutation(xa, xb) if xa is not None and len(xa) and len(xb) else float('nan')
+        note = '' if perm == perm else 'per-seed success not committed: Welch from mean, std, n'
+        lines.append(row(label, ma, mb, 'Welch', w['p'], perm, note))
+        if perm == perm:  # the same seed index shares data order and evaluation resets: paired by seed as well
+            lines.append(row(label + ', paired by seed', ma, mb, 'paired t', float(stats.ttest_rel(xa, xb).pvalue),
+                             seed_tests.paired_permutation(xa, xb), 'sign-flip p >= 0.125'))
+    for (set_a, var_a), (set_b, var_b), label in CROSS:
+        ma, sa, na = success_stats(root, set_a, CUBE, var_a)
+        mb, sb, nb = success_stats(root, set_b, CUBE, var_b)
+        lines.append(row(label, ma, mb, 'Welch', seed_tests.welch_from_summary(ma, sa, na, mb, sb, nb)['p'],
+                         note='per-seed success not committed: Welch from mean, std, n'))
+    # Does floq lose less than FQL (under noisy targets; when frozen)?  The contrast (floq' - floq) - (FQL' - FQL) of
+    # four independent groups.
+    for label, pairs in (('(d) floq drop - FQL drop under noise 8 (success)',
+                          [('mechanisms', 'floq_noise8'), ('mechanisms', 'floq'), ('mechanisms', 'fql_noise8'),
+                           ('mechanisms', 'fql')]),
+                         ('freeze: floq drop - FQL drop when frozen (success)',
+                          [('freeze_features', 'floq_frozen'), ('main_table', 'floq'),
+                           ('freeze_features', 'fql_frozen'), ('main_table', 'fql')])):
+        groups = [success_stats(root, rs, CUBE, v) for rs, v in pairs]
+        c = seed_tests.welch_contrast(groups, (1, -1, -1, 1))
+        lines.append(row(label, groups[0][0] - groups[1][0], groups[2][0] - groups[3][0], 'Welch contrast', c['p'],
+                         note='per-seed success not committed'))
+    # scale_k held-out measures: per seed, at the run's own K (between train K: unpaired) and at K' = 1 vs 8 of the
+    # same checkpoint (paired).
+    d = pd.read_csv(os.path.join(root, 'scale_k', 'scale_k_per_seed.csv'))
+    d = d[d['env_name'] == CUBE]
+    own = d[d['train_K'] == d['eval_K']]
+    for col in ('q_centered_error', 'q_rank_corr'):
+        for ka, kb in ((2, 1), (4, 2), (8, 4), (8, 1)):
+            xa = own[own['train_K'] == ka].sort_values('seed')[col].to_numpy(float)
+            xb = own[own['train_K'] == kb].sort_values('seed')[col].to_numpy(float)
+            lines.append(row(f'scale_k: {col}, train K = {ka} vs {kb} (own K)', xa.mean(), xb.mean(), 'Welch',
+                             seed_tests.welch(xa, xb)['p'], seed_tests.permutation(xa, xb)))
+            lines.append(row(f'scale_k: {col}, train K = {ka} vs {kb} (own K), paired by seed', xa.mean(), xb.mean(),
+                             'paired t', float(stats.ttest_rel(xa, xb).pvalue),
+                             seed_tests.paired_permutation(xa, xb), 'sign-flip p >= 0.125'))
+    eval_ks = sorted(d['eval_K'].unique())
+    for k in sorted(d['train_K'].unique()):
+        sel = d[d['train_K'] == k]
+        lo, hi = (sel[sel['eval_K'] == e].sort_values('seed') for e in (eval_ks[-1], eval_ks[0]))
+        for col in ('q_centered_error', 'q_rank_corr'):
+            xa, xb = lo[col].to_numpy(float), hi[col].to_numpy(float)
+            p_t = float(stats.ttest_rel(xa, xb).pvalue)
+            lines.append(row(f"scale_k: {col}, train K = {k}, eval K' = {eval_ks[-1]} vs {eval_ks[0]}", xa.mean(),
+                             xb.mean(), 'paired t', p_t, seed_tests.paired_permutation(xa, xb),
+                             f'paired by checkpoint; sign-flip p >= {seed_tests.smallest_p(len(xa)):.3f}'))
+    for label in NO_PER_SEED:
+        lines.append(f'| {label} | | | | n/a | n/a | no per-seed data committed: inconclusive by the rule |')
+    return ('Tests over seeds (two-sided) behind docs/experiments.md\'s verdicts, from the committed CSVs; written by '
+            '`python -m experiments.verdict_tests --results_dir=docs/results --out=docs/results/verdict_tests.md`.  '
+            'Success in fractions.  Runs of different variants with the same seed index are correlated (scale_k: seed 3 '
+            'scores 0.25-0.31 at every train K, the other seeds 0.05-0.11), so where per-seed values are committed the '
+            'paired tests are given too; Welch from summary statistics ignores that pairing (conservative when seeds '
+            'are positively correlated).  An exact permutation test over 4 vs 4 seeds cannot give p below '
+            f'{seed_tests.smallest_p(4, 4):.3f}, a sign-flip test over 4 pairs not below '
+            f'{seed_tests.smallest_p(4):.3f}.\n\n' + '\n'.join(lines) + '\n')
+
+
+def main(_):
+    md = build(FLAGS.results_dir)
+    print(md)
+    if FLAGS.out:
+        with open(FLAGS.out, 'w') as f:
+            f.write(md)
+
+
+if __name__ == '__main__':
+    app.run(main)

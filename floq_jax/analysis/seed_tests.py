@@ -1,0 +1,89 @@
+"""Tests over seeds for the sweeps' verdicts (docs/experiments.md, "What our runs show": the rule for verdicts).
+
+A percentile bootstrap over 4 seeds under-covers, so two CIs apart are suggestive only; a verdict also needs a test
+over seeds at p < 0.05.  Three tests, all two-sided:
+
+- ``welch``: Welch's unequal-variance t test of two independent samples (per-seed values), and ``welch_from_summary``
+  the same from each sample's mean, standard deviation (ddof 1) and size (what results.csv holds per variant);
+- ``permutation``: the exact permutation test of the difference of means of two independent samples (every split of
+  the pooled values; with 4 vs 4 seeds the smallest possible p is 2/70 = 0.029);
+- ``paired_permutation``: the exact sign-flip test of the mean paired difference (the same seed's run measured two
+  ways, e.g. one checkpoint's critic at two K'); with 4 pairs the smallest possible p is 2/16 = 0.125, so 4 paired
+  seeds can never reach p < 0.05.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from typing import Dict, Sequence
+
+import numpy as np
+
+ALPHA = 0.05
+
+
+def welch_from_summary(mean1: float, sd1: float, n1: int, mean2: float, sd2: float, n2: int) -> Dict[str, float]:
+    """Welch's t test from summary statistics: {'t', 'df', 'p'} (p NaN when both samples have zero spread and
+    equal means; p 0 when they have zero spread and different means)."""
+    from scipy import stats
+
+    v1, v2 = sd1 ** 2 / n1, sd2 ** 2 / n2
+    diff = mean1 - mean2
+    if v1 + v2 == 0:
+        return dict(t=math.nan if diff == 0 else math.copysign(math.inf, diff), df=math.nan,
+                    p=math.nan if diff == 0 else 0.0)
+    t = diff / math.sqrt(v1 + v2)
+    df = (v1 + v2) ** 2 / ((v1 ** 2 / (n1 - 1) if n1 > 1 else 0.0) + (v2 ** 2 / (n2 - 1) if n2 > 1 else 0.0))
+    return dict(t=float(t), df=float(df), p=float(2 * stats.t.sf(abs(t), df)))
+
+
+def welch_contrast(groups: Sequence[Sequence[float]], weights: Sequence[float]) -> Dict[str, float]:
+    """Welch-Satterthwaite t test of a contrast sum_i w_i mean_i of independent groups, each given as
+    (mean, sd (ddof 1), n): e.g. weights (1, -1, -1, 1) test whether one agent's change (a1 - a0) differs from another's
+    (b1 - b0).  {'estimate', 't', 'df', 'p'}."""
+    from scipy import stats
+
+    estimate = float(sum(w * m for w, (m, _, _) in zip(weights, groups)))
+    var = [w ** 2 * sd ** 2 / n for w, (_, sd, n) in zip(weights, groups)]
+    if sum(var) == 0:
+        return dict(estimate=estimate, t=math.nan, df=math.nan, p=math.nan if estimate == 0 else 0.0)
+    t = estimate / math.sqrt(sum(var))
+    df = sum(var) ** 2 / sum(v ** 2 / (n - 1) for v, (_, _, n) in zip(var, groups) if n > 1)
+    return dict(estimate=estimate, t=float(t), df=float(df), p=float(2 * stats.t.sf(abs(t), df)))
+
+
+def welch(x: Sequence[float], y: Sequence[float]) -> Dict[str, float]:
+    """Welch's t test of two independent samples of per-seed values."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    return welch_from_summary(x.mean(), x.std(ddof=1), x.size, y.mean(), y.std(ddof=1), y.size)
+
+
+def permutation(x: Sequence[float], y: Sequence[float]) -> float:
+    """Exact two-sided permutation p of mean(x) - mean(y) over every split of the pooled values (independent
+    samples)."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    pooled, n = np.concatenate([x, y]), x.size
+    observed = abs(x.mean() - y.mean())
+    total = pooled.sum()
+    count = splits = 0
+    for idx in itertools.combinations(range(pooled.size), n):
+        s = pooled[list(idx)].sum()
+        d = abs(s / n - (total - s) / y.size)
+        count += d >= observed - 1e-12
+        splits += 1
+    return count / splits
+
+
+def paired_permutation(x: Sequence[float], y: Sequence[float]) -> float:
+    """Exact two-sided sign-flip p of the mean of the paired differences x_i - y_i."""
+    d = np.asarray(x, float) - np.asarray(y, float)
+    observed = abs(d.mean())
+    signs = np.array(list(itertools.product((1.0, -1.0), repeat=d.size)))
+    return float(np.mean(np.abs((signs * d).mean(axis=1)) >= observed - 1e-12))
+
+
+def smallest_p(n1: int, n2: int = 0) -> float:
+    """The smallest two-sided p an exact permutation test can give: paired (n2 = 0) 2 / 2^n1, else
+    2 / C(n1 + n2, n1)."""
+    return 2.0 / (2 ** n1 if n2 == 0 else math.comb(n1 + n2, n1))

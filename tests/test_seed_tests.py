@@ -1,0 +1,83 @@
+"""floq_jax.analysis.seed_tests: the tests over seeds behind the verdicts (docs/experiments.md)."""
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from floq_jax.analysis import seed_tests
+
+
+def test_welch_matches_scipy_and_summary_form():
+    x, y = [0.06, 0.10, 0.13, 0.20], [0.01, 0.03, 0.02, 0.05]
+    ref = stats.ttest_ind(x, y, equal_var=False)
+    got = seed_tests.welch(x, y)
+    assert got['p'] == pytest.approx(ref.pvalue, rel=1e-9) and got['t'] == pytest.approx(ref.statistic, rel=1e-9)
+    s = seed_tests.welch_from_summary(np.mean(x), np.std(x, ddof=1), 4, np.mean(y), np.std(y, ddof=1), 4)
+    assert s['p'] == pytest.approx(ref.pvalue, rel=1e-9)
+    assert math.isnan(seed_tests.welch_from_summary(0.0, 0.0, 4, 0.0, 0.0, 4)['p'])
+
+
+def test_permutation_tests_are_exact():
+    # Fully separated 4 vs 4: only the observed split and its mirror are as extreme.
+    assert seed_tests.permutation([5, 6, 7, 8], [1, 2, 3, 4]) == pytest.approx(2 / 70)
+    assert seed_tests.permutation([1, 2, 3, 4], [1, 2, 3, 4]) == 1.0
+    # Paired: 4 positive differences give the smallest p a sign-flip test over 4 pairs allows, 2/16.
+    assert seed_tests.paired_permutation([2, 3, 4, 5], [1, 1, 1, 1]) == pytest.approx(0.125)
+    assert seed_tests.smallest_p(4) == 0.125 and seed_tests.smallest_p(4, 4) == pytest.approx(2 / 70)
+    assert seed_tests.paired_permutation([1, -1, 1, -1], [0, 0, 0, 0]) == 1.0
+
+
+def test_welch_contrast_reduces_to_welch_for_two_groups():
+    x, y = [0.06, 0.10, 0.13, 0.20], [0.01, 0.03, 0.02, 0.05]
+    summary = [(np.mean(v), np.std(v, ddof=1), 4) for v in (x, y)]
+    c = seed_tests.welch_contrast(summary, (1, -1))
+    assert c['p'] == pytest.approx(stats.ttest_ind(x, y, equal_var=False).pvalue, rel=1e-9)
+    # Equal changes in two agents: the difference of differences is 0, p = 1.
+    same = seed_tests.welch_contrast(summary + summary, (1, -1, -1, 1))
+    assert same['estimate'] == pytest.approx(0.0) and same['p'] == pytest.approx(1.0)
+
+
+def test_verdict_tests_recompute_the_committed_csvs():
+    """experiments/verdict_tests.py on the committed result sets: its Welch p of main_table's cube cell is scipy's
+    from results.csv's mean, std and n, and a result set without the variant is an error."""
+    import os
+
+    import pandas as pd
+
+    from experiments import verdict_tests
+    from tests.conftest import REPO
+
+    root = os.path.join(REPO, 'docs', 'results')
+    md = verdict_tests.build(root)
+    r = pd.read_csv(os.path.join(root, 'main_table', 'results.csv')).set_index(['env_name', 'variant'])
+    a, b = (r.loc[(verdict_tests.CUBE, v)] for v in ('floq', 'fql'))
+    p = stats.ttest_ind_from_stats(a['mean'], a['std'], a['num_seeds'], b['mean'], b['std'], b['num_seeds'],
+                                   equal_var=False).pvalue
+    line = next(x for x in md.splitlines() if x.startswith('| main_table: cube floq vs FQL |'))
+    assert f'| Welch | {verdict_tests.fmt_p(p)} |' in line, line
+    with pytest.raises(ValueError, match='no single mean row'):
+        verdict_tests.success_stats(root, 'main_table', verdict_tests.CUBE, 'no_such_variant')
+
+
+def test_critic_baselines_entrypoint_writes_the_table(tmp_path):
+    """experiments/critic_baselines.py at the smoke scale: the baselines of the smoke data, on the held-out states the
+    sweeps use, in <save_dir>/<sweep_name>/critic_baselines.csv."""
+    import os
+    import subprocess
+    import sys
+
+    import pandas as pd
+
+    from floq_jax import sweeps
+    from tests.conftest import REPO, subprocess_env
+
+    out = subprocess.run([sys.executable, '-m', 'experiments.critic_baselines', '--scale=smoke', '--sweep_name=utd',
+                          f'--save_dir={tmp_path}', f'--cache_dir={tmp_path / "data"}'], cwd=REPO,
+                         env=subprocess_env(), capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    b = pd.read_csv(os.path.join(tmp_path, 'utd', sweeps.BASELINES_FILE)).set_index('predictor')
+    assert list(b.index) == ['constant', 'ridge'] and (b['env_name'] == sweeps.SMOKE_ENV).all()
+    assert np.isnan(b.loc['constant', 'q_rank_corr']) and np.isfinite(b.loc['ridge', 'q_centered_error'])
+    assert '## Baselines for the critic measures' in out.stdout
