@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 import pytest
-from tests.conftest import subprocess_env
+from tests.conftest import subprocess_env, tb_events
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = 'cube-single-play-singletask-task1-v0'
@@ -190,24 +190,6 @@ def test_make_dataset_refuses_to_overwrite(tmp_path):
     assert target.read_text() == 'keep me' and os.listdir(tmp_path) == ['cube-single-play-v0.npz']
 
 
-def _tb_eval_steps(tb_dir):
-    """Steps of the 'evaluation/success' events in every event file of tb_dir (tensorboardX's record format)."""
-    import struct
-
-    from tensorboardX.proto import event_pb2
-
-    steps = []
-    for name in sorted(os.listdir(tb_dir)):
-        data, i = open(os.path.join(tb_dir, name), 'rb').read(), 0
-        while i < len(data):
-            n = struct.unpack('<Q', data[i:i + 8])[0]
-            event = event_pb2.Event()
-            event.ParseFromString(data[i + 12:i + 12 + n])
-            i += 12 + n + 4
-            steps += [event.step for v in event.summary.value if v.tag == 'evaluation/success']
-    return steps
-
-
 def test_ctrl_c_one_line_then_resume_without_duplicate_tb_points(tiny_npz, tmp_path):
     """Ctrl-C (SIGINT to the process group, env workers included) before the first checkpoint: one line, exit 130,
     no traceback from the parent or the eval workers; the same command then runs to the end, and TensorBoard holds
@@ -254,7 +236,7 @@ def test_ctrl_c_one_line_then_resume_without_duplicate_tb_points(tiny_npz, tmp_p
     assert again.returncode == 0, again.stderr[-3000:]
     assert 'floq-jax: done at step 20: final success seed0' in again.stderr, again.stderr[-3000:]
     run_dir = os.path.join(tmp_path, 'default', ENV, 'floq', 'seed0')
-    assert _tb_eval_steps(os.path.join(run_dir, 'tb')) == [0, 20]
+    assert [step for step, v in tb_events(os.path.join(run_dir, 'tb')) if v.tag == 'evaluation/success'] == [0, 20]
 
 
 def test_env_workers_exit_quietly_when_parent_is_killed():

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from floq_jax.training.sinks import CsvLogger, RunLogger, TensorBoardLogger
+from tests.conftest import tb_events
 
 
 def _read(path):
@@ -79,21 +80,9 @@ def test_flushed_without_close(tmp_path):
 
 
 def _tb_scalars(log_dir):
-    """Parses tensorboardX event files (TFRecord framing + Event protos)."""
-    import struct
-
-    from tensorboardX.proto import event_pb2
-
     out = {}
-    for path in sorted(glob.glob(os.path.join(log_dir, 'events.out.tfevents.*'))):
-        data = open(path, 'rb').read()
-        pos = 0
-        while pos < len(data):
-            (length,) = struct.unpack('<Q', data[pos:pos + 8])
-            event = event_pb2.Event.FromString(data[pos + 12:pos + 12 + length])
-            pos += 12 + length + 4
-            for v in event.summary.value:
-                out.setdefault(v.tag, []).append((event.step, v.simple_value))
+    for step, v in tb_events(log_dir):
+        out.setdefault(v.tag, []).append((step, v.simple_value))
     return out
 
 
