@@ -55,7 +55,38 @@ def define_eval_protocol_flag() -> None:
                           "not comparable to published numbers).")
 
 
-def define_common_flags(offline_steps: int = 1_000_000) -> None:
+def define_success_timing_flag(default: str | None = None) -> None:
+    """--success_timing, for every entrypoint that makes envs (defined here only; once per process).  ``default``
+    None: the published runs' ('post'); experiments.evaluate passes '' (the run's own)."""
+    from floq_jax import presets
+
+    if 'success_timing' not in FLAGS:
+        flags.DEFINE_string('success_timing', presets.DEFAULT_SUCCESS_TIMING if default is None else default,
+                            "OGBench's success timing of the single-task envs (its success_timing argument): "
+                            "'post', reward, termination and success from the next state s' (ogbench < 1.2, which "
+                            "the published runs used); 'pre', from the current state s (ogbench 1.2's default). "
+                            'Recorded in flags.json; a run dir is continued only with its own value.')
+
+
+def define_eval_seeding_flag(default: str | None = None) -> None:
+    """--eval_seeding, for every entrypoint that evaluates during training (defined here only; once per process)."""
+    from floq_jax import presets
+
+    if 'eval_seeding' not in FLAGS:
+        flags.DEFINE_string('eval_seeding', presets.DEFAULT_EVAL_SEEDING if default is None else default,
+                            "Episode reset seeds and action noise of the evaluations. 'per_evaluation': fresh at "
+                            'each evaluation, derived from (seed, step), as the published loop draws new ones; '
+                            "'fixed': the seed's same episodes at every evaluation (runs written before flags.json "
+                            'recorded this). Recorded in flags.json; a run dir is continued only with its own value.')
+
+
+def check_choice(name: str, value, accepted) -> None:
+    """--<name>=<value> must be one of ``accepted`` (UsageError naming the flag otherwise)."""
+    if value not in accepted:
+        raise UsageError(f'--{name}={value!r}: accepted: {", ".join(accepted)}')
+
+
+def define_common_flags(offline_steps: int | None = None) -> None:
     """The training entrypoints' flags.  Nothing here reads the command line: --agent is checked and defined when the
     flags are parsed (:func:`flags_parser`)."""
     from floq_jax import presets
@@ -66,7 +97,9 @@ def define_common_flags(offline_steps: int = 1_000_000) -> None:
     flags.DEFINE_string('dataset_path', None, 'Explicit path of the training .npz file.')
     flags.DEFINE_integer('seed', 0, 'First seed.')
     flags.DEFINE_integer('num_seeds', 1, 'Seeds seed..seed+num_seeds-1, trained together (vmapped).')
-    flags.DEFINE_integer('offline_steps', offline_steps, 'Offline updates.')
+    if offline_steps is None:
+        offline_steps = presets.PUBLISHED_PROTOCOL['offline_steps']
+    flags.DEFINE_integer('offline_steps', offline_steps, 'Offline updates (default: the published main.py\'s).')
     flags.DEFINE_integer('steps_per_call', 1000, 'Updates per host call (chunks are clipped at log/eval/save steps).')
     flags.DEFINE_integer('log_interval', 5000, 'Training-metric logging interval (steps).')
     flags.DEFINE_integer('eval_interval', 20000, 'Evaluation interval (steps).')
@@ -79,6 +112,8 @@ def define_common_flags(offline_steps: int = 1_000_000) -> None:
                          'keyed by seed, episode and step).')
     define_eval_protocol_flag()  # --eval_protocol=published|deterministic (also experiments.evaluate, demo, sweeps)
     define_video_flags()  # --video_episodes, --video_frame_skip (also experiments.evaluate)
+    define_success_timing_flag()  # --success_timing=post|pre (also experiments.evaluate, sweeps)
+    define_eval_seeding_flag()  # --eval_seeding=per_evaluation|fixed (also the sweeps)
     flags.DEFINE_enum('reward_range', presets.DEFAULT_REWARD_RANGE, list(presets.REWARD_RANGES),
                       "r_min / r_max behind floq's noise interval and value support. 'published': the rewards' "
                       "min / max and 0 (the published code computes them over its zero-padded replay buffer); "
@@ -422,7 +457,8 @@ def common_options(**extra):
         env_name=FLAGS.env_name, seed=FLAGS.seed, num_seeds=FLAGS.num_seeds, offline_steps=FLAGS.offline_steps,
         steps_per_call=FLAGS.steps_per_call, log_interval=FLAGS.log_interval, eval_interval=FLAGS.eval_interval,
         save_interval=FLAGS.save_interval, eval_episodes=FLAGS.eval_episodes,
-        eval_protocol=FLAGS.eval_protocol, eval_num_steps=eval_num_steps,
+        eval_protocol=FLAGS.eval_protocol, success_timing=FLAGS.success_timing, eval_seeding=FLAGS.eval_seeding,
+        eval_num_steps=eval_num_steps,
         eval_at_start=FLAGS.eval_at_start, eval_num_envs=FLAGS.eval_num_envs, save_dir=FLAGS.save_dir,
         run_group=FLAGS.run_group, resume=FLAGS.resume, tensorboard=FLAGS.tensorboard,
         video_episodes=FLAGS.video_episodes, video_frame_skip=FLAGS.video_frame_skip,

@@ -2,6 +2,7 @@
 
     python -m experiments.evaluate --run_dir=runs/default/<env>/floq/seed0 [--step=200000] \
         [--eval_episodes=50] [--num_steps=1,2,4,8] [--eval_protocol=published] [--video_episodes=2 --video_frame_skip=3]
+        [--success_timing=post|pre]   # default: the run's own (flags.json)
 
 Writes <run_dir>/evaluations/step<step>.json and .csv (and step<step>.mp4 with --video_episodes) and prints the
 summary.  K is a test-time knob of the
@@ -22,12 +23,14 @@ flags.DEFINE_integer('step', None, 'Checkpoint step (default: the newest intact 
 flags.DEFINE_integer('eval_episodes', 50, 'Episodes.')
 flags.DEFINE_integer('eval_num_envs', None, 'Parallel sub-envs (default: eval_episodes).')
 flags.DEFINE_string('num_steps', '', 'Comma list of critic K values for Q estimates (default: the trained K).')
-flags.DEFINE_integer('eval_seed', None, 'Episode seed (default: the run seed, as in training-time evaluation).')
+flags.DEFINE_integer('eval_seed', None, 'Episode seed (default: the seed the run\'s own evaluation at that step '
+                     'used, from the run seed and the step: the same episodes and noise).')
 flags.DEFINE_string('dataset_path', None, 'Dataset file (default: the one in flags.json).')
 FLAGS = flags.FLAGS
 common.define_eval_protocol_flag()  # --eval_protocol: 'published' (noise N(0, I), the default) or 'deterministic'
 common.define_compile_cache_flag()
 common.define_video_flags()  # extra rendered episodes -> <run_dir>/evaluations/step<step>.mp4 (not counted)
+common.define_success_timing_flag(default='')  # --success_timing: '' (default) the run's own, or 'post' / 'pre'
 
 
 def main(_):
@@ -50,11 +53,16 @@ def main(_):
             raise common.UsageError(f'--step={FLAGS.step}: no checkpoint at that step in {ckpt_dir}; accepted: '
                                     f'{", ".join(map(str, steps))} (or omit --step for the newest)')
         ks = common.parse_int_list('num_steps', FLAGS.num_steps)
+        if FLAGS.success_timing:
+            from floq_jax import presets
+
+            common.check_choice('success_timing', FLAGS.success_timing, list(presets.SUCCESS_TIMINGS))
         common.enable_compile_cache()
         try:
             summary = evaluate.evaluate_checkpoint(FLAGS.run_dir, agents.agent_class, FLAGS.step, FLAGS.eval_episodes, ks, FLAGS.eval_protocol,
                                    FLAGS.video_episodes, FLAGS.eval_seed, FLAGS.eval_num_envs, FLAGS.dataset_path,
-                                   FLAGS.video_frame_skip)
+                                   video_frame_skip=FLAGS.video_frame_skip,
+                                   success_timing=FLAGS.success_timing or None)
         except FileNotFoundError as e:
             raise common.UsageError(f'--step: {e}') from None
         print(json.dumps(summary, indent=2))

@@ -44,6 +44,8 @@ def define_flags(default_envs: str = '') -> None:
     flags.DEFINE_integer('mc_states', 1024, 'Held-out states for the Q errors against Monte-Carlo returns (scale_k, '
                          'utd, mechanisms).')
     common.define_eval_protocol_flag()
+    common.define_success_timing_flag()
+    common.define_eval_seeding_flag()
     common.define_cpu_devices_flag()
 
 
@@ -64,8 +66,16 @@ def sweep_from_flags(name: str, variants: Union[Sequence[Variant], Callable[[Swe
     if FLAGS.offline_steps is not None:
         opts['offline_steps'] = FLAGS.offline_steps
     opts['seed'] = FLAGS.seed
-    if 'eval_protocol' in FLAGS:
-        opts['eval_protocol'] = FLAGS.eval_protocol
+    from floq_jax import presets
+
+    for name, accepted in (('eval_protocol', presets.EVAL_PROTOCOLS), ('success_timing', presets.SUCCESS_TIMINGS),
+                           ('eval_seeding', presets.EVAL_SEEDINGS)):
+        if name in FLAGS:
+            try:
+                common.check_choice(name, FLAGS[name].value, list(accepted))
+            except common.UsageError as e:
+                common.fail(e)
+            opts[name] = FLAGS[name].value
     sweep = sweeps.Sweep(name=name, variants=[], envs=envs, preset=FLAGS.scale, mode=mode, options=opts,
                          save_dir=FLAGS.save_dir, description=description, registry=registry)
     sweep.variants = list(variants(sweep) if callable(variants) else variants)

@@ -1,7 +1,7 @@
 """Offline training, then online fine-tuning in the environment (dataset = initial replay buffer).
 
     python -m experiments.train_offline_to_online --env_name=cube-single-play-singletask-task2-v0 \
-        --offline_steps=1000000 --online_steps=2000000 --utd_ratio=1 --buffer_size=2000000
+        --offline_steps=1000000 --online_steps=2000000 --utd_ratio=1 --buffer_size=2000000   # the defaults
     python -m experiments.train_offline_to_online --env_name=... --preset=published   # the published O2O protocol
 
 One env per seed, one batched policy call (temperature 1) across seeds per env step, then ``utd_ratio``
@@ -15,10 +15,13 @@ command line.  See docs/training.md.
 from absl import app, flags
 
 from experiments import common
+from floq_jax import presets
 
-common.define_common_flags()
+# Defaults: the published README's offline-to-online commands (1M offline + 2M online steps).
+common.define_common_flags(offline_steps=presets.PUBLISHED_O2O_PROTOCOL['offline_steps'])
 flags.adopt_module_key_flags(common)  # --help lists the common flags (and --agent's keys), not only --helpfull
-flags.DEFINE_integer('online_steps', 1_000_000, 'Online env steps.')
+flags.DEFINE_integer('online_steps', presets.PUBLISHED_O2O_PROTOCOL['online_steps'],
+                     'Online env steps (default: the published README\'s).')
 flags.DEFINE_integer('utd_ratio', 1, 'Updates per env step.')
 flags.DEFINE_integer('buffer_size', 2_000_000, 'Replay capacity (at least the dataset size + 1); the published '
                      '2M keeps a 1M-transition dataset in the buffer through the first 1M online steps.')

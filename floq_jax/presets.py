@@ -116,6 +116,28 @@ EVAL_PROTOCOLS: Dict[str, tuple] = {
 }
 DEFAULT_EVAL_PROTOCOL = 'published'
 
+# OGBench's success timing of the single-task envs (its ``success_timing`` env argument): name -> description.
+# ogbench < 1.2 computed reward, termination and info['success'] from the next state s' ('post'); 1.2 registers the
+# single-task envs with 'pre' (the current state s).  The published code pinned ogbench 1.1.x: its numbers are 'post'.
+SUCCESS_TIMINGS: Dict[str, str] = {
+    'post': "reward, termination and success from the next state s' (ogbench < 1.2; the published runs)",
+    'pre': 'reward, termination and success from the current state s (ogbench >= 1.2 default)',
+}
+DEFAULT_SUCCESS_TIMING = 'post'
+# Run directories written before flags.json recorded it ran the pinned ogbench 1.2.2's default.
+LEGACY_SUCCESS_TIMING = 'pre'
+
+# Episode reset seeds and action-noise keys of the evaluations: name -> description.  The published loop draws
+# fresh ones at every evaluation; 'per_evaluation' derives them from (run seed, evaluation step)
+# (floq_jax.envs.evaluation.evaluation_seed), 'fixed' reuses the run seed's at every evaluation.
+EVAL_SEEDINGS: Dict[str, str] = {
+    'per_evaluation': 'fresh episode seeds and action noise at each evaluation, from (seed, step) (as published)',
+    'fixed': 'the same episode seeds and action noise at every evaluation (not the published protocol)',
+}
+DEFAULT_EVAL_SEEDING = 'per_evaluation'
+# Run directories written before flags.json recorded it reused the seed's episodes at every evaluation.
+LEGACY_EVAL_SEEDING = 'fixed'
+
 # Reward range behind the noise interval / HL-Gauss support: name -> description.
 REWARD_RANGES: Dict[str, str] = {
     'published': 'min/max of the rewards and 0 (the published replay buffer holds zero padding)',
@@ -220,6 +242,26 @@ def eval_protocol_of(flags: Dict) -> str:
         if float(temperature) == t:
             return name
     return f'temperature {float(temperature):g}'
+
+
+def success_timing_of(flags: Dict) -> str:
+    """The OGBench success timing a run's flags.json records ('pre' for runs that recorded none: they ran
+    ogbench 1.2.2's default)."""
+    return str(flags.get('success_timing') or LEGACY_SUCCESS_TIMING)
+
+
+def describe_success_timing(timing: str) -> str:
+    """One line for tables, e.g. "success timing 'post': reward, termination and success from the next state s'"."""
+    return f'success timing {timing!r}: {SUCCESS_TIMINGS.get(timing, "unknown")}'
+
+
+def eval_seeding_of(flags: Dict) -> str:
+    """The evaluation seeding a run's flags.json records ('fixed' for runs that recorded none)."""
+    return str(flags.get('eval_seeding') or LEGACY_EVAL_SEEDING)
+
+
+def describe_eval_seeding(seeding: str) -> str:
+    return EVAL_SEEDINGS.get(seeding, f'eval seeding {seeding!r}')
 
 
 def reward_range(rewards, mode: str = DEFAULT_REWARD_RANGE) -> tuple:

@@ -15,8 +15,9 @@ Presets: ``smoke`` (tiny nets, a few hundred updates, 2 seeds, 2 short evaluatio
 cube-single dataset: checks the pipeline end to end on a 2-core CPU, far too short to show any effect) and
 ``cpu`` (sized for about an hour per sweep on a 2-core CPU, each sweep's measured time in docs/experiments.md; the demo's 2 x 128 networks, published
 per-environment values, 4 seeds, 60k updates on the demo's generated 100-episode cube-single-play data, 50 evaluation
-episodes; docs/experiments.md) and ``paper`` (published per-environment hyperparameters from floq_jax.presets, 1M
-offline steps, evaluation every 20k steps over 50 episodes, 3 seeds; meant for a GPU).
+episodes; docs/experiments.md) and ``paper`` (published per-environment hyperparameters from floq_jax.presets, the
+published run lengths: 2M offline steps, or 1M offline + 2M online steps; evaluation every 20k steps over 50
+episodes, 3 seeds; meant for a GPU).
 
 Data: a real OGBench file is used where ``--dataset_dir`` holds it; otherwise the dataset is generated here
 (cube/scene/puzzle/pointmaze only, cached) and the report's ``data`` column says ``generated``; environments that
@@ -87,9 +88,11 @@ PRESETS: Dict[str, dict] = {
         agent=CPU_AGENT, env_preset='published', envs=(CPU_ENV,),
         data=dict(num_episodes=100, max_episode_steps=None), last_n=2),
     'paper': dict(
-        options=dict(num_seeds=3, offline_steps=1_000_000, steps_per_call=1000, log_interval=5000,
+        # The published run lengths (floq_jax.presets.PUBLISHED_PROTOCOL: the published main.py's 2M offline
+        # steps; PUBLISHED_O2O_PROTOCOL: its README's 1M offline + 2M online steps).
+        options=dict(num_seeds=3, offline_steps=2_000_000, steps_per_call=1000, log_interval=5000,
                      eval_interval=20000, save_interval=100000, eval_episodes=50, max_checkpoints=3),
-        online=dict(offline_steps=1_000_000, online_steps=1_000_000, log_interval=5000, eval_interval=20000,
+        online=dict(offline_steps=1_000_000, online_steps=2_000_000, log_interval=5000, eval_interval=20000,
                     save_interval=100000),
         agent={}, env_preset='published', envs=None,
         data=dict(num_episodes=1000, max_episode_steps=None), last_n=3),

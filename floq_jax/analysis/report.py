@@ -84,6 +84,18 @@ class Run:
         from floq_jax import presets
         return presets.eval_protocol_of(self.flags)
 
+    @property
+    def success_timing(self) -> str:
+        """OGBench's 'post' / 'pre' from flags.json (runs that recorded none ran ogbench 1.2.2's 'pre')."""
+        from floq_jax import presets
+        return presets.success_timing_of(self.flags)
+
+    @property
+    def eval_seeding(self) -> str:
+        """'per_evaluation' / 'fixed' from flags.json (runs that recorded none: 'fixed')."""
+        from floq_jax import presets
+        return presets.eval_seeding_of(self.flags)
+
 
 # ----------------------------------------------------------------------------
 # Loading.
@@ -267,10 +279,11 @@ def run_scores(runs: Sequence[Run], metric: str = DEFAULT_METRIC, last_n: int = 
         step = r.eval['step'].max() if 'step' in r.eval.columns else len(r.eval)
         rows.append({task_key: _hashable(r.get(task_key)), gcol: _group_label(r, group_by),
                      'seed': r.seed, 'data': r.data_source, 'eval_protocol': r.eval_protocol,
+                     'success_timing': r.success_timing, 'eval_seeding': r.eval_seeding,
                      'score': final_score(r, metric, last_n), 'final_step': step,
                      'path': r.path})
-    return pd.DataFrame(rows, columns=[task_key, gcol, 'seed', 'data', 'eval_protocol', 'score', 'final_step',
-                                       'path'])
+    return pd.DataFrame(rows, columns=[task_key, gcol, 'seed', 'data', 'eval_protocol', 'success_timing',
+                                       'eval_seeding', 'score', 'final_step', 'path'])
 
 
 def eval_protocol_line(protocols: Iterable[str]) -> str:
@@ -284,6 +297,18 @@ def eval_protocol_line(protocols: Iterable[str]) -> str:
         return f'evaluation: {presets.describe_eval_protocol(names[0])}'
     return ('evaluation: MIXED, the rows are not comparable: '
             + '; '.join(f'{n}: {presets.describe_eval_protocol(n)}' for n in names))
+
+
+def protocol_line(success_timings: Iterable[str], eval_seedings: Iterable[str] = ()) -> str:
+    """The line beside :func:`eval_protocol_line` in every results table: OGBench's success timing (and the
+    evaluation seeding); several values are named together and flagged as not comparable."""
+    from floq_jax import presets
+    timings = _sorted_unique(str(t) for t in success_timings)
+    seedings = _sorted_unique(str(t) for t in eval_seedings)
+    parts = [presets.describe_success_timing(t) for t in timings] or ['success timing unknown']
+    parts += [presets.describe_eval_seeding(t) for t in seedings]
+    mixed = len(timings) > 1 or len(seedings) > 1
+    return ('protocol: MIXED, the rows are not comparable: ' if mixed else 'protocol: ') + '; '.join(parts)
 
 
 def _data_label(values: Iterable[str]) -> str:
@@ -373,7 +398,9 @@ def results_table(runs: Sequence[Run], metric: str = DEFAULT_METRIC, last_n: int
             rows[i]['ci_low'], rows[i]['ci_high'] = float(lo), float(hi)
     table = pd.DataFrame(rows, columns=cols)
     table.attrs.update(metric=metric, last_n=last_n, task_key=task_key, group_col=gcol,
-                       eval_protocols=_sorted_unique(scores['eval_protocol']))
+                       eval_protocols=_sorted_unique(scores['eval_protocol']),
+                       success_timings=_sorted_unique(scores['success_timing']),
+                       eval_seedings=_sorted_unique(scores['eval_seeding']))
     return table
 
 
@@ -494,6 +521,8 @@ def to_markdown(table: pd.DataFrame, iqm: Optional[pd.DataFrame] = None,
     out += [desc, '']
     if 'eval_protocols' in table.attrs:
         out += [eval_protocol_line(table.attrs['eval_protocols']), '']
+    if 'success_timings' in table.attrs:
+        out += [protocol_line(table.attrs['success_timings'], table.attrs.get('eval_seedings', ())), '']
     single = False
     rows = []
     for task in _sorted_unique(table[task_key]):
@@ -552,6 +581,9 @@ def to_csv(table: pd.DataFrame, iqm: Optional[pd.DataFrame] = None) -> str:
         df = pd.concat([df, agg], ignore_index=True)
     if 'eval_protocols' in table.attrs:
         df['eval_protocol'] = '+'.join(str(p) for p in table.attrs['eval_protocols'])
+    for key, column in (('success_timings', 'success_timing'), ('eval_seedings', 'eval_seeding')):
+        if key in table.attrs:
+            df[column] = '+'.join(str(p) for p in table.attrs[key])
     return df.to_csv(index=False)
 
 

@@ -43,11 +43,32 @@ def make_env(env_name: str, **env_kwargs) -> gymnasium.Env:
         **env_kwargs: forwarded to ``gymnasium.make`` (e.g. ``render_mode``).
 
     Returns:
-        A gymnasium env (TimeLimit-wrapped; cube-single episodes are <= 200 steps).
+        A gymnasium env (TimeLimit-wrapped; cube-single episodes are <= 200 steps) whose seeded resets also seed
+        NumPy's global generator (:class:`GlobalRandomSeededReset`).
     """
     import ogbench  # Imported lazily: pulls in mujoco.
 
-    return ogbench.make_env_and_datasets(env_name, env_only=True, **env_kwargs)
+    return GlobalRandomSeededReset(ogbench.make_env_and_datasets(env_name, env_only=True, **env_kwargs))
+
+
+class GlobalRandomSeededReset(gymnasium.Wrapper):
+    """A reset with a seed also seeds NumPy's global generator for the duration of the reset (then restores it).
+
+    OGBench's maze envs (pointmaze, antmaze, humanoidmaze, antsoccer) draw their start and goal noise from the
+    global ``np.random`` (``locomaze/maze.py: add_noise``), not from the reset seed: without this an episode's
+    start would depend on whatever else consumed the global generator before it (other episodes, other envs of
+    the pool, the order of slots), and an evaluation would not be a function of its episode seeds.
+    """
+
+    def reset(self, *, seed=None, options=None):
+        if seed is None:
+            return self.env.reset(seed=seed, options=options)
+        state = np.random.get_state()
+        np.random.seed(int(seed) % 2**32)
+        try:
+            return self.env.reset(seed=seed, options=options)
+        finally:
+            np.random.set_state(state)
 
 
 class FreezeAfterDone(gymnasium.Wrapper):

@@ -26,6 +26,15 @@ driver.  Under the noisy published protocol an evaluation is therefore the same
 on a machine with little memory (a small env pool) as on a large one, and a
 resumed run evaluates exactly as an uninterrupted one.
 
+Fresh randomness at each evaluation: the training loop evaluates seed s at step
+``step`` with the evaluation seed :func:`evaluation_seed` (s, step) in place of s
+(reset seeds ``envs.episode_seeds(evaluation_seed(s, step), n)``, keys
+``episode_key(evaluation_seed(s, step), i, t)``), so each evaluation draws new
+episodes and noise, as the published loop does (it draws a new key from NumPy's
+global generator and continues its env's reset stream at every evaluation),
+while an evaluation stays a function of (policy, seed, step, protocol) only: a
+resumed run, or ``experiments.evaluate`` of the step's checkpoint, repeats it.
+
 Seeds evaluated together (:func:`evaluate_seeds`): the S seeds of a run share
 one vector env whose slots are split evenly between them (seed k owns slots
 ``k*M .. (k+1)*M - 1``), and each env step makes ONE policy call for all seeds,
@@ -78,6 +87,17 @@ def _episode_keys(base_keys, episodes, steps):
 def episode_key(seed: int, episode: int, step: int):
     """The policy key of step ``step`` of episode ``episode`` of an evaluation with seed ``seed``."""
     return _episode_keys(jax.random.PRNGKey(seed)[None], jnp.asarray([episode]), jnp.asarray([step]))[0]
+
+
+def evaluation_seed(seed: int, step: int, seeding: str = 'per_evaluation') -> int:
+    """The seed of the evaluation of run seed ``seed`` at training step ``step`` (floq_jax.presets.EVAL_SEEDINGS):
+    'per_evaluation' derives a new one from (seed, step) (a 31-bit int, a valid ``PRNGKey`` seed); 'fixed' returns
+    ``seed`` (every evaluation the same episodes and noise)."""
+    if seeding == 'fixed':
+        return int(seed)
+    if seeding != 'per_evaluation':
+        raise ValueError(f"eval seeding must be 'per_evaluation' or 'fixed', got {seeding!r}")
+    return int(np.random.SeedSequence([int(seed), int(step), 0xE7A15EED]).generate_state(1, np.uint32)[0] >> 1)
 
 
 def _actions(policy_fn: PolicyFn, obs: np.ndarray, keys, temperature: float) -> np.ndarray:

@@ -67,7 +67,8 @@ class SeedEvaluation:
         o = self.options
         if self._evaluator is None:
             self._evaluator = evaluation.seeds_evaluator(o.env_name, o.eval_episodes, len(state.seeds),
-                                                         pool_size=o.eval_num_envs, **dict(o.eval_kwargs))
+                                                         pool_size=o.eval_num_envs, success_timing=o.success_timing,
+                                                         **dict(o.eval_kwargs))
         # On a mesh: gathered copies (without the optimizer state), as in the diagnostics.  In a multi-process run
         # process 0 evaluates every seed; the others take part in the gather and return [].
         agents = state.agents
@@ -77,11 +78,14 @@ class SeedEvaluation:
                 return []
             agents = jax.tree_util.tree_map(jnp.asarray, agents)
         temperature = presets.eval_temperature(o.eval_protocol)
-        evals = evaluation.evaluate_seeds(self._evaluator, agents, state.seeds, temperature=temperature)
-        # Video episodes: per seed, extra episodes after the counted ones, rendered one at a time (not counted).
+        # Each evaluation's episodes and noise: from (seed, step) under 'per_evaluation', as published fresh ones.
+        seeds = [evaluation.evaluation_seed(s, state.step, o.eval_seeding) for s in state.seeds]
+        evals = evaluation.evaluate_seeds(self._evaluator, agents, seeds, temperature=temperature)
+        # Video episodes: per seed, extra episodes after the counted ones of the same evaluation, rendered one at a
+        # time (not counted).
         self.videos = [self._evaluator.render_episodes(policy_fn_for(parallel.select_seed(agents, k)), temperature,
                                                        seed, o.eval_episodes, o.video_episodes, o.video_frame_skip)
-                       for k, seed in enumerate(state.seeds)] if o.video_episodes > 0 else []
+                       for k, seed in enumerate(seeds)] if o.video_episodes > 0 else []
         rows = []
         for k, res in enumerate(evals):
             row = {f'evaluation/{m}': float(res[m]) for m in EVAL_METRICS}
@@ -126,10 +130,15 @@ class CriticDiagnostics:
 
 
 def evaluate_checkpoint(run_dir, agent_class: Callable[[str], Any], step=None, eval_episodes=50, num_steps=(), eval_protocol='published',
-                        video_episodes=0, eval_seed=None, eval_num_envs=None, dataset_path=None, video_frame_skip=3):
+                        video_episodes=0, eval_seed=None, eval_num_envs=None, dataset_path=None, video_frame_skip=3,
+                        success_timing=None):
     """Evaluates a seed run dir's checkpoint (newest intact one by default): success over ``eval_episodes``
     (parallel Evaluator) under ``eval_protocol`` ('published': noise N(0, I); 'deterministic') and Q estimates at
     each K in ``num_steps`` on a fixed dataset batch.
+
+    ``eval_seed`` None: the seed the run's own evaluation at that step used (``evaluation_seed`` of the run seed
+    and the step under the run's eval seeding), so the same episodes and noise, reproducibly; ``success_timing``
+    None: the run's own (floq_jax.presets.success_timing_of).
 
     ``agent_class``: the caller's agent registry lookup, agent_name -> class (e.g. ``agents.agent_class``).
     Returns the summary dict, also written to <run_dir>/evaluations/step<step>.json and .csv; ``video_episodes``
@@ -137,22 +146,27 @@ def evaluate_checkpoint(run_dir, agent_class: Callable[[str], Any], step=None, e
     """
     import csv
 
-    from floq_jax.envs.evaluation import seeds_evaluator
+    from floq_jax.envs.evaluation import evaluation_seed, seeds_evaluator
     from floq_jax.training.restore import load_run
 
     temperature = presets.eval_temperature(eval_protocol)
     agent, _, _, step, data, run_flags = load_run(run_dir, agent_class, step, dataset_path)
     num_steps = tuple(num_steps) or (int(agent.config.get('critic_flow_steps', 1)),)
-    seed = int(run_flags['seed']) if eval_seed is None else int(eval_seed)
+    seeding = presets.eval_seeding_of(run_flags)
+    seed = (evaluation_seed(int(run_flags['seed']), int(step), seeding) if eval_seed is None else int(eval_seed))
+    success_timing = success_timing or presets.success_timing_of(run_flags)
     # The pool of live envs: eval_num_envs, or as many as fit in the free memory (the episodes do not depend on it).
-    with seeds_evaluator(run_flags['env_name'], eval_episodes, 1, pool_size=eval_num_envs) as evaluator:
+    with seeds_evaluator(run_flags['env_name'], eval_episodes, 1, pool_size=eval_num_envs,
+                         success_timing=success_timing) as evaluator:
         res = evaluator(policy_fn_for(agent), temperature=temperature, seed=seed,
                         video_episodes=video_episodes, video_frame_skip=video_frame_skip)
     qs = q_estimates(agent, eval_batch(data), num_steps)
     summary = dict(run_dir=os.path.abspath(run_dir), step=int(step), env_name=run_flags['env_name'],
                    agent_name=agent.config.agent_name, episodes=int(eval_episodes), eval_protocol=eval_protocol,
                    eval_protocol_description=presets.describe_eval_protocol(eval_protocol),
-                   temperature=float(temperature),
+                   temperature=float(temperature), success_timing=success_timing,
+                   success_timing_description=presets.describe_success_timing(success_timing), eval_seed=seed,
+                   eval_seeding=seeding if eval_seed is None else 'given',
                    success=float(res['success']), **{'return': float(res['return'])}, length=float(res['length']),
                    trained_K=int(agent.config.get('critic_flow_steps', 0)),
                    q_estimates={k.split('_K')[1]: v for k, v in qs.items()})

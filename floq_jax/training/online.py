@@ -74,7 +74,7 @@ class OnlinePhase:
         from floq_jax.envs import envs as envs_lib
 
         o, seeds = self.options, state.seeds
-        self.envs = [envs_lib.pooled_env(o.env_name) for _ in seeds]
+        self.envs = [envs_lib.pooled_env(o.env_name, success_timing=o.success_timing) for _ in seeds]
         self.act = jax.jit(jax.vmap(lambda a, obs, key: a.sample_actions(obs, seed=key, temperature=1.0)))
         self.update = parallel.make_online_update(self.batch_size, o.utd_ratio, state.mesh, state.seed_map,
                                                   o.balanced_sampling)

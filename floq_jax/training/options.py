@@ -56,7 +56,7 @@ class RunOptions:
     env_name: str
     seed: int = 0
     num_seeds: int = 1
-    offline_steps: int = 1_000_000
+    offline_steps: int = presets.PUBLISHED_PROTOCOL['offline_steps']  # the published main.py's 2M
     online_steps: int = 0
     steps_per_call: int = 1000
     log_interval: int = 5000
@@ -66,6 +66,12 @@ class RunOptions:
     # 'published': the one-step policy at noise N(0, I), clipped (the published code's evaluation);
     # 'deterministic': at zero noise.  See floq_jax.presets.EVAL_PROTOCOLS.
     eval_protocol: str = 'published'
+    # OGBench's success timing of every env the run makes (evaluation and online phase): 'post' (the published runs,
+    # ogbench < 1.2) or 'pre' (ogbench 1.2's default).  See floq_jax.presets.SUCCESS_TIMINGS.
+    success_timing: str = presets.DEFAULT_SUCCESS_TIMING
+    # 'per_evaluation': fresh episode seeds and action noise at each evaluation (from seed and step, as published);
+    # 'fixed': the same at every evaluation.  See floq_jax.presets.EVAL_SEEDINGS.
+    eval_seeding: str = presets.DEFAULT_EVAL_SEEDING
     eval_num_steps: Sequence[int] = ()   # extra critic K values at which to log Q estimates
     eval_at_start: bool = True           # evaluate the untrained policy at step 0
     eval_num_envs: Optional[int] = None  # live envs per evaluation, all seeds together (default: from memory)
@@ -115,6 +121,11 @@ class RunOptions:
         if self.eval_protocol not in presets.EVAL_PROTOCOLS:
             raise OptionError(['eval_protocol'], [self.eval_protocol],
                               f'accepted: {", ".join(presets.EVAL_PROTOCOLS)}')
+        if self.success_timing not in presets.SUCCESS_TIMINGS:
+            raise OptionError(['success_timing'], [self.success_timing],
+                              f'accepted: {", ".join(presets.SUCCESS_TIMINGS)}')
+        if self.eval_seeding not in presets.EVAL_SEEDINGS:
+            raise OptionError(['eval_seeding'], [self.eval_seeding], f'accepted: {", ".join(presets.EVAL_SEEDINGS)}')
         if self.seed_loop not in parallel.SEED_LOOPS:
             raise OptionError(['seed_loop'], [self.seed_loop], "accepted: 'auto', 'map' or 'vmap'")
         for k in self.eval_num_steps:

@@ -64,7 +64,8 @@ def flags_record(config, data, options: RunOptions, seed: int) -> dict:
                   data_source=data.source, generator=jsonable(data.generator), dataset_file=data.dataset_file,
                   num_seeds=options.num_seeds, offline_steps=options.offline_steps, online_steps=options.online_steps,
                   eval_protocol=options.eval_protocol, balanced_sampling=bool(options.balanced_sampling),
-                  eval_protocol_description=presets.describe_eval_protocol(options.eval_protocol))
+                  eval_protocol_description=presets.describe_eval_protocol(options.eval_protocol),
+                  success_timing=options.success_timing, eval_seeding=options.eval_seeding)
     if options.config_schedule:
         record['config_schedule'] = jsonable([[int(s), dict(c)] for s, c in options.config_schedule])
     return record
@@ -103,6 +104,14 @@ def check_run_dir(directory: str, record: dict, resume: bool) -> bool:
         raise RunDirConflict(f'run dir {directory} was trained with balanced_sampling={old_balanced}, this run asks for '
                              f'{new_balanced} (another replay buffer); pass --balanced_sampling={old_balanced} to '
                              f'continue it, or another --run_group')
+    # Runs written before flags.json recorded these read as what they ran (presets.success_timing_of / eval_seeding_of).
+    for name, of, accepted in (('success_timing', presets.success_timing_of, presets.SUCCESS_TIMINGS),
+                               ('eval_seeding', presets.eval_seeding_of, presets.EVAL_SEEDINGS)):
+        was, wants = of(old), of(record)
+        if was != wants:
+            hint = f'--{name}={was} to continue it, or another --run_group' if was in accepted else 'another --run_group'
+            raise RunDirConflict(f'run dir {directory} was evaluated with {name} {was!r}, this run asks for '
+                                 f'{wants!r}; refusing to mix them in one eval.csv: pass {hint}')
     if not resume:
         raise RunDirConflict(f'run dir {directory} already exists and resume is off; refusing to overwrite it: '
                              f'pass --resume or another --run_group')
