@@ -100,7 +100,7 @@ def test_online_step_adds_then_updates_utd_times(utd):
     agents = RecordingAgent(updates=jnp.zeros(1, jnp.int32), largest_reward=jnp.full(1, -10.0))
     transition = {'observations': jnp.ones((1, 2)), 'rewards': jnp.full(1, 7.0)}
     update = parallel.make_online_update(256, utd)
-    agents, buffers, _, _ = update(agents, buffers, transition, jax.random.PRNGKey(0)[None])
+    agents, buffers, _, _ = update(agents, buffers, transition, jax.random.PRNGKey(0)[None], None)
     assert int(agents.updates[0]) == utd
     # The very first update already trains on the new transition: it was added before the update.
     assert float(agents.largest_reward[0]) == 7.0
