@@ -144,7 +144,7 @@ def test_online_transitions_mask_only_termination(monkeypatch):
     phase.returns = np.zeros(1)
     phase.finished = [[]]
     phase.episode = 0
-    phase.update = lambda agents, extra, transitions, rngs: (seen.append(transitions) or (agents, extra, rngs, {}))
+    phase.update = lambda agents, extra, transitions, rngs, data: (seen.append(transitions) or (agents, extra, rngs, {}))
     state = types.SimpleNamespace(agents=None, extra=None, rngs=None, mesh=None, seeds=[0], metadata={})
     for step in range(4):
         phase.step(state, step, step, 1)
