@@ -66,6 +66,7 @@ class OnlinePhase:
         self.options, self.batch_size = options, batch_size
         self.end = options.offline_steps + options.online_steps
         self.envs = []
+        self.data = None  # the device dataset, with balanced sampling (set in begin)
 
     def schedule(self, start: int):
         return ((s, 1) for s in range(start, self.end))
