@@ -34,6 +34,7 @@ EXTRA = {
                                 'reached_fraction']), ('utd.png', None)],
     'mechanisms': [('mechanisms.csv', ['success', 'q_abs_error', 'q_centered_error']), ('mechanisms.png', None),
                    ('mechanisms_q_error.png', None)],
+    'resnet_flops': [('resnet_flops.csv', ['critic_row_flops', 'flops_vs_floq', 'success'])],
 }
 
 # Extra flags of a smoke run: a subset of the variants that still runs every agent class and every kind of change
@@ -42,7 +43,8 @@ EXTRA = {
 # freeze_features: floq and FQL-ResNet (FQL's class) frozen; utd: floq at UTD 1 and FQL at UTD 4.
 EXTRA_FLAGS = {'mechanisms': ['--variants=fql,fql_iqn,floq_stale1'],
                'freeze_features': ['--variants=floq_frozen,fql_resnet_frozen'],
-               'utd': ['--variants=floq_utd1,fql_utd4']}
+               'utd': ['--variants=floq_utd1,fql_utd4'],
+               'resnet_flops': ['--variants=floq,fql_resnet_matched']}
 
 # The experiment that runs with the default --cpu_devices (its 2 seeds sharded over min(2, cores) XLA CPU devices);
 # the others pass --cpu_devices=1: with pytest-xdist's 2 workers the cores are busy already, and sharded programs

@@ -15,7 +15,7 @@ from tests import sweep_smoke
 from tests.sweep_smoke import smoke_dirs  # noqa: F401  (the module's shared run directories)
 
 
-@pytest.mark.parametrize('name', ['main_table', 'scale_k', 'noise_width'])
+@pytest.mark.parametrize('name', ['main_table', 'scale_k', 'noise_width', 'resnet_flops'])
 def test_smoke_preset_writes_finite_table_and_plots(name, smoke_dirs):
     sweep_smoke.check_smoke_run(name, smoke_dirs)
 
@@ -135,3 +135,34 @@ def test_cpu_scale_config_and_per_experiment_defaults():
     for table in (scale_k.TRAIN_KS, noise_width.COVERAGES, utd.UTDS, mechanisms.STALE_STEPS, mechanisms.TARGET_NOISE):
         assert set(table) == set(sweeps.PRESETS), table
     assert 16 in utd.UTDS['cpu'] and 8 in scale_k.TRAIN_KS['cpu'] and sweeps.CPU_ENV in main_table.CPU_ENVS
+
+
+@pytest.mark.parametrize('scale', ['cpu', 'paper'])
+def test_resnet_flops_matched_critic_is_the_closest_block_count(scale):
+    """Claim (e)'s matched ResNet: of all block counts, its per-row critic FLOPs are the closest to floq's K velocity-net
+    passes at the scale's sizes; the published-shape ResNet has 4 blocks of depth 2."""
+    from experiments import resnet_flops
+
+    sweep = sweeps.Sweep(name='resnet_flops', variants=[], envs=[sweeps.CPU_ENV], preset=scale, registry=agents)
+    by_name = {v.name: v for v in resnet_flops.variants(sweep)}
+    assert list(by_name) == ['floq', 'fql_resnet_matched', 'fql_resnet', 'fql']
+    ob_dim, action_dim = 28, 5  # cube-single
+
+    def flops(variant):
+        return resnet_flops.critic_row_flops(sweeps.make_config(variant, sweeps.CPU_ENV, scale, agents), ob_dim,
+                                             action_dim)
+
+    # floq on cube at this scale (2 x W velocity net, K passes; input: s, a, the 50-bin value embedding, t):
+    width, k = {'cpu': (128, 4), 'paper': (512, 8)}[scale]
+    floq = flops(by_name['floq'])
+    assert floq == k * 2 * ((ob_dim + action_dim + 50 + 1) * width + width * width + width)
+    matched = by_name['fql_resnet_matched'].overrides
+    blocks = matched['critic_resnet_blocks']
+    assert matched['critic_resnet_block_depth'] == 2 and blocks >= 1
+
+    def resnet(b):
+        return flops(sweeps.Variant('r', 'fql_resnet', {'critic_resnet_blocks': b, 'critic_resnet_block_depth': 2}))
+
+    assert abs(resnet(blocks) - floq) <= min(abs(resnet(blocks + 1) - floq), abs(resnet(max(1, blocks - 1)) - floq))
+    published = by_name['fql_resnet'].overrides
+    assert (published['critic_resnet_blocks'], published['critic_resnet_block_depth']) == (4, 2)
