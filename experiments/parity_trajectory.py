@@ -22,9 +22,6 @@ from the repository root:
 """
 
 import argparse
-import json
-import os
-import subprocess
 import sys
 import time
 import zlib
@@ -146,7 +143,8 @@ def sample_index(path, size):
 def checksum(path, x):
     """[sum, sum of squares, sum of |x|, x at sample_index] of a float32 array, in float64."""
     flat = np.asarray(x, np.float32).reshape(-1).astype(np.float64)
-    return np.concatenate([[flat.sum(), np.square(flat).sum(), np.abs(flat).sum()], flat[sample_index(path, flat.size)]])
+    sums = [flat.sum(), np.square(flat).sum(), np.abs(flat).sum()]
+    return np.concatenate([sums, flat[sample_index(path, flat.size)]])
 
 
 def checksum_table(leaves):
@@ -260,28 +258,22 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--reference_dir', required=True, help='checkout of CMU-AIRe/floq')
     parser.add_argument('--out', default='tests/data/parity_trajectory.npz')
-    parser.add_argument('--variants', default=','.join(VARIANTS), help='comma-separated subset of ' + ', '.join(VARIANTS))
+    parser.add_argument('--variants', default=','.join(VARIANTS),
+                        help='comma-separated subset of ' + ', '.join(VARIANTS))
     args = parser.parse_args()
     variants = [v for v in args.variants.split(',') if v]
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         print(f'--variants: unknown {", ".join(unknown)}; accepted: {", ".join(VARIANTS)}', file=sys.stderr)
         sys.exit(2)
-    os.environ.setdefault('JAX_PLATFORMS', 'cpu')
-    reference_dir = os.path.abspath(args.reference_dir)
-    sys.path.insert(0, reference_dir)  # its agents/ and utils/ before the repository's own agents/
+    from experiments.parity_golden import load_reference, write_golden
 
-    import importlib
+    _, commit = load_reference(args.reference_dir)  # its agents/ and utils/ before the repository's own agents/
 
     import flax
     import jax
     import optax
 
-    networks = importlib.import_module('utils.networks')
-    if not os.path.abspath(networks.__file__).startswith(reference_dir):
-        raise SystemExit(f'utils.networks resolved to {networks.__file__}, not inside {reference_dir}')
-    commit = subprocess.run(['git', '-C', reference_dir, 'rev-parse', 'HEAD'], capture_output=True, text=True)
-    commit = commit.stdout.strip() if commit.returncode == 0 else 'unknown'
     data, meta = {}, dict(reference_commit=commit, reference_repo='https://github.com/CMU-AIRe/floq',
                           command='python -m experiments.parity_trajectory ' + ' '.join(
                               '--reference_dir=<checkout of CMU-AIRe/floq at reference_commit>'
@@ -294,10 +286,7 @@ def main():
         values, meta['variants'][variant] = run_variant(variant)
         data.update(values)
         print(f'{variant}: {time.time() - start:.1f} s', flush=True)
-    data['meta'] = np.array(json.dumps(meta, sort_keys=True, default=str))
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    np.savez_compressed(args.out, **data)
-    print(f'wrote {args.out}: {len(data)} arrays, {os.path.getsize(args.out) / 1024:.0f} KiB, reference {commit}')
+    write_golden(args.out, data, meta)
 
 
 if __name__ == '__main__':

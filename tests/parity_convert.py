@@ -1,6 +1,7 @@
-"""Test-only helpers for the numerical parity fixture (tests/data/parity_golden.npz, made by
-experiments/parity_golden.py from the published floq code): reading the file, mapping the published
-parameter layout and config onto floq-jax's, and replaying the recorded random draws.
+"""Test-only helpers for the numerical parity fixtures (tests/data/parity_golden.npz and
+parity_trajectory.npz, made by experiments/parity_golden.py and parity_trajectory.py from the published floq
+code): reading them, mapping the published parameter layout and config onto floq-jax's, and replaying the
+recorded random draws.
 
 Parameter layout (published -> floq-jax), per agent:
 
@@ -12,6 +13,12 @@ Parameter layout (published -> floq-jax), per agent:
 * FQL and FQL-IQN: ``modules_critic/value_net`` -> ``critic/ensemble/mlp`` (target: ``modules_target_critic``);
   the IQN input order [s, a, cos(pi i tau)] is the same in both.
 * ``modules_actor_bc_flow/mlp``, ``modules_actor_onestep_flow/mlp`` -> ``actor_*/mlp``.
+* Residual nets (``use_resnets``): the published ResMLP ``initial_block/Dense_0, LayerNorm_0``,
+  ``hidden_blocks_<b>/Dense_d, LayerNorm_d``, ``final_block/Dense_0`` -> floq-jax's ``resmlp/hidden_in,
+  norm_in``, ``hidden_<b>_<d>, norm_<b>_<d>``, ``output`` (under ``ensemble``).
+
+:func:`to_published` inverts a conversion (the trajectory fixture maps floq-jax's updated parameters and Adam
+moments back to the published layout).
 """
 
 import contextlib

@@ -10,9 +10,9 @@ checksums of the parameters, the target parameters (both as the change since the
 plus Adam's count and the update's loss info.
 
 Here the same initial parameters are mapped onto floq-jax's layout (tests/parity_convert.py), floq-jax's own
-``agent.update`` runs on the same batches with the same draws replayed in order (the draws enter the jitted update as an
-argument, so it compiles once and each update gets its own), and floq-jax's parameters, targets and Adam moments are mapped back to the published
-layout and checksummed the same way.
+``agent.update`` runs on the same batches with the same draws replayed in order (the draws enter the jitted
+update as an argument, so it compiles once and each update gets its own), and floq-jax's parameters, targets and
+Adam moments are mapped back to the published layout and checksummed the same way.
 
 Variants: the small networks of tests/test_parity_fixture.py with every published config switch floq-jax has
 (``use_resnets``, ``q_agg='min'``, ``normalize_q_loss``, ``train_at_zero_only``, ``use_prob_embed=False``,
@@ -21,6 +21,7 @@ Variants: the small networks of tests/test_parity_fixture.py with every publishe
 """
 
 import functools
+import json
 import os
 
 import jax
@@ -52,7 +53,6 @@ INFO_RTOL, INFO_ATOL = 1e-4, 1e-6
 def golden():
     with np.load(GOLDEN) as data:
         arrays = {k: data[k] for k in data.files}
-    import json
     meta = json.loads(str(arrays.pop('meta')))
     return arrays, meta
 
@@ -210,3 +210,31 @@ def test_trajectory_small(variant):
 @pytest.mark.parametrize('variant', variants('default'))
 def test_trajectory_published_default_sizes(variant):
     check_trajectory(variant)
+
+
+def agreement(variant):
+    """The worst relative differences from the published trajectory, per kind of leaf over all updates: sums
+    (|error| / sum of |x|) and sampled entries (|error| / (|entry| + leaf's mean |x|)); floats."""
+    arrays, meta = golden()
+    worst = {}
+    for k, step in enumerate(run_floq_jax(variant)):
+        for kind, leaves in step['leaves'].items():
+            mine, expected = traj.checksum_table(leaves), arrays[f'{variant}/u{k}/{kind}']
+            for i, path in enumerate(sorted(leaves)):
+                a, b = mine[i], expected[i]
+                n = int(np.sum(~np.isnan(b)))
+                abs_sum = max(abs(b[2]), 1e-30)
+                sums = max(abs(a[0] - b[0]), abs(a[2] - b[2])) / abs_sum
+                samples = np.max(np.abs(a[3:n] - b[3:n]) / (np.abs(b[3:n]) + abs_sum / leaves[path].size))
+                w = worst.setdefault(kind, [0.0, 0.0])
+                w[0], w[1] = max(w[0], sums), max(w[1], float(samples))
+    return worst
+
+
+if __name__ == '__main__':  # python -m tests.test_parity_trajectory [variant ...]: the measured agreement
+    import sys
+
+    import tests.conftest  # noqa: F401  (the suite's XLA flags)
+    for name in sys.argv[1:] or list(traj.VARIANTS):
+        print(name, ' | '.join(f'{kind}: sums {s:.1e}, entries {e:.1e}' for kind, (s, e) in agreement(name).items()),
+              flush=True)
