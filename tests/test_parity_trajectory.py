@@ -39,12 +39,12 @@ GOLDEN = os.path.join(os.path.dirname(__file__), 'data', 'parity_trajectory.npz'
 # Checksum tolerance, per leaf: (RTOL_SUMS, RTOL_SAMPLES) by size.  Sums and sums of |x|: RTOL_SUMS of the sum of
 # |x|; sums of squares: 2 RTOL_SUMS of themselves; sampled entries: RTOL_SAMPLES of their own value plus of the
 # leaf's mean |x|.  Plus float32 resolution: a change is a difference of float32 parameters, so each entry may be
-# off by an ulp or two of the leaf's largest value per update (observed: 1 ulp), and a sum of n entries by
-# sqrt(n) times that (4 sqrt(n) allowed); Adam's moments are not differences and get none.  Measured agreement
-# (docs/parity.md): small sizes within 6e-6 (sums) and 3e-5 (entries); at the published default sizes floq's
-# second and third updates differ by up to 1.6e-5 (sums) and 1.8e-4 (entries), which is float32 rounding: floq-jax
-# differs from itself by as much (up to 1.4e-5 and 6.3e-4) when compiled with XLA's default instead of the
-# suite's cheap optimisation flags.
+# off by about an ulp of the leaf's largest value per update (eps x that value x the update number is allowed),
+# and a sum of n entries by 4 sqrt(n) times that; Adam's moments are not differences and get none.  Measured
+# agreement (docs/parity.md; `python -m tests.test_parity_trajectory`): small sizes within 1.6e-5 (sums); at the
+# published default sizes floq's second and third updates differ by up to 1.8e-4 on Adam's mu, which is float32
+# rounding: floq-jax differs from itself by as much (1.7e-4) compiled with XLA's default instead of the suite's
+# cheap optimisation flags (`--self floq_default`).
 RTOL = {'small': (5e-5, 5e-5), 'default': (2e-4, 3e-3)}
 INFO_RTOL, INFO_ATOL = 1e-4, 1e-6
 
@@ -212,29 +212,70 @@ def test_trajectory_published_default_sizes(variant):
     check_trajectory(variant)
 
 
-def agreement(variant):
-    """The worst relative differences from the published trajectory, per kind of leaf over all updates: sums
-    (|error| / sum of |x|) and sampled entries (|error| / (|entry| + leaf's mean |x|)); floats."""
-    arrays, meta = golden()
+def tables(variant):
+    """floq-jax's checksum tables of ``variant``: {(update, kind): table}."""
+    return {(k, kind): traj.checksum_table(leaves)
+            for k, step in enumerate(run_floq_jax(variant)) for kind, leaves in step['leaves'].items()}
+
+
+def agreement(variant, mine, theirs):
+    """The worst differences between two checksum tables of ``variant`` ({(update, kind): table}, e.g. floq-jax's
+    and the published ones) over all updates, per kind of leaf: sums (|error| / the leaf's sum of |x|) and sampled
+    entries: for parameter and target changes in float32 ulps of the leaf's largest initial value (times the
+    update number: the resolution the test allows), for Adam's moments relative (|error| / (|entry| + the leaf's
+    mean |x|)).  {kind: [sums, entries]}."""
+    m = golden()[1]['variants'][variant]
+    init = traj.initial_params(m['shapes'])
+    paths = {'params': sorted(p for p in init if not p.startswith('modules_target_')),
+             'target': sorted(p for p in init if p.startswith('modules_target_'))}
+    paths['mu'] = paths['nu'] = paths['params']
     worst = {}
-    for k, step in enumerate(run_floq_jax(variant)):
-        for kind, leaves in step['leaves'].items():
-            mine, expected = traj.checksum_table(leaves), arrays[f'{variant}/u{k}/{kind}']
-            for i, path in enumerate(sorted(leaves)):
-                a, b = mine[i], expected[i]
-                n = int(np.sum(~np.isnan(b)))
-                abs_sum = max(abs(b[2]), 1e-30)
-                sums = max(abs(a[0] - b[0]), abs(a[2] - b[2])) / abs_sum
-                samples = np.max(np.abs(a[3:n] - b[3:n]) / (np.abs(b[3:n]) + abs_sum / leaves[path].size))
-                w = worst.setdefault(kind, [0.0, 0.0])
-                w[0], w[1] = max(w[0], sums), max(w[1], float(samples))
+    for (k, kind), table in mine.items():
+        for i, path in enumerate(paths[kind]):
+            a, b = table[i], theirs[k, kind][i]
+            n = int(np.sum(~np.isnan(b)))
+            abs_sum = max(abs(b[2]), 1e-30)
+            sums = max(abs(a[0] - b[0]), abs(a[2] - b[2])) / abs_sum
+            if kind in ('mu', 'nu'):
+                scale = np.abs(b[3:n]) + abs_sum / init[path].size
+            else:
+                scale = (k + 1) * np.finfo(np.float32).eps * float(np.abs(init[path]).max())
+            entries = float(np.max(np.abs(a[3:n] - b[3:n]) / scale))
+            w = worst.setdefault(kind, [0.0, 0.0])
+            w[0], w[1] = max(w[0], sums), max(w[1], entries)
     return worst
 
 
-if __name__ == '__main__':  # python -m tests.test_parity_trajectory [variant ...]: the measured agreement
+def main(argv):
+    """python -m tests.test_parity_trajectory [--self] [variant ...]: the measured agreement of floq-jax with the
+    published trajectory (compiled with the suite's XLA flags), or with --self of floq-jax with itself compiled
+    with XLA's default flags (FLOQ_TEST_FULL_XLA=1, in a subprocess)."""
+    import subprocess
+    import sys
+    import tempfile
+
+    if argv[:1] == ['--save']:  # the subprocess of --self: floq-jax's tables into argv[1]
+        np.savez(argv[1], **{f'{k}/{kind}': t for (k, kind), t in tables(argv[2]).items()})
+        return
+    against_self = argv[:1] == ['--self']
+    arrays = golden()[0]
+    for name in [a for a in argv if a != '--self'] or list(traj.VARIANTS):
+        mine = tables(name)
+        if against_self:
+            with tempfile.TemporaryDirectory() as tmp:
+                env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
+                subprocess.run([sys.executable, '-m', 'tests.test_parity_trajectory', '--save', f'{tmp}/t.npz', name],
+                               env=dict(env, FLOQ_TEST_FULL_XLA='1'), check=True)
+                with np.load(f'{tmp}/t.npz') as f:
+                    theirs = {(int(key.split('/')[0]), key.split('/')[1]): f[key] for key in f.files}
+        else:
+            theirs = {(k, kind): arrays[f'{name}/u{k}/{kind}'] for k, kind in mine}
+        print(name, ' | '.join(f'{kind}: sums {s:.1e}, entries {e:.1e}{"" if kind in ("mu", "nu") else " ulp"}'
+                               for kind, (s, e) in agreement(name, mine, theirs).items()), flush=True)
+
+
+if __name__ == '__main__':
     import sys
 
-    import tests.conftest  # noqa: F401  (the suite's XLA flags)
-    for name in sys.argv[1:] or list(traj.VARIANTS):
-        print(name, ' | '.join(f'{kind}: sums {s:.1e}, entries {e:.1e}' for kind, (s, e) in agreement(name).items()),
-              flush=True)
+    import tests.conftest  # noqa: F401  (the suite's XLA flags, before the first computation)
+    main(sys.argv[1:])
