@@ -79,9 +79,9 @@ def run_floq_jax(spec: dict, dataset: str, work_dir: str, env: Optional[dict] = 
 
 def run_published(ref: dict, spec: dict, dataset: str, work_dir: str) -> dict:
     """The published ``main.py``, one process per seed, all started together; wall-clock until the last exits."""
-    from floq_jax import reference
+    from experiments import parity_harness
 
-    env = reference.environment(os.path.join(work_dir, 'reference_env'), [dataset])
+    env = parity_harness.environment(os.path.join(work_dir, 'reference_env'), [dataset])
     overrides = side_by_side.agent_overrides(spec['agent'], spec['task'], 'published')
     procs, logs = [], []
     start = time.time()
@@ -89,7 +89,7 @@ def run_published(ref: dict, spec: dict, dataset: str, work_dir: str) -> dict:
         save = os.path.join(work_dir, 'published', f'seed{seed}')
         shutil.rmtree(save, ignore_errors=True)
         os.makedirs(save)
-        cmd = reference.main_command(ref['python'], spec['task'], spec['agent'], overrides, seed, spec['steps'],
+        cmd = parity_harness.main_command(ref['python'], spec['task'], spec['agent'], overrides, seed, spec['steps'],
                                      spec['eval_interval'], spec['eval_episodes'], save)
         log = open(os.path.join(save, 'stdout.log'), 'w')
         logs.append(log)
@@ -109,12 +109,12 @@ def measure(scale: str, reference_dir: Optional[str] = None, reference_python: O
             work_dir: Optional[str] = None, warm_cache: bool = False, log=print, env: Optional[dict] = None,
             cache_dir: Optional[str] = None) -> dict:
     """Both codes at ``scale`` (published only when ``reference_dir`` is given); the result and its ratio."""
-    from floq_jax import reference
+    from experiments import parity_harness
 
     spec = SCALES[scale]
     work_dir = work_dir or tempfile.mkdtemp(prefix='floq_end_to_end_')
     os.makedirs(work_dir, exist_ok=True)
-    ref = reference.check_reference(reference_dir, reference_python) if reference_dir else None
+    ref = parity_harness.check_reference(reference_dir, reference_python) if reference_dir else None
     dataset = dataset_for(spec, cache_dir)
     out = dict(scale=scale, spec={k: v for k, v in spec.items() if k != 'extra'}, work_dir=work_dir)
     log(f'[end_to_end] floq-jax: {spec["num_seeds"]} seeds x {spec["steps"]} updates in one process')

@@ -15,7 +15,7 @@ the published evaluation (one-step policy, noise N(0, I)), ``--eval_episodes`` e
 Finished runs are kept: re-running the command trains only what is missing, then rewrites the report;
 ``--report_only`` rewrites the report from what exists.  The published code's requirements (jax, flax, optax,
 distrax, ml_collections, ogbench) must be importable by ``--reference_python``; it runs offline with a
-stand-in ``wandb`` module (``floq_jax.reference``).
+stand-in ``wandb`` module (``experiments.parity_harness``).
 """
 
 from __future__ import annotations
@@ -109,22 +109,22 @@ def dataset_file(task: str) -> str:
 
 
 def train_reference(ref, datasets, steps):
-    from floq_jax import reference
+    from experiments import parity_harness
 
-    env = reference.environment(os.path.join(os.path.abspath(FLAGS.out_dir), 'reference_env'), datasets.values())
+    env = parity_harness.environment(os.path.join(os.path.abspath(FLAGS.out_dir), 'reference_env'), datasets.values())
     pending = []
     for task in FLAGS.tasks:
         for agent in FLAGS.agents:
             for seed in range(FLAGS.num_seeds):
                 save = reference_dir_for(task, agent, seed)
-                if _final_step(reference.find_eval_csv(save)) >= steps[task]:
+                if _final_step(parity_harness.find_eval_csv(save)) >= steps[task]:
                     continue
                 if os.path.isdir(save):  # an unfinished run: the published code cannot resume, start over
                     import shutil
                     shutil.rmtree(save)
                 os.makedirs(save)
                 overrides = side_by_side.agent_overrides(agent, task, 'published')
-                cmd = reference.main_command(ref['python'], task, agent, overrides, seed,
+                cmd = parity_harness.main_command(ref['python'], task, agent, overrides, seed,
                                              steps[task], FLAGS.eval_interval, FLAGS.eval_episodes, save)
                 pending.append((f'published/{task}/{agent}/seed{seed}', cmd, save))
     running = []
@@ -172,7 +172,7 @@ def train_floq_jax(datasets, steps):
 def load_all_runs(steps):
     import pandas as pd
 
-    from floq_jax import reference
+    from experiments import parity_harness
     from floq_jax.analysis import report
 
     runs = []
@@ -180,7 +180,7 @@ def load_all_runs(steps):
         for agent in FLAGS.agents:
             for seed in range(FLAGS.num_seeds):
                 meta = dict(env_name=task, agent_name=agent, seed=seed, data_source='generated')
-                run = reference.load_run(reference_dir_for(task, agent, seed), code='published',
+                run = parity_harness.load_run(reference_dir_for(task, agent, seed), code='published',
                                          eval_protocol='published', **meta)
                 if run is not None:
                     runs.append(run)
@@ -256,7 +256,7 @@ def main(_):
     common.quiet_logs()
 
     def body():
-        from floq_jax import reference
+        from experiments import parity_harness
 
         steps = steps_by_task()
         for agent in FLAGS.agents:
@@ -272,8 +272,8 @@ def main(_):
             if not FLAGS.reference_dir:
                 raise common.UsageError('--reference_dir: required (a checkout of https://github.com/CMU-AIRe/floq)')
             try:
-                ref = reference.check_reference(FLAGS.reference_dir, FLAGS.reference_python)
-            except reference.ReferenceUnusable as e:
+                ref = parity_harness.check_reference(FLAGS.reference_dir, FLAGS.reference_python)
+            except parity_harness.ReferenceUnusable as e:
                 raise common.UsageError(str(e)) from None
         os.makedirs(FLAGS.out_dir, exist_ok=True)
         if not FLAGS.report_only:

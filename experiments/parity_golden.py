@@ -15,13 +15,14 @@ order.  Every other quantity is computed from explicit inputs (fixed noise ratio
 
 Needs an interpreter with the published code's requirements (jax, flax, optax, ml_collections, distrax):
 
-    /work/ref/venv/bin/python experiments/parity_golden.py --reference_dir=/work/ref/floq \\
+    <floq-venv>/bin/python experiments/parity_golden.py --reference_dir=<floq checkout> \\
         --out=tests/data/parity_golden.npz
 """
 
 import argparse
 import contextlib
 import copy
+import importlib
 import json
 import os
 import subprocess
@@ -191,23 +192,10 @@ def main():
     parser.add_argument('--out', default='tests/data/parity_golden.npz')
     parser.add_argument('--seed', type=int, default=0, help='seed of the fixed inputs and the noise tape')
     args = parser.parse_args()
-    os.environ.setdefault('JAX_PLATFORMS', 'cpu')
-    reference_dir = os.path.abspath(args.reference_dir)
-    sys.path.insert(0, reference_dir)
-
-    import importlib
+    networks, commit = load_reference(args.reference_dir)
 
     import flax
     import jax
-
-    networks = importlib.import_module('utils.networks')
-    if not os.path.abspath(networks.__file__).startswith(reference_dir):
-        raise SystemExit(f'utils.networks resolved to {networks.__file__}, not inside {reference_dir}')
-    try:
-        commit = subprocess.run(['git', '-C', reference_dir, 'rev-parse', 'HEAD'], capture_output=True, text=True,
-                                check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        commit = 'unknown'
 
     rng = np.random.default_rng(args.seed)
     batch, inputs = fixed_inputs(rng)
@@ -221,10 +209,33 @@ def main():
         values, agent_meta = run_agent(name, module, networks, batch, inputs, rng, tape_seed=args.seed + 100 + i)
         data.update(values)
         meta['agents'][name] = agent_meta
-    data['meta'] = np.array(json.dumps(meta, sort_keys=True, default=str))
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    np.savez_compressed(args.out, **data)
-    print(f'wrote {args.out}: {len(data)} arrays, {os.path.getsize(args.out) / 1024:.0f} KiB, reference {commit}')
+    write_golden(args.out, data, meta)
+
+
+def load_reference(reference_dir):
+    """Makes the published checkout importable (first on sys.path, on the CPU) and returns (its utils.networks
+    module, its git commit or 'unknown')."""
+    os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+    reference_dir = os.path.abspath(reference_dir)
+    sys.path.insert(0, reference_dir)
+    networks = importlib.import_module('utils.networks')
+    if not os.path.abspath(networks.__file__).startswith(reference_dir):
+        raise SystemExit(f'utils.networks resolved to {networks.__file__}, not inside {reference_dir}')
+    try:
+        commit = subprocess.run(['git', '-C', reference_dir, 'rev-parse', 'HEAD'], capture_output=True, text=True,
+                                check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = 'unknown'
+    return networks, commit
+
+
+def write_golden(path, data, meta):
+    """Writes ``data`` and ``meta`` (as JSON under 'meta') into the compressed .npz ``path``."""
+    data = dict(data, meta=np.array(json.dumps(meta, sort_keys=True, default=str)))
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    np.savez_compressed(path, **data)
+    print(f'wrote {path}: {len(data)} arrays, {os.path.getsize(path) / 1024:.0f} KiB, '
+          f'reference {meta["reference_commit"]}')
 
 
 if __name__ == '__main__':

@@ -1,7 +1,7 @@
 """What the published code and floq-jax get when they run side by side (experiments/parity.py, the end-to-end
 section of experiments/benchmark.py): the same agent config in each code's keys, the published per-task alpha, and
 floq-jax's ``train_offline`` command line under the published protocol.  The published code's own command line is
-``floq_jax.reference.main_command``."""
+``experiments.parity_harness.main_command``."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def floq_jax_command(task: str, dataset_path: str, agent: str, num_seeds: int, s
                      extra: Sequence[str] = ()) -> List[str]:
     """``experiments.train_offline`` on ``dataset_path`` with :func:`agent_overrides` and the published protocol
     (one-step policy with N(0, I) noise, the reward range including 0), all seeds in one process."""
-    from floq_jax import reference
+    from experiments import parity_harness
 
     return [sys.executable, '-m', 'experiments.train_offline', f'--env_name={task}', f'--dataset_path={dataset_path}',
             f'--agent=agents/{agent}.py', '--preset=none', f'--num_seeds={num_seeds}', '--seed=0',
@@ -52,4 +52,4 @@ def floq_jax_command(task: str, dataset_path: str, agent: str, num_seeds: int, s
             f'--save_interval={save_interval or eval_interval}', f'--eval_episodes={eval_episodes}',
             '--log_interval=5000', '--noprogress', '--eval_protocol=published', '--reward_range=published',
             f'--save_dir={os.path.abspath(save_dir)}', f'--run_group={run_group}',
-            *reference.agent_flags(agent, agent_overrides(agent, task, 'floq-jax'))[1:], *extra]
+            *parity_harness.agent_flags(agent, agent_overrides(agent, task, 'floq-jax'))[1:], *extra]

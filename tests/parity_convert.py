@@ -1,6 +1,7 @@
-"""Test-only helpers for the numerical parity fixture (tests/data/parity_golden.npz, made by
-experiments/parity_golden.py from the published floq code): reading the file, mapping the published
-parameter layout and config onto floq-jax's, and replaying the recorded random draws.
+"""Test-only helpers for the numerical parity fixtures (tests/data/parity_golden.npz and
+parity_trajectory.npz, made by experiments/parity_golden.py and parity_trajectory.py from the published floq
+code): reading them, mapping the published parameter layout and config onto floq-jax's, and replaying the
+recorded random draws.
 
 Parameter layout (published -> floq-jax), per agent:
 
@@ -12,6 +13,12 @@ Parameter layout (published -> floq-jax), per agent:
 * FQL and FQL-IQN: ``modules_critic/value_net`` -> ``critic/ensemble/mlp`` (target: ``modules_target_critic``);
   the IQN input order [s, a, cos(pi i tau)] is the same in both.
 * ``modules_actor_bc_flow/mlp``, ``modules_actor_onestep_flow/mlp`` -> ``actor_*/mlp``.
+* Residual nets (``use_resnets``): the published ResMLP ``initial_block/Dense_0, LayerNorm_0``,
+  ``hidden_blocks_<b>/Dense_d, LayerNorm_d``, ``final_block/Dense_0`` -> floq-jax's ``resmlp/hidden_in,
+  norm_in``, ``hidden_<b>_<d>, norm_<b>_<d>``, ``output`` (under ``ensemble``).
+
+:func:`to_published` inverts a conversion (the trajectory fixture maps floq-jax's updated parameters and Adam
+moments back to the published layout).
 """
 
 import contextlib
@@ -75,25 +82,84 @@ def convert_mlp(published, first_kernel_rows=None):
     return out
 
 
-def velocity_input_rows(sa_dim, num_bins):
-    """Published velocity input [sa, z-embed (num_bins - 1), t (1)] -> floq-jax [sa, t, z-embed]: rows to take."""
-    z_rows = np.arange(sa_dim, sa_dim + num_bins - 1)
-    return np.concatenate([np.arange(sa_dim), [sa_dim + num_bins - 1], z_rows])
+def convert_resmlp(published, first_kernel_rows=None):
+    """Published ResMLP params {initial_block, hidden_blocks_<b>, final_block} (each {Dense_i, LayerNorm_i}) ->
+    floq-jax ResMLP params {hidden_in, norm_in, hidden_<b>_<d>, norm_<b>_<d>, output}."""
+    out = {}
+    for name, block in published.items():
+        layers = convert_mlp(block, first_kernel_rows if name == 'initial_block' else None)
+        if name == 'initial_block':
+            out.update(hidden_in=layers['output'], **({'norm_in': layers['norm_0']} if 'norm_0' in layers else {}))
+        elif name == 'final_block':
+            out['output'] = layers['output']
+        elif name.startswith('hidden_blocks_'):
+            b = name[len('hidden_blocks_'):]
+            dense = [k for k in block if k.startswith('Dense_')]
+            for d in range(len(dense)):
+                out[f'hidden_{b}_{d}'] = layers['output' if d == len(dense) - 1 else f'hidden_{d}']
+                if f'norm_{d}' in layers:
+                    out[f'norm_{b}_{d}'] = layers[f'norm_{d}']
+        else:
+            raise ValueError(f'convert_resmlp: unexpected published block {name}')
+    return out
 
 
-def convert_params(agent, published, ob_dim, action_dim, num_bins=None):
-    """Published network params (``network.params``) -> floq-jax (params, target_params)."""
+def convert_trunk(published, first_kernel_rows=None):
+    """A published ensemble trunk {'mlp' or 'value_net': ...} -> floq-jax {'ensemble': {'mlp' or 'resmlp': ...}}."""
+    (name, net), = published.items()
+    if 'initial_block' in net:
+        return {'ensemble': {'resmlp': convert_resmlp(net, first_kernel_rows)}}
+    return {'ensemble': {'mlp': convert_mlp(net, first_kernel_rows)}}
+
+
+def velocity_input_rows(sa_dim, num_bins, z_dim=None):
+    """Published velocity input [sa, z-embed (num_bins - 1, or z_dim), t (1)] -> floq-jax [sa, t, z-embed]: rows
+    to take."""
+    z_dim = num_bins - 1 if z_dim is None else z_dim
+    z_rows = np.arange(sa_dim, sa_dim + z_dim)
+    return np.concatenate([np.arange(sa_dim), [sa_dim + z_dim], z_rows])
+
+
+def convert_params(agent, published, ob_dim, action_dim, num_bins=None, z_dim=None):
+    """Published network params (``network.params``) -> floq-jax (params, target_params).  ``z_dim``: the
+    velocity net's z-embedding width when not num_bins - 1 (1 without the HL-Gauss embedding)."""
     actors = {name: {'mlp': convert_mlp(published[f'modules_{name}']['mlp'])}
               for name in ('actor_bc_flow', 'actor_onestep_flow')}
     if agent == 'floq':
-        rows = velocity_input_rows(ob_dim + action_dim, num_bins)
-        field = lambda m: {'ensemble': {'mlp': convert_mlp(published[m]['mlp'], rows)}}
-        params = {'critic_flow': field('modules_floq'),
-                  'distill_critic': {'ensemble': {'mlp': convert_mlp(published['modules_critic']['value_net'])}},
-                  **actors}
-        return params, {'critic_flow': field('modules_target_floq')}
-    critic = lambda m: {'ensemble': {'mlp': convert_mlp(published[m]['value_net'])}}
-    return {'critic': critic('modules_critic'), **actors}, {'critic': critic('modules_target_critic')}
+        rows = velocity_input_rows(ob_dim + action_dim, num_bins, z_dim)
+        params = {'critic_flow': convert_trunk(published['modules_floq'], rows),
+                  'distill_critic': convert_trunk(published['modules_critic']), **actors}
+        return params, {'critic_flow': convert_trunk(published['modules_target_floq'], rows)}
+    return ({'critic': convert_trunk(published['modules_critic']), **actors},
+            {'critic': convert_trunk(published['modules_target_critic'])})
+
+
+def to_published(convert, published_shapes):
+    """The inverse of a conversion: ``convert(published_tree) -> (params, target_params)`` (e.g. a partial of
+    :func:`convert_params`) and the published leaf shapes {path: shape} give a function mapping floq-jax
+    (params, target_params) back to published leaves {path: array}.  (Converts a tree of entry indices once, so
+    any renaming or row reordering the conversion does is undone.)"""
+    paths = sorted(published_shapes)
+    sizes = [int(np.prod(published_shapes[p])) for p in paths]
+    offsets = np.concatenate([[0], np.cumsum(sizes)])
+    index_tree = {}
+    for path, start, size in zip(paths, offsets, sizes):
+        node = index_tree
+        *parents, leaf = path.split('/')
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = np.arange(start, start + size).reshape(published_shapes[path])
+    index_leaves = jax.tree_util.tree_leaves(convert(index_tree))
+
+    def back(params, target_params):
+        flat = np.full(offsets[-1], np.nan, np.float32)
+        leaves = jax.tree_util.tree_leaves((params, target_params))
+        assert len(leaves) == len(index_leaves)
+        for idx, value in zip(index_leaves, leaves):
+            flat[idx.reshape(-1)] = np.asarray(value, np.float32).reshape(-1)
+        return {p: flat[s:s + n].reshape(published_shapes[p]) for p, s, n in zip(paths, offsets, sizes)}
+
+    return back
 
 
 # --------------------------------------------------------------------------------------------- configs
@@ -110,24 +176,25 @@ def floq_jax_config(agent, published):
                   lr=p['lr'], ensemble_apply='vmap')
     if p['encoder'] is not None:
         raise ValueError('parity fixture: encoders are not supported')
+    if p.get('use_resnets') and not p['activate_before_layernorm']:
+        raise ValueError('parity fixture: use_resnets with activate_before_layernorm=True only')
     if agent == 'floq':
-        if not p['embed_time'] or p['use_resnets']:
-            raise ValueError('parity fixture: floq with embed_time=True and use_resnets=False only')
         c = floq.get_config()
         c.update(common, value_hidden_dims=tuple(p['value_hidden_dims']), actor_flow_steps=p['actor_flow_steps'],
                  flow_num_ensembles=p['flow_num_ensembles'], distill_num_ensembles=p['distill_num_ensembles'],
                  noise_samples=p['noise_samples'], noise_coverage=p['noise_coverage'],
                  critic_flow_steps=p['critic_flow_steps'], train_at_zero_only=p['train_at_zero_only'],
-                 time_embedding='cos', use_prob_embed=p['use_prob_embed'], num_bins=p['num_bins'], sigma=p['sigma'],
-                 reward_offset=p['reward_offset'], block_width=p['block_width'], block_depth=p['block_depth'],
-                 r_min=p['r_min'], r_max=p['r_max'])
+                 time_embedding='cos' if p['embed_time'] else 'raw', use_prob_embed=p['use_prob_embed'],
+                 num_bins=p['num_bins'], sigma=p['sigma'], reward_offset=p['reward_offset'],
+                 block_width=p['block_width'], block_depth=p['block_depth'], use_resnets=p['use_resnets'],
+                 num_transformations=p['num_transformations'], r_min=p['r_min'], r_max=p['r_max'])
         return c
     if agent == 'fql':
-        if p['use_resnets']:
-            raise ValueError('parity fixture: FQL with use_resnets=False only')
         c = fql.get_config()
         c.update(common, value_hidden_dims=(p['block_width'],) * p['block_depth'], actor_flow_steps=p['flow_steps'],
-                 num_ensembles=p['value_num_ensembles'])
+                 num_ensembles=p['value_num_ensembles'], critic_use_resnet=p['use_resnets'],
+                 critic_resnet_width=p['block_width'], critic_resnet_blocks=p['num_transformations'],
+                 critic_resnet_block_depth=p['block_depth'])
         return c
     if not p['embed_quantile']:
         raise ValueError('parity fixture: FQL-IQN with embed_quantile=True only')

@@ -1,4 +1,4 @@
-"""floq_jax.reference (running the published code beside floq-jax) and the parity harness's input checks.
+"""experiments.parity_harness (running the published code beside floq-jax) and the parity harness's input checks.
 
 No published code is needed: a fake checkout with the published main.py's use of wandb stands in for it."""
 
@@ -10,7 +10,7 @@ import textwrap
 
 import pytest
 
-from floq_jax import reference
+from experiments import parity_harness
 from tests.test_cli import error_line, run
 
 # What the published main.py and utils/log_utils.py do with wandb (CMU-AIRe/floq 2e46108).
@@ -40,7 +40,7 @@ def test_environment_runs_published_wandb_calls_offline(tmp_path):
     data.mkdir()
     for name in ('cube-single-play-v0.npz', 'cube-single-play-v0-val.npz'):
         (data / name).write_bytes(b'x')
-    env = reference.environment(str(tmp_path / 'work'), [str(data / 'cube-single-play-v0.npz')])
+    env = parity_harness.environment(str(tmp_path / 'work'), [str(data / 'cube-single-play-v0.npz')])
     out = subprocess.run([sys.executable, 'main.py'], cwd=ref, env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert sorted(json.loads(out.stdout.strip().replace("'", '"'))) == ['cube-single-play-v0-val.npz',
@@ -48,36 +48,36 @@ def test_environment_runs_published_wandb_calls_offline(tmp_path):
 
 
 def test_agent_flags_and_command():
-    flags = reference.agent_flags('floq', {'alpha': 300.0, 'actor_hidden_dims': (128, 128), 'x': (5,)})
+    flags = parity_harness.agent_flags('floq', {'alpha': 300.0, 'actor_hidden_dims': (128, 128), 'x': (5,)})
     assert flags == ['--agent=agents/floq.py', '--agent.alpha=300.0', '--agent.actor_hidden_dims=(128,128)',
                      '--agent.x=(5,)']
-    cmd = reference.main_command('py', 'cube-single-play-singletask-task2-v0', 'fql', {}, seed=3, steps=100,
+    cmd = parity_harness.main_command('py', 'cube-single-play-singletask-task2-v0', 'fql', {}, seed=3, steps=100,
                                  eval_interval=50, eval_episodes=7, save_dir='/s')
     assert cmd[:2] == ['py', 'main.py'] and '--seed=3' in cmd and '--offline_steps=100' in cmd
     assert '--eval_episodes=7' in cmd and '--agent=agents/fql.py' in cmd and '--online_steps=0' in cmd
-    with pytest.raises(reference.ReferenceUnusable, match='agent'):
-        reference.agent_flags('sac', {})
+    with pytest.raises(parity_harness.ReferenceUnusable, match='agent'):
+        parity_harness.agent_flags('sac', {})
 
 
 def test_check_reference_names_what_is_missing(tmp_path):
-    with pytest.raises(reference.ReferenceUnusable, match='--reference_dir=.*missing main.py'):
-        reference.check_reference(str(tmp_path), sys.executable)
+    with pytest.raises(parity_harness.ReferenceUnusable, match='--reference_dir=.*missing main.py'):
+        parity_harness.check_reference(str(tmp_path), sys.executable)
     fake_checkout(tmp_path)
-    with pytest.raises(reference.ReferenceUnusable, match='--reference_python=/no/such/python'):
-        reference.check_reference(str(tmp_path), '/no/such/python')
+    with pytest.raises(parity_harness.ReferenceUnusable, match='--reference_python=/no/such/python'):
+        parity_harness.check_reference(str(tmp_path), '/no/such/python')
 
 
 def test_load_run_reads_the_newest_eval_csv(tmp_path):
-    assert reference.load_run(str(tmp_path), env_name='e') is None
+    assert parity_harness.load_run(str(tmp_path), env_name='e') is None
     run_dir = tmp_path / 'parity' / 'parity' / 'sd000_x'
     run_dir.mkdir(parents=True)
     (run_dir / 'flags.json').write_text(json.dumps({'seed': 0}))
     (run_dir / 'eval.csv').write_text('evaluation/success,step\n0.0,1\n0.5,10\n')
-    run = reference.load_run(str(tmp_path), env_name='e', agent_name='floq', seed=0, code='published')
+    run = parity_harness.load_run(str(tmp_path), env_name='e', agent_name='floq', seed=0, code='published')
     assert list(run.eval['step']) == [1, 10] and run.env_name == 'e' and run.get('reference_flags') == {'seed': 0}
     assert run.train is None
     (run_dir / 'train.csv').write_text('training/critic/q,step\n-3.0,5\n')
-    run = reference.load_run(str(tmp_path), env_name='e')
+    run = parity_harness.load_run(str(tmp_path), env_name='e')
     assert list(run.train['training/critic/q']) == [-3.0]
 
 

@@ -12,12 +12,12 @@ include ``distrax``).  This module only prepares what that code needs to run off
 
 builds its ``main.py`` command line, and reads back its ``eval.csv`` as a :class:`floq_jax.analysis.report.Run`.
 
-    env = reference.environment(work_dir, [dataset_npz])
-    cmd = reference.main_command(python, ref_dir, 'cube-single-play-singletask-task2-v0', 'floq',
+    env = parity_harness.environment(work_dir, [dataset_npz])
+    cmd = parity_harness.main_command(python, ref_dir, 'cube-single-play-singletask-task2-v0', 'floq',
                                  {'alpha': 300}, seed=0, steps=70000, eval_interval=10000,
                                  eval_episodes=50, save_dir=out)
     subprocess.run(cmd, cwd=ref_dir, env=env, check=True)
-    run = reference.load_run(out, env_name=..., agent_name='floq', seed=0)
+    run = parity_harness.load_run(out, env_name=..., agent_name='floq', seed=0)
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from typing import Dict, Iterable, List, Optional
 
 AGENT_FILES = {'floq': 'agents/floq.py', 'fql': 'agents/fql.py', 'fql_iqn': 'agents/fql_iqn.py'}
 
-WANDB_STANDIN = '''"""Offline stand-in for wandb, written by floq_jax.reference: records nothing."""
+WANDB_STANDIN = '''"""Offline stand-in for wandb, written by experiments.parity_harness: records nothing."""
 run = None
 
 
