@@ -188,7 +188,7 @@ _USED = {'floq': {'noise_ratios', 'times', 'action_noises', 'hl_gauss_z', 'veloc
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--reference_dir', default='/work/ref/floq', help='checkout of CMU-AIRe/floq')
+    parser.add_argument('--reference_dir', required=True, help='a checkout of CMU-AIRe/floq at 2e46108')
     parser.add_argument('--out', default='tests/data/parity_golden.npz')
     parser.add_argument('--seed', type=int, default=0, help='seed of the fixed inputs and the noise tape')
     args = parser.parse_args()
