@@ -313,8 +313,18 @@ def check_env_name(env_name: str) -> None:
 def check_writable(save_dir: str) -> None:
     """--save_dir must be creatable and writable: create it and a probe file, then remove both (nothing is left).
 
-    Asking os.access is not enough: root passes it for e.g. /proc/x, where mkdir fails later.
+    Asking os.access is not enough: root passes it for e.g. /proc/x, where mkdir fails later.  A gs://bucket/...
+    path gets a probe object instead (a missing bucket, missing credentials or an unreachable endpoint fail here).
     """
+    from floq_jax import storage
+
+    if storage.is_remote(save_dir):
+        try:
+            storage.check_writable(save_dir)
+        except storage.StorageError as e:
+            raise UsageError(f'--save_dir={save_dir!r}: {e}; accepted: a local directory, or gs://<bucket>/<path> '
+                             f'in a bucket that exists and that your credentials may write') from None
+        return
     path = os.path.abspath(os.path.expanduser(save_dir))
     created = []
     probe = path
@@ -334,6 +344,19 @@ def check_writable(save_dir: str) -> None:
                 os.rmdir(d)
             except OSError:
                 break
+
+
+def check_readable(flag: str, path) -> None:
+    """--<flag> on object storage can be asked (bucket, credentials, network); local paths: the callers' checks."""
+    from floq_jax import storage
+
+    if not path or not storage.is_remote(path):
+        return
+    try:
+        storage.check_readable(path)
+    except storage.StorageError as e:
+        raise UsageError(f'--{flag}={path!r}: {e}; accepted: a local path, or gs://<bucket>/<path> that your '
+                         f'credentials may read') from None
 
 
 def check_dataset(env_name: str, dataset_dir, dataset_path) -> str:

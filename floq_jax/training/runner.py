@@ -31,10 +31,9 @@ every process; one returning True stops the run there.
 
 from __future__ import annotations
 
-import os
 from typing import Callable, List, Optional, Sequence
 
-from floq_jax import presets
+from floq_jax import presets, storage
 from floq_jax.training import parallel, rundirs, timing
 from floq_jax.training.evaluate import CriticDiagnostics, SeedEvaluation
 from floq_jax.training.loop import Run, train
@@ -70,7 +69,7 @@ def _build_run(agent_cls, config, data, options: RunOptions, online: bool):
     primary = parallel.is_primary_process()
     if primary:
         for d, r in zip(dirs, records):
-            rundirs.write_json(os.path.join(d, 'flags.json'), r)
+            rundirs.write_json(storage.join(d, 'flags.json'), r)
     sinks = RunSinks(dirs, state.seeds, options, config, state.step if restored else None, primary)
     state.apply_config_schedule()
     progress = Progress(options.total_steps, state.step, options.progress and primary, options.console and primary)

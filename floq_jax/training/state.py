@@ -10,12 +10,12 @@ Every process of a multi-host run holds and checkpoints the same global state (o
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any, Callable, Dict, List, Optional
 
 import jax
 import numpy as np
 
+from floq_jax import storage
 from floq_jax.data import sampling
 from floq_jax.training import multihost, parallel
 from floq_jax.training.checkpoints import Checkpointer
@@ -57,8 +57,8 @@ class RunState:
             self.rngs = multihost.put_global(np.asarray(self.rngs), parallel.seed_sharding(self.mesh))
         self.extra = extra_state(self) if extra_state is not None else None
         for d in dirs:
-            os.makedirs(d, exist_ok=True)
-        self.checkpointers = [Checkpointer(os.path.join(d, 'checkpoints'), max_to_keep=options.max_checkpoints)
+            storage.makedirs(d)
+        self.checkpointers = [Checkpointer(storage.join(d, 'checkpoints'), max_to_keep=options.max_checkpoints)
                               for d in dirs]
         self.step = 0
         self.metadata: Dict[str, Any] = {}
