@@ -582,7 +582,8 @@ def maybe_wandb(options, config) -> None:
 def run_cli(body) -> None:
     """Runs ``body()`` turning expected errors into one stderr line (exit 2 usage, 1 runtime)."""
     from floq_jax.training.multihost import ProcessLost
-    from floq_jax.training.options import Interrupted, NonFiniteMetric, RunDirConflict, interrupted_message
+    from floq_jax.training.options import (Interrupted, NonFiniteMetric, Preempted, RunDirConflict,
+                                           interrupted_message)
     from floq_jax.training import timing
 
     timing.TIMES.mark_main()  # the time since the process started: imports and start-up
@@ -596,6 +597,11 @@ def run_cli(body) -> None:
         fail(e, 1)
     except ProcessLost as e:
         exit_with_last_line(f'error: {one_line(e)}', 1)
+    except Preempted as e:
+        if _PEER_WATCH is not None:
+            _PEER_WATCH.done()  # every process stops here together: none is lost
+        print(one_line(e), file=sys.stderr, flush=True)
+        sys.exit(Preempted.EXIT_CODE)
     except Interrupted as e:
         sys.stdout.flush()
         print(interrupted_message(e.step, e.checkpoint), file=sys.stderr, flush=True)

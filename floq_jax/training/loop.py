@@ -10,6 +10,10 @@ columns), ``begin(state)`` / ``close()``, and: ``check_every_step`` (fetch the i
 piece, not only at log steps), ``bar_every`` (steps between progress-bar redraws), ``first_note`` (the bar's label
 while the first piece compiles).  A callback ``callback(run)`` runs after every piece (after its log / eval /
 save); returning True stops the run there (as if it were killed after its save).
+
+SIGTERM (preemption): every process stops at one common step (:class:`~floq_jax.training.multihost.PreemptionWatch`),
+saves a checkpoint there and the run ends with :class:`~floq_jax.training.options.Preempted`; the same command
+resumes from that step (offline: exactly the uninterrupted run's computation; online: episodes restart).
 """
 
 from __future__ import annotations
@@ -23,9 +27,10 @@ from typing import Callable, Dict, List, Optional, Sequence
 import jax
 import numpy as np
 
+from floq_jax import storage
 from floq_jax.training import multihost, parallel, timing
 from floq_jax.training.sinks import say
-from floq_jax.training.options import (CLOSE_GRACE_S, Interrupted, NonFiniteMetric, RunOptions,
+from floq_jax.training.options import (CLOSE_GRACE_S, Interrupted, NonFiniteMetric, Preempted, RunOptions,
                                        interrupted_message)
 
 
@@ -63,6 +68,7 @@ class Run:
         self.seeds = state.seeds
         self.config, self.data = state.config, state.data
         self.last_eval: List[dict] = []
+        self.preemption = None  # a multihost.PreemptionWatch while train() runs
 
     @property
     def step(self) -> int:
@@ -132,9 +138,23 @@ def run_phase(run: Run, phase, callbacks: Sequence[Callable[[Run], Optional[bool
                     state.save()
             if any([bool(cb(run)) for cb in callbacks]):
                 return True
+            if run.preemption is not None and run.preemption.reached(state.step):
+                _stop_preempted(run, saved=save_now)
     finally:
         phase.close()
     return False
+
+
+def _stop_preempted(run: Run, saved: bool) -> None:
+    """SIGTERM: every process is at this step (the sync point): save it (unless just saved), wait until the
+    checkpoint is durable, stop with :class:`Preempted`."""
+    state = run.state
+    with timing.phase('checkpointing'):
+        if not saved:
+            state.save()
+        for c in state.checkpointers:
+            c.wait_until_finished()
+    raise Preempted(state.step, f'{storage.dirname(run.dirs[0])}/seed<k>/checkpoints')
 
 
 def train(run: Run, phases: Sequence, callbacks: Sequence[Callable[[Run], Optional[bool]]] = ()) -> List[str]:
@@ -147,6 +167,7 @@ def train(run: Run, phases: Sequence, callbacks: Sequence[Callable[[Run], Option
         say(startup_summary(run))
     interrupted = lost = False
     watchdog = None
+    run.preemption = multihost.PreemptionWatch()
     try:
         if not run.restored and o.eval_at_start:
             run.progress.note('evaluating step 0')
@@ -175,6 +196,7 @@ def train(run: Run, phases: Sequence, callbacks: Sequence[Callable[[Run], Option
         lost = True  # closing would wait on the lost process (checkpoint barriers): leave at once
         raise multihost.ProcessLost(multihost.lost_process_message(None, e)) from None
     finally:
+        run.preemption.close()
         if not lost:
             _close(run, interrupted)
         if watchdog is not None:  # closed in time: a library caller that catches Interrupted carries on
