@@ -584,6 +584,7 @@ def run_cli(body) -> None:
     from floq_jax.training.multihost import ProcessLost
     from floq_jax.training.options import (Interrupted, NonFiniteMetric, Preempted, RunDirConflict,
                                            interrupted_message)
+    from floq_jax.training.runlock import RunDirLocked
     from floq_jax.training import timing
 
     timing.TIMES.mark_main()  # the time since the process started: imports and start-up
@@ -591,7 +592,7 @@ def run_cli(body) -> None:
         body()
         if _PEER_WATCH is not None:
             _PEER_WATCH.done()  # a normal end: the other processes must not report this one as lost
-    except UsageError as e:
+    except (UsageError, RunDirLocked) as e:
         fail(e, 2)
     except (RunDirConflict, NonFiniteMetric) as e:
         fail(e, 1)

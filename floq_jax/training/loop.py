@@ -69,6 +69,7 @@ class Run:
         self.config, self.data = state.config, state.data
         self.last_eval: List[dict] = []
         self.preemption = None  # a multihost.PreemptionWatch while train() runs
+        self.lock = None  # the run directories' runlock.RunLock (process 0)
 
     @property
     def step(self) -> int:
@@ -84,10 +85,14 @@ class Run:
         return rows
 
     def close(self) -> None:
-        self.progress.close()
-        self.state.close()
-        self.sinks.close()
-        self.evaluation.close()
+        try:
+            self.progress.close()
+            self.state.close()
+            self.sinks.close()
+            self.evaluation.close()
+        finally:
+            if self.lock is not None:
+                self.lock.release()
 
 
 def _at(step: int, interval: int) -> bool:
