@@ -582,7 +582,7 @@ def maybe_wandb(options, config) -> None:
 def run_cli(body) -> None:
     """Runs ``body()`` turning expected errors into one stderr line (exit 2 usage, 1 runtime)."""
     from floq_jax.training.multihost import ProcessLost
-    from floq_jax.training.options import (Interrupted, NonFiniteMetric, Preempted, RunDirConflict,
+    from floq_jax.training.options import (DiskFull, Interrupted, NonFiniteMetric, Preempted, RunDirConflict,
                                            interrupted_message)
     from floq_jax.training.runlock import RunDirLocked
     from floq_jax.training import timing
@@ -596,7 +596,8 @@ def run_cli(body) -> None:
         fail(e, 2)
     except (RunDirConflict, NonFiniteMetric) as e:
         fail(e, 1)
-    except ProcessLost as e:
+    except (ProcessLost, DiskFull) as e:
+        # DiskFull: exit at once, skipping interpreter-exit hooks (orbax's threads would report the failed write again)
         exit_with_last_line(f'error: {one_line(e)}', 1)
     except Preempted as e:
         if _PEER_WATCH is not None:

@@ -171,6 +171,46 @@ def rmtree(path) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
+def free_bytes(path):
+    """Free bytes on the local disk holding ``path`` (its nearest existing parent); None on object storage."""
+    if is_remote(path):
+        return None
+    path = absolute(path)
+    while not os.path.exists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    return shutil.disk_usage(path).free
+
+
+def is_full_error(error: BaseException) -> bool:
+    """True if ``error`` (or one it was raised from) says the disk or the bucket is full."""
+    import errno
+
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        text = str(error)
+        if any(s in text for s in ('No space left on device', 'RESOURCE_EXHAUSTED', 'Disk quota exceeded')):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def full_what(path) -> str:
+    """What fills up under ``path``: the local disk (mount point, size) or the bucket."""
+    if is_remote(path):
+        return f'the bucket {absolute(path).split("/")[2]} (its quota)'
+    path = absolute(path)
+    while not os.path.exists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    mount = path
+    while not os.path.ismount(mount):
+        mount = os.path.dirname(mount)
+    usage = shutil.disk_usage(path)
+    return f'the disk mounted at {mount} ({usage.free / 2**20:.1f} MiB free of {usage.total / 2**20:.1f} MiB)'
+
+
 def _reason(error: BaseException) -> str:
     text = ' '.join(str(error).split())[:200]
     kind = type(error).__name__

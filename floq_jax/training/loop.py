@@ -30,8 +30,8 @@ import numpy as np
 from floq_jax import storage
 from floq_jax.training import multihost, parallel, timing
 from floq_jax.training.sinks import say
-from floq_jax.training.options import (CLOSE_GRACE_S, Interrupted, NonFiniteMetric, Preempted, RunOptions,
-                                       interrupted_message)
+from floq_jax.training.options import (CLOSE_GRACE_S, DiskFull, Interrupted, NonFiniteMetric, Preempted, RunOptions,
+                                       disk_full_message, interrupted_message)
 
 
 def chunk_schedule(start: int, end: int, steps_per_call: int, intervals: Sequence[int], boundaries: Sequence[int] = ()):
@@ -150,6 +150,21 @@ def run_phase(run: Run, phase, callbacks: Sequence[Callable[[Run], Optional[bool
     return False
 
 
+def _disk_full(run: Run, error: BaseException) -> DiskFull:
+    """The one-line :class:`DiskFull` of a run whose disk (or bucket) filled up: what filled, the run dir, the step
+    a re-run resumes from (the newest step every seed has a finalised checkpoint of)."""
+    try:
+        steps = set.intersection(*[set(c.all_steps()) for c in run.state.checkpointers])
+    except Exception:  # noqa: BLE001
+        steps = set()
+    detail = next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
+    if 'No space left on device' in str(error) and len(detail) > 160:
+        detail = 'No space left on device'
+    run_dir = f'{storage.dirname(run.dirs[0])}/seed<k>'
+    return DiskFull(disk_full_message(run_dir, storage.full_what(run.dirs[0]), detail[:200],
+                                      max(steps) if steps else None))
+
+
 def _stop_preempted(run: Run, saved: bool) -> None:
     """SIGTERM: every process is at this step (the sync point): save it (unless just saved), wait until the
     checkpoint is durable, stop with :class:`Preempted`."""
@@ -196,6 +211,9 @@ def train(run: Run, phases: Sequence, callbacks: Sequence[Callable[[Run], Option
         faulthandler.dump_traceback_later(CLOSE_GRACE_S + 30, exit=True)
         raise Interrupted(run.step, run.state.last_good) from None
     except Exception as e:
+        if storage.is_full_error(e):
+            lost = True  # closing would wait on the failed checkpoint writes: leave at once
+            raise _disk_full(run, e) from None
         if not multihost.is_lost_peer_error(e):
             raise
         lost = True  # closing would wait on the lost process (checkpoint barriers): leave at once
@@ -203,7 +221,14 @@ def train(run: Run, phases: Sequence, callbacks: Sequence[Callable[[Run], Option
     finally:
         run.preemption.close()
         if not lost:
-            _close(run, interrupted)
+            try:
+                _close(run, interrupted)
+            except Exception as e:  # a background checkpoint write that failed for want of space shows here
+                if not storage.is_full_error(e):
+                    raise
+                raise _disk_full(run, e) from None
+        elif run.lock is not None:
+            run.lock.release()
         if watchdog is not None:  # closed in time: a library caller that catches Interrupted carries on
             watchdog.cancel()
             faulthandler.cancel_dump_traceback_later()

@@ -66,6 +66,17 @@ def preempted_message(step: int, where: str) -> str:
             f'resume from step {step}')
 
 
+class DiskFull(RuntimeError):
+    """The disk (or bucket) holding the run directories is full; the run stopped at its newest complete checkpoint."""
+
+
+def disk_full_message(run_dir: str, what: str, detail: str, resume_step: Optional[int]) -> str:
+    where = f'step {resume_step} (its newest complete checkpoint)' if resume_step is not None else \
+        'step 0 (no complete checkpoint)'
+    return (f'{what} is full ({detail}); run dir {run_dir}; the same command resumes from {where} once there is '
+            f'space: free some, or pass another --save_dir')
+
+
 @dataclasses.dataclass
 class RunOptions:
     """Everything the loop needs besides the agent config and the data (the entrypoints map flags onto it)."""
