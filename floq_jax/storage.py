@@ -34,7 +34,7 @@ def is_remote(path) -> bool:
 
 # gcsfs logs a warning per call when it cannot tell a bucket's type without default credentials (orbax's own
 # gs:// calls too): hidden; real failures raise.
-logging.getLogger('gcsfs').setLevel(logging.ERROR)
+logging.getLogger('gcsfs').setLevel(logging.CRITICAL)
 
 
 def epath(path):

@@ -101,3 +101,24 @@ def digest(run, step):
     """The state digest recorded in seed run dir ``run``'s checkpoint at ``step`` (its orbax metadata)."""
     with open(os.path.join(run, 'checkpoints', str(step), 'metadata', 'metadata')) as f:
         return json.load(f)['__floq_checkpoint_digest__']
+
+
+@pytest.fixture(scope='session')
+def gcs():
+    """One local GCS emulator (fake-gcs-server) for the whole test session (per pytest-xdist worker), with a bucket
+    'bkt'; its variables (``gcs.env()``, tests/gcs_emulator.py) are set in os.environ meanwhile, so this process and
+    the runs it starts (``subprocess_env``) reach it."""
+    from tests.gcs_emulator import Emulator
+
+    with Emulator() as emulator:
+        emulator.make_bucket('bkt')
+        saved = {k: os.environ.get(k) for k in emulator.env()}
+        os.environ.update(emulator.env())
+        try:
+            yield emulator
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v

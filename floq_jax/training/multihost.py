@@ -60,6 +60,7 @@ class PreemptionWatch:
 
         self.signal = signal
         self.requested = False
+        self._calls = 0
         self._previous = None
         self._jax = jax.process_count() > 1 and distributed.global_state.preemption_sync_manager is not None
         if not self._jax and threading.current_thread() is threading.main_thread():
@@ -70,10 +71,15 @@ class PreemptionWatch:
         self.requested = True
 
     def reached(self, step: int) -> bool:
+        """Called after every piece (``step``: the absolute step reached, for the caller's records)."""
+        del step
         if self._jax:
             from jax.experimental import multihost_utils
 
-            return bool(multihost_utils.reached_preemption_sync_point(int(step)))
+            # JAX's sync point is 'the largest id any process reported + 1', so the ids must count calls one by one
+            # (the absolute steps jump by a chunk); every process makes the same calls from the same start.
+            self._calls += 1
+            return bool(multihost_utils.reached_preemption_sync_point(self._calls))
         return self.requested
 
     def close(self) -> None:
