@@ -38,9 +38,18 @@ logging.getLogger('gcsfs').setLevel(logging.CRITICAL)
 
 
 def epath(path):
-    """``etils.epath.Path`` of ``path`` (gs:// needs the gcsfs package)."""
+    """``etils.epath.Path`` of ``path`` (gs:// needs the gcsfs package).
+
+    gcsfs caches directory listings (with object sizes) per process: another process's writes (the live run's CSVs,
+    a lock's heartbeat) would be read stale, even cut to an old size. Every remote access here drops that cache
+    first, so it always sees the bucket as it is.
+    """
     from etils import epath as ep
 
+    if is_remote(path):
+        from etils.epath import backend
+
+        backend.fsspec_backend.fs(absolute(path)).invalidate_cache()
     return ep.Path(absolute(path))
 
 

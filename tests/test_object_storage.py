@@ -235,3 +235,14 @@ def test_full_disk_one_line_then_resume(tiny_npz, tmp_path, single_gs):
         assert_same_results(str(mount), 'full', single_gs, 'single')
     finally:
         subprocess.run(['umount', str(mount)])
+
+
+def test_reads_see_other_processes_writes(gcs):
+    """gcsfs caches listings with object sizes: after a listing, an object another process rewrote longer must
+    still read whole (a live run's CSV read by report, a lock's heartbeat)."""
+    path = f'gs://bkt/{uuid.uuid4().hex[:8]}/a.csv'
+    storage.write_text(path, 'step\n10\n')
+    assert [f for _, _, f in storage.walk(storage.dirname(path))] == [['a.csv']]
+    subprocess.run([sys.executable, '-c', f'from floq_jax import storage; storage.write_text({path!r}, '
+                    f'"step\\n10\\n20\\n")'], cwd=REPO, env=subprocess_env(), check=True, timeout=TIMEOUT)
+    assert storage.read_text(path) == 'step\n10\n20\n'
