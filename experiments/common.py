@@ -579,6 +579,19 @@ def maybe_wandb(options, config) -> None:
     options.wandb = True
 
 
+def _quiet_closed_loops(previous):
+    """An unraisable-exception hook that drops 'Event loop is closed' (orbax's / tensorstore's background writers
+    report every pending callback of a failed checkpoint write so, dozens of times, after the error itself has been
+    reported) and passes anything else on."""
+    def hook(unraisable):
+        error = unraisable.exc_value
+        if isinstance(error, RuntimeError) and str(error) == 'Event loop is closed':
+            return
+        previous(unraisable)
+
+    return hook
+
+
 def run_cli(body) -> None:
     """Runs ``body()`` turning expected errors into one stderr line (exit 2 usage, 1 runtime)."""
     from floq_jax.training.multihost import ProcessLost
@@ -588,6 +601,7 @@ def run_cli(body) -> None:
     from floq_jax.training import timing
 
     timing.TIMES.mark_main()  # the time since the process started: imports and start-up
+    sys.unraisablehook = _quiet_closed_loops(sys.unraisablehook)
     try:
         body()
         if _PEER_WATCH is not None:
