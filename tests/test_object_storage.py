@@ -1,7 +1,7 @@
 """Run directories on object storage (gs://, a local fake-gcs-server the tests start: tests/gcs_emulator.py),
 preemption (SIGTERM), one live run per run directory, and a full disk.
 
-Checked: a 2-process run on gs:// preempted by a SIGTERM to one process (both stop at one common step and save it),
+Checked: a 2-process run on gs:// (its dataset there too) preempted by a SIGTERM to one process (both stop at one common step and save it),
 re-run, refused a second live command (one line naming the holder, nothing written), SIGKILLed in both processes,
 re-run to the end, equals an uninterrupted 1-process run on gs:// (CSVs and checkpoint digests, exactly); report
 and evaluate read it there; a 1-process run preempted on a local disk resumes to the same files; a missing bucket,
@@ -73,9 +73,15 @@ def single_gs(gcs, tiny_npz):
     return root
 
 
-def test_two_processes_on_gcs_preempted_locked_killed_resumed_equal_one_process(gcs, tiny_npz, single_gs):
+def test_two_processes_on_gcs_preempted_locked_killed_resumed_equal_one_process(gcs, tiny_npz, single_gs, tmp_path,
+                                                                              monkeypatch):
     root = f'gs://bkt/{uuid.uuid4().hex[:8]}'
-    args = offline_args(tiny_npz, root, 'multi') + ['--noprogress']
+    # The dataset is read from the bucket too (each process copies it into $FLOQ_DATA_CACHE).
+    dataset = f'{root}/data/{os.path.basename(tiny_npz)}'
+    for local in (tiny_npz, tiny_npz.replace('.npz', '-val.npz')):
+        storage.write_bytes(f'{root}/data/{os.path.basename(local)}', storage.read_bytes(local))
+    monkeypatch.setenv('FLOQ_DATA_CACHE', str(tmp_path / 'cache'))
+    args = offline_args(dataset, root, 'multi') + ['--noprogress']
     # 1. SIGTERM to process 1 only (after step 10): both processes stop at one step, save it, one line, exit 143.
     procs = start_pair('experiments.train_offline', args, pause_of=lambda i: 'term:10' if i == 1 else None)
     outs = [p.communicate(timeout=TIMEOUT) for p in procs]
@@ -111,6 +117,7 @@ def test_two_processes_on_gcs_preempted_locked_killed_resumed_equal_one_process(
     assert [name for name in storage.listdir(storage.join(run, 'tb')) if name.startswith('events.out.tfevents.')]
     assert not storage.exists(storage.join(run, 'lock.json'))  # released at the end
     assert not os.path.exists(os.path.join(REPO, 'gs:'))  # nothing went to a local folder named 'gs:'
+    assert json.loads(storage.read_text(storage.join(run, 'flags.json')))['dataset_file'] == dataset
     # 5. report and evaluate read it there.
     out = subprocess.run([sys.executable, '-m', 'experiments.report', f'--runs={root}/multi'], cwd=REPO,
                          env=subprocess_env(), capture_output=True, text=True, timeout=TIMEOUT)

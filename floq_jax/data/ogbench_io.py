@@ -233,5 +233,7 @@ def local_copy(path: str) -> str:
         local = os.path.join(directory, storage.basename(remote))
         data = storage.read_bytes(remote)
         if not (os.path.isfile(local) and os.path.getsize(local) == len(data)):
-            storage.write_bytes(local, data)
+            part = f'{local}.{os.getpid()}.part'  # several processes of one run may copy it at once
+            storage.write_bytes(part, data)
+            os.replace(part, local)
     return os.path.join(directory, storage.basename(path))
