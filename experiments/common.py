@@ -357,8 +357,18 @@ def check_env_name(env_name: str) -> None:
 def check_writable(save_dir: str) -> None:
     """--save_dir must be creatable and writable: create it and a probe file, then remove both (nothing is left).
 
-    Asking os.access is not enough: root passes it for e.g. /proc/x, where mkdir fails later.
+    Asking os.access is not enough: root passes it for e.g. /proc/x, where mkdir fails later.  A gs://bucket/...
+    path gets a probe object instead (a missing bucket, missing credentials or an unreachable endpoint fail here).
     """
+    from floq_jax import storage
+
+    if storage.is_remote(save_dir):
+        try:
+            storage.check_writable(save_dir)
+        except storage.StorageError as e:
+            raise UsageError(f'--save_dir={save_dir!r}: {e}; accepted: a local directory, or gs://<bucket>/<path> '
+                             f'in a bucket that exists and that your credentials may write') from None
+        return
     path = os.path.abspath(os.path.expanduser(save_dir))
     created = []
     probe = path
@@ -378,6 +388,19 @@ def check_writable(save_dir: str) -> None:
                 os.rmdir(d)
             except OSError:
                 break
+
+
+def check_readable(flag: str, path) -> None:
+    """--<flag> on object storage can be asked (bucket, credentials, network); local paths: the callers' checks."""
+    from floq_jax import storage
+
+    if not path or not storage.is_remote(path):
+        return
+    try:
+        storage.check_readable(path)
+    except storage.StorageError as e:
+        raise UsageError(f'--{flag}={path!r}: {e}; accepted: a local path, or gs://<bucket>/<path> that your '
+                         f'credentials may read') from None
 
 
 def check_dataset(env_name: str, dataset_dir, dataset_path) -> str:
@@ -602,23 +625,45 @@ def maybe_wandb(options, config) -> None:
     options.wandb = True
 
 
+def _quiet_closed_loops(previous):
+    """An unraisable-exception hook that drops 'Event loop is closed' (orbax's / tensorstore's background writers
+    report every pending callback of a failed checkpoint write so, dozens of times, after the error itself has been
+    reported) and passes anything else on."""
+    def hook(unraisable):
+        error = unraisable.exc_value
+        if isinstance(error, RuntimeError) and str(error) == 'Event loop is closed':
+            return
+        previous(unraisable)
+
+    return hook
+
+
 def run_cli(body) -> None:
     """Runs ``body()`` turning expected errors into one stderr line (exit 2 usage, 1 runtime)."""
     from floq_jax.training.multihost import ProcessLost
-    from floq_jax.training.options import Interrupted, NonFiniteMetric, RunDirConflict, interrupted_message
+    from floq_jax.training.options import (DiskFull, Interrupted, NonFiniteMetric, Preempted, RunDirConflict,
+                                           interrupted_message)
+    from floq_jax.training.runlock import RunDirLocked
     from floq_jax.training import timing
 
     timing.TIMES.mark_main()  # the time since the process started: imports and start-up
+    sys.unraisablehook = _quiet_closed_loops(sys.unraisablehook)
     try:
         body()
         if _PEER_WATCH is not None:
             _PEER_WATCH.done()  # a normal end: the other processes must not report this one as lost
-    except UsageError as e:
+    except (UsageError, RunDirLocked) as e:
         fail(e, 2)
     except (RunDirConflict, NonFiniteMetric) as e:
         fail(e, 1)
-    except ProcessLost as e:
+    except (ProcessLost, DiskFull) as e:
+        # DiskFull: exit at once, skipping interpreter-exit hooks (orbax's threads would report the failed write again)
         exit_with_last_line(f'error: {one_line(e)}', 1)
+    except Preempted as e:
+        if _PEER_WATCH is not None:
+            _PEER_WATCH.done()  # every process stops here together: none is lost
+        print(one_line(e), file=sys.stderr, flush=True)
+        sys.exit(Preempted.EXIT_CODE)
     except Interrupted as e:
         sys.stdout.flush()
         print(interrupted_message(e.step, e.checkpoint), file=sys.stderr, flush=True)

@@ -12,7 +12,6 @@ samples the one-step policy with noise N(0, I) as the published code does; 'dete
 """
 
 import json
-import os
 
 from absl import app, flags
 
@@ -38,15 +37,17 @@ def main(_):
 
     def body():
         import agents
+        from floq_jax import storage
         from floq_jax.training import evaluate
 
-        if not FLAGS.run_dir or not os.path.isfile(os.path.join(FLAGS.run_dir, 'flags.json')):
+        common.check_readable('run_dir', FLAGS.run_dir)
+        if not FLAGS.run_dir or not storage.isfile(storage.join(FLAGS.run_dir, 'flags.json')):
             raise common.UsageError(f'--run_dir={FLAGS.run_dir!r}: expected a seed run directory holding flags.json')
         common.check_positive(eval_episodes=FLAGS.eval_episodes, video_frame_skip=FLAGS.video_frame_skip)
         if FLAGS.video_episodes < 0:
             raise common.UsageError(f'--video_episodes={FLAGS.video_episodes}: must be >= 0')
-        ckpt_dir = os.path.join(FLAGS.run_dir, 'checkpoints')
-        steps = sorted(int(n) for n in (os.listdir(ckpt_dir) if os.path.isdir(ckpt_dir) else []) if n.isdigit())
+        ckpt_dir = storage.join(FLAGS.run_dir, 'checkpoints')
+        steps = sorted(int(n) for n in storage.listdir(ckpt_dir) if n.isdigit())
         if not steps:
             raise common.UsageError(f'--run_dir={FLAGS.run_dir!r}: no checkpoints in {ckpt_dir}')
         if FLAGS.step is not None and FLAGS.step not in steps:

@@ -39,10 +39,16 @@ def _fail(msg: str) -> int:
 def main(argv):
     if len(argv) > 1:
         return _fail(f'unexpected arguments: {" ".join(argv[1:])}')
+    from floq_jax import storage
     from floq_jax.analysis import report
 
     runs_dir = _RUNS.value
-    if not runs_dir or not os.path.isdir(runs_dir):
+    try:
+        found = bool(runs_dir) and storage.isdir(runs_dir)
+    except Exception as e:  # noqa: BLE001 - a bucket that cannot be asked (credentials, network)
+        return _fail(f'--runs={runs_dir}: cannot read it ({type(e).__name__}: {" ".join(str(e).split())[:200]}); '
+                     f'expected a directory (local or gs://bucket/...) containing run dirs')
+    if not found:
         return _fail(f'--runs={runs_dir}: not a directory; expected a directory containing run '
                      f'dirs with flags.json and eval.csv')
     if _LAST_N.value < 1:
@@ -67,8 +73,7 @@ def main(argv):
             group_by=group_by, task_key=_TASK_KEY.value, title=_TITLE.value, reps=_REPS.value,
             seed=_SEED.value, runs=runs)
     key = 'results.md' if _FORMAT.value == 'markdown' else 'results.csv'
-    with open(paths[key]) as f:
-        print(f.read(), end='')
+    print(storage.read_text(paths[key]), end='')
     print(f'\nwrote {len(runs)} runs -> ' + ', '.join(paths.values()), file=sys.stderr)
     return 0
 

@@ -127,3 +127,24 @@ def tb_events(log_dir):
             pos += 12 + length + 4
             out += [(event.step, v) for v in event.summary.value]
     return out
+
+
+@pytest.fixture(scope='session')
+def gcs():
+    """One local GCS emulator (fake-gcs-server) for the whole test session (per pytest-xdist worker), with a bucket
+    'bkt'; its variables (``gcs.env()``, tests/gcs_emulator.py) are set in os.environ meanwhile, so this process and
+    the runs it starts (``subprocess_env``) reach it."""
+    from tests.gcs_emulator import Emulator
+
+    with Emulator() as emulator:
+        emulator.make_bucket('bkt')
+        saved = {k: os.environ.get(k) for k in emulator.env()}
+        os.environ.update(emulator.env())
+        try:
+            yield emulator
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v

@@ -2,7 +2,8 @@
 
 ``python -m tests.hooks <step> <entrypoint module> [flags...]`` runs an entrypoint (e.g. experiments.train_offline)
 whose run blocks forever after ``<step>`` with its checkpoints durable, printing ``PAUSED <step>`` on stdout, so a
-test can kill it there (SIGKILL, SIGINT).
+test can kill it there (SIGKILL, SIGINT).  ``python -m tests.hooks term:<step> <module> [flags...]`` instead sends the
+process a SIGTERM of its own after ``<step>`` (a preemption notice arriving then).
 """
 
 import runpy
@@ -29,6 +30,18 @@ def pause_at(step: int):
     return pause
 
 
+def term_at(step: int):
+    """A callback sending this process SIGTERM once, after ``step`` (what a preemptible machine gets)."""
+    import os
+    import signal
+
+    def term(run):
+        if run.step == step:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return term
+
+
 def install(callback) -> None:
     """Makes every run of this process (run_offline / run_offline_to_online) call ``callback`` after each step."""
     from floq_jax.training import runner
@@ -42,7 +55,7 @@ def install(callback) -> None:
 
 
 if __name__ == '__main__':
-    pause_step, module = int(sys.argv[1]), sys.argv[2]
-    install(pause_at(pause_step))
+    when, module = sys.argv[1], sys.argv[2]
+    install(term_at(int(when[len('term:'):])) if when.startswith('term:') else pause_at(int(when)))
     sys.argv = [module, *sys.argv[3:]]
     runpy.run_module(module, run_name='__main__', alter_sys=True)

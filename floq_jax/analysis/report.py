@@ -35,6 +35,8 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 import numpy as np
 import pandas as pd
 
+from floq_jax import storage
+
 DEFAULT_METRIC = 'evaluation/success'
 GENERATED_FOOTNOTE = 'numbers on generated data are not comparable to published scores'
 SINGLE_SEED_FOOTNOTE = 'single seed: the CI collapses to the point estimate'
@@ -116,16 +118,18 @@ def get_flag(flags: Dict[str, Any], key: str, default: Any = None) -> Any:
 def find_run_dirs(root: str) -> List[str]:
     """All directories under ``root`` (itself included) with flags.json + eval.csv."""
     found = []
-    for dirpath, dirnames, filenames in os.walk(root):
+    for dirpath, dirnames, filenames in storage.walk(root):
         dirnames.sort()
         if all(f in filenames for f in RUN_FILES):
             found.append(dirpath)
+            dirnames[:] = [d for d in dirnames if d not in ('checkpoints', 'tb', 'evaluations')]
     return found
 
 
 def _path_defaults(path: str) -> Dict[str, Any]:
     """env/agent/seed guessed from ``.../<env>/<agent>/seed<k>``."""
-    parts = os.path.normpath(os.path.abspath(path)).split(os.sep)
+    parts = (storage.absolute(path).split('/') if storage.is_remote(path)
+             else os.path.normpath(os.path.abspath(path)).split(os.sep))
     out: Dict[str, Any] = {}
     m = re.fullmatch(r'seed[_-]?(\d+)', parts[-1]) if parts else None
     if m:
@@ -147,7 +151,8 @@ def _path_defaults(path: str) -> Dict[str, Any]:
 
 def _read_csv(path: str) -> Optional[pd.DataFrame]:
     try:
-        return pd.read_csv(path)
+        with storage.open_file(path, 'r') as f:
+            return pd.read_csv(f)
     except (pd.errors.EmptyDataError, pd.errors.ParserError, OSError, UnicodeDecodeError):
         return None
 
@@ -173,14 +178,13 @@ def load_runs(root: str, metric: Optional[str] = DEFAULT_METRIC) -> List[Run]:
     missing/NaN ``metric`` values, are excluded with a :class:`RunWarning`.
     Raises :class:`NoRunsError` if no usable run is found.
     """
-    if not os.path.isdir(root):
+    if not storage.isdir(root):
         raise NoRunsError(f'{root!r} is not a directory')
     runs = []
     dirs = find_run_dirs(root)
     for d in dirs:
         try:
-            with open(os.path.join(d, 'flags.json')) as f:
-                flags = json.load(f)
+            flags = json.loads(storage.read_text(storage.join(d, 'flags.json')))
             if not isinstance(flags, dict):
                 raise ValueError('not a JSON object')
         except (OSError, ValueError) as e:
@@ -189,13 +193,13 @@ def load_runs(root: str, metric: Optional[str] = DEFAULT_METRIC) -> List[Run]:
         for k, v in _path_defaults(d).items():
             if flags.get(k) is None:
                 flags[k] = v
-        ev = _read_csv(os.path.join(d, 'eval.csv'))
+        ev = _read_csv(storage.join(d, 'eval.csv'))
         if ev is None or len(ev) == 0:
             warnings.warn(f'skipping run {d}: eval.csv is empty or unreadable', RunWarning, stacklevel=2)
             continue
         train = None
-        if os.path.exists(os.path.join(d, 'train.csv')):
-            train = _read_csv(os.path.join(d, 'train.csv'))
+        if storage.exists(storage.join(d, 'train.csv')):
+            train = _read_csv(storage.join(d, 'train.csv'))
         run = Run(path=d, flags=flags, eval=ev, train=train)
         reason = _usable(run, metric)
         if reason is not None:
@@ -606,10 +610,17 @@ def new_figure(nplots: int, ncols: int = 3, size: Tuple[float, float] = (4.5, 3.
 
 
 def save_figure(fig, path: str) -> str:
-    """Writes ``fig`` to ``path`` (tight layout, 110 dpi), creating its directory."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    """Writes ``fig`` to ``path`` (tight layout, 110 dpi; local or gs://), creating its directory."""
+    import io
+
+    storage.makedirs(storage.dirname(storage.absolute(path)))
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    if storage.is_remote(path):
+        buf = io.BytesIO()
+        fig.savefig(buf, dpi=110, format=os.path.splitext(path)[1][1:] or 'png')
+        storage.write_bytes(path, buf.getvalue())
+    else:
+        fig.savefig(path, dpi=110)
     return path
 
 
@@ -777,20 +788,18 @@ def write_report(root: str, out_dir: Optional[str] = None, metric: str = DEFAULT
     if runs is None:
         runs = load_runs(root, metric=metric)
     out_dir = root if out_dir is None else out_dir
-    os.makedirs(out_dir, exist_ok=True)
+    storage.makedirs(out_dir)
     group_by, run_group_note = split_run_groups(runs, group_by, task_key)
     table = results_table(runs, metric, last_n, group_by, task_key, reps, seed)
     if run_group_note:
         table.attrs['notes'] = [run_group_note]
     iqm = aggregate_iqm(runs, metric, last_n, group_by, task_key, reps, seed)
     if title is None:
-        title = f'Results: {os.path.basename(os.path.normpath(os.path.abspath(root)))}'
-    paths = {name: os.path.join(out_dir, name)
+        title = f'Results: {storage.basename(storage.absolute(root))}'
+    paths = {name: storage.join(out_dir, name)
              for name in ('results.md', 'results.csv', 'learning_curves.png')}
-    with open(paths['results.md'], 'w') as f:
-        f.write(to_markdown(table, iqm, title=title))
-    with open(paths['results.csv'], 'w') as f:
-        f.write(to_csv(table, iqm))
+    storage.write_text(paths['results.md'], to_markdown(table, iqm, title=title))
+    storage.write_text(paths['results.csv'], to_csv(table, iqm))
     plot_learning_curves(runs, paths['learning_curves.png'], metric=metric, group_by=group_by,
                          task_key=task_key, band=band, seed=seed)
     return paths

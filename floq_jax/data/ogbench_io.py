@@ -12,6 +12,7 @@ import os
 
 import numpy as np
 
+from floq_jax import storage
 from floq_jax.data.errors import DatasetError
 from floq_jax.data.names import parse_name
 
@@ -135,18 +136,22 @@ def resolve_dataset_file(env_name, dataset_dir=None, dataset_path=None):
     """Path of the train file for ``env_name``; raise DatasetError (no download attempt) if it does not exist."""
     parsed = parse_name(env_name)
     if dataset_path is not None:
-        path = os.path.abspath(os.path.expanduser(dataset_path))
+        path = storage.absolute(dataset_path)
     else:
-        base = os.path.expanduser(dataset_dir if dataset_dir is not None else DEFAULT_DATASET_DIR)
-        path = os.path.abspath(os.path.join(base, f'{parsed.dataset_name}.npz'))
+        base = dataset_dir if dataset_dir is not None else DEFAULT_DATASET_DIR
+        path = storage.absolute(storage.join(storage.absolute(base), f'{parsed.dataset_name}.npz'))
     if not path.endswith('.npz'):
         raise DatasetError(f'dataset_path {path} must end with .npz')
-    if not os.path.isfile(path):
+    try:
+        found = storage.isfile(path)
+    except Exception as e:  # noqa: BLE001 - a bucket that cannot be asked (credentials, network)
+        raise DatasetError(f'dataset file {path} cannot be read ({type(e).__name__}: {e})') from None
+    if not found:
         raise DatasetError(
             f'dataset file {path} not found for {parsed.dataset_name} (env {env_name}): copy OGBench\'s '
             f'{parsed.dataset_name}.npz and {parsed.dataset_name}-val.npz into --dataset_dir, or generate it with '
             f'`python -m experiments.make_dataset --env_name={parsed.dataset_name} '
-            f'--dataset_dir={os.path.dirname(path)}`'
+            f'--dataset_dir={storage.dirname(path)}`'
         )
     return path
 
@@ -170,7 +175,10 @@ def load_offline_data(env_name, dataset_dir=None, dataset_path=None):
             f'{env_name!r} is not a single-task name: use e.g. '
             f"'{parsed.single_task_name(1)}' (rewards need a fixed task)"
         )
-    path = resolve_dataset_file(env_name, dataset_dir, dataset_path)
+    dataset_file = resolve_dataset_file(env_name, dataset_dir, dataset_path)
+    # A dataset on object storage is read from a local copy (OGBench's loader takes local paths); flags.json and
+    # the run's identity keep the gs:// path.
+    path = local_copy(dataset_file)
     vpath = val_path(path)
     has_val = os.path.isfile(vpath)
     try:
@@ -203,5 +211,29 @@ def load_offline_data(env_name, dataset_dir=None, dataset_path=None):
         source='generated' if generator is not None else 'ogbench',
         generator=generator,
         reward_range=(float(train['rewards'].min()), float(train['rewards'].max())),
-        dataset_file=path,
+        dataset_file=dataset_file,
     )
+
+
+def local_copy(path: str) -> str:
+    """``path`` itself if local; else a local copy of it (and of its ``-val.npz`` when there is one) in the data
+    cache (``$FLOQ_DATA_CACHE``), downloaded once per object size."""
+    if not storage.is_remote(path):
+        return path
+    import hashlib
+
+    from floq_jax.data.cache import default_cache_dir
+
+    key = hashlib.sha256(storage.dirname(path).encode()).hexdigest()[:16]
+    directory = os.path.join(default_cache_dir(), 'remote', key)
+    os.makedirs(directory, exist_ok=True)
+    for remote in (path, val_path(path)):
+        if remote != path and not storage.isfile(remote):
+            continue
+        local = os.path.join(directory, storage.basename(remote))
+        data = storage.read_bytes(remote)
+        if not (os.path.isfile(local) and os.path.getsize(local) == len(data)):
+            part = f'{local}.{os.getpid()}.part'  # several processes of one run may copy it at once
+            storage.write_bytes(part, data)
+            os.replace(part, local)
+    return os.path.join(directory, storage.basename(path))

@@ -181,12 +181,14 @@ def _make_frozen_env(env_name: str, env_kwargs: dict) -> gymnasium.Env:
 def _worker(conn, env_fns) -> None:
     """Worker loop of ChunkedVectorEnv: owns ``len(env_fns)`` envs.
 
-    Ctrl-C (SIGINT to the whole process group) is left to the parent, which closes the workers; a worker whose parent
-    is gone (its pipe closed, e.g. after SIGKILL) exits quietly instead of printing EOFError/BrokenPipeError.
+    Ctrl-C (SIGINT to the whole process group) and SIGTERM (a preemption notice sent to every process, e.g. by SLURM or
+    a shutting-down machine) are left to the parent, which saves and closes the workers; a worker whose parent is gone
+    (its pipe closed, e.g. after SIGKILL) exits quietly instead of printing EOFError/BrokenPipeError.
     """
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
         from floq_jax.console import quiet_setup
 

@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from typing import Any, Iterable
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import preservation_policy as pp_lib
+
+from floq_jax import storage
 
 _DIGEST_KEY = '__floq_checkpoint_digest__'
 
@@ -101,7 +102,8 @@ class Checkpointer:
     def __init__(self, directory, max_to_keep: int | None = 3, keep_steps: Iterable[int] = (),
                  async_save: bool = True, verify: bool = True):
         # orbax needs an absolute path: a relative one (e.g. the default save_dir 'runs') fails at the first save.
-        self.directory = os.path.abspath(os.path.expanduser(str(directory)))
+        # gs://bucket/... is used as it is (orbax writes it through etils.epath, as floq_jax.storage does).
+        self.directory = storage.absolute(str(directory))
         self.verify = verify
         self.async_save = async_save
         policies = [pp_lib.LatestN(max_to_keep)] if max_to_keep is not None else [pp_lib.PreserveAll()]
@@ -147,11 +149,9 @@ class Checkpointer:
 
     def delete_after(self, step: int) -> None:
         """Removes every checkpoint newer than ``step`` (corrupt ones too, which orbax cannot read), then reloads."""
-        import shutil
-
         for s in self.all_steps():
             if s > step:
-                shutil.rmtree(os.path.join(self.directory, str(s)), ignore_errors=True)
+                storage.rmtree(storage.join(self.directory, str(s)))
         self._manager.reload()
 
     def _restore_step(self, target, step: int):

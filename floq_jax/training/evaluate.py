@@ -7,14 +7,13 @@ diagnostics, and the evaluation of a saved checkpoint.
 
 from __future__ import annotations
 
-import os
 from typing import Any, Callable, Dict, List, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from floq_jax import presets
+from floq_jax import presets, storage
 from floq_jax.training import parallel, rundirs
 
 EVAL_METRICS = ('success', 'return', 'length')
@@ -145,6 +144,7 @@ def evaluate_checkpoint(run_dir, agent_class: Callable[[str], Any], step=None, e
     extra rendered episodes (not counted, as published) go to <run_dir>/evaluations/step<step>.mp4 as one grid.
     """
     import csv
+    import io
 
     from floq_jax.envs.evaluation import evaluation_seed, seeds_evaluator
     from floq_jax.training.restore import load_run
@@ -161,7 +161,7 @@ def evaluate_checkpoint(run_dir, agent_class: Callable[[str], Any], step=None, e
         res = evaluator(policy_fn_for(agent), temperature=temperature, seed=seed,
                         video_episodes=video_episodes, video_frame_skip=video_frame_skip)
     qs = q_estimates(agent, eval_batch(data), num_steps)
-    summary = dict(run_dir=os.path.abspath(run_dir), step=int(step), env_name=run_flags['env_name'],
+    summary = dict(run_dir=storage.absolute(run_dir), step=int(step), env_name=run_flags['env_name'],
                    agent_name=agent.config.agent_name, episodes=int(eval_episodes), eval_protocol=eval_protocol,
                    eval_protocol_description=presets.describe_eval_protocol(eval_protocol),
                    temperature=float(temperature), success_timing=success_timing,
@@ -170,16 +170,17 @@ def evaluate_checkpoint(run_dir, agent_class: Callable[[str], Any], step=None, e
                    success=float(res['success']), **{'return': float(res['return'])}, length=float(res['length']),
                    trained_K=int(agent.config.get('critic_flow_steps', 0)),
                    q_estimates={k.split('_K')[1]: v for k, v in qs.items()})
-    out = os.path.join(run_dir, 'evaluations')
-    os.makedirs(out, exist_ok=True)
+    out = storage.join(run_dir, 'evaluations')
+    storage.makedirs(out)
     if res.get('videos'):
         from floq_jax.training import videos
 
-        summary['video'] = videos.write_mp4(os.path.join(out, f'step{step}.mp4'), videos.tile(res['videos']))
-    rundirs.write_json(os.path.join(out, f'step{step}.json'), summary)
-    with open(os.path.join(out, f'step{step}.csv'), 'w', newline='') as f:
-        writer = csv.writer(f)
-        writer.writerow(['step', 'K', 'evaluation/success', 'evaluation/return', 'evaluation/length', 'q_mean'])
-        for k, q in summary['q_estimates'].items() or [('', '')]:
-            writer.writerow([step, k, summary['success'], summary['return'], summary['length'], q])
+        summary['video'] = videos.write_mp4(storage.join(out, f'step{step}.mp4'), videos.tile(res['videos']))
+    rundirs.write_json(storage.join(out, f'step{step}.json'), summary)
+    table = io.StringIO(newline='')
+    writer = csv.writer(table)
+    writer.writerow(['step', 'K', 'evaluation/success', 'evaluation/return', 'evaluation/length', 'q_mean'])
+    for k, q in summary['q_estimates'].items() or [('', '')]:
+        writer.writerow([step, k, summary['success'], summary['return'], summary['length'], q])
+    storage.write_text(storage.join(out, f'step{step}.csv'), table.getvalue())
     return summary

@@ -10,6 +10,10 @@ columns), ``begin(state)`` / ``close()``, and: ``check_every_step`` (fetch the i
 piece, not only at log steps), ``bar_every`` (steps between progress-bar redraws), ``first_note`` (the bar's label
 while the first piece compiles).  A callback ``callback(run)`` runs after every piece (after its log / eval /
 save); returning True stops the run there (as if it were killed after its save).
+
+SIGTERM (preemption): every process stops at one common step (:class:`~floq_jax.training.multihost.PreemptionWatch`),
+saves a checkpoint there and the run ends with :class:`~floq_jax.training.options.Preempted`; the same command
+resumes from that step (offline: exactly the uninterrupted run's computation; online: episodes restart).
 """
 
 from __future__ import annotations
@@ -23,10 +27,11 @@ from typing import Callable, Dict, List, Optional, Sequence
 import jax
 import numpy as np
 
+from floq_jax import storage
 from floq_jax.training import multihost, parallel, timing
 from floq_jax.training.sinks import say
-from floq_jax.training.options import (CLOSE_GRACE_S, Interrupted, NonFiniteMetric, RunOptions,
-                                       interrupted_message)
+from floq_jax.training.options import (CLOSE_GRACE_S, DiskFull, Interrupted, NonFiniteMetric, Preempted, RunOptions,
+                                       disk_full_message, interrupted_message)
 
 
 def chunk_schedule(start: int, end: int, steps_per_call: int, intervals: Sequence[int], boundaries: Sequence[int] = ()):
@@ -63,6 +68,8 @@ class Run:
         self.seeds = state.seeds
         self.config, self.data = state.config, state.data
         self.last_eval: List[dict] = []
+        self.preemption = None  # a multihost.PreemptionWatch while train() runs
+        self.lock = None  # the run directories' runlock.RunLock (process 0)
 
     @property
     def step(self) -> int:
@@ -80,10 +87,14 @@ class Run:
         return rows
 
     def close(self) -> None:
-        self.progress.close()
-        self.state.close()
-        self.sinks.close()
-        self.evaluation.close()
+        try:
+            self.progress.close()
+            self.state.close()
+            self.sinks.close()
+            self.evaluation.close()
+        finally:
+            if self.lock is not None:
+                self.lock.release()
 
 
 def _at(step: int, interval: int) -> bool:
@@ -134,9 +145,38 @@ def run_phase(run: Run, phase, callbacks: Sequence[Callable[[Run], Optional[bool
                     state.save()
             if any([bool(cb(run)) for cb in callbacks]):
                 return True
+            if run.preemption is not None and run.preemption.reached(state.step):
+                _stop_preempted(run, saved=save_now)
     finally:
         phase.close()
     return False
+
+
+def _disk_full(run: Run, error: BaseException) -> DiskFull:
+    """The one-line :class:`DiskFull` of a run whose disk (or bucket) filled up: what filled, the run dir, the step
+    a re-run resumes from (the newest step every seed has a finalised checkpoint of)."""
+    try:
+        steps = set.intersection(*[set(c.all_steps()) for c in run.state.checkpointers])
+    except Exception:  # noqa: BLE001
+        steps = set()
+    detail = next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
+    if 'No space left on device' in str(error) and len(detail) > 160:
+        detail = 'No space left on device'
+    run_dir = f'{storage.dirname(run.dirs[0])}/seed<k>'
+    return DiskFull(disk_full_message(run_dir, storage.full_what(run.dirs[0]), detail[:200],
+                                      max(steps) if steps else None))
+
+
+def _stop_preempted(run: Run, saved: bool) -> None:
+    """SIGTERM: every process is at this step (the sync point): save it (unless just saved), wait until the
+    checkpoint is durable, stop with :class:`Preempted`."""
+    state = run.state
+    with timing.phase('checkpointing'):
+        if not saved:
+            state.save()
+        for c in state.checkpointers:
+            c.wait_until_finished()
+    raise Preempted(state.step, f'{storage.dirname(run.dirs[0])}/seed<k>/checkpoints')
 
 
 def train(run: Run, phases: Sequence, callbacks: Sequence[Callable[[Run], Optional[bool]]] = ()) -> List[str]:
@@ -149,6 +189,7 @@ def train(run: Run, phases: Sequence, callbacks: Sequence[Callable[[Run], Option
         say(startup_summary(run))
     interrupted = lost = False
     watchdog = None
+    run.preemption = multihost.PreemptionWatch()
     try:
         if not run.restored and o.eval_at_start:
             run.progress.note('evaluating step 0')
@@ -172,13 +213,24 @@ def train(run: Run, phases: Sequence, callbacks: Sequence[Callable[[Run], Option
         faulthandler.dump_traceback_later(CLOSE_GRACE_S + 30, exit=True)
         raise Interrupted(run.step, run.state.last_good) from None
     except Exception as e:
+        if storage.is_full_error(e):
+            lost = True  # closing would wait on the failed checkpoint writes: leave at once
+            raise _disk_full(run, e) from None
         if not multihost.is_lost_peer_error(e):
             raise
         lost = True  # closing would wait on the lost process (checkpoint barriers): leave at once
         raise multihost.ProcessLost(multihost.lost_process_message(None, e)) from None
     finally:
+        run.preemption.close()
         if not lost:
-            _close(run, interrupted)
+            try:
+                _close(run, interrupted)
+            except Exception as e:  # a background checkpoint write that failed for want of space shows here
+                if not storage.is_full_error(e):
+                    raise
+                raise _disk_full(run, e) from None
+        elif run.lock is not None:
+            run.lock.release()
         if watchdog is not None:  # closed in time: a library caller that catches Interrupted carries on
             watchdog.cancel()
             faulthandler.cancel_dump_traceback_later()

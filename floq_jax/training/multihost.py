@@ -42,6 +42,52 @@ def initialize(coordinator_address: Optional[str] = None, num_processes: Optiona
     jax.distributed.initialize(**{k: v for k, v in kwargs.items() if v is not None})
 
 
+class PreemptionWatch:
+    """Has this run been asked to stop (SIGTERM, as preemptible / spot machines get before they are taken back)?
+
+    :meth:`reached` is called by every process after every piece of the schedule, with the same steps. With
+    jax.distributed started, JAX's preemption sync point answers it (its coordination service catches SIGTERM on any
+    process and picks one step that every process reaches: all answer True at that same step). In a single process
+    a Python SIGTERM handler sets a flag, and :meth:`reached` is True at the next piece. :meth:`close` puts back the
+    previous handler.
+    """
+
+    def __init__(self):
+        import signal
+        import threading
+
+        from jax._src import distributed
+
+        self.signal = signal
+        self.requested = False
+        self._calls = 0
+        self._previous = None
+        self._jax = jax.process_count() > 1 and distributed.global_state.preemption_sync_manager is not None
+        if not self._jax and threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+
+    def _on_sigterm(self, signum, frame) -> None:
+        del signum, frame
+        self.requested = True
+
+    def reached(self, step: int) -> bool:
+        """Called after every piece (``step``: the absolute step reached, for the caller's records)."""
+        del step
+        if self._jax:
+            from jax.experimental import multihost_utils
+
+            # JAX's sync point is 'the largest id any process reported + 1', so the ids must count calls one by one
+            # (the absolute steps jump by a chunk); every process makes the same calls from the same start.
+            self._calls += 1
+            return bool(multihost_utils.reached_preemption_sync_point(self._calls))
+        return self.requested
+
+    def close(self) -> None:
+        if self._previous is not None:
+            self.signal.signal(self.signal.SIGTERM, self._previous)
+            self._previous = None
+
+
 def put_global(tree, sharding):
     """Host arrays (the same values on every process) -> global jax arrays laid out by ``sharding``.
 

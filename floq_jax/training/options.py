@@ -49,6 +49,34 @@ def interrupted_message(step: int, checkpoint: Optional[int]) -> str:
     return f'interrupted at step {step}; re-run the same command to resume ({where})'
 
 
+class Preempted(RuntimeError):
+    """SIGTERM (a preemptible / spot machine about to be taken back): every process stopped at the same step
+    ``step`` and saved a checkpoint there; ``where`` names the run directories."""
+
+    EXIT_CODE = 143  # as a process ended by SIGTERM (not 0: the run is not finished, a retry loop should re-run it)
+
+    def __init__(self, step: int, where: str):
+        super().__init__(preempted_message(step, where))
+        self.step, self.where = step, where
+
+
+def preempted_message(step: int, where: str) -> str:
+    """The one line a preempted run ends with."""
+    return (f'preempted (SIGTERM) at step {step}: checkpoint {step} saved in {where}; re-run the same command to '
+            f'resume from step {step}')
+
+
+class DiskFull(RuntimeError):
+    """The disk (or bucket) holding the run directories is full; the run stopped at its newest complete checkpoint."""
+
+
+def disk_full_message(run_dir: str, what: str, detail: str, resume_step: Optional[int]) -> str:
+    where = f'step {resume_step} (its newest complete checkpoint)' if resume_step is not None else \
+        'step 0 (no complete checkpoint)'
+    return (f'{what} is full ({detail}); run dir {run_dir}; the same command resumes from {where} once there is '
+            f'space: free some, or pass another --save_dir')
+
+
 @dataclasses.dataclass
 class RunOptions:
     """Everything the loop needs besides the agent config and the data (the entrypoints map flags onto it)."""

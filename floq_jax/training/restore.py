@@ -7,11 +7,11 @@ versions of this package load unchanged.
 from __future__ import annotations
 
 import json
-import os
 from typing import Any, Callable, Optional
 
 import jax
 
+from floq_jax import storage
 from floq_jax.data import sampling
 from floq_jax.training import parallel, rundirs
 from floq_jax.training.checkpoints import Checkpointer
@@ -25,8 +25,7 @@ def load_run(run_directory: str, agent_class: Callable[[str], Any], step: Option
     """
     from floq_jax.data import load_offline_data
 
-    with open(os.path.join(run_directory, 'flags.json')) as f:
-        flags = json.load(f)
+    flags = json.loads(storage.read_text(storage.join(run_directory, 'flags.json')))
     config = rundirs.canonical_config(flags['agent'])
     data = load_offline_data(flags['env_name'], dataset_path=dataset_path or flags['dataset_file'])
     arrays = sampling.batch_arrays(data.train)
@@ -38,7 +37,7 @@ def load_run(run_directory: str, agent_class: Callable[[str], Any], step: Option
 
         target['extra'] = initial_buffer(arrays, int(flags.get('buffer_size') or 0),
                                          bool(flags.get('balanced_sampling', False)))
-    checkpointer = Checkpointer(os.path.join(run_directory, 'checkpoints'))
+    checkpointer = Checkpointer(storage.join(run_directory, 'checkpoints'))
     try:
         state, metadata, step = checkpointer.restore(jax.device_get(target), step=step)
     finally:

@@ -9,12 +9,11 @@ A directory written for another env / agent / dataset / config, or with another 
 from __future__ import annotations
 
 import json
-import os
 from typing import List
 
 import numpy as np
 
-from floq_jax import presets
+from floq_jax import presets, storage
 from floq_jax.training.options import RunDirConflict, RunOptions
 
 # flags.json keys that must match for a run directory to be resumed.
@@ -22,7 +21,7 @@ IDENTITY_KEYS = ('env_name', 'agent', 'dataset_file')
 
 
 def run_dir(options: RunOptions, agent_name: str, seed: int) -> str:
-    return os.path.join(options.save_dir, options.run_group, options.env_name, agent_name, f'seed{seed}')
+    return storage.join(options.save_dir, options.run_group, options.env_name, agent_name, f'seed{seed}')
 
 
 def seeds_of(options: RunOptions) -> List[int]:
@@ -73,12 +72,11 @@ def flags_record(config, data, options: RunOptions, seed: int) -> dict:
 
 def check_run_dir(directory: str, record: dict, resume: bool) -> bool:
     """True if ``directory`` holds a run to resume; raises RunDirConflict for a foreign or unresumable one."""
-    path = os.path.join(directory, 'flags.json')
-    if not os.path.exists(path):
+    path = storage.join(directory, 'flags.json')
+    if not storage.exists(path):
         return False
     try:
-        with open(path) as f:
-            old = json.load(f)
+        old = json.loads(storage.read_text(path))
     except (OSError, ValueError) as e:
         raise RunDirConflict(f'{path} is unreadable ({e}); refusing to overwrite {directory}') from None
     differ = [k for k in IDENTITY_KEYS if old.get(k) != record.get(k)]
@@ -119,7 +117,4 @@ def check_run_dir(directory: str, record: dict, resume: bool) -> bool:
 
 
 def write_json(path: str, obj) -> None:
-    tmp = path + '.tmp'
-    with open(tmp, 'w') as f:
-        json.dump(jsonable(obj), f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
+    storage.write_json(path, jsonable(obj))

@@ -31,11 +31,10 @@ every process; one returning True stops the run there.
 
 from __future__ import annotations
 
-import os
 from typing import Callable, List, Optional, Sequence
 
-from floq_jax import presets
-from floq_jax.training import parallel, rundirs, timing
+from floq_jax import presets, storage
+from floq_jax.training import parallel, rundirs, runlock, timing
 from floq_jax.training.evaluate import CriticDiagnostics, SeedEvaluation
 from floq_jax.training.loop import Run, train
 from floq_jax.training.offline import OfflinePhase
@@ -63,19 +62,27 @@ def _build_run(agent_cls, config, data, options: RunOptions, online: bool):
     dirs = [rundirs.run_dir(options, config.agent_name, s) for s in options.seeds]
     records = [rundirs.flags_record(config, data, options, s) for s in options.seeds]
     resuming = [rundirs.check_run_dir(d, r, options.resume) for d, r in zip(dirs, records)]
-    state = RunState(agent_cls, config, data, options, dirs, replay_buffers(options) if online else None)
-    restored = any(resuming) and state.restore()
-    # Multi-host: every process trains and checkpoints (orbax coordinates them); only process 0 writes
-    # flags.json, the CSV logs and TensorBoard events, so the files are written once.
+    # Multi-host: every process trains and checkpoints (orbax coordinates them); only process 0 takes the run's
+    # lock and writes flags.json, the CSV logs and TensorBoard events, so the files are written once.
     primary = parallel.is_primary_process()
-    if primary:
-        for d, r in zip(dirs, records):
-            rundirs.write_json(os.path.join(d, 'flags.json'), r)
-    sinks = RunSinks(dirs, state.seeds, options, config, state.step if restored else None, primary)
-    state.apply_config_schedule()
-    progress = Progress(options.total_steps, state.step, options.progress and primary, options.console and primary)
-    run = Run(options, state, dirs, restored, sinks, SeedEvaluation(options, data), CriticDiagnostics(options, data),
-              progress, primary)
+    lock = runlock.RunLock(dirs).acquire() if primary else None  # one live run per run directory
+    try:
+        state = RunState(agent_cls, config, data, options, dirs, replay_buffers(options) if online else None)
+        restored = any(resuming) and state.restore()
+        if primary:
+            for d, r in zip(dirs, records):
+                rundirs.write_json(storage.join(d, 'flags.json'), r)
+        sinks = RunSinks(dirs, state.seeds, options, config, state.step if restored else None, primary)
+        state.apply_config_schedule()
+        progress = Progress(options.total_steps, state.step, options.progress and primary,
+                            options.console and primary)
+        run = Run(options, state, dirs, restored, sinks, SeedEvaluation(options, data),
+                  CriticDiagnostics(options, data), progress, primary)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+    run.lock = lock
     phases = [OfflinePhase(options, batch_size)]
     if online and options.online_steps > 0:
         phases.append(OnlinePhase(options, batch_size))

@@ -5,7 +5,9 @@ CSV layout (FQL's): a ``step`` column, then metric columns such as
 ``training/critic/loss`` or ``evaluation/success`` in first-seen order.  A row
 that introduces new keys rewrites the file (atomically, via a temp file and
 ``os.replace``) with the wider header; earlier rows get empty cells there, so
-the file is always a valid CSV for ``csv.DictReader``/pandas.
+the file is always a valid CSV for ``csv.DictReader``/pandas.  On object storage
+(``gs://``, :mod:`floq_jax.storage`), which has no append, every row uploads the
+whole file.
 
 Resuming: ``CsvLogger(path, resume_from_step=s)`` keeps rows with step <= s,
 drops later ones, and rebuilds the header from the kept rows only, so a run
@@ -24,6 +26,8 @@ import os
 from typing import Any, Mapping
 
 import numpy as np
+
+from floq_jax import storage
 
 STEP = 'step'
 
@@ -68,16 +72,19 @@ class CsvLogger:
     def __init__(self, path, resume_from_step: int | None = None, fsync: bool = True):
         self.path = os.fspath(path)
         self.fsync = fsync
-        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        # Object storage has no append: a remote CSV is kept in memory and uploaded whole after every row.
+        self.remote = storage.is_remote(self.path)
+        self._file = None
+        self._rows: list[dict] = []
+        storage.makedirs(storage.dirname(storage.absolute(self.path)))
         self._columns: list[str] = [STEP]
         rows: list[dict] = []
-        if resume_from_step is not None and os.path.exists(self.path):
-            with open(self.path, newline='') as f:
-                reader = csv.DictReader(f)
-                header = list(reader.fieldnames or [STEP])
-                for row in reader:
-                    if row.get(STEP) not in (None, '') and int(float(row[STEP])) <= resume_from_step:
-                        rows.append(row)
+        if resume_from_step is not None and storage.exists(self.path):
+            reader = csv.DictReader(io.StringIO(storage.read_text(self.path), newline=''))
+            header = list(reader.fieldnames or [STEP])
+            for row in reader:
+                if row.get(STEP) not in (None, '') and int(float(row[STEP])) <= resume_from_step:
+                    rows.append(row)
             used = [c for c in header if c != STEP and any(row.get(c) not in (None, '') for row in rows)]
             self._columns = [STEP] + used
         self._rewrite(rows)
@@ -87,20 +94,25 @@ class CsvLogger:
         """Current header (``'step'`` first)."""
         return list(self._columns)
 
+    def _text(self, rows: list[dict]) -> str:
+        buf = io.StringIO(newline='')
+        writer = csv.DictWriter(buf, fieldnames=self._columns, extrasaction='ignore', restval='')
+        writer.writeheader()
+        writer.writerows(rows)
+        return buf.getvalue()
+
     def _rewrite(self, rows: list[dict]) -> None:
         """Atomically replaces the file with the current header and ``rows``."""
-        tmp = self.path + '.tmp'
-        with open(tmp, 'w', newline='') as f:
-            writer = csv.DictWriter(f, fieldnames=self._columns, extrasaction='ignore', restval='')
-            writer.writeheader()
-            writer.writerows(rows)
-            f.flush()
-            if self.fsync:
-                os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        if self.remote:
+            self._rows = [dict(r) for r in rows]
+            storage.write_text(self.path, self._text(self._rows))
+            return
+        storage.write_text(self.path, self._text(rows), fsync=self.fsync)
         self._file = open(self.path, 'a', newline='')
 
     def _read_rows(self) -> list[dict]:
+        if self.remote:
+            return self._rows
         self._file.close()
         with open(self.path, newline='') as f:
             return list(csv.DictReader(f))
@@ -121,6 +133,10 @@ class CsvLogger:
             rows = self._read_rows()
             self._columns += new_keys
             self._rewrite(rows)
+        if self.remote:
+            self._rows.append(row)
+            storage.write_text(self.path, self._text(self._rows))
+            return
         buf = io.StringIO()
         csv.DictWriter(buf, fieldnames=self._columns, restval='').writerow(row)
         self._file.write(buf.getvalue())
@@ -129,7 +145,7 @@ class CsvLogger:
             os.fsync(self._file.fileno())
 
     def close(self) -> None:
-        if not self._file.closed:
+        if self._file is not None and not self._file.closed:
             self._file.close()
 
 
@@ -147,6 +163,8 @@ class TensorBoardLogger:
         if enabled:
             from tensorboardX import SummaryWriter
 
+            if storage.is_remote(log_dir):
+                _register_object_storage_events()
             purge = None if resume_from_step is None else int(resume_from_step) + 1
             self._writer = SummaryWriter(os.fspath(log_dir), purge_step=purge)
 
@@ -178,6 +196,41 @@ class TensorBoardLogger:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+
+
+class _ObjectEventFile:
+    """A TensorBoard event file on object storage, written through :mod:`floq_jax.storage`: the records are kept in
+    memory and the object is uploaded whole at every flush (tensorboardX's own gs:// writer would bring a second
+    storage client)."""
+
+    def __init__(self, path: str):
+        self.path, self.buffer, self.closed = path, io.BytesIO(), False
+
+    def write(self, data: bytes) -> None:
+        self.buffer.write(data)
+
+    def flush(self) -> None:
+        storage.write_bytes(self.path, self.buffer.getvalue())
+
+    def close(self) -> None:
+        if not self.closed:
+            self.flush()
+            self.closed = True
+
+
+class _ObjectEventFiles:
+    def open(self, path):
+        return _ObjectEventFile(path)
+
+    def directory_check(self, path):
+        del path  # no directories on object storage
+
+
+def _register_object_storage_events() -> None:
+    from tensorboardX import record_writer
+
+    for scheme in storage.REMOTE_SCHEMES:
+        record_writer.register_writer_factory(scheme.split(':')[0], _ObjectEventFiles())
 
 
 class WandbLogger:
@@ -264,8 +317,8 @@ class RunLogger:
     def __init__(self, log_dir, csv_name: str = 'log.csv', tensorboard: bool = True,
                  resume_from_step: int | None = None):
         self.log_dir = os.fspath(log_dir)
-        self.csv = CsvLogger(os.path.join(self.log_dir, csv_name), resume_from_step=resume_from_step)
-        self.tb = TensorBoardLogger(os.path.join(self.log_dir, 'tb'), enabled=tensorboard,
+        self.csv = CsvLogger(storage.join(self.log_dir, csv_name), resume_from_step=resume_from_step)
+        self.tb = TensorBoardLogger(storage.join(self.log_dir, 'tb'), enabled=tensorboard,
                                     resume_from_step=resume_from_step)
 
     def log(self, metrics: Mapping[str, Any], step: int) -> None:
@@ -302,18 +355,20 @@ class RunSinks:
             # A run dir (re)started from step 0 (e.g. stopped before its first checkpoint): its CSVs start afresh,
             # and so do its TensorBoard events (no second step-0 evaluation beside the old one).
             for d in dirs:
-                tb_dir = os.path.join(d, 'tb')
-                for name in os.listdir(tb_dir) if os.path.isdir(tb_dir) else []:
+                tb_dir = storage.join(d, 'tb')
+                for name in storage.listdir(tb_dir):
                     if name.startswith('events.out.tfevents.'):
-                        os.remove(os.path.join(tb_dir, name))
-        self.train = [CsvLogger(os.path.join(d, 'train.csv'), resume_from_step=resume_from_step) for d in dirs]
-        self.eval = [CsvLogger(os.path.join(d, 'eval.csv'), resume_from_step=resume_from_step) for d in dirs]
-        self.tb = [TensorBoardLogger(os.path.join(d, 'tb'), enabled=options.tensorboard,
+                        storage.remove(storage.join(tb_dir, name))
+        self.train = [CsvLogger(storage.join(d, 'train.csv'), resume_from_step=resume_from_step) for d in dirs]
+        self.eval = [CsvLogger(storage.join(d, 'eval.csv'), resume_from_step=resume_from_step) for d in dirs]
+        self.tb = [TensorBoardLogger(storage.join(d, 'tb'), enabled=options.tensorboard,
                                      resume_from_step=resume_from_step) for d in dirs]
         if options.wandb:
             self.tb = [FanoutLogger(tb, WandbLogger(
                 'floq-jax', options.run_group, f'{options.env_name}/{agent_config.agent_name}',
-                {'agent': agent_config.to_dict(), **options.flags}, os.path.abspath(options.save_dir),
+                {'agent': agent_config.to_dict(), **options.flags},
+                # W&B's own files stay local (it syncs them itself); a bucket save_dir keeps them in ./wandb
+                '.' if storage.is_remote(options.save_dir) else os.path.abspath(options.save_dir),
                 prefix=f'seed{s}/' if len(self.seeds) > 1 else '')) for tb, s in zip(self.tb, self.seeds)]
 
     def log_train(self, step: int, infos: Mapping[str, np.ndarray], extra: Mapping[str, np.ndarray] | None = None,
@@ -342,7 +397,7 @@ class RunSinks:
             if not episodes or isinstance(self.tb[k], NullLogger):
                 continue
             frames = videos_lib.tile(episodes)
-            path = videos_lib.write_mp4(os.path.join(self.dirs[k], 'videos', f'step{step}.mp4'), frames)
+            path = videos_lib.write_mp4(storage.join(self.dirs[k], 'videos', f'step{step}.mp4'), frames)
             self.tb[k].video('evaluation/video', frames, step, path, videos_lib.FPS)
 
     def close(self) -> None:

@@ -10,12 +10,12 @@ Every process of a multi-host run holds and checkpoints the same global state (o
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any, Callable, Dict, List, Optional
 
 import jax
 import numpy as np
 
+from floq_jax import storage
 from floq_jax.data import sampling
 from floq_jax.training import multihost, parallel
 from floq_jax.training.checkpoints import Checkpointer
@@ -57,8 +57,8 @@ class RunState:
             self.rngs = multihost.put_global(np.asarray(self.rngs), parallel.seed_sharding(self.mesh))
         self.extra = extra_state(self) if extra_state is not None else None
         for d in dirs:
-            os.makedirs(d, exist_ok=True)
-        self.checkpointers = [Checkpointer(os.path.join(d, 'checkpoints'), max_to_keep=options.max_checkpoints)
+            storage.makedirs(d)
+        self.checkpointers = [Checkpointer(storage.join(d, 'checkpoints'), max_to_keep=options.max_checkpoints)
                               for d in dirs]
         self.step = 0
         self.metadata: Dict[str, Any] = {}
@@ -131,8 +131,18 @@ class RunState:
         return False
 
     def save(self) -> None:
-        """Every process saves every seed (orbax's multi-process protocol: the same saves in the same order)."""
+        """Every process saves every seed (orbax's multi-process protocol: the same saves in the same order).
+
+        A local disk without room for the checkpoint (its bytes + 20%) raises ENOSPC before anything is written
+        (orbax's own failure comes later, from a background thread, with a flood of tracebacks)."""
+        import errno
+
         state = self.host_state()
+        need = 1.2 * sum(np.asarray(x).nbytes for x in jax.tree_util.tree_leaves(state)) + 2**16
+        free = storage.free_bytes(self.checkpointers[0].directory) if self.checkpointers else None
+        if free is not None and free < need:
+            raise OSError(errno.ENOSPC, f'{free / 2**20:.1f} MiB free, a checkpoint of step {self.step} needs '
+                                        f'about {need / 2**20:.1f} MiB')
         for k, c in enumerate(self.checkpointers):
             c.save(self.step, self.seed_state(k, state), {'step': self.step, **self.metadata})
         self.last_good = self.step

@@ -26,6 +26,8 @@ import os
 import time
 from typing import Dict, Iterator, Optional
 
+from floq_jax import storage
+
 PHASES = ('imports', 'data', 'setup', 'compile', 'training', 'logging', 'diagnostics', 'evaluation',
           'checkpointing', 'closing')
 FILE = 'timings.json'
@@ -87,10 +89,8 @@ class PhaseTimes:
 
     def write(self, directory: str) -> str:
         """Writes ``<directory>/timings.json`` (atomically); returns its path."""
-        path = os.path.join(directory, FILE)
-        with open(path + '.tmp', 'w') as f:
-            json.dump(self.record(), f, indent=1)
-        os.replace(path + '.tmp', path)
+        path = storage.join(directory, FILE)
+        storage.write_text(path, json.dumps(self.record(), indent=1))
         return path
 
     def reset(self) -> None:
@@ -105,8 +105,7 @@ phase = TIMES.phase
 
 def read(directory: str) -> Optional[dict]:
     """A run directory's timings.json, or None."""
-    path = os.path.join(directory, FILE)
-    if not os.path.isfile(path):
+    path = storage.join(directory, FILE)
+    if not storage.isfile(path):
         return None
-    with open(path) as f:
-        return json.load(f)
+    return json.loads(storage.read_text(path))

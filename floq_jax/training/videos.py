@@ -51,16 +51,23 @@ def _even(frames: np.ndarray) -> np.ndarray:
 
 
 def write_mp4(path: str, frames: np.ndarray, fps: int = FPS) -> str:
-    """Writes uint8 (T, H, W, 3) ``frames`` to the H.264 MP4 ``path`` (atomically: a temporary file renamed)."""
+    """Writes uint8 (T, H, W, 3) ``frames`` to the H.264 MP4 ``path``, local or ``gs://`` (encoded into a local
+    temporary file, then written in one piece through :mod:`floq_jax.storage`)."""
+    import tempfile
+
     import imageio.v2 as imageio
 
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + '.tmp.mp4'
-    with imageio.get_writer(tmp, format='FFMPEG', fps=fps, codec='libx264', pixelformat='yuv420p',
-                            macro_block_size=1) as writer:
-        for frame in _even(frames):
-            writer.append_data(frame)
-    os.replace(tmp, path)
+    from floq_jax import storage
+
+    with tempfile.TemporaryDirectory(prefix='floq_video_') as tmp:
+        local = os.path.join(tmp, 'video.mp4')
+        with imageio.get_writer(local, format='FFMPEG', fps=fps, codec='libx264', pixelformat='yuv420p',
+                                macro_block_size=1) as writer:
+            for frame in _even(frames):
+                writer.append_data(frame)
+        storage.makedirs(storage.dirname(path))
+        with open(local, 'rb') as f:
+            storage.write_bytes(path, f.read())
     return path
 
 
