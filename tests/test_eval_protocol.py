@@ -226,3 +226,39 @@ def test_defaults_are_the_published_run_lengths():
     assert paper['options']['offline_steps'] == presets.PUBLISHED_PROTOCOL['offline_steps'] == 2_000_000
     assert (paper['online']['offline_steps'], paper['online']['online_steps']) == (1_000_000, 2_000_000)
     assert RunOptions(env_name=ENV).offline_steps == 2_000_000
+
+
+def test_evaluate_checkpoint_repeats_the_runs_own_evaluation(monkeypatch):
+    """experiments.evaluate of a checkpoint uses the evaluation seed and success timing the run used at that step
+    (an old run dir: its run seed, 'pre')."""
+    from floq_jax.training import evaluate, restore
+
+    calls = []
+
+    class Made(Exception):
+        pass
+
+    class FakeEvaluator:
+        def __init__(self, name, episodes, num_seeds, pool_size=None, success_timing=None):
+            calls.append(dict(success_timing=success_timing))
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def __call__(self, policy_fn, temperature=1.0, seed=None, video_episodes=0):
+            calls[-1]['seed'] = seed
+            raise Made
+
+    agent = types.SimpleNamespace(config={'critic_flow_steps': 1})
+    new = dict(seed=3, env_name=ENV, success_timing='post', eval_seeding='per_evaluation')
+    old = dict(seed=3, env_name=ENV)
+    monkeypatch.setattr(evaluation, 'seeds_evaluator', FakeEvaluator)
+    for flags in (new, old):
+        monkeypatch.setattr(restore, 'load_run', lambda *a, flags=flags: (agent, None, None, 40, None, flags))
+        with pytest.raises(Made):
+            evaluate.evaluate_checkpoint('unused', None)
+    assert calls == [dict(success_timing='post', seed=evaluation.evaluation_seed(3, 40)),
+                     dict(success_timing='pre', seed=3)]
