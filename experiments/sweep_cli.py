@@ -68,14 +68,14 @@ def sweep_from_flags(name: str, variants: Union[Sequence[Variant], Callable[[Swe
     opts['seed'] = FLAGS.seed
     from floq_jax import presets
 
-    for name, accepted in (('eval_protocol', presets.EVAL_PROTOCOLS), ('success_timing', presets.SUCCESS_TIMINGS),
+    for flag, accepted in (('eval_protocol', presets.EVAL_PROTOCOLS), ('success_timing', presets.SUCCESS_TIMINGS),
                            ('eval_seeding', presets.EVAL_SEEDINGS)):
-        if name in FLAGS:
+        if flag in FLAGS:
             try:
-                common.check_choice(name, FLAGS[name].value, list(accepted))
+                common.check_choice(flag, FLAGS[flag].value, list(accepted))
             except common.UsageError as e:
                 common.fail(e)
-            opts[name] = FLAGS[name].value
+            opts[flag] = FLAGS[flag].value
     sweep = sweeps.Sweep(name=name, variants=[], envs=envs, preset=FLAGS.scale, mode=mode, options=opts,
                          save_dir=FLAGS.save_dir, description=description, registry=registry)
     sweep.variants = list(variants(sweep) if callable(variants) else variants)
