@@ -262,3 +262,11 @@ def test_evaluate_checkpoint_repeats_the_runs_own_evaluation(monkeypatch):
             evaluate.evaluate_checkpoint('unused', None)
     assert calls == [dict(success_timing='post', seed=evaluation.evaluation_seed(3, 40)),
                      dict(success_timing='pre', seed=3)]
+
+
+def test_every_env_the_project_makes_defaults_to_post():
+    env = envs_lib.make_env(ENV)
+    try:
+        assert env.unwrapped._success_timing == 'post'
+    finally:
+        env.close()
