@@ -83,7 +83,7 @@ def define_eval_seeding_flag(default: str | None = None) -> None:
 def check_choice(name: str, value, accepted) -> None:
     """--<name>=<value> must be one of ``accepted`` (UsageError naming the flag otherwise)."""
     if value not in accepted:
-        raise UsageError(f'--{name}={value!r}: accepted: {", ".join(accepted)}')
+        raise UsageError(f'--{name}={value}: accepted: {", ".join(accepted)}')
 
 
 def define_common_flags(offline_steps: int | None = None) -> None:

@@ -222,7 +222,11 @@ def write_report(steps, ref_commit: str) -> str:
                                          ncols=len(FLAGS.tasks), title='published floq code vs floq-jax (success)')
     timings = json.load(open(os.path.join(FLAGS.out_dir, 'timings.json'))) if os.path.isfile(
         os.path.join(FLAGS.out_dir, 'timings.json')) else {}
-    protocols = sorted({str(r.get('eval_protocol', '?')) for r in runs if r.get('code') == 'floq-jax'})
+    from floq_jax import presets
+
+    ours = [r for r in runs if r.get('code') == 'floq-jax']
+    protocols = sorted({f"{r.get('eval_protocol', '?')}, success timing {presets.success_timing_of(r.flags)}, "
+                        f"{presets.eval_seeding_of(r.flags)} evaluation seeds" for r in ours})
     table, success_rows = _ci_rows(runs, report.DEFAULT_METRIC, 'success % [95% CI]', scale=100.0, digits=1)
     lines = ['# Learning parity: published floq code vs floq-jax', '',
              f'Reference: CMU-AIRe/floq at {ref_commit or "(unknown commit)"}, unmodified (offline wandb stand-in). '

@@ -104,8 +104,13 @@ def main(sweep: Sweep, source: sweeps.SweepData, post: Optional[Callable[[Sweep]
         common.enable_compile_cache()
     t0 = time.time()
     if not FLAGS.report_only:
+        from floq_jax.training.options import RunDirConflict
+
         times_before = sweeps.recorded_run_times(sweep)
-        sweeps.run_sweep(sweep, source)
+        try:
+            sweeps.run_sweep(sweep, source)
+        except RunDirConflict as e:  # e.g. a run dir evaluated under another protocol: one line, not a traceback
+            common.fail(e, 1)
         if sweeps.recorded_run_times(sweep) != times_before:  # it trained: an invocation that only reused is not
             sweeps.record_command(sweep, command_line(), t0, time.time() - t0, sweeps.device_description())
     from floq_jax.analysis.report import NoRunsError

@@ -196,3 +196,77 @@ def test_same_step_evaluates_identically_on_any_number_of_slots(seed_evaluations
             # Other slot counts: the same episodes and noise; only the network's float32 rounding may differ
             # with the batch shape (evaluation.seeds_evaluator).
             np.testing.assert_allclose(at40_pool4[k][key], at40_pool2[k][key], rtol=1e-4, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- published run lengths by default
+
+
+def test_defaults_are_the_published_run_lengths():
+    """The published main.py runs 2M offline steps; its README's offline-to-online commands 1M + 2M."""
+    from floq_jax import sweeps
+
+    def defaults(module):
+        out = subprocess.run([sys.executable, '-m', f'experiments.{module}', '--helpfull'], cwd=REPO,
+                             env=subprocess_env(), capture_output=True, text=True, timeout=300)
+        text = out.stdout + out.stderr
+        found = {}
+        for name in ('offline_steps', 'online_steps', 'buffer_size', 'utd_ratio', 'eval_interval', 'eval_episodes',
+                     'success_timing', 'eval_seeding'):
+            if f'--{name}:' in text:
+                block = text[text.index(f'--{name}:'):]
+                found[name] = block[block.index("(default: '") + 11:].split("'")[0]
+        return found
+
+    assert defaults('train_offline') == dict(offline_steps='2000000', eval_interval='20000', eval_episodes='50',
+                                             success_timing='post', eval_seeding='per_evaluation')
+    assert defaults('train_offline_to_online') == dict(
+        offline_steps='1000000', online_steps='2000000', buffer_size='2000000', utd_ratio='1', eval_interval='20000',
+        eval_episodes='50', success_timing='post', eval_seeding='per_evaluation')
+    paper = sweeps.PRESETS['paper']
+    assert paper['options']['offline_steps'] == presets.PUBLISHED_PROTOCOL['offline_steps'] == 2_000_000
+    assert (paper['online']['offline_steps'], paper['online']['online_steps']) == (1_000_000, 2_000_000)
+    assert RunOptions(env_name=ENV).offline_steps == 2_000_000
+
+
+def test_evaluate_checkpoint_repeats_the_runs_own_evaluation(monkeypatch):
+    """experiments.evaluate of a checkpoint uses the evaluation seed and success timing the run used at that step
+    (an old run dir: its run seed, 'pre')."""
+    from floq_jax.training import evaluate, restore
+
+    calls = []
+
+    class Made(Exception):
+        pass
+
+    class FakeEvaluator:
+        def __init__(self, name, episodes, num_seeds, pool_size=None, success_timing=None):
+            calls.append(dict(success_timing=success_timing))
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def __call__(self, policy_fn, temperature=1.0, seed=None, video_episodes=0):
+            calls[-1]['seed'] = seed
+            raise Made
+
+    agent = types.SimpleNamespace(config={'critic_flow_steps': 1})
+    new = dict(seed=3, env_name=ENV, success_timing='post', eval_seeding='per_evaluation')
+    old = dict(seed=3, env_name=ENV)
+    monkeypatch.setattr(evaluation, 'seeds_evaluator', FakeEvaluator)
+    for flags in (new, old):
+        monkeypatch.setattr(restore, 'load_run', lambda *a, flags=flags: (agent, None, None, 40, None, flags))
+        with pytest.raises(Made):
+            evaluate.evaluate_checkpoint('unused', None)
+    assert calls == [dict(success_timing='post', seed=evaluation.evaluation_seed(3, 40)),
+                     dict(success_timing='pre', seed=3)]
+
+
+def test_every_env_the_project_makes_defaults_to_post():
+    env = envs_lib.make_env(ENV)
+    try:
+        assert env.unwrapped._success_timing == 'post'
+    finally:
+        env.close()

@@ -143,9 +143,12 @@ def test_evaluate_checkpoint_at_several_k(full_run):
     assert summary['step'] == 200 and 0.0 <= summary['success'] <= 1.0 and summary['episodes'] == 2
     assert set(summary['q_estimates']) == {'1', '4'}
     assert all(np.isfinite(v) for v in summary['q_estimates'].values())
-    # The step-200 evaluation in eval.csv used the same episodes and policy: same success.
+    # The step-200 evaluation in eval.csv used the same episodes, noise and policy (its evaluation seed comes from
+    # the run seed and the step): the same results.
     row = [r for r in read_csv(os.path.join(full, 'eval.csv')) if r['step'] == '200'][0]
-    assert summary['success'] == pytest.approx(float(row['evaluation/success']))
+    for key in ('success', 'return', 'length'):
+        assert summary[key] == pytest.approx(float(row[f'evaluation/{key}']))
+    assert summary['eval_seeding'] == 'per_evaluation' and summary['success_timing'] == 'post'
 
 
 def test_nan_loss_stops_with_clear_message(runs):
