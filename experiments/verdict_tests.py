@@ -16,8 +16,13 @@ import os
 from absl import app, flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string('results_dir', 'docs/results', 'Directory of the result sets (<dir>/<experiment>/...).')
-flags.DEFINE_string('out', '', 'Also write the markdown here.')
+
+
+def define_flags() -> None:
+    """The entrypoint's flags, defined only when it runs as a program: tests import :func:`build` beside other
+    entrypoints that define a flag of the same name (--out) in the same process."""
+    flags.DEFINE_string('results_dir', 'docs/results', 'Directory of the result sets (<dir>/<experiment>/...).')
+    flags.DEFINE_string('out', '', 'Also write the markdown here.')
 
 CUBE = 'cube-single-play-singletask-task2-v0'
 SCENE = 'scene-play-singletask-task1-v0'
@@ -170,4 +175,5 @@ def main(_):
 
 
 if __name__ == '__main__':
+    define_flags()
     app.run(main)

@@ -4,7 +4,8 @@ preemption (SIGTERM), one live run per run directory, and a full disk.
 Checked: a 2-process run on gs:// (its dataset there too) preempted by a SIGTERM to one process (both stop at one common step and save it),
 re-run, refused a second live command (one line naming the holder, nothing written), SIGKILLed in both processes,
 re-run to the end, equals an uninterrupted 1-process run on gs:// (CSVs and checkpoint digests, exactly); report
-and evaluate read it there; a 1-process run preempted on a local disk resumes to the same files; a missing bucket,
+and evaluate read it there; a 1-process run, on a local disk and on gs://, preempted, then locked against a second
+live command and killed, resumes to the same files; an offline-to-online run on gs://; a missing bucket,
 refused credentials, a lock left by a killed run, a full disk.
 """
 
@@ -23,8 +24,8 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 from tests.conftest import subprocess_env
-from tests.test_multihost import (ENV, REPO, TIMEOUT, finish, offline_args, popen, seed_dir, start_pair, start_single,
-                                  tiny_npz, wait_paused)  # noqa: F401 - tiny_npz is a fixture
+from tests.test_multihost import (ENV, REPO, TIMEOUT, finish, offline_args, online_args, popen, seed_dir, start_pair,
+                                  start_single, tiny_npz, wait_paused)  # noqa: F401 - tiny_npz is a fixture
 
 from floq_jax import storage
 
@@ -130,17 +131,48 @@ def test_two_processes_on_gcs_preempted_locked_killed_resumed_equal_one_process(
                                                                  'step40.json'))
 
 
-def test_one_process_preempted_on_local_disk_resumes_exactly(tiny_npz, tmp_path, single_gs):
-    root = str(tmp_path)
-    args = offline_args(tiny_npz, root, 'local') + ['--noprogress']
+@pytest.mark.parametrize('where', ['local', 'gs'])
+def test_one_process_preempted_locked_killed_resumes_exactly(where, tiny_npz, tmp_path, single_gs):
+    """One process, on a local disk and on gs://: a SIGTERM stops it at step 10 with a checkpoint and one line; the
+    same command, paused after step 20 while it holds the run dirs, makes a second live command fail with one line
+    naming the holder (nothing written); SIGKILLed, its lock does not block the resume, which ends equal to the
+    uninterrupted run."""
+    root = str(tmp_path) if where == 'local' else f'gs://bkt/{uuid.uuid4().hex[:8]}'
+    args = offline_args(tiny_npz, root, 'one') + ['--noprogress']
     proc = start_hooked('term:10', args)
     _, err = proc.communicate(timeout=TIMEOUT)
     assert proc.returncode == PREEMPTED and 'Traceback' not in err, err[-2000:]
-    assert last_line(err) == (f'preempted (SIGTERM) at step 10: checkpoint 10 saved in {root}/local/{ENV}/floq/'
+    assert last_line(err) == (f'preempted (SIGTERM) at step 10: checkpoint 10 saved in {root}/one/{ENV}/floq/'
                               f'seed<k>/checkpoints; re-run the same command to resume from step 10')
+    paused = start_hooked('20', args)
+    try:
+        wait_paused(paused, 20)
+        before = objects(f'{root}/one')
+        out = subprocess.run([sys.executable, '-m', 'experiments.train_offline', *args, '--cpu_devices=2'], cwd=REPO,
+                             env=subprocess_env(), capture_output=True, text=True, timeout=TIMEOUT)
+        assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr[-2000:]
+        assert 'is in use by another live run: host ' in out.stderr and f'pid {paused.pid} ' in out.stderr
+        assert objects(f'{root}/one') == before
+    finally:
+        paused.kill()
+        paused.wait()
     (_, err), = finish([start_single('experiments.train_offline', args)])
-    assert 'resuming from step 10 (checkpoint) of 40' in err
-    assert_same_results(root, 'local', single_gs, 'single')
+    assert 'resuming from step 20 (checkpoint) of 40' in err, err[-2000:]
+    assert_same_results(root, 'one', single_gs, 'single')
+
+
+def test_offline_to_online_run_on_gcs(gcs, tiny_npz):
+    """An offline-to-online run (its replay buffers checkpointed) writes and restores on gs:// as on a local disk."""
+    import agents
+    from floq_jax.training import restore
+
+    root = f'gs://bkt/{uuid.uuid4().hex[:8]}'
+    finish([start_single('experiments.train_offline_to_online', online_args(tiny_npz, root, 'o2o'))])
+    run = seed_dir(root, 'o2o', 1)
+    online = [r for r in rows(storage.join(run, 'train.csv')) if r.get('online/buffer_size')]
+    assert [int(r['step']) for r in online] == [30, 40], online
+    agent, state, _, step, _, flags = restore.load_run(run, agents.agent_class)
+    assert step == 40 and flags['save_dir'] == root and int(state['extra'].size) == int(float(online[-1]['online/buffer_size']))
 
 
 class _Refuse(BaseHTTPRequestHandler):
