@@ -248,7 +248,7 @@ def test_evaluate_checkpoint_repeats_the_runs_own_evaluation(monkeypatch):
         def __exit__(self, *exc):
             return False
 
-        def __call__(self, policy_fn, temperature=1.0, seed=None, video_episodes=0):
+        def __call__(self, policy_fn, temperature=1.0, seed=None, video_episodes=0, video_frame_skip=3):
             calls[-1]['seed'] = seed
             raise Made
 
