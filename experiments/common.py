@@ -641,8 +641,8 @@ def _quiet_closed_loops(previous):
 def run_cli(body) -> None:
     """Runs ``body()`` turning expected errors into one stderr line (exit 2 usage, 1 runtime)."""
     from floq_jax.training.multihost import ProcessLost
-    from floq_jax.training.options import (DiskFull, Interrupted, NonFiniteMetric, Preempted, RunDirConflict,
-                                           interrupted_message)
+    from floq_jax.training.options import (DiskFull, Interrupted, NonFiniteMetric, OptionError, Preempted,
+                                           RunDirConflict, interrupted_message)
     from floq_jax.training.runlock import RunDirLocked
     from floq_jax.training import timing
 
@@ -654,6 +654,8 @@ def run_cli(body) -> None:
             _PEER_WATCH.done()  # a normal end: the other processes must not report this one as lost
     except (UsageError, RunDirLocked) as e:
         fail(e, 2)
+    except OptionError as e:  # an option that only the run's set-up can check (e.g. where it samples its batches)
+        fail(UsageError(' '.join(f'--{n}={v}' for n, v in zip(e.names, e.values)) + f': {e.reason}'), 2)
     except (RunDirConflict, NonFiniteMetric) as e:
         fail(e, 1)
     except (ProcessLost, DiskFull) as e:

@@ -200,7 +200,11 @@ def is_full_error(error: BaseException) -> bool:
         if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
             return True
         text = str(error)
-        if any(s in text for s in ('No space left on device', 'RESOURCE_EXHAUSTED', 'Disk quota exceeded')):
+        if any(s in text for s in ('No space left on device', 'Disk quota exceeded')):
+            return True
+        # tensorstore reports a failed write as RESOURCE_EXHAUSTED; so does XLA a device out of memory, which is not
+        # a full disk.
+        if 'RESOURCE_EXHAUSTED' in text and 'out of memory' not in text.lower():
             return True
         error = error.__cause__ or error.__context__
     return False

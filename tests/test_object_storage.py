@@ -175,6 +175,25 @@ def test_offline_to_online_run_on_gcs(gcs, tiny_npz):
     assert step == 40 and flags['save_dir'] == root and int(state['extra'].size) == int(float(online[-1]['online/buffer_size']))
 
 
+def test_sigterm_at_the_last_step_ends_the_run_normally(tiny_npz, tmp_path):
+    """A SIGTERM that arrives while the last piece of the run trains: the run is complete, so it ends as usual
+    (exit 0), not as a preempted run to be resumed."""
+    proc = start_hooked('term:40', offline_args(tiny_npz, str(tmp_path), 'last') + ['--noprogress'])
+    _, err = proc.communicate(timeout=TIMEOUT)
+    assert proc.returncode == 0 and 'preempted' not in err, err[-2000:]
+
+
+def test_a_device_out_of_memory_is_not_a_full_disk():
+    """XLA reports a device OOM as RESOURCE_EXHAUSTED, as tensorstore does a failed write: only the latter is a full
+    disk."""
+    assert not storage.is_full_error(RuntimeError('RESOURCE_EXHAUSTED: Out of memory while trying to allocate 1.0GiB'))
+    assert storage.is_full_error(RuntimeError('RESOURCE_EXHAUSTED: Error writing local file "x": [OS error 28]'))
+    assert storage.is_full_error(OSError(28, 'No space left on device'))
+    wrapped = ValueError('checkpoint failed')
+    wrapped.__cause__ = OSError(28, 'No space left on device')
+    assert storage.is_full_error(wrapped)
+
+
 class _Refuse(BaseHTTPRequestHandler):
     """A storage endpoint that refuses every request as GCS does without credentials (401)."""
 

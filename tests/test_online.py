@@ -148,3 +148,12 @@ def test_balanced_sampling_run_keeps_only_online_rows_in_its_buffer(tmp_path):
     assert int(state['extra'].size) == 6 and state['extra'].capacity == 20
     with pytest.raises(RunDirConflict, match='balanced_sampling'):
         runner.run_offline_to_online(cls, config, data, options(False))
+    # Balanced sampling draws from the device dataset: a run sampling on the host is refused before it writes anything.
+    import dataclasses
+
+    from floq_jax.training.options import OptionError
+
+    with pytest.raises(OptionError, match='balanced sampling draws its dataset half on the device'):
+        runner.run_offline_to_online(cls, config, data, dataclasses.replace(options(True), host_sampling=True,
+                                                                            run_group='host'))
+    assert not os.path.exists(tmp_path / 'runs' / 'host')

@@ -50,6 +50,12 @@ def fits_on_device(arrays: Dict[str, np.ndarray], fraction: float = 0.5, device=
     return free is None or nbytes(arrays) <= fraction * free
 
 
+def samples_on_host(host_sampling: Optional[bool], arrays: Dict[str, np.ndarray]) -> bool:
+    """Whether a run draws its batches on the host: as ``host_sampling`` asks, or (None) when the dataset takes more
+    than half the free device memory (:func:`fits_on_device`)."""
+    return host_sampling if host_sampling is not None else not fits_on_device(arrays)
+
+
 def put_replicated(arrays: Dict[str, np.ndarray], sharding=None) -> Dict[str, jax.Array]:
     """Copy arrays to device(s); with a sharding (e.g. replicated over a multi-host mesh) build global arrays."""
     if sharding is None:

@@ -145,7 +145,9 @@ def run_phase(run: Run, phase, callbacks: Sequence[Callable[[Run], Optional[bool
                     state.save()
             if any([bool(cb(run)) for cb in callbacks]):
                 return True
-            if run.preemption is not None and run.preemption.reached(state.step):
+            # (every process takes this branch alike: one step, one schedule; a run at its last step just ends)
+            if (run.preemption is not None and state.step < run.options.total_steps
+                    and run.preemption.reached(state.step)):
                 _stop_preempted(run, saved=save_now)
     finally:
         phase.close()

@@ -79,9 +79,6 @@ class OnlinePhase:
         self.act = jax.jit(jax.vmap(lambda a, obs, key: a.sample_actions(obs, seed=key, temperature=1.0)))
         self.update = parallel.make_online_update(self.batch_size, o.utd_ratio, state.mesh, state.seed_map,
                                                   o.balanced_sampling)
-        if o.balanced_sampling and state.device_data is None:
-            raise ValueError('--balanced_sampling samples the dataset on the device, but this run keeps it on the '
-                             'host (--host_sampling, or too big for the device); accepted: a dataset on the device')
         self.data = state.device_data if o.balanced_sampling else None
         self.episode = int(state.metadata.get('episodes', 0))
         self.obs = np.stack([env.reset(seed=s * 100_003 + self.episode)[0]

@@ -34,12 +34,13 @@ from __future__ import annotations
 from typing import Callable, List, Optional, Sequence
 
 from floq_jax import presets, storage
+from floq_jax.data import sampling
 from floq_jax.training import parallel, rundirs, runlock, timing
 from floq_jax.training.evaluate import CriticDiagnostics, SeedEvaluation
 from floq_jax.training.loop import Run, train
 from floq_jax.training.offline import OfflinePhase
 from floq_jax.training.online import OnlinePhase, replay_buffers
-from floq_jax.training.options import RunOptions
+from floq_jax.training.options import OptionError, RunOptions
 from floq_jax.training.sinks import Progress, RunSinks
 from floq_jax.training.state import RunState
 
@@ -62,6 +63,12 @@ def _build_run(agent_cls, config, data, options: RunOptions, online: bool):
     dirs = [rundirs.run_dir(options, config.agent_name, s) for s in options.seeds]
     records = [rundirs.flags_record(config, data, options, s) for s in options.seeds]
     resuming = [rundirs.check_run_dir(d, r, options.resume) for d, r in zip(dirs, records)]
+    if online and options.balanced_sampling and sampling.samples_on_host(options.host_sampling,
+                                                                          sampling.batch_arrays(data.train)):
+        raise OptionError(['balanced_sampling', 'host_sampling'], [True, options.host_sampling],
+                          'balanced sampling draws its dataset half on the device, and this run samples on the host '
+                          '(asked, or the dataset takes more than half the free device memory); accepted: '
+                          '--nohost_sampling with a dataset that fits, or no --balanced_sampling')
     # Multi-host: every process trains and checkpoints (orbax coordinates them); only process 0 takes the run's
     # lock and writes flags.json, the CSV logs and TensorBoard events, so the files are written once.
     primary = parallel.is_primary_process()

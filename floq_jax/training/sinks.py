@@ -267,7 +267,14 @@ class WandbLogger:
             self._wandb.log(row, step=int(step))
 
     def video(self, tag: str, frames: np.ndarray, step: int, path: str, fps: int) -> None:
-        """The MP4 file at ``path`` as a W&B video."""
+        """The MP4 file at ``path`` as a W&B video (W&B reads local files: a bucket's MP4 is copied to one first)."""
+        if storage.is_remote(path):
+            import tempfile
+
+            local = os.path.join(tempfile.mkdtemp(prefix='floq_wandb_video_'), os.path.basename(path))
+            with open(local, 'wb') as f:
+                f.write(storage.read_bytes(path))
+            path = local
         self._wandb.log({self.prefix + tag: self._wandb.Video(path, fps=fps, format='mp4')}, step=int(step))
 
     def close(self) -> None:

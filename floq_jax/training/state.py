@@ -40,7 +40,7 @@ class RunState:
         arrays = sampling.batch_arrays(data.train)
         self.host_arrays = arrays
         self.host_sampler = None
-        host = options.host_sampling if options.host_sampling is not None else not sampling.fits_on_device(arrays)
+        host = sampling.samples_on_host(options.host_sampling, arrays)
         if host:
             logging.warning('sampling batches on the host: the dataset (%.2f GiB) is kept in host memory '
                             '(--host_sampling, or more than half the free device memory)',
