@@ -94,6 +94,13 @@ def makedirs(path) -> None:
         os.makedirs(path, exist_ok=True)
 
 
+def size(path) -> int:
+    """Bytes in the file ``path`` (local, or an object's length from its metadata: nothing is downloaded)."""
+    if is_remote(path):
+        return int(epath(path).stat().length)
+    return os.path.getsize(path)
+
+
 def listdir(path) -> List[str]:
     """Names in a directory ([] if it does not exist)."""
     if not is_remote(path):

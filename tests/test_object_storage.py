@@ -304,3 +304,21 @@ def test_reads_see_other_processes_writes(gcs):
     subprocess.run([sys.executable, '-c', f'from floq_jax import storage; storage.write_text({path!r}, '
                     f'"step\\n10\\n20\\n")'], cwd=REPO, env=subprocess_env(), check=True, timeout=TIMEOUT)
     assert storage.read_text(path) == 'step\n10\n20\n'
+
+
+def test_a_bucket_dataset_is_downloaded_once_per_object_size(gcs, tmp_path, monkeypatch):
+    """A gs:// dataset is copied into $FLOQ_DATA_CACHE once; later loads compare sizes from the object's metadata and
+    download nothing until the object changes size."""
+    from floq_jax.data import ogbench_io
+
+    monkeypatch.setenv('FLOQ_DATA_CACHE', str(tmp_path / 'cache'))
+    remote = f'gs://bkt/{uuid.uuid4().hex[:8]}/cube-single-play-v0.npz'
+    storage.write_bytes(remote, b'first')
+    reads = []
+    read_bytes = storage.read_bytes
+    monkeypatch.setattr(storage, 'read_bytes', lambda p: reads.append(p) or read_bytes(p))
+    local = ogbench_io.local_copy(remote)
+    assert open(local, 'rb').read() == b'first' and reads == [remote]
+    assert ogbench_io.local_copy(remote) == local and reads == [remote]         # cached: nothing downloaded
+    storage.write_bytes(remote, b'second!')
+    assert open(ogbench_io.local_copy(remote), 'rb').read() == b'second!' and reads == [remote, remote]

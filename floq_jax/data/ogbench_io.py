@@ -231,9 +231,8 @@ def local_copy(path: str) -> str:
         if remote != path and not storage.isfile(remote):
             continue
         local = os.path.join(directory, storage.basename(remote))
-        data = storage.read_bytes(remote)
-        if not (os.path.isfile(local) and os.path.getsize(local) == len(data)):
+        if not (os.path.isfile(local) and os.path.getsize(local) == storage.size(remote)):
             part = f'{local}.{os.getpid()}.part'  # several processes of one run may copy it at once
-            storage.write_bytes(part, data)
+            storage.write_bytes(part, storage.read_bytes(remote))
             os.replace(part, local)
     return os.path.join(directory, storage.basename(path))
