@@ -1,6 +1,6 @@
 """Claim (e): a ResNet critic given floq's FLOPs does worse than floq.  floq against FQL with a residual critic sized
-to floq's per-row forward FLOPs at the scale's K and widths (the project's matching rule,
-``agents.fql.matched_resnet_blocks``) and against the published FQL-ResNet shape (4 blocks of depth 2), plus plain
+to floq's per-row forward FLOPs at the scale's K and widths (:func:`matched_blocks`, counted by
+``floq_jax.core.flops``) and against the published FQL-ResNet shape (4 blocks of depth 2), plus plain
 FQL for reference, on the same data and seeds.
 
     python -m experiments.resnet_flops --scale=smoke --save_dir=<scratch>/sweeps
@@ -57,15 +57,25 @@ def critic_row_flops(config, ob_dim: int, action_dim: int) -> int:
     return flops.mlp_flops(ob_dim + action_dim, tuple(config.value_hidden_dims), 1)
 
 
-def variants(sweep):
-    from agents import fql
+def matched_blocks(sweep, env_name: str, block_depth: int = 2, most: int = 64) -> int:
+    """The number of depth-``block_depth`` residual blocks whose critic FLOPs per row (:func:`critic_row_flops`) are
+    the closest to floq's on ``env_name`` at the sweep's scale."""
+    ob_dim, action_dim = _dims(env_name)
+    floq = critic_row_flops(sweeps.make_config(sweeps.Variant('floq', 'floq'), env_name, sweep.preset, agents),
+                            ob_dim, action_dim)
 
-    floq = sweeps.make_config(sweeps.Variant('floq', 'floq'), sweep.envs[0], sweep.preset, agents)
-    resnet = sweeps.make_config(sweeps.Variant('fql_resnet', 'fql_resnet'), sweep.envs[0], sweep.preset, agents)
-    ob_dim, action_dim = _dims(sweep.envs[0])
-    blocks = fql.matched_resnet_blocks(obs_action_dim=ob_dim + action_dim, floq_steps=int(floq.critic_flow_steps),
-                                       floq_width=int(floq.block_width), floq_depth=int(floq.block_depth),
-                                       width=int(resnet.critic_resnet_width), block_depth=2)
+    def resnet(blocks):
+        variant = sweeps.Variant('r', 'fql_resnet', {'critic_resnet_blocks': blocks,
+                                                      'critic_resnet_block_depth': block_depth})
+        return critic_row_flops(sweeps.make_config(variant, env_name, sweep.preset, agents), ob_dim, action_dim)
+
+    return min(range(1, most + 1), key=lambda b: abs(resnet(b) - floq))
+
+
+def variants(sweep):
+    # One variant for all the sweep's tasks, matched on the first (at the paper scale the second task's dimensions
+    # differ: resnet_flops.csv gives each task's own FLOP ratio).
+    blocks = matched_blocks(sweep, sweep.envs[0])
     shape = dict(critic_resnet_block_depth=2)
     return [sweeps.Variant('floq', 'floq', tags={'critic': 'floq'}),
             sweeps.Variant('fql_resnet_matched', 'fql_resnet', {**shape, 'critic_resnet_blocks': blocks},
