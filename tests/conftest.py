@@ -73,6 +73,21 @@ def small_floq_config(**overrides):
     return c
 
 
+def tiny_cube_run(cache_dir, env_name='cube-single-play-singletask-task1-v0'):
+    """(data, config) of the tiniest in-process training run: a generated 2-episode cube-single dataset (50 steps each)
+    and a 16-wide floq config with its reward range set."""
+    from floq_jax.data import ensure_generated_dataset, load_offline_data
+    from floq_jax.training import runner
+
+    path = ensure_generated_dataset('cube-single-play-v0', num_episodes=2, seed=0, max_episode_steps=50,
+                                    cache_dir=str(cache_dir), num_workers=1)
+    data = load_offline_data(env_name, dataset_path=path)
+    config = small_floq_config(batch_size=8, block_width=16, actor_hidden_dims=(16,), value_hidden_dims=(16,),
+                               noise_samples=1, critic_flow_steps=2, actor_flow_steps=2)
+    runner.set_reward_range(config, data)
+    return data, config
+
+
 def small_fql_config(**overrides):
     c = fql.get_config()
     c.update(dict(actor_hidden_dims=(64, 64), value_hidden_dims=(64, 64), batch_size=64, r_min=-1.0, r_max=0.0))

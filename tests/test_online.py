@@ -119,18 +119,12 @@ def test_balanced_sampling_run_keeps_only_online_rows_in_its_buffer(tmp_path):
     the online step count), the checkpoint restores through load_run, and the run dir refuses the other mode."""
     import agents
     import pytest
-    from floq_jax.data import ensure_generated_dataset, load_offline_data
     from floq_jax.training import restore, runner
     from floq_jax.training.options import RunDirConflict, RunOptions
-    from tests.conftest import read_csv, small_floq_config
+    from tests.conftest import read_csv, tiny_cube_run
 
     env = 'cube-single-play-singletask-task1-v0'
-    path = ensure_generated_dataset('cube-single-play-v0', num_episodes=2, seed=0, max_episode_steps=50,
-                                    cache_dir=str(tmp_path / 'cache'), num_workers=1)
-    data = load_offline_data(env, dataset_path=path)
-    config = small_floq_config(batch_size=8, block_width=16, actor_hidden_dims=(16,), value_hidden_dims=(16,),
-                               noise_samples=1, critic_flow_steps=2, actor_flow_steps=2)
-    runner.set_reward_range(config, data)
+    data, config = tiny_cube_run(tmp_path / 'cache', env)
 
     def options(balanced):
         return RunOptions(env_name=env, num_seeds=1, offline_steps=4, online_steps=6, steps_per_call=10,

@@ -68,17 +68,11 @@ def test_video_episodes_are_extra_episodes_rendered_every_nth_step():
 
 def test_training_run_writes_grid_videos_to_the_run_dir_and_tensorboard(tmp_path):
     import agents
-    from floq_jax.data import ensure_generated_dataset, load_offline_data
     from floq_jax.training import runner
     from floq_jax.training.options import RunOptions
-    from tests.conftest import small_floq_config
+    from tests.conftest import tiny_cube_run
 
-    path = ensure_generated_dataset('cube-single-play-v0', num_episodes=2, seed=0, max_episode_steps=50,
-                                    cache_dir=str(tmp_path / 'cache'), num_workers=1)
-    data = load_offline_data(ENV, dataset_path=path)
-    config = small_floq_config(batch_size=8, block_width=16, actor_hidden_dims=(16,), value_hidden_dims=(16,),
-                               noise_samples=1, critic_flow_steps=2, actor_flow_steps=2)
-    runner.set_reward_range(config, data)
+    data, config = tiny_cube_run(tmp_path / 'cache', ENV)
     options = RunOptions(env_name=ENV, num_seeds=2, offline_steps=2, steps_per_call=2, log_interval=2,
                          eval_interval=2, save_interval=2, eval_episodes=1, video_episodes=2, video_frame_skip=2,
                          save_dir=str(tmp_path / 'runs'), progress=False, use_mesh=False, log_diagnostics=False,
