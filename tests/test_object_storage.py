@@ -272,6 +272,30 @@ def test_lock_staleness(tmp_path, monkeypatch):
     assert held_by(host='other-host', pid=1, pid_start='1', heartbeat=time.time() - 61) is None
 
 
+def test_lock_read_error_on_a_bucket_refuses_instead_of_taking_the_lock(monkeypatch):
+    """A bucket that answers a lock read with an error says nothing about the holder: the run is refused (one line),
+    the lock is not taken over as a stale one; a local lock is created whole (no partial file left beside it)."""
+    from floq_jax.training import runlock
+
+    def unavailable(path):
+        raise OSError('503 Service Unavailable')
+
+    monkeypatch.setattr(storage, 'read_text', unavailable)
+    with pytest.raises(runlock.RunDirLocked, match='could not be read .*503'):
+        runlock.RunLock(['gs://bkt/run/seed0'])._read('gs://bkt/run/seed0/lock.json')
+    monkeypatch.undo()
+
+
+def test_local_lock_is_created_whole_and_exclusively(tmp_path):
+    from floq_jax.training import runlock
+
+    lock = runlock.RunLock([str(tmp_path / 'seed0')])
+    path = str(tmp_path / 'lock.json')
+    assert lock._write(path, exclusive=True) and json.loads(open(path).read())['heartbeat'] > 0
+    assert not lock._write(path, exclusive=True)            # a second exclusive create fails
+    assert os.listdir(tmp_path) == ['lock.json']            # no temporary file left behind
+
+
 def test_full_disk_one_line_then_resume(tiny_npz, tmp_path, single_gs):
     """A 1000 KiB tmpfs holds checkpoint 20 but not 40: one line naming the disk, the run dir and step 20; after
     the disk grows, the same command resumes and ends equal to the uninterrupted run."""

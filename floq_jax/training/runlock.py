@@ -86,8 +86,13 @@ class RunLock:
             return json.loads(storage.read_text(path))
         except FileNotFoundError:
             return None
-        except (OSError, ValueError):
-            return {}  # unreadable (half-written by a killed run on a local disk): treated as stale
+        except OSError as e:
+            if storage.is_remote(path):  # a bucket that answered with an error says nothing about the holder
+                raise RunDirLocked(f'run dir {storage.dirname(path)}: its lock {path} could not be read ({e}); '
+                                   f'retry once the bucket answers') from None
+            return {}  # unreadable local file: treated as stale
+        except ValueError:
+            return {}  # not a lock record (e.g. a corrupted object): treated as stale
 
     def _refuse(self, path: str, record: dict) -> None:
         self.release()
@@ -101,12 +106,24 @@ class RunLock:
         if storage.is_remote(path) or not exclusive:
             storage.write_text(path, data)
             return True
+        # Complete before it is visible: written to a private file, then hard-linked into place, which fails if a
+        # lock exists (so a second starter never reads a half-written lock and takes it for a stale one).
+        tmp = f'{path}.{os.getpid()}.tmp'
+        with open(tmp, 'w') as f:
+            f.write(data)
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            os.link(tmp, path)
         except FileExistsError:
             return False
-        with os.fdopen(fd, 'w') as f:
-            f.write(data)
+        except OSError:  # a filesystem without hard links: an exclusive create instead
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                return False
+            with os.fdopen(fd, 'w') as f:
+                f.write(data)
+        finally:
+            os.remove(tmp)
         return True
 
     def acquire(self) -> 'RunLock':
