@@ -55,29 +55,33 @@ def define_eval_protocol_flag() -> None:
                           "not comparable to published numbers).")
 
 
+def _define_string_once(name: str, default: str, help_text: str) -> None:
+    """A string flag shared by several entrypoints, defined by whichever of them asks first (once per process)."""
+    if name not in FLAGS:
+        flags.DEFINE_string(name, default, help_text)
+
+
 def define_success_timing_flag(default: str | None = None) -> None:
     """--success_timing, for every entrypoint that makes envs (defined here only; once per process).  ``default``
     None: the published runs' ('post'); experiments.evaluate passes '' (the run's own)."""
     from floq_jax import presets
 
-    if 'success_timing' not in FLAGS:
-        flags.DEFINE_string('success_timing', presets.DEFAULT_SUCCESS_TIMING if default is None else default,
-                            "OGBench's success timing of the single-task envs (its success_timing argument): "
-                            "'post', reward, termination and success from the next state s' (ogbench < 1.2, which "
-                            "the published runs used); 'pre', from the current state s (ogbench 1.2's default). "
-                            'Recorded in flags.json; a run dir is continued only with its own value.')
+    _define_string_once('success_timing', presets.DEFAULT_SUCCESS_TIMING if default is None else default,
+                        "OGBench's success timing of the single-task envs (its success_timing argument): "
+                        "'post', reward, termination and success from the next state s' (ogbench < 1.2, which "
+                        "the published runs used); 'pre', from the current state s (ogbench 1.2's default). "
+                        'Recorded in flags.json; a run dir is continued only with its own value.')
 
 
 def define_eval_seeding_flag(default: str | None = None) -> None:
     """--eval_seeding, for every entrypoint that evaluates during training (defined here only; once per process)."""
     from floq_jax import presets
 
-    if 'eval_seeding' not in FLAGS:
-        flags.DEFINE_string('eval_seeding', presets.DEFAULT_EVAL_SEEDING if default is None else default,
-                            "Episode reset seeds and action noise of the evaluations. 'per_evaluation': fresh at "
-                            'each evaluation, derived from (seed, step), as the published loop draws new ones; '
-                            "'fixed': the seed's same episodes at every evaluation (runs written before flags.json "
-                            'recorded this). Recorded in flags.json; a run dir is continued only with its own value.')
+    _define_string_once('eval_seeding', presets.DEFAULT_EVAL_SEEDING if default is None else default,
+                        "Episode reset seeds and action noise of the evaluations. 'per_evaluation': fresh at "
+                        'each evaluation, derived from (seed, step), as the published loop draws new ones; '
+                        "'fixed': the seed's same episodes at every evaluation (runs written before flags.json "
+                        'recorded this). Recorded in flags.json; a run dir is continued only with its own value.')
 
 
 def check_choice(name: str, value, accepted) -> None:
