@@ -81,3 +81,19 @@ def test_critic_baselines_entrypoint_writes_the_table(tmp_path):
     assert list(b.index) == ['constant', 'ridge'] and (b['env_name'] == sweeps.SMOKE_ENV).all()
     assert np.isnan(b.loc['constant', 'q_rank_corr']) and np.isfinite(b.loc['ridge', 'q_centered_error'])
     assert '## Baselines for the critic measures' in out.stdout
+
+
+def test_equivalence_is_two_one_sided_welch_tests():
+    x = [0.10, 0.12, 0.14, 0.11, 0.13, 0.12, 0.10, 0.14]
+    y = [v + 0.01 for v in x[::-1]]
+    e = seed_tests.equivalence(x, y, margin=0.05)
+    assert e['diff'] == pytest.approx(-0.01) and e['equivalent']
+    # The TOST p is the larger of the two one-sided Welch p values against the shifted nulls.
+    lower = stats.ttest_ind(np.add(x, 0.05), y, equal_var=False, alternative='greater').pvalue
+    upper = stats.ttest_ind(np.subtract(x, 0.05), y, equal_var=False, alternative='less').pvalue
+    assert e['p'] == pytest.approx(max(lower, upper), rel=1e-9)
+    # Its 90% CI is Welch's: inside the margin iff equivalent; a tighter margin than the difference is not.
+    assert -0.05 < e['ci_low'] < e['diff'] < e['ci_high'] < 0.05
+    assert not seed_tests.equivalence(x, y, margin=0.005)['equivalent']
+    # Wide spread with 2 seeds: undecided even though the means are equal.
+    assert not seed_tests.equivalence([0.0, 0.3], [0.3, 0.0], margin=0.05)['equivalent']

@@ -9,7 +9,9 @@ over seeds at p < 0.05.  Three tests, all two-sided:
   the pooled values; with 4 vs 4 seeds the smallest possible p is 2/70 = 0.029);
 - ``paired_permutation``: the exact sign-flip test of the mean paired difference (the same seed's run measured two
   ways, e.g. one checkpoint's critic at two K'); with 4 pairs the smallest possible p is 2/16 = 0.125, so 4 paired
-  seeds can never reach p < 0.05.
+  seeds can never reach p < 0.05;
+- ``equivalence``: two one-sided Welch tests (TOST) that two samples' means differ by less than a margin written
+  down before the runs (docs/parity.md).
 """
 
 from __future__ import annotations
@@ -20,22 +22,37 @@ from typing import Dict, Sequence
 
 import numpy as np
 
-ALPHA = 0.05
-
-
 def welch_from_summary(mean1: float, sd1: float, n1: int, mean2: float, sd2: float, n2: int) -> Dict[str, float]:
-    """Welch's t test from summary statistics: {'t', 'df', 'p'} (p NaN when both samples have zero spread and
-    equal means; p 0 when they have zero spread and different means)."""
+    """Welch's t test from summary statistics (``scipy.stats.ttest_ind_from_stats``, unequal variances):
+    {'t', 'p'} (p NaN when both samples have zero spread and equal means; p 0 when they have zero spread and
+    different means)."""
     from scipy import stats
 
-    v1, v2 = sd1 ** 2 / n1, sd2 ** 2 / n2
     diff = mean1 - mean2
-    if v1 + v2 == 0:
-        return dict(t=math.nan if diff == 0 else math.copysign(math.inf, diff), df=math.nan,
-                    p=math.nan if diff == 0 else 0.0)
-    t = diff / math.sqrt(v1 + v2)
-    df = (v1 + v2) ** 2 / ((v1 ** 2 / (n1 - 1) if n1 > 1 else 0.0) + (v2 ** 2 / (n2 - 1) if n2 > 1 else 0.0))
-    return dict(t=float(t), df=float(df), p=float(2 * stats.t.sf(abs(t), df)))
+    if sd1 == 0 and sd2 == 0:
+        return dict(t=math.nan if diff == 0 else math.copysign(math.inf, diff), p=math.nan if diff == 0 else 0.0)
+    r = stats.ttest_ind_from_stats(mean1, sd1, n1, mean2, sd2, n2, equal_var=False)
+    return dict(t=float(r.statistic), p=float(r.pvalue))
+
+
+def equivalence(x: Sequence[float], y: Sequence[float], margin: float, alpha: float = 0.05) -> Dict[str, float]:
+    """Two one-sided tests (TOST) of |mean(x) - mean(y)| < ``margin`` for independent samples, on Welch's
+    standard error and degrees of freedom: {'diff', 'ci_low', 'ci_high', 'p', 'equivalent'}.  ``ci_*`` is the
+    (1 - 2 alpha) CI of the difference (90% for alpha 0.05); equivalent iff it lies inside (-margin, margin), i.e.
+    iff the larger one-sided p is below alpha."""
+    from scipy import stats
+
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    diff = float(x.mean() - y.mean())
+    v1, v2 = x.var(ddof=1) / x.size, y.var(ddof=1) / y.size
+    se = math.sqrt(v1 + v2)
+    if se == 0:
+        inside = abs(diff) < margin
+        return dict(diff=diff, ci_low=diff, ci_high=diff, p=0.0 if inside else 1.0, equivalent=inside)
+    df = (v1 + v2) ** 2 / (v1 ** 2 / (x.size - 1) + v2 ** 2 / (y.size - 1))
+    half = float(stats.t.ppf(1 - alpha, df)) * se
+    p = max(float(stats.t.sf((diff + margin) / se, df)), float(stats.t.cdf((diff - margin) / se, df)))
+    return dict(diff=diff, ci_low=diff - half, ci_high=diff + half, p=p, equivalent=p < alpha)
 
 
 def welch_contrast(groups: Sequence[Sequence[float]], weights: Sequence[float]) -> Dict[str, float]:
