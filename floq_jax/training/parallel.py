@@ -328,11 +328,3 @@ def to_host(tree) -> Dict[str, np.ndarray]:
         from jax.experimental import multihost_utils
         return multihost_utils.process_allgather(tree, tiled=True)
     return jax.device_get(tree)
-
-
-def reference_step_by_step(agent, data, rng, batch_size: int, steps: int) -> Tuple:
-    """One seed, one jitted update per host call with the same rng stream: the loop the chunk must equal."""
-    one = jax.jit(_single_seed_chunk(batch_size, 1, None))
-    for _ in range(steps):
-        agent, rng, _ = one(agent, data, rng)
-    return agent, rng
