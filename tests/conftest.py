@@ -65,6 +65,58 @@ from floq_jax.training import compile_cache  # noqa: E402
 compile_cache.enable(compile_cache.default_dir())  # in-process tests share the session's cache too
 
 
+def _starts_python(args) -> bool:
+    argv = args.split() if isinstance(args, str) else [args] if isinstance(args, (bytes, os.PathLike)) else list(args)
+    return bool(argv) and os.path.basename(os.fsdecode(argv[0])).startswith('python')
+
+
+@pytest.fixture(autouse=True)
+def _process_tests_are_marked(request, monkeypatch):
+    """A test that starts a Python process (an entrypoint in a subprocess, a second JAX process, env or dataset worker
+    processes) must carry ``@pytest.mark.subprocess``, so ``make test-fast`` (``-m "not slow and not subprocess"``)
+    leaves exactly those out; an unmarked one fails here, naming the marker.  Other binaries (ffmpeg for videos, the
+    GCS emulator) are not counted."""
+    if request.node.get_closest_marker('subprocess') is not None:
+        yield
+        return
+    import multiprocessing.process
+    import subprocess
+
+    def refuse(what):
+        pytest.fail(f'{request.node.nodeid} starts {what}: mark it @pytest.mark.subprocess (tests/conftest.py)',
+                    pytrace=False)
+
+    real_popen_init, real_start = subprocess.Popen.__init__, multiprocessing.process.BaseProcess.start
+
+    def popen_init(self, args, *a, **k):
+        if _starts_python(args):
+            refuse(f'a Python subprocess ({args if isinstance(args, str) else " ".join(map(str, args))[:80]})')
+        real_popen_init(self, args, *a, **k)
+
+    def start(self):
+        refuse('a multiprocessing worker process')
+        real_start(self)
+
+    monkeypatch.setattr(subprocess.Popen, '__init__', popen_init)
+    monkeypatch.setattr(multiprocessing.process.BaseProcess, 'start', start)
+    yield
+
+
+@pytest.fixture(scope='module')
+def tiny_npz(tmp_path_factory):
+    """A generated 1-episode (30-step) cube-single-play-v0 dataset file, one per test module."""
+    from floq_jax.data import ensure_generated_dataset
+
+    return ensure_generated_dataset('cube-single-play-v0', num_episodes=1, seed=0, max_episode_steps=30,
+                                    cache_dir=str(tmp_path_factory.mktemp('tiny_data')), num_workers=1)
+
+
+@pytest.fixture(scope='module')
+def smoke_dirs(tmp_path_factory):
+    """Run and dataset-cache directories shared by one test module's smoke runs (tests/sweep_smoke.py)."""
+    return dict(save_dir=str(tmp_path_factory.mktemp('sweeps')), data=str(tmp_path_factory.mktemp('data_cache')))
+
+
 def small_floq_config(**overrides):
     c = floq.get_config()
     c.update(dict(actor_hidden_dims=(64, 64), value_hidden_dims=(64, 64), block_width=64, block_depth=2,

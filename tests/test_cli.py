@@ -5,9 +5,10 @@ import subprocess
 import sys
 
 import pytest
-from tests.conftest import subprocess_env, tb_events
+from tests.conftest import REPO, subprocess_env, tb_events
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+pytestmark = pytest.mark.subprocess  # every test here starts entrypoints or JAX processes
+
 ENV = 'cube-single-play-singletask-task1-v0'
 
 
@@ -90,13 +91,6 @@ def test_demo_end_to_end_small(tmp_path):
 
 # ----------------------------------------------------------------------------- issue 14: bad inputs, one line each
 
-
-@pytest.fixture(scope='module')
-def tiny_npz(tmp_path_factory):
-    from floq_jax.data import ensure_generated_dataset
-
-    return ensure_generated_dataset('cube-single-play-v0', num_episodes=1, seed=0, max_episode_steps=30,
-                                    cache_dir=str(tmp_path_factory.mktemp('cli_data')), num_workers=1)
 
 
 def test_save_dir_that_cannot_be_created(tiny_npz):

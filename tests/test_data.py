@@ -13,9 +13,9 @@ from floq_jax.data import (DatasetError, FAMILIES, OfflineData, ensure_generated
                            load_offline_data)
 from floq_jax.data import generate as gen
 from floq_jax.data.oracles import dataset_success, oracle_success
+from tests.conftest import REPO
 
 CUBE = 'cube-single-play-v0'
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope='session')
@@ -194,6 +194,7 @@ def test_ensure_generated_dataset_caches(tmp_path, monkeypatch):
     assert os.path.getmtime(p1) == mtime
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize('flags,name', [
     (['--env_name=walker-run-v0'], '--env_name'),
     (['--num_episodes=0'], '--num_episodes'),

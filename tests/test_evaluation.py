@@ -71,6 +71,7 @@ def _toy_expected(seeds):
     return np.array(lengths), np.array(success)
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize('mode', ['sync', 'chunked'])
 def test_success_read_from_final_info_toy(mode):
     seeds = envs_lib.episode_seeds(3, 9)
@@ -95,6 +96,7 @@ def test_success_read_from_final_info_toy(mode):
         np.testing.assert_array_equal(res['episode_final_observation'][:, 0], exp_len)
 
 
+@pytest.mark.subprocess
 def test_parallel_equals_sequential_and_deterministic():
     """Same reset seeds -> identical per-episode results, whatever the driver."""
     kw = dict(num_episodes=5, seed=7, max_episode_steps=STEPS)

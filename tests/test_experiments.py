@@ -12,9 +12,9 @@ import agents
 from floq_jax.analysis import report
 from floq_jax import sweeps
 from tests import sweep_smoke
-from tests.sweep_smoke import smoke_dirs  # noqa: F401  (the module's shared run directories)
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize('name', ['main_table', 'scale_k', 'noise_width', 'resnet_flops'])
 def test_smoke_preset_writes_finite_table_and_plots(name, smoke_dirs):
     sweep_smoke.check_smoke_run(name, smoke_dirs)

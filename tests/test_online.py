@@ -8,9 +8,9 @@ import subprocess
 import sys
 
 import numpy as np
-from tests.conftest import subprocess_env
+import pytest
+from tests.conftest import REPO, subprocess_env
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SCRIPT = r'''
 import json, sys
@@ -61,6 +61,7 @@ def read_rows(path):
         return list(csv.DictReader(f))
 
 
+@pytest.mark.subprocess
 def test_online_phase_lax_map_on_a_two_device_mesh_equals_vmap(tmp_path):
     env = subprocess_env(XLA_FLAGS='--xla_force_host_platform_device_count=2')
     proc = subprocess.run([sys.executable, '-c', SCRIPT, str(tmp_path / 'runs'), str(tmp_path / 'cache')], cwd=REPO,

@@ -34,6 +34,7 @@ def fake_checkout(root):
     return root
 
 
+@pytest.mark.subprocess
 def test_environment_runs_published_wandb_calls_offline(tmp_path):
     ref = fake_checkout(tmp_path / 'floq')
     data = tmp_path / 'data'

@@ -16,9 +16,8 @@ from floq_jax import presets
 from floq_jax.training import restore
 from floq_jax.training.loop import chunk_schedule
 from floq_jax.training.options import RunOptions
-from tests.conftest import digest, read_csv, subprocess_env
+from tests.conftest import REPO, digest, read_csv, subprocess_env
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = 'cube-single-play-singletask-task1-v0'
 TINY = ['--agent.batch_size=16', '--agent.block_width=32', '--agent.block_depth=2', "--agent.actor_hidden_dims=(32,32)",
         "--agent.value_hidden_dims=(32,32)", '--agent.noise_samples=2', '--agent.critic_flow_steps=2',
@@ -93,6 +92,7 @@ def full_run(runs):
     return runs['save_dir'], runs['full']
 
 
+@pytest.mark.subprocess
 def test_sigkill_then_resume_equals_uninterrupted_run(tiny_dataset, runs):
     full, killed, cmd = runs['full'], runs['killed'], runs['cmd']
     assert max(int(r['step']) for r in read_csv(os.path.join(killed, 'train.csv'))) == 250
@@ -123,6 +123,7 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tiny_dataset, runs):
     assert flags['env_name'] == ENV and flags['seed'] == 0 and flags['offline_steps'] == 400
 
 
+@pytest.mark.subprocess
 def test_foreign_run_dir_is_refused(tiny_dataset, full_run):
     save_dir, full = full_run
     before = open(os.path.join(full, 'train.csv')).read()
@@ -133,6 +134,7 @@ def test_foreign_run_dir_is_refused(tiny_dataset, full_run):
     assert open(os.path.join(full, 'train.csv')).read() == before
 
 
+@pytest.mark.subprocess
 def test_evaluate_checkpoint_at_several_k(full_run):
     _, full = full_run
     out = subprocess.run([sys.executable, '-m', 'experiments.evaluate', f'--run_dir={full}', '--step=200',
@@ -151,6 +153,7 @@ def test_evaluate_checkpoint_at_several_k(full_run):
     assert summary['eval_seeding'] == 'per_evaluation' and summary['success_timing'] == 'post'
 
 
+@pytest.mark.subprocess
 def test_nan_loss_stops_with_clear_message(runs):
     (_, err), rc = runs['nan']
     assert rc == 1
@@ -187,6 +190,7 @@ def test_published_presets():
         presets.apply_preset(floq.get_config(), 'scene-play-singletask-v0', 'paper')
 
 
+@pytest.mark.subprocess
 def test_offline_to_online_smoke(runs):
     (_, err), rc = runs['online']
     assert rc == 0, err[-2000:]

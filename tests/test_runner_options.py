@@ -88,6 +88,7 @@ def test_host_sampling_trains_and_resumes_exactly(tiny_dataset, tmp_path):
     assert seed0 != seed1  # each seed draws its own batches
 
 
+@pytest.mark.subprocess
 def test_seeds_sharded_over_cpu_devices_match_one_device(tiny_dataset, tmp_path):
     """--cpu_devices=2 splits the CPU into two XLA devices and shards the 2 seeds over them (one per core), here with
     --seed_loop=map (lax.map inside shard_map): the run finishes (diagnostics included: their partitioned program
