@@ -92,10 +92,11 @@ def worker(spec: dict) -> None:
                           devices=[str(d) for d in jax.devices()])), flush=True)
     for line in sys.stdin:
         calls = int(line)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for _ in range(calls):
             jax.block_until_ready(update(agent, batch))
-        print(json.dumps(dict(seconds=(time.perf_counter() - t0) / calls)), flush=True)
+        print(json.dumps(dict(seconds=(time.perf_counter() - t0) / calls,
+                              cpu_seconds=(time.process_time() - c0) / calls)), flush=True)
 
 
 # --------------------------------------------------------------------------- the driver
@@ -115,10 +116,11 @@ class Worker:
             raise RuntimeError(f'the worker in {self.tree} exited (code {self.proc.wait()}); its stderr is above')
         return json.loads(line)
 
-    def time(self, calls: int) -> float:
+    def time(self, calls: int) -> dict:
+        """{'seconds': wall-clock, 'cpu_seconds': the process's CPU time (all threads)} per update."""
         self.proc.stdin.write(f'{calls}\n')
         self.proc.stdin.flush()
-        return self._read()['seconds']
+        return self._read()
 
     def close(self):
         if self.proc.poll() is None:
@@ -134,21 +136,26 @@ def quantiles(values):
 
 
 def paired_rounds(workers, rounds: int, calls: int, log=print):
-    """times[i][r]: tree i's seconds per update in round r; trees visited in an order rotating each round."""
+    """(times, cpu_times): [i][r] tree i's wall-clock / CPU seconds per update in round r; trees visited in an order
+    rotating each round."""
     times = [[None] * rounds for _ in workers]
+    cpu_times = [[None] * rounds for _ in workers]
     for r in range(rounds):
         order = [(r + j) % len(workers) for j in range(len(workers))]
         for i in order:
-            times[i][r] = workers[i].time(calls)
+            t = workers[i].time(calls)
+            times[i][r], cpu_times[i][r] = t['seconds'], t['cpu_seconds']
         ratios = ' '.join(f'{times[i][r] / times[0][r]:.3f}' for i in range(1, len(workers)))
         log(f'round {r + 1}/{rounds}: ' + ' '.join(f'{t[r]:.3f}s' for t in times) + f'  ratio(s) to tree 0: {ratios}')
-    return times
+    return times, cpu_times
 
 
-def summary(trees, times) -> dict:
-    out = dict(trees=trees, seconds=[quantiles(t) for t in times], ratio_to_first=[])
+def summary(trees, times, cpu_times) -> dict:
+    out = dict(trees=trees, seconds=[quantiles(t) for t in times], cpu_seconds=[quantiles(t) for t in cpu_times],
+               ratio_to_first=[], cpu_ratio_to_first=[])
     for i in range(1, len(trees)):
         out['ratio_to_first'].append(quantiles([b / a for a, b in zip(times[0], times[i])]))
+        out['cpu_ratio_to_first'].append(quantiles([b / a for a, b in zip(cpu_times[0], cpu_times[i])]))
     return out
 
 
@@ -183,16 +190,19 @@ def main(argv):
         for tree in trees:
             workers.append(Worker(tree, spec))
             print(f'{tree}: {json.dumps(workers[-1].ready)}', flush=True)
-        times = paired_rounds(workers, args.rounds, args.calls, log=lambda m: print(m, flush=True))
+        times, cpu_times = paired_rounds(workers, args.rounds, args.calls, log=lambda m: print(m, flush=True))
     finally:
         for w in workers:
             w.close()
-    result = summary(trees, times)
+    result = summary(trees, times, cpu_times)
     result.update(agent=args.agent, overrides=overrides, rounds=args.rounds, calls=args.calls, times=times,
+                  cpu_times=cpu_times,
                   workers=[w.ready for w in workers], date=time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()))
-    for i, r in enumerate(result['ratio_to_first'], start=1):
-        print(f'tree {i} / tree 0: median {r["median"]:.3f} (quartiles {r["q25"]:.3f}-{r["q75"]:.3f}, '
-              f'min {r["min"]:.3f}, max {r["max"]:.3f}) over {args.rounds} paired rounds')
+    for what in ('ratio_to_first', 'cpu_ratio_to_first'):
+        for i, r in enumerate(result[what], start=1):
+            print(f'{"wall-clock" if what == "ratio_to_first" else "CPU time"}, tree {i} / tree 0: median '
+                  f'{r["median"]:.3f} (quartiles {r["q25"]:.3f}-{r["q75"]:.3f}, min {r["min"]:.3f}, '
+                  f'max {r["max"]:.3f}) over {args.rounds} paired rounds')
     if args.out:
         with open(args.out, 'w') as f:
             json.dump(result, f, indent=1)

@@ -59,7 +59,8 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from agents import floq, fql  # noqa: E402
+import agents  # noqa: E402
+from floq_jax.scaling import scaled_config  # noqa: E402
 from floq_jax.training import compile_cache  # noqa: E402
 
 compile_cache.enable(compile_cache.default_dir())  # in-process tests share the session's cache too
@@ -117,12 +118,25 @@ def smoke_dirs(tmp_path_factory):
     return dict(save_dir=str(tmp_path_factory.mktemp('sweeps')), data=str(tmp_path_factory.mktemp('data_cache')))
 
 
+def scaled(agent='floq', scale: str = 'tiny', **overrides):
+    """``agent``'s default config (a name in ``agents.get_config``, or a config) shrunk to ``scale`` by
+    ``floq_jax.scaling.scaled_config`` ('tiny' 16-wide, 'small' 32-wide, 'medium' 64-wide), with the reward range
+    [-1, 0] (tests' batches have rewards there), then ``overrides``: the one source of the tests' small configs."""
+    config = agents.get_config(agent) if isinstance(agent, str) else agent
+    return scaled_config(config, scale, **{'r_min': -1.0, 'r_max': 0.0, **overrides})
+
+
+def scaled_flags(agent: str = 'floq', scale: str = 'small', **overrides):
+    """The ``--agent.<key>=<value>`` flags that turn ``agent``'s default config into ``scaled(agent, scale)`` (the
+    reward range is left to the run), for the tests that start entrypoints."""
+    default, config = agents.get_config(agent), scaled_config(agents.get_config(agent), scale, **overrides)
+    fmt = lambda v: '(' + ','.join(map(str, v)) + ')' if isinstance(v, tuple) else str(v)
+    return [f'--agent.{k}={fmt(config[k])}' for k in config if config[k] != default[k]]
+
+
 def small_floq_config(**overrides):
-    c = floq.get_config()
-    c.update(dict(actor_hidden_dims=(64, 64), value_hidden_dims=(64, 64), block_width=64, block_depth=2,
-                  batch_size=64, noise_samples=4, critic_flow_steps=4, r_min=-1.0, r_max=0.0))
-    c.update(overrides)
-    return c
+    """floq at the 'medium' scale (64-wide, batch 64, noise_samples 4) with K = 4."""
+    return scaled('floq', 'medium', **{'critic_flow_steps': 4, **overrides})
 
 
 def tiny_cube_run(cache_dir, env_name='cube-single-play-singletask-task1-v0'):
@@ -134,17 +148,14 @@ def tiny_cube_run(cache_dir, env_name='cube-single-play-singletask-task1-v0'):
     path = ensure_generated_dataset('cube-single-play-v0', num_episodes=2, seed=0, max_episode_steps=50,
                                     cache_dir=str(cache_dir), num_workers=1)
     data = load_offline_data(env_name, dataset_path=path)
-    config = small_floq_config(batch_size=8, block_width=16, actor_hidden_dims=(16,), value_hidden_dims=(16,),
-                               noise_samples=1, critic_flow_steps=2, actor_flow_steps=2)
+    config = scaled('floq', 'tiny', actor_hidden_dims=(16,), value_hidden_dims=(16,), noise_samples=1)
     runner.set_reward_range(config, data)
     return data, config
 
 
 def small_fql_config(**overrides):
-    c = fql.get_config()
-    c.update(dict(actor_hidden_dims=(64, 64), value_hidden_dims=(64, 64), batch_size=64, r_min=-1.0, r_max=0.0))
-    c.update(overrides)
-    return c
+    """FQL at the 'medium' scale (64-wide, batch 64)."""
+    return scaled('fql', 'medium', **overrides)
 
 
 def random_batch(rng: np.random.Generator, batch_size=64, ob_dim=6, action_dim=2):

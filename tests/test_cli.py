@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 import pytest
-from tests.conftest import REPO, subprocess_env, tb_events
+from tests.conftest import REPO, scaled_flags, subprocess_env, tb_events
 
 pytestmark = pytest.mark.subprocess  # every test here starts entrypoints or JAX processes
 
@@ -192,10 +192,7 @@ def test_ctrl_c_one_line_then_resume_without_duplicate_tb_points(tiny_npz, tmp_p
 
     cmd = [sys.executable, '-m', 'experiments.train_offline', f'--env_name={ENV}', f'--dataset_path={tiny_npz}',
            f'--save_dir={tmp_path}', '--offline_steps=20', '--steps_per_call=10', '--save_interval=20',
-           '--eval_interval=20', '--log_interval=10', '--eval_episodes=2', '--noprogress', '--agent.batch_size=16',
-           '--agent.block_width=32', '--agent.block_depth=2', '--agent.actor_hidden_dims=(32,32)',
-           '--agent.value_hidden_dims=(32,32)', '--agent.noise_samples=2', '--agent.critic_flow_steps=2',
-           '--agent.actor_flow_steps=2']
+           '--eval_interval=20', '--log_interval=10', '--eval_episodes=2', '--noprogress', *scaled_flags('floq', 'small')]
     env = subprocess_env()
     # PYTHONFAULTHANDLER: a SIGABRT makes the process print every thread's Python stack (a hang's diagnosis).
     proc = subprocess.Popen([sys.executable, '-m', 'tests.hooks', '10', *cmd[2:]], cwd=REPO,

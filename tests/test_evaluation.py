@@ -250,10 +250,9 @@ def test_seeds_together_equal_each_seed_alone():
     from agents import floq
     from floq_jax.training import parallel as train
     from floq_jax.training.evaluate import policy_fn_for
-    from tests.conftest import small_floq_config
+    from tests.conftest import scaled
 
-    config = small_floq_config(block_width=16, actor_hidden_dims=(16, 16), value_hidden_dims=(16, 16),
-                               noise_samples=2, critic_flow_steps=2, actor_flow_steps=2)
+    config = scaled('floq', 'tiny')
     seeds = [5, 6]
     agents = train.create_agents(floq.FloqAgent, config, np.zeros((1, 28), np.float32), np.zeros((1, 5), np.float32),
                                  seeds)

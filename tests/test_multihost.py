@@ -16,15 +16,13 @@ import sys
 import time
 
 import pytest
-from tests.conftest import REPO, digest, read_csv, subprocess_env
+from tests.conftest import REPO, digest, read_csv, scaled_flags, subprocess_env
 
 pytestmark = pytest.mark.subprocess  # every test here starts entrypoints or JAX processes
 
 RECORD = os.path.join(REPO, 'tests', 'record_writes.py')
 ENV = 'cube-single-play-singletask-task1-v0'
-TINY = ['--agent.batch_size=16', '--agent.block_width=32', '--agent.block_depth=2', '--agent.actor_hidden_dims=(32,32)',
-        '--agent.value_hidden_dims=(32,32)', '--agent.noise_samples=2', '--agent.critic_flow_steps=2',
-        '--agent.actor_flow_steps=2']
+TINY = scaled_flags('floq', 'small')
 TIMEOUT = 600  # a hang guard: each run takes well under a minute on an idle 2-core machine
 
 

@@ -18,7 +18,7 @@ import agents
 from floq_jax import presets
 from floq_jax.training import evaluate, rundirs
 from floq_jax.training.options import RunDirConflict, RunOptions
-from tests.conftest import REPO, subprocess_env
+from tests.conftest import REPO, scaled_flags, subprocess_env
 
 ENV = 'cube-single-play-singletask-task1-v0'
 HMAZE_L = 'humanoidmaze-large-navigate-singletask-v0'
@@ -232,9 +232,7 @@ def test_train_offline_preset_published_records_protocol_in_flags_json(tmp_path)
                                        cache_dir=str(tmp_path / 'cache'), num_workers=1)
     cmd = [sys.executable, '-m', 'experiments.train_offline', f'--env_name={ENV}', f'--dataset_path={dataset}',
            '--preset=published', '--steps_per_call=10', '--log_interval=10', '--noeval_at_start', '--noprogress',
-           '--notensorboard', f'--save_dir={tmp_path / "runs"}', '--agent.batch_size=16', '--agent.block_width=32',
-           '--agent.block_depth=2', '--agent.actor_hidden_dims=(32,32)', '--agent.value_hidden_dims=(32,32)',
-           '--agent.noise_samples=2', '--agent.critic_flow_steps=2', '--agent.actor_flow_steps=2']
+           '--notensorboard', f'--save_dir={tmp_path / "runs"}', *scaled_flags('floq', 'small')]
     env = subprocess_env()
     proc = subprocess.Popen([sys.executable, '-m', 'tests.hooks', '10', *cmd[2:]], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

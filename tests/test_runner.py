@@ -16,12 +16,10 @@ from floq_jax import presets
 from floq_jax.training import restore
 from floq_jax.training.loop import chunk_schedule
 from floq_jax.training.options import RunOptions
-from tests.conftest import REPO, digest, read_csv, subprocess_env
+from tests.conftest import REPO, digest, read_csv, scaled_flags, subprocess_env
 
 ENV = 'cube-single-play-singletask-task1-v0'
-TINY = ['--agent.batch_size=16', '--agent.block_width=32', '--agent.block_depth=2', "--agent.actor_hidden_dims=(32,32)",
-        "--agent.value_hidden_dims=(32,32)", '--agent.noise_samples=2', '--agent.critic_flow_steps=2',
-        '--agent.actor_flow_steps=2']
+TINY = scaled_flags('floq', 'small')
 
 
 @pytest.fixture(scope='session')
@@ -238,11 +236,10 @@ def test_config_schedule_freezes_trunk_logs_diagnostics_and_resumes(tiny_dataset
     from floq_jax.training import parallel, runner
     from floq_jax.training.checkpoints import Checkpointer
     from floq_jax.data import load_offline_data, sampling
-    from tests.conftest import small_floq_config
+    from tests.conftest import scaled
 
     data = load_offline_data(ENV, dataset_path=tiny_dataset)
-    config = small_floq_config(batch_size=16, block_width=32, actor_hidden_dims=(32, 32), value_hidden_dims=(32, 32),
-                               noise_samples=2, critic_flow_steps=2, actor_flow_steps=2)
+    config = scaled('floq', 'small')
     runner.set_reward_range(config, data)
 
     def options(steps):

@@ -7,11 +7,10 @@ import pytest
 from agents import floq
 from floq_jax.training import parallel
 from floq_jax.data import sampling
-from tests.conftest import small_floq_config
+from tests.conftest import scaled, small_floq_config
 from tests.helpers import reference_step_by_step
 
-CONFIG = small_floq_config(batch_size=16, noise_samples=2, critic_flow_steps=2,
-                           actor_hidden_dims=(32, 32), value_hidden_dims=(32, 32), block_width=32)
+CONFIG = scaled('floq', 'small')
 
 
 def toy_data(n=256, ob_dim=4, action_dim=2, seed=0):
