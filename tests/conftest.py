@@ -10,12 +10,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Compilation dominates almost every test (a few tiny updates per program), so everything compiles at XLA's cheapest
 # CPU settings (CHEAP_XLA): optimisation level 0, no expensive LLVM passes, and the older per-op emitters instead of
-# the fusion emitters (measured on this 2-core machine: one tiny floq update compiles in 2.5-2.7 s instead of
-# 5.2-6.5 s).  Runs compared with each other use the same flags, so comparisons stay exact.  The few in-process
-# checks that run thousands of updates in one program pass ``DEFAULT_XLA_OPTIONS`` (XLA's own values of the same
-# options) to that program's jit.  Measured with `pytest -n 2 --dist loadfile --durations=0` on the idle machine:
-# summed test time 2008 s when only the subprocesses compiled at level 0 (fusion emitters on), 1767 s with everything
-# at CHEAP_XLA (test_agents.py's learning checks then took 138 s longer, hence DEFAULT_XLA_OPTIONS).
+# the fusion emitters (about half the compile time of a tiny update).  Runs compared with each other use the same
+# flags, so comparisons stay exact.  The few in-process checks that run thousands of updates in one program pass
+# ``DEFAULT_XLA_OPTIONS`` (XLA's own values of the same options) to that program's jit: at CHEAP_XLA they ran longer
+# than the compile time saved.  The timings: docs/benchmark.md, "The measurements behind the code's defaults".
 # FLOQ_TEST_FULL_XLA=1 compiles everything at XLA's defaults.
 CHEAP_XLA = {'xla_backend_optimization_level': 0, 'xla_llvm_disable_expensive_passes': True,
              'xla_cpu_use_fusion_emitters': False}
