@@ -65,14 +65,17 @@ compile_cache.enable(compile_cache.default_dir())  # in-process tests share the 
 
 
 def _starts_python(args) -> bool:
+    """Whether a Popen argv runs Python code of its own (a module or a script); a library's one-line ``python -c``
+    probe (glfw asks a child interpreter for the GLFW version when MuJoCo renders) does not count."""
     argv = args.split() if isinstance(args, str) else [args] if isinstance(args, (bytes, os.PathLike)) else list(args)
-    return bool(argv) and os.path.basename(os.fsdecode(argv[0])).startswith('python')
+    argv = [os.fsdecode(a) if isinstance(a, (bytes, os.PathLike)) else str(a) for a in argv]
+    return bool(argv) and os.path.basename(argv[0]).startswith('python') and argv[1:2] != ['-c']
 
 
 @pytest.fixture(autouse=True)
 def _process_tests_are_marked(request, monkeypatch):
-    """A test that starts a Python process (an entrypoint in a subprocess, a second JAX process, env or dataset worker
-    processes) must carry ``@pytest.mark.subprocess``, so ``make test-fast`` (``-m "not slow and not subprocess"``)
+    """A test that starts a Python process (an entrypoint or script in a subprocess, a second JAX process, env or
+    dataset worker processes) must carry ``@pytest.mark.subprocess``, so ``make test-fast`` (``-m "not slow and not subprocess"``)
     leaves exactly those out; an unmarked one fails here, naming the marker.  Other binaries (ffmpeg for videos, the
     GCS emulator) are not counted."""
     if request.node.get_closest_marker('subprocess') is not None:
