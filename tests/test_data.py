@@ -103,6 +103,7 @@ def _files_equal(a, b):
     return fa.files == fb.files and all(np.array_equal(fa[k], fb[k]) for k in fa.files)
 
 
+@pytest.mark.subprocess
 def test_determinism_across_seeds_and_workers(tmp_path):
     kw = dict(max_episode_steps=60, progress=False)
     a = generate_dataset(CUBE, 2, 7, str(tmp_path / 'a'), num_workers=1, **kw)
@@ -184,6 +185,7 @@ def test_unknown_env_and_unsupported_generation():
         generate_dataset(CUBE, 0, 0, '/tmp/unused')
 
 
+@pytest.mark.subprocess
 def test_ensure_generated_dataset_caches(tmp_path, monkeypatch):
     monkeypatch.setenv('FLOQ_DATA_CACHE', str(tmp_path))
     p1 = ensure_generated_dataset('pointmaze-medium-navigate-v0', 2, 3, max_episode_steps=50)

@@ -162,6 +162,7 @@ def test_one_process_preempted_locked_killed_resumes_exactly(where, tiny_npz, tm
     assert_same_results(root, 'one', single_gs, 'single')
 
 
+@pytest.mark.subprocess
 def test_offline_to_online_run_on_gcs(gcs, tiny_npz):
     """An offline-to-online run (its replay buffers checkpointed) writes and restores on gs:// as on a local disk."""
     import agents
@@ -176,6 +177,7 @@ def test_offline_to_online_run_on_gcs(gcs, tiny_npz):
     assert step == 40 and flags['save_dir'] == root and int(state['extra'].size) == int(float(online[-1]['online/buffer_size']))
 
 
+@pytest.mark.subprocess
 def test_sigterm_at_the_last_step_ends_the_run_normally(tiny_npz, tmp_path):
     """A SIGTERM that arrives while the last piece of the run trains: the run is complete, so it ends as usual
     (exit 0), not as a preempted run to be resumed."""
