@@ -95,7 +95,7 @@ def run_published(ref: dict, spec: dict, dataset: str, work_dir: str) -> dict:
         logs.append(log)
         procs.append((subprocess.Popen(cmd, cwd=ref['dir'], env=env, stdout=log, stderr=subprocess.STDOUT), cmd))
     ends = []
-    for proc, cmd in procs:
+    for proc, _cmd in procs:
         if proc.wait() != 0:
             raise RuntimeError(f'published run failed (exit {proc.returncode}); see {work_dir}/published/*/stdout.log')
         ends.append(time.time() - start)

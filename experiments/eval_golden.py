@@ -133,7 +133,7 @@ def published_side(args) -> None:
     import ogbench
 
     out = {}
-    for env_name, n, eval_seed, kind, scale in CASES:
+    for env_name, _n, eval_seed, kind, scale in CASES:
         seeds = [int(s) for s in json.loads(args.seeds)[env_name]]
         out[env_name] = dict(eval_seed=eval_seed, reset_seeds=seeds, policy=kind, noise_scale=scale,
                              **run_published(args.reference_dir, env_name, seeds, eval_seed, kind, scale))

@@ -196,7 +196,6 @@ def run_variant(variant):
     import copy
     import importlib
 
-    import jax
     import jax.numpy as jnp
 
     from experiments.parity_golden import NoiseTape

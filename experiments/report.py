@@ -9,7 +9,6 @@ plus the IQM across tasks) and writes results.md, results.csv and
 learning_curves.png into --out (default: the --runs dir).
 """
 
-import os
 import sys
 import warnings
 

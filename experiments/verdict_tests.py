@@ -94,7 +94,6 @@ def per_seed_success(root, result_set, env, variant):
 
 
 def build(root: str) -> str:
-    import numpy as np
     import pandas as pd
     from scipy import stats
 

@@ -10,12 +10,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Compilation dominates almost every test (a few tiny updates per program), so everything compiles at XLA's cheapest
 # CPU settings (CHEAP_XLA): optimisation level 0, no expensive LLVM passes, and the older per-op emitters instead of
-# the fusion emitters (measured on this 2-core machine: one tiny floq update compiles in 2.5-2.7 s instead of
-# 5.2-6.5 s).  Runs compared with each other use the same flags, so comparisons stay exact.  The few in-process
-# checks that run thousands of updates in one program pass ``DEFAULT_XLA_OPTIONS`` (XLA's own values of the same
-# options) to that program's jit.  Measured with `pytest -n 2 --dist loadfile --durations=0` on the idle machine:
-# summed test time 2008 s when only the subprocesses compiled at level 0 (fusion emitters on), 1767 s with everything
-# at CHEAP_XLA (test_agents.py's learning checks then took 138 s longer, hence DEFAULT_XLA_OPTIONS).
+# the fusion emitters (about half the compile time of a tiny update).  Runs compared with each other use the same
+# flags, so comparisons stay exact.  The few in-process checks that run thousands of updates in one program pass
+# ``DEFAULT_XLA_OPTIONS`` (XLA's own values of the same options) to that program's jit: at CHEAP_XLA they ran longer
+# than the compile time saved.  The timings: docs/benchmark.md, "The measurements behind the code's defaults".
 # FLOQ_TEST_FULL_XLA=1 compiles everything at XLA's defaults.
 CHEAP_XLA = {'xla_backend_optimization_level': 0, 'xla_llvm_disable_expensive_passes': True,
              'xla_cpu_use_fusion_emitters': False}
@@ -59,18 +57,87 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from agents import floq, fql  # noqa: E402
+import agents  # noqa: E402
+from floq_jax.scaling import scaled_config  # noqa: E402
 from floq_jax.training import compile_cache  # noqa: E402
 
 compile_cache.enable(compile_cache.default_dir())  # in-process tests share the session's cache too
 
 
+def _starts_python(args) -> bool:
+    """Whether a Popen argv runs Python code of its own (a module or a script); a library's one-line ``python -c``
+    probe (glfw asks a child interpreter for the GLFW version when MuJoCo renders) does not count."""
+    argv = args.split() if isinstance(args, str) else [args] if isinstance(args, (bytes, os.PathLike)) else list(args)
+    argv = [os.fsdecode(a) if isinstance(a, (bytes, os.PathLike)) else str(a) for a in argv]
+    return bool(argv) and os.path.basename(argv[0]).startswith('python') and argv[1:2] != ['-c']
+
+
+@pytest.fixture(autouse=True)
+def _process_tests_are_marked(request, monkeypatch):
+    """A test that starts a Python process (an entrypoint or script in a subprocess, a second JAX process, env or
+    dataset worker processes) must carry ``@pytest.mark.subprocess``, so ``make test-fast`` (``-m "not slow and not subprocess"``)
+    leaves exactly those out; an unmarked one fails here, naming the marker.  Other binaries (ffmpeg for videos, the
+    GCS emulator) are not counted."""
+    if request.node.get_closest_marker('subprocess') is not None:
+        yield
+        return
+    import multiprocessing.process
+    import subprocess
+
+    def refuse(what):
+        pytest.fail(f'{request.node.nodeid} starts {what}: mark it @pytest.mark.subprocess (tests/conftest.py)',
+                    pytrace=False)
+
+    real_popen_init, real_start = subprocess.Popen.__init__, multiprocessing.process.BaseProcess.start
+
+    def popen_init(self, args, *a, **k):
+        if _starts_python(args):
+            refuse(f'a Python subprocess ({args if isinstance(args, str) else " ".join(map(str, args))[:80]})')
+        real_popen_init(self, args, *a, **k)
+
+    def start(self):
+        refuse('a multiprocessing worker process')
+        real_start(self)
+
+    monkeypatch.setattr(subprocess.Popen, '__init__', popen_init)
+    monkeypatch.setattr(multiprocessing.process.BaseProcess, 'start', start)
+    yield
+
+
+@pytest.fixture(scope='module')
+def tiny_npz(tmp_path_factory):
+    """A generated 1-episode (30-step) cube-single-play-v0 dataset file, one per test module."""
+    from floq_jax.data import ensure_generated_dataset
+
+    return ensure_generated_dataset('cube-single-play-v0', num_episodes=1, seed=0, max_episode_steps=30,
+                                    cache_dir=str(tmp_path_factory.mktemp('tiny_data')), num_workers=1)
+
+
+@pytest.fixture(scope='module')
+def smoke_dirs(tmp_path_factory):
+    """Run and dataset-cache directories shared by one test module's smoke runs (tests/sweep_smoke.py)."""
+    return dict(save_dir=str(tmp_path_factory.mktemp('sweeps')), data=str(tmp_path_factory.mktemp('data_cache')))
+
+
+def scaled(agent='floq', scale: str = 'tiny', **overrides):
+    """``agent``'s default config (a name in ``agents.get_config``, or a config) shrunk to ``scale`` by
+    ``floq_jax.scaling.scaled_config`` ('tiny' 16-wide, 'small' 32-wide, 'medium' 64-wide), with the reward range
+    [-1, 0] (tests' batches have rewards there), then ``overrides``: the one source of the tests' small configs."""
+    config = agents.get_config(agent) if isinstance(agent, str) else agent
+    return scaled_config(config, scale, **{'r_min': -1.0, 'r_max': 0.0, **overrides})
+
+
+def scaled_flags(agent: str = 'floq', scale: str = 'small', **overrides):
+    """The ``--agent.<key>=<value>`` flags that turn ``agent``'s default config into ``scaled(agent, scale)`` (the
+    reward range is left to the run), for the tests that start entrypoints."""
+    default, config = agents.get_config(agent), scaled_config(agents.get_config(agent), scale, **overrides)
+    fmt = lambda v: '(' + ','.join(map(str, v)) + ')' if isinstance(v, tuple) else str(v)
+    return [f'--agent.{k}={fmt(config[k])}' for k in config if config[k] != default[k]]
+
+
 def small_floq_config(**overrides):
-    c = floq.get_config()
-    c.update(dict(actor_hidden_dims=(64, 64), value_hidden_dims=(64, 64), block_width=64, block_depth=2,
-                  batch_size=64, noise_samples=4, critic_flow_steps=4, r_min=-1.0, r_max=0.0))
-    c.update(overrides)
-    return c
+    """floq at the 'medium' scale (64-wide, batch 64, noise_samples 4) with K = 4."""
+    return scaled('floq', 'medium', **{'critic_flow_steps': 4, **overrides})
 
 
 def tiny_cube_run(cache_dir, env_name='cube-single-play-singletask-task1-v0'):
@@ -82,17 +149,14 @@ def tiny_cube_run(cache_dir, env_name='cube-single-play-singletask-task1-v0'):
     path = ensure_generated_dataset('cube-single-play-v0', num_episodes=2, seed=0, max_episode_steps=50,
                                     cache_dir=str(cache_dir), num_workers=1)
     data = load_offline_data(env_name, dataset_path=path)
-    config = small_floq_config(batch_size=8, block_width=16, actor_hidden_dims=(16,), value_hidden_dims=(16,),
-                               noise_samples=1, critic_flow_steps=2, actor_flow_steps=2)
+    config = scaled('floq', 'tiny', actor_hidden_dims=(16,), value_hidden_dims=(16,), noise_samples=1)
     runner.set_reward_range(config, data)
     return data, config
 
 
 def small_fql_config(**overrides):
-    c = fql.get_config()
-    c.update(dict(actor_hidden_dims=(64, 64), value_hidden_dims=(64, 64), batch_size=64, r_min=-1.0, r_max=0.0))
-    c.update(overrides)
-    return c
+    """FQL at the 'medium' scale (64-wide, batch 64)."""
+    return scaled('fql', 'medium', **overrides)
 
 
 def random_batch(rng: np.random.Generator, batch_size=64, ob_dim=6, action_dim=2):

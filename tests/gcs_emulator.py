@@ -55,7 +55,7 @@ class Emulator:
                 return self
             except (urllib.error.URLError, OSError):
                 if self.process.poll() is not None or time.time() > deadline:
-                    raise RuntimeError(f'fake-gcs-server did not start (exit {self.process.poll()})')
+                    raise RuntimeError(f'fake-gcs-server did not start (exit {self.process.poll()})') from None
                 time.sleep(0.1)
 
     def make_bucket(self, name: str) -> str:

@@ -14,7 +14,6 @@ import sys
 
 import numpy as np
 import pandas as pd
-import pytest
 
 from floq_jax import sweeps
 from floq_jax.training import parallel
@@ -53,12 +52,6 @@ AUTO_DEVICES = 'main_table'
 
 # The experiment whose smoke run is run a second time: every run is finished, so it is reused, not retrained.
 RERUN = 'freeze_features'
-
-
-@pytest.fixture(scope='module')
-def smoke_dirs(tmp_path_factory):
-    """Run and dataset-cache directories shared by one test module's smoke runs."""
-    return dict(save_dir=str(tmp_path_factory.mktemp('sweeps')), data=str(tmp_path_factory.mktemp('data_cache')))
 
 
 def run(name, dirs, extra=()):

@@ -270,6 +270,6 @@ def test_polyak_averages_pre_update_parameters(make, np_rng):
     expected = jax.tree_util.tree_map(lambda p, tp: tau * p + (1 - tau) * tp, agent.params[name], agent.target_params[name])
     post = jax.tree_util.tree_map(lambda p, tp: tau * p + (1 - tau) * tp, new.params[name], agent.target_params[name])
     leaves = jax.tree_util.tree_leaves
-    for got, want, old in zip(leaves(new.target_params[name]), leaves(expected), leaves(post)):
+    for got, want in zip(leaves(new.target_params[name]), leaves(expected)):
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
     assert max(float(jnp.abs(g - o).max()) for g, o in zip(leaves(new.target_params[name]), leaves(post))) > 1e-6

@@ -65,6 +65,7 @@ def test_table_and_targets_synthetic():
     assert 'beat x4.00 of sequential' in text and 'take 0.2% of its time per update' in text
 
 
+@pytest.mark.subprocess
 def test_eval_seeds_table_sections_and_rss(capsys):
     """The eval_seeds section's table rows, --sections / --skip / --eval_pools checks, and the RSS sampler."""
     mib = 2 ** 20

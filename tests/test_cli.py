@@ -5,9 +5,10 @@ import subprocess
 import sys
 
 import pytest
-from tests.conftest import subprocess_env, tb_events
+from tests.conftest import REPO, scaled_flags, subprocess_env, tb_events
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+pytestmark = pytest.mark.subprocess  # every test here starts entrypoints or JAX processes
+
 ENV = 'cube-single-play-singletask-task1-v0'
 
 
@@ -90,13 +91,6 @@ def test_demo_end_to_end_small(tmp_path):
 
 # ----------------------------------------------------------------------------- issue 14: bad inputs, one line each
 
-
-@pytest.fixture(scope='module')
-def tiny_npz(tmp_path_factory):
-    from floq_jax.data import ensure_generated_dataset
-
-    return ensure_generated_dataset('cube-single-play-v0', num_episodes=1, seed=0, max_episode_steps=30,
-                                    cache_dir=str(tmp_path_factory.mktemp('cli_data')), num_workers=1)
 
 
 def test_save_dir_that_cannot_be_created(tiny_npz):
@@ -198,10 +192,7 @@ def test_ctrl_c_one_line_then_resume_without_duplicate_tb_points(tiny_npz, tmp_p
 
     cmd = [sys.executable, '-m', 'experiments.train_offline', f'--env_name={ENV}', f'--dataset_path={tiny_npz}',
            f'--save_dir={tmp_path}', '--offline_steps=20', '--steps_per_call=10', '--save_interval=20',
-           '--eval_interval=20', '--log_interval=10', '--eval_episodes=2', '--noprogress', '--agent.batch_size=16',
-           '--agent.block_width=32', '--agent.block_depth=2', '--agent.actor_hidden_dims=(32,32)',
-           '--agent.value_hidden_dims=(32,32)', '--agent.noise_samples=2', '--agent.critic_flow_steps=2',
-           '--agent.actor_flow_steps=2']
+           '--eval_interval=20', '--log_interval=10', '--eval_episodes=2', '--noprogress', *scaled_flags('floq', 'small')]
     env = subprocess_env()
     # PYTHONFAULTHANDLER: a SIGABRT makes the process print every thread's Python stack (a hang's diagnosis).
     proc = subprocess.Popen([sys.executable, '-m', 'tests.hooks', '10', *cmd[2:]], cwd=REPO,

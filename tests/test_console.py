@@ -6,8 +6,9 @@ import sys
 import warnings
 
 import numpy as np
+import pytest
+from tests.conftest import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_online_episode_metrics_per_seed():
@@ -30,6 +31,7 @@ def test_quiet_setup_filters_only_box_precision_warnings():
     assert [str(w.message) for w in caught] == ['something useful']
 
 
+@pytest.mark.subprocess
 def test_env_creation_is_quiet_without_display():
     """No GLFW 'DISPLAY environment variable is missing' and no gymnasium Box-precision warnings on stderr."""
     env = {k: v for k, v in os.environ.items() if k not in ('DISPLAY', 'WAYLAND_DISPLAY', 'MUJOCO_GL')}

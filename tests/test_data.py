@@ -13,9 +13,9 @@ from floq_jax.data import (DatasetError, FAMILIES, OfflineData, ensure_generated
                            load_offline_data)
 from floq_jax.data import generate as gen
 from floq_jax.data.oracles import dataset_success, oracle_success
+from tests.conftest import REPO
 
 CUBE = 'cube-single-play-v0'
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope='session')
@@ -103,6 +103,7 @@ def _files_equal(a, b):
     return fa.files == fb.files and all(np.array_equal(fa[k], fb[k]) for k in fa.files)
 
 
+@pytest.mark.subprocess
 def test_determinism_across_seeds_and_workers(tmp_path):
     kw = dict(max_episode_steps=60, progress=False)
     a = generate_dataset(CUBE, 2, 7, str(tmp_path / 'a'), num_workers=1, **kw)
@@ -184,6 +185,7 @@ def test_unknown_env_and_unsupported_generation():
         generate_dataset(CUBE, 0, 0, '/tmp/unused')
 
 
+@pytest.mark.subprocess
 def test_ensure_generated_dataset_caches(tmp_path, monkeypatch):
     monkeypatch.setenv('FLOQ_DATA_CACHE', str(tmp_path))
     p1 = ensure_generated_dataset('pointmaze-medium-navigate-v0', 2, 3, max_episode_steps=50)
@@ -194,6 +196,7 @@ def test_ensure_generated_dataset_caches(tmp_path, monkeypatch):
     assert os.path.getmtime(p1) == mtime
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize('flags,name', [
     (['--env_name=walker-run-v0'], '--env_name'),
     (['--num_episodes=0'], '--num_episodes'),

@@ -6,10 +6,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from agents import floq, fql
+from tests.conftest import scaled
 from floq_jax.analysis import diagnostics as D
 
-TINY_FLOQ = dict(actor_hidden_dims=(16, 16), value_hidden_dims=(16, 16), block_width=16, block_depth=2,
-                 batch_size=8, noise_samples=2, critic_flow_steps=4, r_min=-1.0, r_max=0.0, num_bins=11)
 
 
 # ------------------------------------------------------------------------------------ curvature
@@ -76,8 +75,7 @@ def _batch(n=8):
 
 
 def test_floq_critic_diagnostics_jitted():
-    c = floq.get_config()
-    c.update(TINY_FLOQ)
+    c = scaled('floq', 'tiny', critic_flow_steps=4, num_bins=11)
     agent = floq.FloqAgent.create(0, jnp.zeros((2, 6)), jnp.zeros((2, 2)), c)
     batch = _batch()
     out = jax.jit(D.critic_diagnostics)(agent, batch, jax.random.PRNGKey(0))
@@ -94,8 +92,7 @@ def test_floq_critic_diagnostics_jitted():
 
 
 def test_fql_critic_diagnostics_match_feature_metrics():
-    c = fql.get_config()
-    c.update(actor_hidden_dims=(16, 16), value_hidden_dims=(16, 16), batch_size=8, r_min=-1.0, r_max=0.0)
+    c = scaled('fql', 'tiny')
     agent = fql.FQLAgent.create(0, jnp.zeros((2, 6)), jnp.zeros((2, 2)), c)
     batch = _batch()
     out = jax.jit(D.critic_diagnostics)(agent, batch, jax.random.PRNGKey(0))

@@ -115,6 +115,7 @@ def test_results_tables_name_the_success_timing(tmp_path):
     assert 'protocol: MIXED' in md and "success timing 'pre'" in md and "success timing 'post'" in md
 
 
+@pytest.mark.subprocess
 def test_bad_success_timing_flag_is_one_line_exit_2(tmp_path):
     out = subprocess.run([sys.executable, '-m', 'experiments.train_offline', '--success_timing=later',
                           f'--save_dir={tmp_path / "runs"}', '--offline_steps=10'], cwd=REPO, env=subprocess_env(),
@@ -201,6 +202,7 @@ def test_same_step_evaluates_identically_on_any_number_of_slots(seed_evaluations
 # ----------------------------------------------------------------------------- published run lengths by default
 
 
+@pytest.mark.subprocess
 def test_defaults_are_the_published_run_lengths():
     """The published main.py runs 2M offline steps; its README's offline-to-online commands 1M + 2M."""
     from floq_jax import sweeps

@@ -71,6 +71,7 @@ def _toy_expected(seeds):
     return np.array(lengths), np.array(success)
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize('mode', ['sync', 'chunked'])
 def test_success_read_from_final_info_toy(mode):
     seeds = envs_lib.episode_seeds(3, 9)
@@ -95,6 +96,7 @@ def test_success_read_from_final_info_toy(mode):
         np.testing.assert_array_equal(res['episode_final_observation'][:, 0], exp_len)
 
 
+@pytest.mark.subprocess
 def test_parallel_equals_sequential_and_deterministic():
     """Same reset seeds -> identical per-episode results, whatever the driver."""
     kw = dict(num_episodes=5, seed=7, max_episode_steps=STEPS)
@@ -248,10 +250,9 @@ def test_seeds_together_equal_each_seed_alone():
     from agents import floq
     from floq_jax.training import parallel as train
     from floq_jax.training.evaluate import policy_fn_for
-    from tests.conftest import small_floq_config
+    from tests.conftest import scaled
 
-    config = small_floq_config(block_width=16, actor_hidden_dims=(16, 16), value_hidden_dims=(16, 16),
-                               noise_samples=2, critic_flow_steps=2, actor_flow_steps=2)
+    config = scaled('floq', 'tiny')
     seeds = [5, 6]
     agents = train.create_agents(floq.FloqAgent, config, np.zeros((1, 28), np.float32), np.zeros((1, 5), np.float32),
                                  seeds)

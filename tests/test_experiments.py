@@ -12,9 +12,9 @@ import agents
 from floq_jax.analysis import report
 from floq_jax import sweeps
 from tests import sweep_smoke
-from tests.sweep_smoke import smoke_dirs  # noqa: F401  (the module's shared run directories)
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize('name', ['main_table', 'scale_k', 'noise_width', 'resnet_flops'])
 def test_smoke_preset_writes_finite_table_and_plots(name, smoke_dirs):
     sweep_smoke.check_smoke_run(name, smoke_dirs)
@@ -106,6 +106,7 @@ def test_every_variant_of_a_scale_builds_a_config(scale):
     assert sweeps.make_config(stale, envs[1], scale, agents).critic_flow_steps == (8 if paper else 4)
 
 
+@pytest.mark.subprocess
 def test_sweep_variants_flag_and_report_only_without_runs(tmp_path):
     """--variants is checked against the experiment's variants (freeze_features builds them from the run length:
     it used to accept none), and bad input is one line with exit code 2, before anything trains."""

@@ -4,9 +4,9 @@ utd (offline-to-online at several update-to-data ratios) and mechanisms (tests/s
 import pytest
 
 from tests import sweep_smoke
-from tests.sweep_smoke import smoke_dirs  # noqa: F401  (the module's shared run directories)
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize('name', ['freeze_features', 'utd', 'mechanisms'])
 def test_smoke_preset_writes_finite_table_and_plots(name, smoke_dirs):
     sweep_smoke.check_smoke_run(name, smoke_dirs)

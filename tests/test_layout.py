@@ -2,8 +2,8 @@
 
 import ast
 import os
+from tests.conftest import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 UPPER = ('agents', 'experiments', 'tests')
 
 

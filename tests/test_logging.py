@@ -7,8 +7,9 @@ import os
 import jax.numpy as jnp
 import numpy as np
 
-from floq_jax.training.sinks import CsvLogger, RunLogger, TensorBoardLogger
+from floq_jax.training.sinks import CsvLogger, TensorBoardLogger
 from tests.conftest import tb_events
+from tests.helpers import RunLogger
 
 
 def _read(path):

@@ -16,23 +16,15 @@ import sys
 import time
 
 import pytest
-from tests.conftest import digest, read_csv, subprocess_env
+from tests.conftest import REPO, digest, read_csv, scaled_flags, subprocess_env
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+pytestmark = pytest.mark.subprocess  # every test here starts entrypoints or JAX processes
+
 RECORD = os.path.join(REPO, 'tests', 'record_writes.py')
 ENV = 'cube-single-play-singletask-task1-v0'
-TINY = ['--agent.batch_size=16', '--agent.block_width=32', '--agent.block_depth=2', '--agent.actor_hidden_dims=(32,32)',
-        '--agent.value_hidden_dims=(32,32)', '--agent.noise_samples=2', '--agent.critic_flow_steps=2',
-        '--agent.actor_flow_steps=2']
+TINY = scaled_flags('floq', 'small')
 TIMEOUT = 600  # a hang guard: each run takes well under a minute on an idle 2-core machine
 
-
-@pytest.fixture(scope='module')
-def tiny_npz(tmp_path_factory):
-    from floq_jax.data import ensure_generated_dataset
-
-    return ensure_generated_dataset('cube-single-play-v0', num_episodes=1, seed=0, max_episode_steps=30,
-                                    cache_dir=str(tmp_path_factory.mktemp('multihost_data')), num_workers=1)
 
 
 def free_port() -> int:

@@ -13,7 +13,6 @@ import csv
 import io
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -25,7 +24,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pytest
 from tests.conftest import subprocess_env
 from tests.test_multihost import (ENV, REPO, TIMEOUT, finish, offline_args, online_args, popen, seed_dir, start_pair,
-                                  start_single, tiny_npz, wait_paused)  # noqa: F401 - tiny_npz is a fixture
+                                  start_single, wait_paused)
 
 from floq_jax import storage
 
@@ -74,6 +73,7 @@ def single_gs(gcs, tiny_npz):
     return root
 
 
+@pytest.mark.subprocess
 def test_two_processes_on_gcs_preempted_locked_killed_resumed_equal_one_process(gcs, tiny_npz, single_gs, tmp_path,
                                                                               monkeypatch):
     root = f'gs://bkt/{uuid.uuid4().hex[:8]}'
@@ -131,6 +131,7 @@ def test_two_processes_on_gcs_preempted_locked_killed_resumed_equal_one_process(
                                                                  'step40.json'))
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize('where', ['local', 'gs'])
 def test_one_process_preempted_locked_killed_resumes_exactly(where, tiny_npz, tmp_path, single_gs):
     """One process, on a local disk and on gs://: a SIGTERM stops it at step 10 with a checkpoint and one line; the
@@ -161,6 +162,7 @@ def test_one_process_preempted_locked_killed_resumes_exactly(where, tiny_npz, tm
     assert_same_results(root, 'one', single_gs, 'single')
 
 
+@pytest.mark.subprocess
 def test_offline_to_online_run_on_gcs(gcs, tiny_npz):
     """An offline-to-online run (its replay buffers checkpointed) writes and restores on gs:// as on a local disk."""
     import agents
@@ -175,6 +177,7 @@ def test_offline_to_online_run_on_gcs(gcs, tiny_npz):
     assert step == 40 and flags['save_dir'] == root and int(state['extra'].size) == int(float(online[-1]['online/buffer_size']))
 
 
+@pytest.mark.subprocess
 def test_sigterm_at_the_last_step_ends_the_run_normally(tiny_npz, tmp_path):
     """A SIGTERM that arrives while the last piece of the run trains: the run is complete, so it ends as usual
     (exit 0), not as a preempted run to be resumed."""
@@ -212,6 +215,7 @@ class _Refuse(BaseHTTPRequestHandler):
         pass
 
 
+@pytest.mark.subprocess
 def test_missing_bucket_or_credentials_one_line(gcs, tmp_path):
     def run(module, flag, **env):
         extra = [f'--env_name={ENV}'] if module == 'experiments.train_offline' else []
@@ -237,6 +241,7 @@ def test_missing_bucket_or_credentials_one_line(gcs, tmp_path):
     assert not os.path.exists(os.path.join(REPO, 'gs:'))
 
 
+@pytest.mark.subprocess
 def test_lock_staleness(tmp_path, monkeypatch):
     """A lock of a live process on this host blocks; one whose pid is gone does not; a lock from another host blocks
     until its heartbeat is older than FLOQ_LOCK_STALE_S."""
@@ -296,6 +301,7 @@ def test_local_lock_is_created_whole_and_exclusively(tmp_path):
     assert os.listdir(tmp_path) == ['lock.json']            # no temporary file left behind
 
 
+@pytest.mark.subprocess
 def test_full_disk_one_line_then_resume(tiny_npz, tmp_path, single_gs):
     """A 1000 KiB tmpfs holds checkpoint 20 but not 40: one line naming the disk, the run dir and step 20; after
     the disk grows, the same command resumes and ends equal to the uninterrupted run."""
@@ -319,6 +325,7 @@ def test_full_disk_one_line_then_resume(tiny_npz, tmp_path, single_gs):
         subprocess.run(['umount', str(mount)])
 
 
+@pytest.mark.subprocess
 def test_reads_see_other_processes_writes(gcs):
     """gcsfs caches listings with object sizes: after a listing, an object another process rewrote longer must
     still read whole (a live run's CSV read by report, a lock's heartbeat)."""

@@ -8,9 +8,9 @@ import subprocess
 import sys
 
 import numpy as np
-from tests.conftest import subprocess_env
+import pytest
+from tests.conftest import REPO, subprocess_env
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SCRIPT = r'''
 import json, sys
@@ -19,15 +19,14 @@ import agents
 from floq_jax.data import ensure_generated_dataset, load_offline_data
 from floq_jax.training import restore, runner
 from floq_jax.training.options import RunOptions
-from tests.conftest import small_floq_config
+from tests.conftest import scaled
 
 ENV = 'cube-single-play-singletask-task1-v0'
 save_dir, cache = sys.argv[1], sys.argv[2]
 path = ensure_generated_dataset('cube-single-play-v0', num_episodes=3, seed=0, max_episode_steps=100,
                                 cache_dir=cache, num_workers=1)
 data = load_offline_data(ENV, dataset_path=path)
-config = small_floq_config(batch_size=16, block_width=32, actor_hidden_dims=(32, 32), value_hidden_dims=(32, 32),
-                           noise_samples=2, critic_flow_steps=2, actor_flow_steps=2)
+config = scaled('floq', 'small')
 runner.set_reward_range(config, data)
 out = {'devices': jax.device_count()}
 for name, seed_loop, use_mesh in (('vmap', 'vmap', False), ('mesh_map', 'map', True)):
@@ -61,6 +60,7 @@ def read_rows(path):
         return list(csv.DictReader(f))
 
 
+@pytest.mark.subprocess
 def test_online_phase_lax_map_on_a_two_device_mesh_equals_vmap(tmp_path):
     env = subprocess_env(XLA_FLAGS='--xla_force_host_platform_device_count=2')
     proc = subprocess.run([sys.executable, '-c', SCRIPT, str(tmp_path / 'runs'), str(tmp_path / 'cache')], cwd=REPO,

@@ -3,8 +3,8 @@
 import configparser
 import os
 import re
+from tests.conftest import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _pinned_jax():

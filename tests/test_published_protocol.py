@@ -5,7 +5,6 @@ Each test fails on the behaviour before the change (deterministic evaluation, da
 floq's values for FQL, a preset that never set the run lengths, a FLOP-matched 13-block FQL-ResNet)."""
 
 import json
-import os
 import subprocess
 import sys
 import types
@@ -19,9 +18,8 @@ import agents
 from floq_jax import presets
 from floq_jax.training import evaluate, rundirs
 from floq_jax.training.options import RunDirConflict, RunOptions
-from tests.conftest import subprocess_env
+from tests.conftest import REPO, scaled_flags, subprocess_env
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = 'cube-single-play-singletask-task1-v0'
 HMAZE_L = 'humanoidmaze-large-navigate-singletask-v0'
 ANTSOCCER = 'antsoccer-arena-navigate-singletask-v0'
@@ -170,6 +168,7 @@ def test_offline_to_online_and_fql_tables():
         presets.published_overrides(HMAZE_L, 'floq', 'online')
 
 
+@pytest.mark.subprocess
 def test_replay_buffer_default_is_the_published_two_million():
     from floq_jax.core import replay
     from floq_jax.training import runner
@@ -222,6 +221,7 @@ def test_preset_published_applies_run_lengths_unless_set(monkeypatch):
     assert common.apply_protocol_preset() == {} and fv.offline_steps == 1_000_000
 
 
+@pytest.mark.subprocess
 def test_train_offline_preset_published_records_protocol_in_flags_json(tmp_path):
     """End to end: --preset=published sets 2M offline steps, evaluation every 20k over 50 episodes (the user's
     --offline_steps would win; here it is not given); flags.json records them, the evaluation protocol and the
@@ -232,9 +232,7 @@ def test_train_offline_preset_published_records_protocol_in_flags_json(tmp_path)
                                        cache_dir=str(tmp_path / 'cache'), num_workers=1)
     cmd = [sys.executable, '-m', 'experiments.train_offline', f'--env_name={ENV}', f'--dataset_path={dataset}',
            '--preset=published', '--steps_per_call=10', '--log_interval=10', '--noeval_at_start', '--noprogress',
-           '--notensorboard', f'--save_dir={tmp_path / "runs"}', '--agent.batch_size=16', '--agent.block_width=32',
-           '--agent.block_depth=2', '--agent.actor_hidden_dims=(32,32)', '--agent.value_hidden_dims=(32,32)',
-           '--agent.noise_samples=2', '--agent.critic_flow_steps=2', '--agent.actor_flow_steps=2']
+           '--notensorboard', f'--save_dir={tmp_path / "runs"}', *scaled_flags('floq', 'small')]
     env = subprocess_env()
     proc = subprocess.Popen([sys.executable, '-m', 'tests.hooks', '10', *cmd[2:]], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -34,6 +34,7 @@ def fake_checkout(root):
     return root
 
 
+@pytest.mark.subprocess
 def test_environment_runs_published_wandb_calls_offline(tmp_path):
     ref = fake_checkout(tmp_path / 'floq')
     data = tmp_path / 'data'
@@ -81,6 +82,7 @@ def test_load_run_reads_the_newest_eval_csv(tmp_path):
     assert list(run.train['training/critic/q']) == [-3.0]
 
 
+@pytest.mark.subprocess
 def test_parity_without_reference_dir_is_one_line(tmp_path):
     line = error_line(run([f'--out_dir={tmp_path}/out'], module='experiments.parity'))
     assert '--reference_dir' in line

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from floq_jax.analysis import report
+from tests.conftest import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = [100, 200, 300, 400, 500]
 REPS = 200
 
@@ -250,6 +250,7 @@ def _entrypoint(*args):
                         capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.subprocess
 def test_entrypoint_empty_dir_fails_with_one_line(tmp_path):
   proc = _entrypoint(f'--runs={tmp_path}')
   assert proc.returncode != 0
@@ -259,6 +260,7 @@ def test_entrypoint_empty_dir_fails_with_one_line(tmp_path):
   assert '--runs' in msgs[0] and 'flags.json' in msgs[0] and 'eval.csv' in msgs[0]
 
 
+@pytest.mark.subprocess
 def test_entrypoint_writes_report(grid_root, tmp_path):
   out = tmp_path / 'out'
   proc = _entrypoint(f'--runs={grid_root}', f'--out={out}', '--reps=100', '--format=csv')

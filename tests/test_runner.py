@@ -16,13 +16,10 @@ from floq_jax import presets
 from floq_jax.training import restore
 from floq_jax.training.loop import chunk_schedule
 from floq_jax.training.options import RunOptions
-from tests.conftest import digest, read_csv, subprocess_env
+from tests.conftest import REPO, digest, read_csv, scaled_flags, subprocess_env
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = 'cube-single-play-singletask-task1-v0'
-TINY = ['--agent.batch_size=16', '--agent.block_width=32', '--agent.block_depth=2', "--agent.actor_hidden_dims=(32,32)",
-        "--agent.value_hidden_dims=(32,32)", '--agent.noise_samples=2', '--agent.critic_flow_steps=2',
-        '--agent.actor_flow_steps=2']
+TINY = scaled_flags('floq', 'small')
 
 
 @pytest.fixture(scope='session')
@@ -93,6 +90,7 @@ def full_run(runs):
     return runs['save_dir'], runs['full']
 
 
+@pytest.mark.subprocess
 def test_sigkill_then_resume_equals_uninterrupted_run(tiny_dataset, runs):
     full, killed, cmd = runs['full'], runs['killed'], runs['cmd']
     assert max(int(r['step']) for r in read_csv(os.path.join(killed, 'train.csv'))) == 250
@@ -123,6 +121,7 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tiny_dataset, runs):
     assert flags['env_name'] == ENV and flags['seed'] == 0 and flags['offline_steps'] == 400
 
 
+@pytest.mark.subprocess
 def test_foreign_run_dir_is_refused(tiny_dataset, full_run):
     save_dir, full = full_run
     before = open(os.path.join(full, 'train.csv')).read()
@@ -133,6 +132,7 @@ def test_foreign_run_dir_is_refused(tiny_dataset, full_run):
     assert open(os.path.join(full, 'train.csv')).read() == before
 
 
+@pytest.mark.subprocess
 def test_evaluate_checkpoint_at_several_k(full_run):
     _, full = full_run
     out = subprocess.run([sys.executable, '-m', 'experiments.evaluate', f'--run_dir={full}', '--step=200',
@@ -151,6 +151,7 @@ def test_evaluate_checkpoint_at_several_k(full_run):
     assert summary['eval_seeding'] == 'per_evaluation' and summary['success_timing'] == 'post'
 
 
+@pytest.mark.subprocess
 def test_nan_loss_stops_with_clear_message(runs):
     (_, err), rc = runs['nan']
     assert rc == 1
@@ -187,6 +188,7 @@ def test_published_presets():
         presets.apply_preset(floq.get_config(), 'scene-play-singletask-v0', 'paper')
 
 
+@pytest.mark.subprocess
 def test_offline_to_online_smoke(runs):
     (_, err), rc = runs['online']
     assert rc == 0, err[-2000:]
@@ -234,11 +236,10 @@ def test_config_schedule_freezes_trunk_logs_diagnostics_and_resumes(tiny_dataset
     from floq_jax.training import parallel, runner
     from floq_jax.training.checkpoints import Checkpointer
     from floq_jax.data import load_offline_data, sampling
-    from tests.conftest import small_floq_config
+    from tests.conftest import scaled
 
     data = load_offline_data(ENV, dataset_path=tiny_dataset)
-    config = small_floq_config(batch_size=16, block_width=32, actor_hidden_dims=(32, 32), value_hidden_dims=(32, 32),
-                               noise_samples=2, critic_flow_steps=2, actor_flow_steps=2)
+    config = scaled('floq', 'small')
     runner.set_reward_range(config, data)
 
     def options(steps):

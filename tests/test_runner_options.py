@@ -31,11 +31,10 @@ def test_non_primary_process_writes_no_logs(tiny_dataset, tmp_path, monkeypatch)
     process 0 writes them all (the second, 10-step run reuses the cached compiled chunk)."""
     from floq_jax.training import runner
     from floq_jax.data import load_offline_data
-    from tests.conftest import small_floq_config
+    from tests.conftest import scaled
 
     data = load_offline_data(ENV, dataset_path=tiny_dataset)
-    config = small_floq_config(batch_size=16, block_width=32, actor_hidden_dims=(32, 32), value_hidden_dims=(32, 32),
-                               noise_samples=2, critic_flow_steps=2, actor_flow_steps=2)
+    config = scaled('floq', 'small')
     runner.set_reward_range(config, data)
 
     monkeypatch.setattr(parallel, 'is_primary_process', lambda: False)
@@ -59,11 +58,10 @@ def test_host_sampling_trains_and_resumes_exactly(tiny_dataset, tmp_path):
 
     from floq_jax.training import runner
     from floq_jax.data import load_offline_data
-    from tests.conftest import small_floq_config
+    from tests.conftest import scaled
 
     data = load_offline_data(ENV, dataset_path=tiny_dataset)
-    config = small_floq_config(batch_size=16, block_width=32, actor_hidden_dims=(32, 32), value_hidden_dims=(32, 32),
-                               noise_samples=2, critic_flow_steps=2, actor_flow_steps=2)
+    config = scaled('floq', 'small')
     runner.set_reward_range(config, data)
 
     def run(group, steps, stop=None):
@@ -88,6 +86,7 @@ def test_host_sampling_trains_and_resumes_exactly(tiny_dataset, tmp_path):
     assert seed0 != seed1  # each seed draws its own batches
 
 
+@pytest.mark.subprocess
 def test_seeds_sharded_over_cpu_devices_match_one_device(tiny_dataset, tmp_path):
     """--cpu_devices=2 splits the CPU into two XLA devices and shards the 2 seeds over them (one per core), here with
     --seed_loop=map (lax.map inside shard_map): the run finishes (diagnostics included: their partitioned program

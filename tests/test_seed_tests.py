@@ -61,6 +61,7 @@ def test_verdict_tests_recompute_the_committed_csvs():
         verdict_tests.success_stats(root, 'main_table', verdict_tests.CUBE, 'no_such_variant')
 
 
+@pytest.mark.subprocess
 def test_critic_baselines_entrypoint_writes_the_table(tmp_path):
     """experiments/critic_baselines.py at the smoke scale: the baselines of the smoke data, on the held-out states the
     sweeps use, in <save_dir>/<sweep_name>/critic_baselines.csv."""

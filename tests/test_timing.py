@@ -29,6 +29,7 @@ def test_nested_phases_count_once_and_unknown_phase_is_refused(tmp_path):
     assert abs(record['process_start'] - time.time()) < 24 * 3600
 
 
+@pytest.mark.subprocess
 def test_end_to_end_tiny_run_breaks_down_its_wall_clock(tmp_path):
     """A toy train_offline run timed from outside: every phase of the run is there and the phases add up to the
     wall-clock (the rest is 'other', small at this scale); no published checkout: no ratio."""

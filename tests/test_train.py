@@ -7,10 +7,10 @@ import pytest
 from agents import floq
 from floq_jax.training import parallel
 from floq_jax.data import sampling
-from tests.conftest import small_floq_config
+from tests.conftest import scaled, small_floq_config
+from tests.helpers import reference_step_by_step
 
-CONFIG = small_floq_config(batch_size=16, noise_samples=2, critic_flow_steps=2,
-                           actor_hidden_dims=(32, 32), value_hidden_dims=(32, 32), block_width=32)
+CONFIG = scaled('floq', 'small')
 
 
 def toy_data(n=256, ob_dim=4, action_dim=2, seed=0):
@@ -35,8 +35,8 @@ def test_chunk_equals_step_by_step():
     data = toy_data()
     device_data = sampling.put_replicated(data)
     agents, rngs = agents_for([3], data=data), parallel.seed_rngs([3])
-    reference, ref_rng = parallel.reference_step_by_step(parallel.select_seed(agents, 0), device_data, rngs[0],
-                                                      CONFIG.batch_size, 6)
+    reference, ref_rng = reference_step_by_step(parallel.select_seed(agents, 0), device_data, rngs[0],
+                                                CONFIG.batch_size, 6)
     chunked, out_rngs, infos = parallel.make_train_chunk(CONFIG.batch_size, 6)(agents, device_data, rngs)
     assert infos['critic/critic_loss'].shape == (1,)
     np.testing.assert_array_equal(out_rngs[0], ref_rng)

@@ -13,25 +13,19 @@ import pytest
 
 from agents import agent_class, floq, fql, fql_iqn
 from floq_jax.core import actor
-from tests.conftest import random_batch
+from tests.conftest import random_batch, scaled
 
-TINY_FLOQ = dict(actor_hidden_dims=(16, 16), value_hidden_dims=(16, 16), block_width=16, block_depth=2,
-                 batch_size=32, noise_samples=1, critic_flow_steps=4, r_min=-1.0, r_max=0.0, num_bins=11)
-TINY_FQL = dict(actor_hidden_dims=(16, 16), value_hidden_dims=(16, 16), batch_size=32, r_min=-1.0, r_max=0.0,
-                iqn_num_cosines=8, iqn_num_quantiles=4, iqn_num_target_quantiles=3)
+TINY_FLOQ = dict(batch_size=32, noise_samples=1, critic_flow_steps=4, num_bins=11)  # over the 'tiny' scale
+TINY_IQN = dict(iqn_num_cosines=8, iqn_num_quantiles=4, iqn_num_target_quantiles=3)  # distinct quantile counts
 
 
 def floq_agent(**overrides):
-    c = floq.get_config()
-    c.update(TINY_FLOQ)
-    c.update(overrides)
+    c = scaled('floq', 'tiny', **{**TINY_FLOQ, **overrides})
     return floq.FloqAgent.create(0, jnp.zeros((2, 6)), jnp.zeros((2, 2)), c)
 
 
 def fql_agent(variant='', **overrides):
-    c = fql.get_config(variant)
-    c.update(TINY_FQL)
-    c.update(overrides)
+    c = scaled(fql.get_config(variant), 'tiny', **{'batch_size': 32, **(TINY_IQN if variant == 'iqn' else {}), **overrides})
     return agent_class(c.agent_name).create(0, jnp.zeros((2, 6)), jnp.zeros((2, 2)), c)
 
 

@@ -28,10 +28,9 @@ import numpy as np
 VECTOR_MODES = ('auto', 'sync', 'async', 'chunked')
 # 'auto' steps fewer envs than this in the evaluating process ('sync') and more in worker processes ('chunked'):
 # worker processes cost a fixed start (the forkserver imports the entry point, each worker imports ogbench and builds
-# its envs afresh, while 'sync' reuses this process's idle envs), which only a larger pool wins back.  Measured on the
-# idle 2-core machine (docs/benchmark.md, "Evaluation pools"), cube-single, pool build + 3 evaluations of n 200-step
-# episodes, wall seconds sync / chunked: n = 2: 8.8 / 10.5, n = 4: 12.7 / 14.0, n = 8: 22.1 / 21.1, n = 16:
-# 41.1 / 30.2.  Below 8, 'sync' is faster and starts no processes (less CPU where the cores are busy, as in tests).
+# its envs afresh, while 'sync' reuses this process's idle envs), which only a larger pool wins back (timings:
+# docs/benchmark.md, "Evaluation pools").  Below 8, 'sync' was the faster and starts no processes (less CPU where the
+# cores are busy, as in tests).
 AUTO_CHUNKED_MIN_ENVS = 8
 
 

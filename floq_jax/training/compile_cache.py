@@ -1,9 +1,9 @@
 """JAX's persistent compilation cache, on by default for the entrypoints.
 
 A run whose programs were compiled before (same config, shapes, devices, XLA flags and JAX version) loads them from
-the cache instead of compiling again: the second run of a config skips most of its start-up compilation (a tiny run
-on a 2-core CPU: 14.0 s -> 7.5 s of CPU, measured with ``python -m experiments.train_offline`` twice).  The entries
-are keyed by JAX itself; a stale or foreign entry is never used.
+the cache instead of compiling again: the second run of a config skips most of its start-up compilation (timing:
+docs/benchmark.md, "The measurements behind the code's defaults").  The entries are keyed by JAX itself; a stale or
+foreign entry is never used.
 
     enable(resolve(None))   # $FLOQ_COMPILE_CACHE, else ~/.cache/floq_jax/jax_cache
     enable(resolve(''))     # off

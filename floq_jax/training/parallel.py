@@ -153,13 +153,8 @@ def use_seed_map(mode: str, config, seeds_per_device: Optional[int] = None) -> b
     each seed's update as plain 2-D GEMMs, one seed at a time on each device. 'auto', on the CPU backend only:
     'map' when each device holds one seed (``seeds_per_device == 1``: a vmap over one seed adds a batch dimension
     to every dot and gains nothing), or when the critic's rows (batch_size x noise_samples) x the widest layer
-    >= ``SEED_MAP_MIN_WORK``; else 'vmap'.
-    Measured on 2 CPU cores (seed-updates/s): the demo config (2 x 128, K=4, batch 64), ``train_offline
-    --num_seeds=2`` (one seed on each of 2 CPU devices), 5000 updates: map 175 vs vmap 147 (docs/benchmark.md,
-    "End to end"). With 8 seeds (``experiments.benchmark`` seeds section): the 2x256 small
-    config (1024 rows x 256) 13.3 vs 9.1 sharded over 2 CPU devices, 10.9 vs 8.7 on one device; the demo config
-    (128 rows x 128) 142 vs 216 on one device, and sharded 316 vs 292 in one run but 313 vs 376 in another
-    (within this machine's noise).
+    >= ``SEED_MAP_MIN_WORK``; else 'vmap'.  The timings behind this rule: docs/benchmark.md, "The measurements
+    behind the code's defaults".
     """
     if mode not in SEED_LOOPS:
         raise ValueError(f"seed_loop must be 'auto', 'map' or 'vmap', got {mode!r}")
@@ -328,11 +323,3 @@ def to_host(tree) -> Dict[str, np.ndarray]:
         from jax.experimental import multihost_utils
         return multihost_utils.process_allgather(tree, tiled=True)
     return jax.device_get(tree)
-
-
-def reference_step_by_step(agent, data, rng, batch_size: int, steps: int) -> Tuple:
-    """One seed, one jitted update per host call with the same rng stream: the loop the chunk must equal."""
-    one = jax.jit(_single_seed_chunk(batch_size, 1, None))
-    for _ in range(steps):
-        agent, rng, _ = one(agent, data, rng)
-    return agent, rng

@@ -315,34 +315,6 @@ class NullLogger:
         pass
 
 
-class RunLogger:
-    """CSV (``<log_dir>/<csv_name>``) + TensorBoard (``<log_dir>/tb``) logging.
-
-    Every ``log`` call is flushed to both before returning.
-    """
-
-    def __init__(self, log_dir, csv_name: str = 'log.csv', tensorboard: bool = True,
-                 resume_from_step: int | None = None):
-        self.log_dir = os.fspath(log_dir)
-        self.csv = CsvLogger(storage.join(self.log_dir, csv_name), resume_from_step=resume_from_step)
-        self.tb = TensorBoardLogger(storage.join(self.log_dir, 'tb'), enabled=tensorboard,
-                                    resume_from_step=resume_from_step)
-
-    def log(self, metrics: Mapping[str, Any], step: int) -> None:
-        self.csv.log(metrics, step)
-        self.tb.log(metrics, step)
-
-    def close(self) -> None:
-        self.csv.close()
-        self.tb.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-
 class RunSinks:
     """Where one multi-seed run's metrics go: per seed a ``train.csv``, an ``eval.csv`` and TensorBoard events
     (plus W&B when asked), written by process 0 only (other processes get :class:`NullLogger`s).
