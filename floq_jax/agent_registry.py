@@ -271,7 +271,7 @@ def load_agent_file(spec: str, config=None) -> AgentEntry:
     if not os.path.isfile(path):
         raise AgentFileError(f'--agent={spec}: no such file {path!r}')
     module = _load_module(path)
-    entries = register_module(module, path, variants=sorted({*getattr(module, 'VARIANTS', ('',)), variant}))
+    entries = register_module(module, path, variants=(variant,))  # only the variant asked for
     name = config.agent_name if config is not None and 'agent_name' in config else config_of(module, path, variant).agent_name
     if name not in entries:
         cls = declared_class(module, path)
@@ -291,9 +291,12 @@ def load_config(spec: str):
     return entry, config_of(_load_module(path), path, variant)
 
 
-def file_record(entry: AgentEntry) -> dict:
-    """What flags.json records of the agent file, so evaluation and resumption find the class again."""
-    return {'agent_file': entry.spec, 'agent_file_sha256': file_digest(entry.path)}
+def file_record(spec: str) -> dict:
+    """What flags.json records of the agent file of ``spec`` ('path.py[:variant]'), so evaluation and resumption
+    find the class again: ``agent_file`` (absolute path[:variant]) and ``agent_file_sha256``."""
+    path, variant = split_spec(spec)
+    path = os.path.abspath(path)
+    return {'agent_file': f'{path}:{variant}' if variant else path, 'agent_file_sha256': file_digest(path)}
 
 
 def class_for_run(agent_name: str, flags: dict, agent_class: Optional[Callable[[str], Any]] = None):
@@ -306,8 +309,4 @@ def class_for_run(agent_name: str, flags: dict, agent_class: Optional[Callable[[
         spec = flags.get('agent_file')
         if not spec or not os.path.isfile(split_spec(spec)[0]):
             raise error from None
-        return load_agent_file(spec, flags.get('agent') and _named(agent_name)).cls
-
-
-def _named(agent_name):
-    return {'agent_name': agent_name}
+        return load_agent_file(spec, {'agent_name': agent_name}).cls

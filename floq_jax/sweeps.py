@@ -173,7 +173,7 @@ def make_config(variant: Variant, env_name: str, preset_name: str, registry, dat
     agent registry, e.g. the ``agents`` package) < published env preset of the agent and ``mode``
     (paper) < preset's network sizes (smoke) < the variant's overrides; reward range from ``data`` (the published
     rule, floq_jax.training.runner.set_reward_range)."""
-    from floq_jax import presets as env_presets
+    from floq_jax import agent_registry, presets as env_presets
     from floq_jax.training import runner
 
     p = preset(preset_name)
@@ -187,6 +187,8 @@ def make_config(variant: Variant, env_name: str, preset_name: str, registry, dat
         if key not in config:
             raise ValueError(f'variant {variant.name}: {variant.agent} config has no key {key!r}')
         config[key] = value
+    if config.agent_name in agent_registry.registered():  # the agent file's CONFIG_RANGES (one line per bad key)
+        agent_registry.check_config(config)
     if data is not None:
         runner.set_reward_range(config, data)
     return config

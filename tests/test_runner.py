@@ -179,7 +179,7 @@ def test_published_presets():
     c = floq.get_config()
     presets.apply_preset(c, 'puzzle-4x4-play-singletask-v0', 'published')
     assert (c.alpha, c.noise_coverage) == (1000.0, 0.25)
-    assert presets.published_overrides('pointmaze-medium-navigate-singletask-v0') == {}
+    assert presets.published_overrides('pointmaze-medium-navigate-singletask-v0', 'floq') == {}
     assert presets.default_task('cube-double-play-singletask-v0') == 2
     assert presets.default_task('puzzle-3x3-play-singletask-v0') == 4
     assert presets.default_task('antmaze-large-navigate-singletask-v0') == 1

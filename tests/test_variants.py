@@ -17,8 +17,8 @@ from tests.conftest import random_batch
 
 TINY_FLOQ = dict(actor_hidden_dims=(16, 16), value_hidden_dims=(16, 16), block_width=16, block_depth=2,
                  batch_size=32, noise_samples=1, critic_flow_steps=4, r_min=-1.0, r_max=0.0, num_bins=11)
-TINY_FQL = dict(actor_hidden_dims=(16, 16), value_hidden_dims=(16, 16), batch_size=32, r_min=-1.0, r_max=0.0,
-                iqn_num_cosines=8, iqn_num_quantiles=4, iqn_num_target_quantiles=3)
+TINY_FQL = dict(actor_hidden_dims=(16, 16), value_hidden_dims=(16, 16), batch_size=32, r_min=-1.0, r_max=0.0)
+TINY_IQN = dict(iqn_num_cosines=8, iqn_num_quantiles=4, iqn_num_target_quantiles=3)  # only for the quantile critic
 
 
 def floq_agent(**overrides):
@@ -30,7 +30,7 @@ def floq_agent(**overrides):
 
 def fql_agent(variant='', **overrides):
     c = fql.get_config(variant)
-    c.update(TINY_FQL)
+    c.update(TINY_FQL, **(TINY_IQN if variant == 'iqn' else {}))
     c.update(overrides)
     return agent_class(c.agent_name).create(0, jnp.zeros((2, 6)), jnp.zeros((2, 2)), c)
 
@@ -208,7 +208,9 @@ def test_iqn_default_is_published_fql_iqn():
     c = fql_iqn.get_config()
     assert c.agent_name == 'fql_iqn' and fql.get_config('iqn').to_dict() == c.to_dict()
     assert (c.iqn_num_quantiles, c.iqn_num_target_quantiles, c.iqn_num_cosines, c.iqn_loss) == (8, 8, 64, 'squared')
-    assert agent_class('fql_iqn') is fql_iqn.FQLIQNAgent and issubclass(fql_iqn.FQLIQNAgent, fql.FQLAgent)
+    # One agent, one class: the quantile critic is a component of FQL chosen by the config.
+    assert agent_class('fql_iqn') is fql_iqn.FQLIQNAgent is fql.FQLAgent is agent_class('fql_resnet')
+    assert fql.critic_component(c) is fql.QuantileCritic and fql.critic_component(fql.get_config()) is fql.ScalarCritic
 
 
 def test_iqn_critic_loss_matches_composed_computation(batch):
