@@ -272,7 +272,7 @@ def load_agent_file(spec: str, config=None) -> AgentEntry:
         raise AgentFileError(f'--agent={spec}: no such file {path!r}')
     module = _load_module(path)
     entries = register_module(module, path, variants=(variant,))  # only the variant asked for
-    name = config.agent_name if config is not None and 'agent_name' in config else config_of(module, path, variant).agent_name
+    name = config['agent_name'] if config is not None and 'agent_name' in config else config_of(module, path, variant).agent_name
     if name not in entries:
         cls = declared_class(module, path)
         old = _REGISTRY.get(name)
