@@ -105,14 +105,19 @@ OPTIONAL_RUNNER_OPTIONS = {'eval_kwargs', 'log_diagnostics'}
 
 @dataclasses.dataclass(frozen=True)
 class Variant:
-    """One arm of a sweep: an agent ('floq', 'fql', 'fql_resnet', 'fql_iqn'), its config overrides, RunOptions
-    overrides (e.g. ``utd_ratio``, ``config_schedule``) and tags recorded in flags.json (e.g. ``{'K': 4}``)."""
+    """One arm of a sweep: an agent (a name of the agent registry, e.g. floq, fql_resnet, or an agent file), its
+    config overrides, RunOptions overrides (e.g. ``utd_ratio``, ``config_schedule``) and tags recorded in flags.json
+    (e.g. ``{'K': 4}``)."""
 
     name: str
-    agent: str = 'floq'
+    agent: str = ''  # a registered agent name or an agent file (path.py[:variant]); '' = the variant's name
     overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     tags: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        if not self.agent:
+            object.__setattr__(self, 'agent', self.name)
 
 
 @dataclasses.dataclass

@@ -172,3 +172,18 @@ def test_run_dir_written_before_the_change_resolves():
     assert agent_registry.class_for_run('fql_iqn', {'agent': {}}, agents.agent_class) is fql.FQLAgent
     with pytest.raises(ValueError, match='unknown agent_name'):
         agent_registry.class_for_run('gone', {'agent_file': '/no/such/file.py'})
+
+
+def test_default_configs_are_those_run_dirs_recorded_before_the_change():
+    """flags.json's 'agent' (the full config) identifies a run directory: the project's configs must stay those of
+    36b6098, so run directories it wrote resume (tests/data/agent_configs_36b6098.json, written from a checkout of
+    36b6098 by get_config() of each file and variant)."""
+    with open(os.path.join(REPO, 'tests', 'data', 'agent_configs_36b6098.json')) as f:
+        recorded = json.load(f)
+    from agents import fql_iqn
+
+    now = {'floq': floq.get_config(), 'fql_iqn.py': fql_iqn.get_config(),
+           **{f'fql:{v}': fql.get_config(v) for v in ('', 'resnet', 'resnet_depth2x4', 'resnet_depth4x2',
+                                                     'resnet_flop_matched', 'iqn')}}
+    as_json = lambda c: json.loads(json.dumps(c.to_dict()))
+    assert {k: as_json(c) for k, c in now.items()} == recorded
