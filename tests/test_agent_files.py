@@ -187,3 +187,44 @@ def test_default_configs_are_those_run_dirs_recorded_before_the_change():
                                                      'resnet_flop_matched', 'iqn')}}
     as_json = lambda c: json.loads(json.dumps(c.to_dict()))
     assert {k: as_json(c) for k, c in now.items()} == recorded
+
+
+# ----------------------------------------------------------------------------- docs/extending.md's example
+def test_midpoint_floq_example_trains_evaluates_and_reports(tmp_path):
+    """examples/midpoint_floq.py, the file docs/extending.md walks through: its integrator is the midpoint rule, and
+    it trains, is evaluated from its checkpoint (class found from flags.json's agent_file) and is a report row."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from floq_jax.analysis import report
+    from floq_jax.training import evaluate, runner
+    from floq_jax.training.options import RunOptions
+    from tests.conftest import tiny_cube_run
+
+    spec = os.path.join(REPO, 'examples', 'midpoint_floq.py')
+    entry = agent_registry.load_agent_file(spec)
+    assert entry.name == 'midpoint_floq' and entry.cls.__name__ == 'MidpointFloqAgent'
+    data, config = tiny_cube_run(tmp_path / 'cache')
+    config.agent_name = 'midpoint_floq'
+    agent = entry.cls.create(0, jnp.zeros((2, 3)), jnp.zeros((2, 2)), config)
+    # The midpoint rule on the network's own field, by hand: two evaluations per step.
+    obs, act, z0 = jnp.ones((4, 3)), jnp.zeros((4, 2)), jnp.linspace(-1.0, 0.0, 4)
+    v = lambda t, z: agent.modules['critic_flow'].apply({'params': agent.params['critic_flow']}, obs, act, z, t)
+    z, h = jnp.broadcast_to(z0, (2, 4)), 0.5
+    for k in range(2):
+        z = z + h * v(jnp.float32(k * h + h / 2), z + h / 2 * v(jnp.float32(k * h), z))
+    np.testing.assert_allclose(agent.integrate(agent.params['critic_flow'], obs, act, z0, 2), z, rtol=1e-5, atol=1e-6)
+
+    options = RunOptions(env_name=ENV, num_seeds=1, offline_steps=4, steps_per_call=2, log_interval=2, eval_interval=4,
+                         save_interval=4, eval_episodes=1, eval_at_start=False, save_dir=str(tmp_path / 'runs'),
+                         tensorboard=False, progress=False, use_mesh=False, log_diagnostics=False,
+                         eval_kwargs=dict(vector_mode='sync', max_episode_steps=5),
+                         flags=agent_registry.file_record(spec))
+    (run_dir,) = runner.run_offline(entry.cls, config, data, options)
+    assert run_dir.endswith(os.path.join(ENV, 'midpoint_floq', 'seed0'))
+    agent_registry._REGISTRY.pop('midpoint_floq')  # as in a fresh process: only flags.json knows the file
+    summary = evaluate.evaluate_checkpoint(run_dir, agents.agent_class, eval_episodes=1, dataset_path=data.dataset_file)
+    assert summary['step'] == 4 and 'midpoint_floq' in agent_registry.registered()
+    paths = report.write_report(str(tmp_path / 'runs'), reps=10)
+    assert '| midpoint_floq |' in open(paths['results.md']).read().replace('`', '')
