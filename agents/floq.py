@@ -393,7 +393,7 @@ CONFIG_RANGES = {
     'lr': accepts.positive_number,
     'batch_size': accepts.positive_int,
     '*_hidden_dims': accepts.positive_int_tuple,
-    'discount': accepts.interval(0, 1, low_open=True),
+    'discount': accepts.interval(0, 1, high_open=True),  # the value support is r / (1 - discount)
     'tau': accepts.interval(0, 1),
     'q_agg': accepts.one_of(*Q_AGGREGATES),
     'alpha': accepts.non_negative_number,
@@ -401,7 +401,7 @@ CONFIG_RANGES = {
     'flow_num_ensembles': accepts.positive_int,
     'distill_num_ensembles': accepts.positive_int,
     'noise_samples': accepts.positive_int,
-    'noise_coverage': accepts.positive_number,
+    'noise_coverage': accepts.non_negative_number,  # 0: the initial noise is a point
     'critic_flow_steps': accepts.positive_int,
     'time_embedding': accepts.one_of('cos', 'raw', 'fourier'),
     'time_embed_dim': accepts.positive_int,

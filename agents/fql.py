@@ -337,7 +337,7 @@ CONFIG_RANGES = {
     'lr': accepts.positive_number,
     'batch_size': accepts.positive_int,
     '*_hidden_dims': accepts.positive_int_tuple,
-    'discount': accepts.interval(0, 1, low_open=True),
+    'discount': accepts.interval(0, 1),
     'tau': accepts.interval(0, 1),
     'q_agg': accepts.one_of('mean', 'min'),
     'alpha': accepts.non_negative_number,

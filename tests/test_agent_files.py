@@ -99,7 +99,12 @@ def test_update_flops_analytic_or_xla():
 def test_declared_ranges_accept_the_defaults_and_name_a_bad_key(get_config):
     c = get_config()
     agent_registry.check_config(c)  # the published defaults pass
-    for key, bad, accepted in (('batch_size', 0, 'an integer >= 1'), ('discount', 1.5, 'a number in (0, 1]'),
+    if c.agent_name == 'floq':  # its value support r / (1 - discount) needs discount < 1; coverage 0 is a point
+        with pytest.raises(agent_registry.AgentFileError, match=r'discount=1.0: accepted: a number in \[0, 1\)'):
+            agent_registry.check_config(dict(c.to_dict(), discount=1.0), floq.CONFIG_RANGES)
+        agent_registry.check_config(dict(c.to_dict(), noise_coverage=0.0), floq.CONFIG_RANGES)
+    discount = 'a number in [0, 1)' if c.agent_name == 'floq' else 'a number in [0, 1]'
+    for key, bad, accepted in (('batch_size', 0, 'an integer >= 1'), ('discount', 1.5, discount),
                                ('actor_hidden_dims', (0,), 'a non-empty tuple of integers >= 1'),
                                ('lr', -1.0, 'a number in (0, inf)'), ('q_agg', 'max', "one of 'mean', 'min'")):
         c2 = get_config()
@@ -115,7 +120,7 @@ def test_declared_ranges_accept_the_defaults_and_name_a_bad_key(get_config):
     ('--agent.critic_flow_steps=0', 'error: --agent.critic_flow_steps=0: accepted: an integer >= 1'),
     ('--agent.actor_hidden_dims=(0,)', 'error: --agent.actor_hidden_dims=(0,): accepted: a non-empty tuple of '
                                        'integers >= 1, e.g. (512, 512)'),
-    ('--agent.discount=1.5', 'error: --agent.discount=1.5: accepted: a number in (0, 1]'),
+    ('--agent.discount=1.5', 'error: --agent.discount=1.5: accepted: a number in [0, 1)'),  # floq: r / (1 - gamma)
 ])
 def test_bad_agent_value_is_one_line_exit_2_nothing_written(tmp_path, flag, expected):
     save_dir = tmp_path / 'runs'
@@ -127,8 +132,8 @@ def test_bad_agent_value_is_one_line_exit_2_nothing_written(tmp_path, flag, expe
 def test_bad_value_in_a_researchers_own_file(tmp_path):
     path = copy_fql(tmp_path)
     save_dir = tmp_path / 'runs'
-    out = run([f'--env_name={ENV}', f'--agent={path}', '--agent.discount=0', f'--save_dir={save_dir}'])
-    assert out.returncode == 2 and error_lines(out) == ['error: --agent.discount=0.0: accepted: a number in (0, 1]']
+    out = run([f'--env_name={ENV}', f'--agent={path}', '--agent.discount=1.5', f'--save_dir={save_dir}'])
+    assert out.returncode == 2 and error_lines(out) == ['error: --agent.discount=1.5: accepted: a number in [0, 1]']
     assert not save_dir.exists()
 
 
