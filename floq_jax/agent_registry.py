@@ -301,12 +301,13 @@ def file_record(spec: str) -> dict:
 
 def class_for_run(agent_name: str, flags: dict, agent_class: Optional[Callable[[str], Any]] = None):
     """The class of a run directory's agent: ``agent_class(agent_name)`` (the caller's lookup, default the
-    registry), else the agent file its flags.json records (``agent_file``), loaded and registered."""
+    registry), else the agent file its flags.json records (``agent_file``; for a sweep's run, its variant's
+    ``sweep_agent`` when that is a file), loaded and registered."""
     lookup_fn = agent_class or globals()['agent_class']
     try:
         return lookup_fn(agent_name)
     except (KeyError, ValueError) as error:
-        spec = flags.get('agent_file')
+        spec = flags.get('agent_file') or flags.get('sweep_agent')  # a sweep's variant may name an agent file
         if not spec or not os.path.isfile(split_spec(spec)[0]):
             raise error from None
         return load_agent_file(spec, {'agent_name': agent_name}).cls

@@ -233,3 +233,16 @@ def test_midpoint_floq_example_trains_evaluates_and_reports(tmp_path):
     assert summary['step'] == 4 and 'midpoint_floq' in agent_registry.registered()
     paths = report.write_report(str(tmp_path / 'runs'), reps=10)
     assert '| midpoint_floq |' in open(paths['results.md']).read().replace('`', '')
+
+
+def test_a_sweep_variant_can_name_an_agent_file():
+    from floq_jax import sweeps
+
+    spec = os.path.join(REPO, 'examples', 'midpoint_floq.py')
+    variant = sweeps.Variant('midpoint', spec, {'critic_flow_steps': 2})
+    assert sweeps.agent_available(variant.agent, agents) is None
+    config = sweeps.make_config(variant, sweeps.SMOKE_ENV, 'smoke', agents)
+    assert config.agent_name == 'midpoint_floq' and config.critic_flow_steps == 2
+    assert agent_registry.class_for_run('midpoint_floq', {'sweep_agent': spec}).__name__ == 'MidpointFloqAgent'
+    with pytest.raises(agent_registry.AgentFileError, match=r'--agent.critic_flow_steps=0: accepted: an integer >= 1'):
+        sweeps.make_config(sweeps.Variant('bad', spec, {'critic_flow_steps': 0}), sweeps.SMOKE_ENV, 'smoke', agents)
