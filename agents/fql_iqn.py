@@ -5,8 +5,11 @@ agents/fql.py's 'iqn' variant.  The network and loss live in floq_jax/core/quant
 """
 
 from agents import fql
-from floq_jax.core.quantile import (IQN_LOSSES, ImplicitQuantileCritic, cosine_embedding,  # noqa: F401 - re-exported
-                                    quantile_loss, quantile_midpoints)
+from floq_jax.core.quantile import (IQN_LOSSES, ImplicitQuantileCritic, cosine_embedding, quantile_loss,
+                                    quantile_midpoints)
+
+__all__ = ['AGENT', 'FQLIQNAgent', 'CONFIG_RANGES', 'get_config', 'IQN_LOSSES', 'ImplicitQuantileCritic',
+           'cosine_embedding', 'quantile_loss', 'quantile_midpoints']  # re-exported for older imports
 
 AGENT = FQLIQNAgent = fql.FQLAgent
 CONFIG_RANGES = fql.CONFIG_RANGES

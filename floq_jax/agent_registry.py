@@ -214,7 +214,8 @@ def config_of(module, path: str, variant: str = ''):
     return config
 
 
-def register_module(module, path: Optional[str] = None, variants: Optional[Sequence[str]] = None) -> Dict[str, AgentEntry]:
+def register_module(module, path: Optional[str] = None,
+                    variants: Optional[Sequence[str]] = None) -> Dict[str, AgentEntry]:
     """Register the agent file ``module`` under the ``agent_name`` of each of its variants (``VARIANTS``, default
     ``('',)``); returns {agent_name: entry}.  A name already taken by another class is refused in one line."""
     path = os.path.abspath(path or module.__file__)
@@ -272,14 +273,15 @@ def load_agent_file(spec: str, config=None) -> AgentEntry:
         raise AgentFileError(f'--agent={spec}: no such file {path!r}')
     module = _load_module(path)
     entries = register_module(module, path, variants=(variant,))  # only the variant asked for
-    name = config['agent_name'] if config is not None and 'agent_name' in config else config_of(module, path, variant).agent_name
+    own_name = config_of(module, path, variant).agent_name
+    name = config['agent_name'] if config is not None and 'agent_name' in config else own_name
     if name not in entries:
         cls = declared_class(module, path)
         old = _REGISTRY.get(name)
         if old is not None and old.cls is not cls:
             raise AgentFileError(f'--agent.agent_name={name!r} is taken by {old.spec}; accepted: a name not in '
                                  f'{", ".join(sorted(_REGISTRY))}')
-        base = entries[config_of(module, path, variant).agent_name]
+        base = entries[own_name]
         _REGISTRY.setdefault(name, dataclasses.replace(base, name=name))
     return _REGISTRY[name]
 

@@ -1,5 +1,5 @@
-"""The agent as the unit of extension (issue 32): an agent file anywhere on disk trains, resumes and is evaluated with no
-edit to the project; its config's declared ranges give one-line errors; the registry knows each agent once."""
+"""The agent as the unit of extension (issue 32): an agent file anywhere on disk trains, resumes and is evaluated with
+no edit to the project; its config's declared ranges give one-line errors; the registry knows each agent once."""
 
 import json
 import os
@@ -190,15 +190,13 @@ def test_default_configs_are_those_run_dirs_recorded_before_the_change():
     now = {'floq': floq.get_config(), 'fql_iqn.py': fql_iqn.get_config(),
            **{f'fql:{v}': fql.get_config(v) for v in ('', 'resnet', 'resnet_depth2x4', 'resnet_depth4x2',
                                                      'resnet_flop_matched', 'iqn')}}
-    as_json = lambda c: json.loads(json.dumps(c.to_dict()))
-    assert {k: as_json(c) for k, c in now.items()} == recorded
+    assert {k: json.loads(json.dumps(c.to_dict())) for k, c in now.items()} == recorded
 
 
 # ----------------------------------------------------------------------------- docs/extending.md's example
 def test_midpoint_floq_example_trains_evaluates_and_reports(tmp_path):
     """examples/midpoint_floq.py, the file docs/extending.md walks through: its integrator is the midpoint rule, and
     it trains, is evaluated from its checkpoint (class found from flags.json's agent_file) and is a report row."""
-    import jax
     import jax.numpy as jnp
     import numpy as np
 
@@ -215,7 +213,9 @@ def test_midpoint_floq_example_trains_evaluates_and_reports(tmp_path):
     agent = entry.cls.create(0, jnp.zeros((2, 3)), jnp.zeros((2, 2)), config)
     # The midpoint rule on the network's own field, by hand: two evaluations per step.
     obs, act, z0 = jnp.ones((4, 3)), jnp.zeros((4, 2)), jnp.linspace(-1.0, 0.0, 4)
-    v = lambda t, z: agent.modules['critic_flow'].apply({'params': agent.params['critic_flow']}, obs, act, z, t)
+    def v(t, z):
+        return agent.modules['critic_flow'].apply({'params': agent.params['critic_flow']}, obs, act, z, t)
+
     z, h = jnp.broadcast_to(z0, (2, 4)), 0.5
     for k in range(2):
         z = z + h * v(jnp.float32(k * h + h / 2), z + h / 2 * v(jnp.float32(k * h), z))
