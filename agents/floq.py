@@ -11,8 +11,9 @@ net): one velocity-net evaluation of one row costs 2 * (84*512 + 3*512*512 + 512
 member; each K-step integration over 256 * 8 = 2048 rows through both members costs
 K * 2048 * 2 * 1.66 MFLOP = 54.5 GFLOP, and an update does two (the TD target through the target
 field, the distillation target through the current field): ~109 GFLOP, ~145 GFLOP with the
-flow-matching loss's forward/backward and the actor.  ``floq_jax.core.flops.update_flops`` counts it from
-XLA's cost analysis; ``floq_jax.core.flops.floq_update_flops`` counts it analytically.
+flow-matching loss's forward/backward and the actor.  ``FloqAgent.analytic_update_flops`` declares the analytic
+count (``floq_jax.core.flops.floq_update_flops``, what ``floq_jax.core.flops.update_flops`` reports);
+``floq_jax.core.flops.xla_update_flops`` counts from XLA's cost analysis (the K-step scan body once).
 """
 
 import dataclasses
