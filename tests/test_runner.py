@@ -59,8 +59,8 @@ def seed_dir(save_dir, group):
 
 @pytest.fixture(scope='module')
 def runs(tiny_dataset, tmp_path_factory):
-    """Concurrent subprocesses: a run SIGKILLed after step 250, one with lr=1e30 (diverges), an offline-to-online run, and the
-    uninterrupted run.  The uninterrupted run starts once the killed one has paused: by then every program of their
+    """Concurrent subprocesses: a run SIGKILLed after step 250, one with lr=1e30 (diverges), an offline-to-online run,
+    and the uninterrupted run.  The uninterrupted run starts once the killed one has paused: by then every program of their
     shared config is in the session's compilation cache, so it loads them instead of compiling them a second time."""
     save_dir = str(tmp_path_factory.mktemp('runs'))
     env = subprocess_env()
