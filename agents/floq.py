@@ -11,10 +11,12 @@ net): one velocity-net evaluation of one row costs 2 * (84*512 + 3*512*512 + 512
 member; each K-step integration over 256 * 8 = 2048 rows through both members costs
 K * 2048 * 2 * 1.66 MFLOP = 54.5 GFLOP, and an update does two (the TD target through the target
 field, the distillation target through the current field): ~109 GFLOP, ~145 GFLOP with the
-flow-matching loss's forward/backward and the actor.  ``floq_jax.core.flops.update_flops`` counts it from
-XLA's cost analysis; ``floq_jax.core.flops.floq_update_flops`` counts it analytically.
+flow-matching loss's forward/backward and the actor.  ``FloqAgent.analytic_update_flops`` declares the analytic
+count (``floq_jax.core.flops.floq_update_flops``, what ``floq_jax.core.flops.update_flops`` reports);
+``floq_jax.core.flops.xla_update_flops`` counts from XLA's cost analysis (the K-step scan body once).
 """
 
+import dataclasses
 import functools
 from typing import Any, Optional
 
@@ -22,12 +24,76 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from floq_jax import agent_registry as accepts
+from floq_jax.analysis import diagnostics
 from floq_jax.core import actor, flow
+from floq_jax.core.flops import floq_update_flops
 from floq_jax.core.agent_base import Agent, compute_dtype, freeze_config
 from floq_jax.core.networks import EnsembleValue, TrunkSpec, VelocityField
 from floq_jax.core.target_noise import NOISE_STREAM, TARGET_NOISE_DISTS, sample_target_noise
 
 Q_AGGREGATES = ('mean', 'min')
+
+# (env-name prefix, overrides); the first matching prefix wins, so longer prefixes come first.
+# floq, offline (floq README, "floq-best" where it lists two commands).
+PUBLISHED_OFFLINE: tuple = (
+    ('antmaze-large', dict(alpha=10.0)),
+    ('antmaze-giant', dict(discount=0.995, q_agg='min', batch_size=512, alpha=10.0, critic_flow_steps=4)),
+    ('humanoidmaze-medium', dict(discount=0.995, alpha=30.0)),
+    ('humanoidmaze-large', dict(discount=0.995, batch_size=512, alpha=20.0)),
+    ('antsoccer-arena', dict(discount=0.995, alpha=10.0)),
+    ('cube-single', dict(alpha=300.0, block_depth=2)),
+    ('cube-double', dict(alpha=300.0, block_depth=2)),
+    ('scene', dict(alpha=300.0)),
+    ('puzzle-3x3', dict(alpha=1000.0)),
+    ('puzzle-4x4', dict(alpha=1000.0, noise_coverage=0.25)),
+)
+
+# floq, offline-to-online (floq README: 1M offline + 2M online steps).
+PUBLISHED_O2O: tuple = (
+    ('antmaze-large', dict(alpha=10.0)),
+    ('antmaze-giant', dict(discount=0.995, q_agg='min', batch_size=512, alpha=10.0, critic_flow_steps=4)),
+    ('humanoidmaze-medium', dict(discount=0.995, alpha=30.0)),
+    ('humanoidmaze-large', dict(discount=0.995, batch_size=512, alpha=20.0, critic_flow_steps=16)),
+    ('antsoccer-arena', dict(discount=0.995, alpha=30.0)),
+    ('cube-single', dict(alpha=300.0, block_depth=2)),
+    ('cube-double', dict(alpha=300.0, block_depth=2)),
+    ('scene', dict(alpha=300.0)),
+    ('puzzle-3x3', dict(alpha=1000.0)),
+    ('puzzle-4x4', dict(alpha=1000.0, noise_coverage=0.25)),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Mechanisms:
+    """floq's mechanism switches, in one place: the ablations of "what does flow matching bring to TD learning".
+    Every switch is a config key (so run directories record it); all are off at the published defaults, and a
+    config written before a switch existed reads as off (:meth:`of`).
+
+    ``use_distilled_critic`` (on by default, published): the actor reads a scalar critic ensemble regressed onto the
+        flow critic's integrated estimate; off, the actor differentiates through the K-step flow critic.
+    ``distributional``: each noise sample's flow-matching target is its own TD target r + gamma * mask * z_K^(j)
+        instead of the mean over the noise samples (a distributional critic).
+    ``predict_final``: the network predicts the final value y from (t, z) rather than the velocity y - z_0; the
+        integration is re-anchored at z_0 (the published floq_predict_final update).
+    ``stale_steps`` = m > 0: the first m of the K integration steps go through a stale copy of the field (hard-copied
+        while step + 1 < ``stale_copy_until``, frozen afterwards), the rest through the live one.
+    ``target_noise`` > 0: noise of that magnitude (``target_noise_dist``) on every regression target.
+    ``train_at_zero_only``: a one-step flow trained at t = 0 only (needs ``critic_flow_steps=1``).
+    """
+
+    use_distilled_critic: bool = True
+    distributional: bool = False
+    predict_final: bool = False
+    stale_steps: int = 0
+    target_noise: float = 0.0
+    target_noise_dist: str = 'uniform'
+    train_at_zero_only: bool = False
+
+    @classmethod
+    def of(cls, config) -> 'Mechanisms':
+        """The switches of ``config`` (keys it lacks read as their defaults above)."""
+        return cls(**{f.name: config.get(f.name, f.default) for f in dataclasses.fields(cls)})
 
 
 def _aggregate(values, how):
@@ -39,6 +105,33 @@ class FloqAgent(Agent):
     """floq agent.  params: 'critic_flow', 'distill_critic' (if used), 'actor_bc_flow', 'actor_onestep_flow'."""
 
     CRITIC = 'critic_flow'  # what config.freeze_critic_trunk freezes (all but the velocity net's output layer)
+    PUBLISHED = {'offline': (PUBLISHED_OFFLINE,), 'offline_to_online': (PUBLISHED_O2O, PUBLISHED_OFFLINE)}
+
+    @classmethod
+    def analytic_update_flops(cls, config):
+        """FLOPs of one update, counted analytically (XLA's cost analysis counts the K-step scan body once)."""
+        return floq_update_flops(config)
+
+    def critic_probe(self, observations, actions, rng):
+        """What the critic diagnostics probe: the velocity net's features at (t_k, z_k), taken at a random step k
+        of each row's actual integration path (current field, K = config.critic_flow_steps), the path's
+        straightness and velocity spread, q_change between K and 2K steps, and the distilled critic's features if
+        it exists (prefix ``distill/``)."""
+        num_steps = self.config.critic_flow_steps
+        path_rng, step_rng, q_rng = jax.random.split(rng, 3)
+        path = self.flow_paths(observations, actions, num_steps=num_steps, seed=path_rng)  # (K+1, E, B)
+        k = jax.random.randint(step_rng, (observations.shape[0],), 0, num_steps)
+        z = jnp.take_along_axis(path[:-1], k[None, None, :], axis=0)[0]  # (E, B)
+        t = k.astype(jnp.float32) / num_steps
+        _, features = self.modules['critic_flow'].apply({'params': self.params['critic_flow']}, observations,
+                                                        actions, z, t, return_features=True)
+        out = {'': features}
+        if 'distill_critic' in self.params:
+            out['distill/'] = self.modules['distill_critic'].apply(
+                {'params': self.params['distill_critic']}, observations, actions, return_features=True)[1]
+        return out, {'straightness': diagnostics.straightness(path),
+                     'velocity_spread': diagnostics.velocity_spread(path),
+                     'q_change': diagnostics.q_change(self, observations, actions, num_steps, q_rng)}
 
     # Stale copies for ``config.stale_steps > 0``: {'critic_flow': stale current field,
     # 'target_critic_flow': stale target field}; None otherwise.  Hard-copied from the pre-update
@@ -84,7 +177,7 @@ class FloqAgent(Agent):
         widen = lambda x: x if x.ndim == 2 else jnp.broadcast_to(x, (members, *x.shape))
         z0 = widen(z0)
 
-        if self.config.get('predict_final', False):
+        if Mechanisms.of(self.config).predict_final:
             if anchor is None and first_step > 0:
                 raise ValueError('integrate: predict_final needs the initial noise (anchor) when first_step > 0')
             anchor = z0 if anchor is None else widen(anchor)
@@ -102,7 +195,7 @@ class FloqAgent(Agent):
     def critic_integrate(self, critic_params, stale_params, observations, actions, z0, num_steps):
         """z_K (E, N) from z0 (N,): the first ``min(config.stale_steps, K)`` steps through ``stale_params``
         (if given and stale_steps > 0), the rest through ``critic_params`` (two calls of integrate)."""
-        m = min(int(self.config.get('stale_steps', 0)), num_steps)
+        m = min(int(Mechanisms.of(self.config).stale_steps), num_steps)
         if stale_params is None or m == 0:
             return self.integrate(critic_params, observations, actions, z0, num_steps)
         z_mid = self.integrate(stale_params, observations, actions, z0, num_steps, 0, m)
@@ -150,10 +243,9 @@ class FloqAgent(Agent):
     def critic_loss(self, batch, params, rng):
         """Flow-matching TD loss (+ distillation of the integrated estimate into the scalar critic).
 
-        Switches: ``distributional`` (each noise's own TD target), ``predict_final`` (regress y rather than
-        the velocity), ``stale_steps`` (stale fields for the first m steps), ``target_noise``.
+        The mechanism switches it reads are :class:`Mechanisms` (documented there).
         """
-        config = self.config
+        config, switches = self.config, Mechanisms.of(self.config)
         observations, actions = batch['observations'], batch['actions']
         batch_size = observations.shape[0]
         n, num_steps, num_members = config.noise_samples, config.critic_flow_steps, config.flow_num_ensembles
@@ -169,7 +261,7 @@ class FloqAgent(Agent):
                                        num_steps)
         next_q = _aggregate(next_z, config.q_agg).reshape(batch_size, n)
         noise_targets = batch['rewards'][:, None] + config.discount * batch['masks'][:, None] * next_q  # (B, n)
-        if config.get('distributional', False):
+        if switches.distributional:
             # Distributional floq: noise j's flow-matching target is its own r + gamma * mask * z_K^(j).
             row_targets = jax.lax.stop_gradient(noise_targets.reshape(batch_size * n))
             targets = row_targets.reshape(batch_size, n).mean(axis=1)
@@ -180,24 +272,24 @@ class FloqAgent(Agent):
 
         # Conditional flow matching on the line from z0 to y, t ~ U(0, 1) (or t = 0 only).
         z0 = self.sample_z0(noise_rng, (batch_size * n,))
-        t = (jnp.zeros((batch_size * n,)) if config.train_at_zero_only
+        t = (jnp.zeros((batch_size * n,)) if switches.train_at_zero_only
              else jax.random.uniform(t_rng, (batch_size * n,)))
         z_t, target_velocity = flow.interpolate(z0, row_targets, t)
         # The regression target: the velocity y - z0, or y itself with predict_final (the net reads as y).
-        regression_target = row_targets if config.get('predict_final', False) else target_velocity
+        regression_target = row_targets if switches.predict_final else target_velocity
         pred = self.modules['critic_flow'].apply({'params': params['critic_flow']}, obs_n, act_n,
                                                  jnp.broadcast_to(z_t, (num_members, batch_size * n)), t)
-        if config.get('target_noise', 0.0):
+        if switches.target_noise:
             # Independent noise per member, row and noise sample, on the regression target (as published).
             regression_target = regression_target + sample_target_noise(
-                jax.random.fold_in(rng, NOISE_STREAM), pred.shape, config.target_noise, config.get('target_noise_dist', 'uniform'))
+                jax.random.fold_in(rng, NOISE_STREAM), pred.shape, switches.target_noise, switches.target_noise_dist)
         flow_loss = ((pred - regression_target) ** 2).reshape(num_members, batch_size, n).sum(axis=-1)  # (E, B)
         loss = flow_loss.mean()
         info = {'flow_loss': flow_loss.mean(), 'target_q': targets.mean()}
-        if config.get('distributional', False):
+        if switches.distributional:
             info['target_q_noise_var'] = noise_targets.var(axis=1).mean()
 
-        if config.use_distilled_critic:
+        if switches.use_distilled_critic:
             current = self.critic_integrate(frozen['critic_flow'], self._stale('critic_flow'), obs_n, act_n, z0,
                                             num_steps)  # (E, B * n)
             current = current.reshape(num_members, batch_size, n)
@@ -214,7 +306,7 @@ class FloqAgent(Agent):
     def actor_q_fn(self, params, rng):
         """Q used by the actor (gradients reach the actions only): the distilled critic, or the flow critic."""
         frozen = jax.lax.stop_gradient(params)
-        if self.config.use_distilled_critic:
+        if Mechanisms.of(self.config).use_distilled_critic:
             return lambda o, a: self.modules['distill_critic'].apply({'params': frozen['distill_critic']}, o, a).mean(0)
 
         def flow_q(o, a):
@@ -285,23 +377,48 @@ def _checked(config):
                          '(OfflineData.reward_range) before FloqAgent.create')
     if config.r_max < config.r_min:
         raise ValueError(f'config.r_max ({config.r_max}) must be >= config.r_min ({config.r_min})')
-    if config.q_agg not in Q_AGGREGATES:
-        raise ValueError(f'config.q_agg must be one of {Q_AGGREGATES}, got {config.q_agg!r}')
-    for key in ('critic_flow_steps', 'noise_samples', 'actor_flow_steps', 'batch_size'):
-        if int(config[key]) < 1:
-            raise ValueError(f'config.{key} must be a positive integer, got {config[key]}')
+    accepts.check_config(config, CONFIG_RANGES)
     if config.train_at_zero_only and config.critic_flow_steps != 1:
         raise ValueError('config.train_at_zero_only trains a one-step flow: set config.critic_flow_steps=1')
     if not 0 <= int(config.get('stale_steps', 0)) <= config.critic_flow_steps:
         raise ValueError(f'config.stale_steps must be in [0, critic_flow_steps={config.critic_flow_steps}], '
                          f'got {config.get("stale_steps")}')
-    if config.get('target_noise', 0.0) < 0:
-        raise ValueError(f'config.target_noise must be >= 0, got {config.target_noise}')
-    if config.get('target_noise_dist', 'uniform') not in TARGET_NOISE_DISTS:
-        raise ValueError(f'config.target_noise_dist must be one of {TARGET_NOISE_DISTS}, got {config.target_noise_dist!r}')
-    if config.time_embedding not in ('cos', 'raw', 'fourier'):
-        raise ValueError(f"config.time_embedding must be 'cos', 'raw' or 'fourier', got {config.time_embedding!r}")
     return config
+
+
+AGENT = FloqAgent
+
+# What each config key accepts (checked by the CLI before anything is written, and by create; the cross-key rules
+# -- train_at_zero_only needs K = 1, stale_steps <= K, r_max >= r_min -- are in _checked).
+CONFIG_RANGES = {
+    'lr': accepts.positive_number,
+    'batch_size': accepts.positive_int,
+    '*_hidden_dims': accepts.positive_int_tuple,
+    'discount': accepts.interval(0, 1, high_open=True),  # the value support is r / (1 - discount)
+    'tau': accepts.interval(0, 1),
+    'q_agg': accepts.one_of(*Q_AGGREGATES),
+    'alpha': accepts.non_negative_number,
+    'actor_flow_steps': accepts.positive_int,
+    'flow_num_ensembles': accepts.positive_int,
+    'distill_num_ensembles': accepts.positive_int,
+    'noise_samples': accepts.positive_int,
+    'noise_coverage': accepts.non_negative_number,  # 0: the initial noise is a point
+    'critic_flow_steps': accepts.positive_int,
+    'time_embedding': accepts.one_of('cos', 'raw', 'fourier'),
+    'time_embed_dim': accepts.positive_int,
+    'num_bins': accepts.int_at_least(2),
+    'sigma': accepts.positive_number,
+    'reward_offset': accepts.non_negative_number,
+    'block_width': accepts.positive_int,
+    'block_depth': accepts.positive_int,
+    'num_transformations': accepts.positive_int,
+    'stale_steps': accepts.non_negative_int,
+    'stale_copy_until': accepts.non_negative_int,
+    'target_noise': accepts.non_negative_number,
+    'target_noise_dist': accepts.one_of(*TARGET_NOISE_DISTS),
+    'compute_dtype': accepts.one_of('float32', 'bfloat16', 'float16'),
+    'ensemble_apply': accepts.one_of('memberwise', 'vmap', 'auto'),
+}
 
 
 def get_config():

@@ -580,18 +580,19 @@ def prepare(**extra):
     options = common_options(**extra)
     cpu_devices = configure_cpu_devices(FLAGS.num_seeds, FLAGS.cpu_devices, FLAGS.distributed)
     enable_compile_cache()
-    check_dataset(FLAGS.env_name, FLAGS.dataset_dir, FLAGS.dataset_path)
     config = FLAGS.agent
     if 'agent_name' not in config:
         raise UsageError(f'--agent={FLAGS["agent"].config_filename}: the config has no agent_name')
-    from agents import AGENTS
+    import agents  # noqa: F401 - registers the project's agents
+    from floq_jax import agent_registry
 
-    if config.agent_name not in AGENTS:
-        raise UsageError(f'--agent.agent_name={config.agent_name!r}: accepted: {", ".join(sorted(AGENTS))}')
     try:
+        entry = agent_registry.load_agent_file(FLAGS['agent'].config_filename, config)
         applied = presets.apply_preset(config, FLAGS.env_name, FLAGS.preset, user_agent_keys(), mode=preset_mode())
+        agent_registry.check_config(config, entry.ranges)
     except ValueError as e:
         raise UsageError(e) from None
+    check_dataset(FLAGS.env_name, FLAGS.dataset_dir, FLAGS.dataset_path)
     if FLAGS.distributed:
         initialize_distributed()
     try:
@@ -602,6 +603,7 @@ def prepare(**extra):
     runner.set_reward_range(config, data, FLAGS.reward_range)
     options.flags = recorded_flags()
     options.flags['preset_applied'] = applied
+    options.flags.update(agent_registry.file_record(FLAGS['agent'].config_filename))  # evaluate finds the file again
     options.flags['preset_protocol_applied'] = apply_protocol_preset()  # what --preset=published set (idempotent)
     options.flags['cpu_devices'] = cpu_devices  # the effective value (auto resolved)
     options.console = True  # start-up / final summaries on stderr

@@ -5,12 +5,12 @@ evaluation protocol and the reward range of the noise interval.
     applied = apply_preset(config, env_name, preset='published', user_keys={'alpha'})
     applied = apply_preset(config, env_name, preset='published', mode='offline_to_online')   # the O2O table
 
-Per-environment values come from the published READMEs (CMU-AIRe/floq 2e46108 for floq and its FQL-ResNet /
-FQL-IQN / offline-to-online FQL commands; seohongpark/fql for FQL's own offline and offline-to-online values).
-The table is chosen by ``config.agent_name`` (floq, fql, fql_resnet, fql_iqn) and by the mode (offline, or
-offline-to-online: then the O2O table first, the offline one where the O2O list has no entry).  Only keys the
-agent's config has are applied, and keys the user set explicitly (``--agent.alpha=...``) win over the preset.
-Everything not listed stays at the agent's defaults.
+Per-environment values live next to each agent (its class's ``published_tables(config, mode)``, see
+floq_jax/agent_registry.py; the project's agents cite the published READMEs they come from).  The tables are
+those of the agent registered under ``config.agent_name`` and of the mode (offline, or offline-to-online: an
+agent lists the O2O table first, the offline one where the O2O list has no entry).  Only keys the agent's config
+has are applied, and keys the user set explicitly (``--agent.alpha=...``) win over the preset.  Everything not
+listed stays at the agent's defaults.
 
 Run lengths: :data:`PUBLISHED_PROTOCOL` (offline) and :data:`PUBLISHED_O2O_PROTOCOL` (offline-to-online),
 applied by the training entrypoints under ``--preset=published`` to every flag the user did not set
@@ -23,82 +23,6 @@ from typing import Dict, Iterable, Optional, Sequence
 
 PRESETS = ('published',)
 MODES = ('offline', 'offline_to_online')
-
-# (env-name prefix, overrides); the first matching prefix wins, so longer prefixes come first.
-# floq, offline (floq README, "floq-best" where it lists two commands).
-PUBLISHED: tuple = (
-    ('antmaze-large', dict(alpha=10.0)),
-    ('antmaze-giant', dict(discount=0.995, q_agg='min', batch_size=512, alpha=10.0, critic_flow_steps=4)),
-    ('humanoidmaze-medium', dict(discount=0.995, alpha=30.0)),
-    ('humanoidmaze-large', dict(discount=0.995, batch_size=512, alpha=20.0)),
-    ('antsoccer-arena', dict(discount=0.995, alpha=10.0)),
-    ('cube-single', dict(alpha=300.0, block_depth=2)),
-    ('cube-double', dict(alpha=300.0, block_depth=2)),
-    ('scene', dict(alpha=300.0)),
-    ('puzzle-3x3', dict(alpha=1000.0)),
-    ('puzzle-4x4', dict(alpha=1000.0, noise_coverage=0.25)),
-)
-
-# floq, offline-to-online (floq README: 1M offline + 2M online steps).
-PUBLISHED_O2O: tuple = (
-    ('antmaze-large', dict(alpha=10.0)),
-    ('antmaze-giant', dict(discount=0.995, q_agg='min', batch_size=512, alpha=10.0, critic_flow_steps=4)),
-    ('humanoidmaze-medium', dict(discount=0.995, alpha=30.0)),
-    ('humanoidmaze-large', dict(discount=0.995, batch_size=512, alpha=20.0, critic_flow_steps=16)),
-    ('antsoccer-arena', dict(discount=0.995, alpha=30.0)),
-    ('cube-single', dict(alpha=300.0, block_depth=2)),
-    ('cube-double', dict(alpha=300.0, block_depth=2)),
-    ('scene', dict(alpha=300.0)),
-    ('puzzle-3x3', dict(alpha=1000.0)),
-    ('puzzle-4x4', dict(alpha=1000.0, noise_coverage=0.25)),
-)
-
-# FQL, offline (FQL README), except humanoidmaze-large's batch 512: the floq README's FQL baseline command
-# (discount 0.995, alpha 30, batch 512; the FQL README runs it at the default batch 256).
-FQL_PUBLISHED: tuple = (
-    ('antmaze-large', dict(q_agg='min', alpha=10.0)),
-    ('antmaze-giant', dict(discount=0.995, q_agg='min', alpha=10.0)),
-    ('humanoidmaze-medium', dict(discount=0.995, alpha=30.0)),
-    ('humanoidmaze-large', dict(discount=0.995, batch_size=512, alpha=30.0)),
-    ('antsoccer-arena', dict(discount=0.995, alpha=10.0)),
-    ('cube-single', dict(alpha=300.0)),
-    ('cube-double', dict(alpha=300.0)),
-    ('scene', dict(alpha=300.0)),
-    ('puzzle-3x3', dict(alpha=1000.0)),
-    ('puzzle-4x4', dict(alpha=1000.0)),
-)
-
-# FQL, offline-to-online: humanoidmaze-large from the floq README (1M + 2M steps); the others from the FQL README.
-# Environments missing here use FQL_PUBLISHED.
-FQL_PUBLISHED_O2O: tuple = (
-    ('humanoidmaze-medium', dict(discount=0.995, alpha=100.0)),
-    ('humanoidmaze-large', dict(discount=0.995, batch_size=512, alpha=40.0)),
-    ('antsoccer-arena', dict(discount=0.995, alpha=30.0)),
-    ('cube-double', dict(alpha=300.0)),
-    ('scene', dict(alpha=300.0)),
-    ('puzzle-4x4', dict(alpha=1000.0)),
-)
-
-# FQL-ResNet and FQL-IQN (floq README examples); other environments use FQL's values.  The two published
-# FQL-ResNet shapes are config variants of agents/fql.py (resnet = 4 blocks x depth 2, as for humanoidmaze-large;
-# resnet_4x2 = 2 blocks x depth 4, as for antmaze-giant).
-FQL_RESNET_PUBLISHED: tuple = (
-    ('antmaze-giant', dict(discount=0.995, q_agg='min', batch_size=512, alpha=10.0)),
-    ('humanoidmaze-large', dict(discount=0.995, batch_size=512, alpha=20.0)),
-)
-FQL_IQN_PUBLISHED: tuple = (
-    ('antmaze-giant', dict(discount=0.995, q_agg='min', batch_size=512, alpha=10.0)),
-)
-
-# agent_name -> {mode: tables tried in order}.
-AGENT_TABLES: Dict[str, Dict[str, Sequence[tuple]]] = {
-    'floq': {'offline': (PUBLISHED,), 'offline_to_online': (PUBLISHED_O2O, PUBLISHED)},
-    'fql': {'offline': (FQL_PUBLISHED,), 'offline_to_online': (FQL_PUBLISHED_O2O, FQL_PUBLISHED)},
-    'fql_resnet': {'offline': (FQL_RESNET_PUBLISHED, FQL_PUBLISHED),
-                   'offline_to_online': (FQL_PUBLISHED_O2O, FQL_RESNET_PUBLISHED, FQL_PUBLISHED)},
-    'fql_iqn': {'offline': (FQL_IQN_PUBLISHED, FQL_PUBLISHED),
-                'offline_to_online': (FQL_PUBLISHED_O2O, FQL_IQN_PUBLISHED, FQL_PUBLISHED)},
-}
 
 # Run lengths of the published main.py (floq's, also for its FQL baselines); seeds are separate runs there
 # (--seed=0,1,2: PUBLISHED_NUM_SEEDS), so --preset=published does not change --num_seeds.
@@ -158,18 +82,24 @@ def default_task(env_name: str) -> Optional[int]:
     return None
 
 
-def _tables(agent_name: str, mode: str) -> Sequence[tuple]:
+def _tables(agent_name: str, mode: str, config=None) -> Sequence[tuple]:
+    """The tables of the agent registered under ``agent_name`` (at ``config``, default its registered config)."""
+    from floq_jax import agent_registry
+
     if mode not in MODES:
         raise ValueError(f'preset mode must be one of {", ".join(MODES)}, got {mode!r}')
-    if agent_name not in AGENT_TABLES:
+    entry = agent_registry.lookup(agent_name)
+    tables = entry.cls.published_tables(entry.get_config() if config is None else config, mode)
+    if not tables:
+        with_tables = [n for n, e in agent_registry.registered().items() if e.cls.published_tables(e.get_config(), mode)]
         raise ValueError(f'no published per-environment values for agent {agent_name!r}; accepted agents: '
-                         f'{", ".join(sorted(AGENT_TABLES))} (or --preset=none)')
-    return AGENT_TABLES[agent_name][mode]
+                         f'{", ".join(sorted(with_tables))} (or --preset=none)')
+    return tables
 
 
-def published_overrides(env_name: str, agent_name: str = 'floq', mode: str = 'offline') -> Dict:
+def published_overrides(env_name: str, agent_name: str, mode: str = 'offline', config=None) -> Dict:
     """The published values of ``agent_name`` for ``env_name`` in ``mode`` ({} where the defaults were used)."""
-    for table in _tables(agent_name, mode):
+    for table in _tables(agent_name, mode, config):
         for prefix, overrides in table:
             if env_name.startswith(prefix):
                 return dict(overrides)
@@ -189,7 +119,7 @@ def apply_preset(config, env_name: str, preset: Optional[str], user_keys: Iterab
         raise ValueError(f'--preset must be one of {", ".join(PRESETS)} or none, got {preset!r}')
     user_keys = {k.split('.')[0] for k in user_keys}
     applied = {}
-    for key, value in published_overrides(env_name, config.get('agent_name', 'floq'), mode).items():
+    for key, value in published_overrides(env_name, config.agent_name, mode, config).items():
         if key in user_keys or key not in config:
             continue
         config[key] = value

@@ -105,14 +105,19 @@ OPTIONAL_RUNNER_OPTIONS = {'eval_kwargs', 'log_diagnostics'}
 
 @dataclasses.dataclass(frozen=True)
 class Variant:
-    """One arm of a sweep: an agent ('floq', 'fql', 'fql_resnet', 'fql_iqn'), its config overrides, RunOptions
-    overrides (e.g. ``utd_ratio``, ``config_schedule``) and tags recorded in flags.json (e.g. ``{'K': 4}``)."""
+    """One arm of a sweep: an agent (a name of the agent registry, e.g. floq, fql_resnet, or an agent file), its
+    config overrides, RunOptions overrides (e.g. ``utd_ratio``, ``config_schedule``) and tags recorded in flags.json
+    (e.g. ``{'K': 4}``)."""
 
     name: str
-    agent: str = 'floq'
+    agent: str = ''  # a registered agent name or an agent file (path.py[:variant]); '' = the variant's name
     overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     tags: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        if not self.agent:
+            object.__setattr__(self, 'agent', self.name)
 
 
 @dataclasses.dataclass
@@ -173,7 +178,7 @@ def make_config(variant: Variant, env_name: str, preset_name: str, registry, dat
     agent registry, e.g. the ``agents`` package) < published env preset of the agent and ``mode``
     (paper) < preset's network sizes (smoke) < the variant's overrides; reward range from ``data`` (the published
     rule, floq_jax.training.runner.set_reward_range)."""
-    from floq_jax import presets as env_presets
+    from floq_jax import agent_registry, presets as env_presets
     from floq_jax.training import runner
 
     p = preset(preset_name)
@@ -187,6 +192,8 @@ def make_config(variant: Variant, env_name: str, preset_name: str, registry, dat
         if key not in config:
             raise ValueError(f'variant {variant.name}: {variant.agent} config has no key {key!r}')
         config[key] = value
+    if config.agent_name in agent_registry.registered():  # the agent file's CONFIG_RANGES (one line per bad key)
+        agent_registry.check_config(config)
     if data is not None:
         runner.set_reward_range(config, data)
     return config

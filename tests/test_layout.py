@@ -36,3 +36,42 @@ def test_the_checker_sees_lazy_imports(tmp_path):
     path = tmp_path / 'm.py'
     path.write_text('def f():\n    from agents import agent_class\n    import experiments.common\n')
     assert [m for m, _ in imported_modules(str(path))] == ['agents', 'experiments']
+
+
+def agent_name_constants(path, names):
+    """(line, value) of every string constant in a file that equals an agent name (docstrings aside)."""
+    with open(path) as f:
+        tree = ast.parse(f.read(), path)
+    docstrings = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+                docstrings.add(id(first.value))
+    return [(node.lineno, node.value) for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in names
+            and id(node) not in docstrings]
+
+
+def test_library_names_no_agent():
+    """The library serves any agent file (floq_jax.agent_registry): no string constant in floq_jax/ names an agent."""
+    import agents
+    from floq_jax import agent_registry
+
+    assert agents.agent_class('floq')  # the project's agents are registered
+
+    names = {'floq', 'fql', 'fql_iqn', 'fql_resnet', *agent_registry.registered()}
+    offenders = []
+    for root, _, files in os.walk(os.path.join(REPO, 'floq_jax')):
+        for name in sorted(files):
+            if name.endswith('.py'):
+                path = os.path.join(root, name)
+                offenders += [f'{os.path.relpath(path, REPO)}:{line} {value!r}'
+                              for line, value in agent_name_constants(path, names)]
+    assert not offenders, offenders
+
+
+def test_the_agent_name_checker_sees_constants_not_docstrings(tmp_path):
+    path = tmp_path / 'm.py'
+    path.write_text('"""floq"""\ndef f(a=\'fql\'):\n    """fql_iqn"""\n    return {\'fql_resnet\': 1, \'floqs\': 2}\n')
+    assert agent_name_constants(str(path), {'floq', 'fql', 'fql_iqn', 'fql_resnet'}) == [(2, 'fql'), (4, 'fql_resnet')]

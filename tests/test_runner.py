@@ -56,8 +56,8 @@ def seed_dir(save_dir, group):
 
 @pytest.fixture(scope='module')
 def runs(tiny_dataset, tmp_path_factory):
-    """Concurrent subprocesses: a run SIGKILLed after step 250, one with lr=nan, an offline-to-online run, and the
-    uninterrupted run.  The uninterrupted run starts once the killed one has paused: by then every program of their
+    """Concurrent subprocesses: a run SIGKILLed after step 250, one with lr=1e30 (diverges), an offline-to-online run,
+    and the uninterrupted run.  The uninterrupted run starts once the killed one has paused: by then every program of their
     shared config is in the session's compilation cache, so it loads them instead of compiling them a second time."""
     save_dir = str(tmp_path_factory.mktemp('runs'))
     env = subprocess_env()
@@ -65,7 +65,8 @@ def runs(tiny_dataset, tmp_path_factory):
                                                text=True, **kw)
     # The hook blocks this run after step 250 (checkpoints 100 and 200 durable, rows up to 250 logged).
     killed = popen(paused_cmd(train_cmd(tiny_dataset, save_dir, 'killed'), 250), env=env)
-    nan = popen(train_cmd(tiny_dataset, save_dir, 'nan', steps=200, extra=['--agent.lr=nan']), env=env)
+    # lr=nan is refused up front (agents' CONFIG_RANGES); a finite but absurd lr diverges to nan in the first updates
+    nan = popen(train_cmd(tiny_dataset, save_dir, 'nan', steps=200, extra=['--agent.lr=1e30']), env=env)
     online = popen(online_cmd(tiny_dataset, save_dir), env=env)
     try:
         line, deadline = '', time.time() + 300
@@ -180,7 +181,7 @@ def test_published_presets():
     c = floq.get_config()
     presets.apply_preset(c, 'puzzle-4x4-play-singletask-v0', 'published')
     assert (c.alpha, c.noise_coverage) == (1000.0, 0.25)
-    assert presets.published_overrides('pointmaze-medium-navigate-singletask-v0') == {}
+    assert presets.published_overrides('pointmaze-medium-navigate-singletask-v0', 'floq') == {}
     assert presets.default_task('cube-double-play-singletask-v0') == 2
     assert presets.default_task('puzzle-3x3-play-singletask-v0') == 4
     assert presets.default_task('antmaze-large-navigate-singletask-v0') == 1

@@ -202,7 +202,9 @@ def test_iqn_default_is_published_fql_iqn():
     c = fql_iqn.get_config()
     assert c.agent_name == 'fql_iqn' and fql.get_config('iqn').to_dict() == c.to_dict()
     assert (c.iqn_num_quantiles, c.iqn_num_target_quantiles, c.iqn_num_cosines, c.iqn_loss) == (8, 8, 64, 'squared')
-    assert agent_class('fql_iqn') is fql_iqn.FQLIQNAgent and issubclass(fql_iqn.FQLIQNAgent, fql.FQLAgent)
+    # One agent, one class: the quantile critic is a component of FQL chosen by the config.
+    assert agent_class('fql_iqn') is fql_iqn.FQLIQNAgent is fql.FQLAgent is agent_class('fql_resnet')
+    assert fql.critic_component(c) is fql.QuantileCritic and fql.critic_component(fql.get_config()) is fql.ScalarCritic
 
 
 def test_iqn_critic_loss_matches_composed_computation(batch):

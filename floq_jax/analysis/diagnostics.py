@@ -15,7 +15,8 @@ Plasticity (any critic):
     values) (Roy & Vetterli 2007).
   * :func:`dormant_fraction`: Sokar et al. (2023): unit activity E_x|h_i(x)| divided by the layer's
     mean activity; a unit is dormant if that score is <= tau.
-:func:`critic_diagnostics` bundles them for a floq or FQL agent (one dict of scalars per call).
+:func:`critic_diagnostics` bundles them for any agent, probing what the agent's ``critic_probe`` names (one dict of
+scalars per call).
 """
 
 from typing import Dict
@@ -132,32 +133,15 @@ def feature_metrics(features: jax.Array, prefix: str = '', dormant_taus=(0.0, 0.
 def critic_diagnostics(agent, batch, rng, dormant_taus=(0.0, 0.025)) -> Dict[str, jax.Array]:
     """Diagnostics of an agent's critic on ``batch`` (dict of (B, ...) arrays): a dict of scalars.
 
-    floq (``'critic_flow'`` in params): velocity-net features at (t_k, z_k) taken at a random step k
-    of each row's actual integration path (current field, K = config.critic_flow_steps), the
-    path's straightness and velocity spread, q_change between K and 2K steps, and the distilled
-    critic's features if it exists (prefix ``distill/``).
-    FQL: the critic's features (for an IQN critic, at its fixed quantile midpoints).
+    The agent says what to probe (``agent.critic_probe(observations, actions, rng)``, a hook of
+    :class:`floq_jax.core.agent_base.Agent`): penultimate features by prefix, each reduced to the plasticity
+    metrics of :func:`feature_metrics` (keys ``<prefix>feature_norm`` etc.), plus any extra scalars it computes
+    (e.g. a flow critic's path straightness, :func:`straightness`).  An agent that probes nothing gives {}.
     Jittable: ``jax.jit(critic_diagnostics)(agent, batch, rng)``.
     """
-    observations, actions = batch['observations'], batch['actions']
-    if 'critic_flow' in agent.params:
-        config = agent.config
-        num_steps = config.critic_flow_steps
-        path_rng, step_rng, q_rng = jax.random.split(rng, 3)
-        path = agent.flow_paths(observations, actions, num_steps=num_steps, seed=path_rng)  # (K+1, E, B)
-        batch_size = observations.shape[0]
-        k = jax.random.randint(step_rng, (batch_size,), 0, num_steps)
-        z = jnp.take_along_axis(path[:-1], k[None, None, :], axis=0)[0]  # (E, B)
-        t = k.astype(jnp.float32) / num_steps
-        _, features = agent.modules['critic_flow'].apply({'params': agent.params['critic_flow']}, observations,
-                                                         actions, z, t, return_features=True)
-        out = feature_metrics(features, '', dormant_taus)
-        out.update(straightness=straightness(path), velocity_spread=velocity_spread(path),
-                   q_change=q_change(agent, observations, actions, num_steps, q_rng))
-        if 'distill_critic' in agent.params:
-            _, distill_features = agent.modules['distill_critic'].apply(
-                {'params': agent.params['distill_critic']}, observations, actions, return_features=True)
-            out.update(feature_metrics(distill_features, 'distill/', dormant_taus))
-        return out
-    features = agent.critic_features(agent.params['critic'], observations, actions)
-    return feature_metrics(features, '', dormant_taus)
+    features, scalars = agent.critic_probe(batch['observations'], batch['actions'], rng)
+    out = {}
+    for prefix, f in features.items():
+        out.update(feature_metrics(f, prefix, dormant_taus))
+    out.update(scalars)
+    return out

@@ -8,10 +8,14 @@ count are leaves; the (frozen, hashable) config is static.  So an agent can be p
 Subclasses supply ``build_modules(config)`` (cached by config), ``total_loss`` and ``create``; the
 base class supplies ``update`` (one Adam step on the sum of critic and actor losses, then Polyak
 averaging of the target networks from the pre-update parameters, as published) and ``sample_actions``.
+
+What the library asks of an agent beyond training (published per-environment values, FLOPs per update, what the
+critic diagnostics probe) are the hooks below with working defaults; an agent file overrides those it knows
+(``floq_jax.agent_registry`` documents the whole agent-file contract).
 """
 
 import functools
-from typing import Any, Dict, Tuple
+from typing import Any, ClassVar, Dict, Optional, Sequence, Tuple
 
 import flax
 import jax
@@ -67,6 +71,36 @@ class Agent(flax.struct.PyTreeNode):
 
     def total_loss(self, batch, params, rng) -> Tuple[jax.Array, dict]:
         raise NotImplementedError
+
+    # Published per-environment values: {mode: (table, ...)}, each table ((env-name prefix, {key: value}), ...),
+    # tried in order, the first matching prefix of a table winning ('offline', 'offline_to_online').
+    PUBLISHED: ClassVar[Dict[str, Sequence[tuple]]] = {}
+
+    @classmethod
+    def published_tables(cls, config, mode: str) -> Sequence[tuple]:
+        """The published per-environment tables of this agent at ``config`` in ``mode`` (() if none)."""
+        del config
+        return tuple(cls.PUBLISHED.get(mode, ()))
+
+    @classmethod
+    def analytic_update_flops(cls, config) -> Optional[int]:
+        """FLOPs of one update from the frozen config (ob_dim / action_dim filled in); None: not declared
+        (``floq_jax.core.flops.update_flops`` then counts with XLA's cost analysis)."""
+        del config
+        return None
+
+    def critic_features(self, critic_params, observations, actions):
+        """Penultimate critic features (E, B, H) (or (B, H)); agents without them leave this undefined."""
+        raise NotImplementedError
+
+    def critic_probe(self, observations, actions, rng) -> Tuple[Dict[str, jax.Array], Dict[str, jax.Array]]:
+        """What the critic diagnostics probe (``floq_jax.analysis.diagnostics.critic_diagnostics``):
+        ({prefix: penultimate features}, {name: extra scalar}).  Default: the features of ``critic_features`` on
+        ``params[CRITIC]`` under prefix '' if the agent defines it, else nothing."""
+        del rng
+        if type(self).critic_features is Agent.critic_features:
+            return {}, {}
+        return {'': self.critic_features(self.params[self.CRITIC], observations, actions)}, {}
 
     # ------------------------------------------------------------------ shared machinery
     @property

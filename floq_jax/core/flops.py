@@ -45,7 +45,8 @@ def _actor_flops(config, batch: int) -> int:
 
 
 def floq_update_flops(config) -> int:
-    """Analytic FLOPs of one floq update (a frozen agent config with ob_dim/action_dim filled in)."""
+    """Analytic FLOPs of one update of a flow critic with FQL's actor and a distilled critic, the config keys of
+    agents/floq.py (a frozen agent config with ob_dim/action_dim filled in)."""
     rows = config.batch_size * config.noise_samples
     members = config.flow_num_ensembles
     v = velocity_net_flops(config)
@@ -63,7 +64,8 @@ def floq_update_flops(config) -> int:
 
 
 def fql_update_flops(config) -> int:
-    """Analytic FLOPs of one FQL update."""
+    """Analytic FLOPs of one update of a scalar (MLP or residual) critic ensemble with FQL's actor, the config keys
+    of agents/fql.py."""
     in_dim = config.ob_dim + config.action_dim
     if config.critic_use_resnet:
         q = resmlp_flops(in_dim, config.critic_resnet_width, config.critic_resnet_blocks,
@@ -75,14 +77,26 @@ def fql_update_flops(config) -> int:
     return config.num_ensembles * b * q * (1 + 3 + 3) + b * next_action + _actor_flops(config, b)
 
 
-def update_flops(agent) -> int:
-    """Analytic FLOPs of one update of ``agent`` (floq, FQL or FQL-ResNet, from its config)."""
-    name = agent.config.agent_name
-    if name in ('fql', 'fql_resnet'):
-        return fql_update_flops(agent.config)
-    if name == 'floq':
-        return floq_update_flops(agent.config)
-    raise ValueError(f'no analytic FLOP count for agent {name!r}; use xla_update_flops(agent, batch)')
+def update_flops(agent, batch=None) -> float:
+    """FLOPs of one update of ``agent``: the analytic count its class declares
+    (``analytic_update_flops(config)``), else XLA's cost analysis of its update on ``batch`` (default: zeros of the
+    config's batch size, :func:`example_batch`).  Scan bodies count once in XLA's count: exact only for agents whose
+    update has no K-step loop (declare an analytic count for those)."""
+    flops = type(agent).analytic_update_flops(agent.config)
+    if flops is not None:
+        return flops
+    return xla_update_flops(agent, example_batch(agent) if batch is None else batch)
+
+
+def example_batch(agent) -> dict:
+    """A batch of zeros with the standard keys at the agent's config sizes (batch_size, ob_dim, action_dim), or,
+    for an agent vmapped over seeds, the same per seed."""
+    import jax.numpy as jnp
+
+    c = agent.config
+    b = int(c.batch_size)
+    return {'observations': jnp.zeros((b, c.ob_dim)), 'actions': jnp.zeros((b, c.action_dim)),
+            'next_observations': jnp.zeros((b, c.ob_dim)), 'rewards': jnp.zeros((b,)), 'masks': jnp.ones((b,))}
 
 
 def xla_update_flops(agent, batch) -> float:

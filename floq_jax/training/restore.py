@@ -11,7 +11,7 @@ from typing import Any, Callable, Optional
 
 import jax
 
-from floq_jax import storage
+from floq_jax import agent_registry, storage
 from floq_jax.data import sampling
 from floq_jax.training import parallel, rundirs
 from floq_jax.training.checkpoints import Checkpointer
@@ -29,7 +29,7 @@ def load_run(run_directory: str, agent_class: Callable[[str], Any], step: Option
     config = rundirs.canonical_config(flags['agent'])
     data = load_offline_data(flags['env_name'], dataset_path=dataset_path or flags['dataset_file'])
     arrays = sampling.batch_arrays(data.train)
-    agent_cls = agent_class(config.agent_name)
+    agent_cls = agent_registry.class_for_run(config.agent_name, flags, agent_class)  # else flags' agent_file
     agent = agent_cls.create(int(flags['seed']), arrays['observations'][:1], arrays['actions'][:1], config)
     target = {'agent': agent, 'data_rng': parallel.seed_rngs([int(flags['seed'])])[0]}
     if int(flags.get('online_steps') or 0) > 0:
