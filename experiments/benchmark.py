@@ -21,7 +21,7 @@ import time
 
 from absl import app, flags
 
-from experiments import common, end_to_end
+from experiments import cli_flags, end_to_end
 
 import jax
 import jax.numpy as jnp
@@ -54,7 +54,7 @@ flags.DEFINE_list('eval_pools', None, 'Pool sizes (live envs across all seeds, a
 flags.DEFINE_list('vector_mode_pools', None, 'Pool sizes n of the vector_modes section (default 2,4,8,16; --tiny 1).')
 flags.DEFINE_integer('compile_repeats', 0, 'Extra section: compile the floq update at K=1 and K=16 alternately '
                      'this many times each (compile time is noisy on a shared CPU) and count while loops in the HLO.')
-common.define_cpu_devices_flag(1, 'CPU-only hosts: split the CPU into this many XLA devices (as train_offline '
+cli_flags.define_cpu_devices_flag(1, 'CPU-only hosts: split the CPU into this many XLA devices (as train_offline '
                                '--cpu_devices does); the seeds section then also times the 8 seeds sharded over them. '
                                'Run the update cases with the default 1.')
 flags.DEFINE_enum('seeds_config', 'small', ['small', 'demo'], "Config of the seeds section: 'small' (2x256, "
