@@ -97,22 +97,27 @@ def sweep_from_flags(name: str, variants: Union[Sequence[Variant], Callable[[Swe
 def main(sweep: Sweep, source: sweeps.SweepData, post: Optional[Callable[[Sweep], str]] = None,
          group_by: str = 'variant') -> Dict[str, str]:
     """Runs the sweep (unless --report_only), then writes results.md/.csv/learning_curves.png (plus what ``post``
-    writes; its returned markdown is appended to results.md).  Prints the written paths."""
+    writes; its returned markdown is appended to results.md).  Prints the written paths.  Errors end the program as
+    the training entrypoints' do (experiments.errors.run_cli: one line; a run directory another run holds or that
+    belongs to another run, a full disk, a preemption, Ctrl-C)."""
     absl_logging.set_verbosity(absl_logging.WARNING)
+    out = {}
+    errors.run_cli(lambda: out.update(_run_and_report(sweep, source, post, group_by)))
+    return out
+
+
+def _run_and_report(sweep: Sweep, source: sweeps.SweepData, post, group_by: str) -> Dict[str, str]:
+    """:func:`main`'s body."""
     if not FLAGS.report_only:
-        sweep.cpu_devices = sweeps.configure_cpu_devices(sweep, FLAGS.cpu_devices)  # before JAX starts
-        common.enable_compile_cache()
+        sweep.cpu_devices = common.start_devices(sweeps.seed_count(sweep), FLAGS.cpu_devices)  # before JAX starts
     t0 = time.time()
     if not FLAGS.report_only:
-        from floq_jax.training.options import RunDirConflict
+        from floq_jax.training.devices import device_description
 
         times_before = sweeps.recorded_run_times(sweep)
-        try:
-            sweeps.run_sweep(sweep, source)
-        except RunDirConflict as e:  # e.g. a run dir evaluated under another protocol: one line, not a traceback
-            errors.fail(e, 1)
+        sweeps.run_sweep(sweep, source)
         if sweeps.recorded_run_times(sweep) != times_before:  # it trained: an invocation that only reused is not
-            sweeps.record_command(sweep, command_line(), t0, time.time() - t0, sweeps.device_description())
+            sweeps.record_command(sweep, command_line(), t0, time.time() - t0, device_description())
     from floq_jax.analysis.report import NoRunsError
 
     try:
