@@ -28,7 +28,7 @@ from experiments.bench.report import table, targets
 from experiments.bench.seeds import SeedSections
 from experiments.bench.updates import UpdateSections
 from floq_jax.training import benchmarking as bm
-from floq_jax.training import devices, parallel
+from floq_jax.training import devices
 
 FLAGS = flags.FLAGS
 flags.DEFINE_bool('quick', False, 'Few timed calls, K in {1, 8, 16}, 2-step chunks, no seeds section and no '
@@ -82,7 +82,8 @@ def skipped_sections(sections, skip) -> set:
 
 def main(_):
     t_start = time.perf_counter()
-    if FLAGS.cpu_devices > 1 and not parallel.set_cpu_devices(FLAGS.cpu_devices):
+    # First (floq_jax.training.devices); no compilation cache: the sections time compiles.
+    if FLAGS.cpu_devices > 1 and devices.start(1, FLAGS.cpu_devices, cache=False) != FLAGS.cpu_devices:
         raise SystemExit('error: --cpu_devices: JAX was already initialised (or XLA_FLAGS sets a device count)')
     skip = skipped_sections(FLAGS.sections, FLAGS.skip)
     for flag in ('eval_num_seeds', 'eval_pools', 'vector_mode_pools'):

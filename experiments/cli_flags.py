@@ -84,7 +84,7 @@ def define_common_flags(offline_steps: int | None = None) -> None:
     """The training entrypoints' flags.  Nothing here reads the command line: --agent is checked and defined when the
     flags are parsed (:func:`flags_parser`)."""
     from floq_jax import presets
-    from floq_jax.training.parallel import SEED_LOOPS  # imports jax, which starts no backend (--cpu_devices is set later)
+    from floq_jax.training.parallel import SEED_LOOPS  # import jax only: floq_jax.training.devices
 
     flags.DEFINE_string('env_name', 'cube-single-play-singletask-task2-v0', 'OGBench single-task dataset name.')
     flags.DEFINE_string('dataset_dir', None, 'Directory holding <dataset>.npz (default: ~/.ogbench/data).')

@@ -53,7 +53,7 @@ def main(_):
         checks.check_positive(steps=FLAGS.steps, dataset_episodes=FLAGS.dataset_episodes,
                               eval_episodes=FLAGS.eval_episodes, num_seeds=FLAGS.num_seeds,
                               eval_interval=FLAGS.eval_interval)
-        cpu_devices = common.start_devices(FLAGS.num_seeds, FLAGS.cpu_devices)  # before JAX starts
+        cpu_devices = common.start_devices(FLAGS.num_seeds, FLAGS.cpu_devices)  # first (floq_jax.training.devices)
         ks = checks.parse_int_list('num_steps', FLAGS.num_steps)
         checks.check_writable(FLAGS.save_dir)
         t0 = time.time()

@@ -109,7 +109,7 @@ def main(sweep: Sweep, source: sweeps.SweepData, post: Optional[Callable[[Sweep]
 def _run_and_report(sweep: Sweep, source: sweeps.SweepData, post, group_by: str) -> Dict[str, str]:
     """:func:`main`'s body."""
     if not FLAGS.report_only:
-        sweep.cpu_devices = common.start_devices(sweeps.seed_count(sweep), FLAGS.cpu_devices)  # before JAX starts
+        sweep.cpu_devices = common.start_devices(sweeps.seed_count(sweep), FLAGS.cpu_devices)  # first (floq_jax.training.devices)
     t0 = time.time()
     if not FLAGS.report_only:
         from floq_jax.training.devices import device_description
