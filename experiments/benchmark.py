@@ -23,7 +23,6 @@ from absl import app, flags
 from experiments import cli_flags, end_to_end
 from experiments.bench.base import BenchBase, _bad_flag, positive_ints
 from experiments.bench.evaluation import EvalSections, vector_mode_rows
-from experiments.bench.memory import PeakRss, tree_rss_bytes  # noqa: F401 - the benchmark's API (tests)
 from experiments.bench.report import table, targets
 from experiments.bench.seeds import SeedSections
 from experiments.bench.updates import UpdateSections

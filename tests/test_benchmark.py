@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from experiments import benchmark
+from experiments.bench import memory
 from floq_jax.training import devices
 from floq_jax.training import benchmarking as bm
 
@@ -98,8 +99,8 @@ def test_eval_seeds_table_sections_and_rss(capsys):
                               'b = np.ones(64 * 2**20 // 8); print("held", flush=True); sys.stdin.read()'],
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
-        with benchmark.PeakRss(interval=0.01, pid=child.pid) as peak:
-            base = benchmark.tree_rss_bytes(child.pid)
+        with memory.PeakRss(interval=0.01, pid=child.pid) as peak:
+            base = memory.tree_rss_bytes(child.pid)
             child.stdin.write('go\n')
             child.stdin.flush()
             assert child.stdout.readline().strip() == 'held'

@@ -42,7 +42,7 @@ one vector env whose slots are split evenly between them (seed k owns slots
 vmapped ``sample_actions``: floq_jax.training.evaluate.evaluate_seeds).  This
 module knows policies only, never an agent's API.
 Seed k keeps its own keys (``episode_key(seed_k, i, t)``) and reset seeds
-(``envs.episode_seeds(seed_k, n)``), so its results depend only on (agent, seed,
+(``envs.episode_seeds(seed_k, n)``), so its results depend only on (policy, seed,
 protocol): exactly those of that seed evaluated alone, on any number of slots.
 
 Memory: one OGBench cube env holds ~160 MB, so the pool of live envs is
