@@ -121,12 +121,6 @@ def matmul_flops_per_s(n: int = 2048, iters: int = 10, dtype=jnp.float32, warmup
             'best_flops_per_s': flops / timing.min_s}
 
 
-def device_description() -> Dict[str, Any]:
-    d = jax.devices()[0]
-    return {'platform': d.platform, 'device_kind': getattr(d, 'device_kind', str(d)),
-            'num_devices': jax.device_count(), 'jax_version': jax.__version__}
-
-
 # ----------------------------------------------------------------------------- evaluation
 
 
