@@ -18,9 +18,9 @@ import time
 
 from absl import app, flags
 
-from experiments import common
+from experiments import agent_flag, checks, cli_flags, common, errors
 
-common.define_eval_protocol_flag()  # --eval_protocol: 'published' (default) or 'deterministic'
+cli_flags.define_eval_protocol_flag()  # --eval_protocol: 'published' (default) or 'deterministic'
 
 flags.DEFINE_string('env_name', 'cube-single-play-singletask-task2-v0', 'Single-task name to train on.')
 flags.DEFINE_integer('dataset_episodes', 100, 'Episodes of the generated dataset.')
@@ -34,41 +34,39 @@ flags.DEFINE_string('cache_dir', None, 'Dataset cache (default: $FLOQ_DATA_CACHE
 flags.DEFINE_integer('seed', 0, 'First seed.')
 flags.DEFINE_integer('num_seeds', 2, 'Seeds seed..seed+num_seeds-1, trained together (vmapped; on a CPU-only host '
                      'sharded over --cpu_devices XLA devices, one per core).')
-common.define_cpu_devices_flag()
-common.define_compile_cache_flag()
+cli_flags.define_cpu_devices_flag()
+cli_flags.define_compile_cache_flag()
 FLAGS = flags.FLAGS
 
 
 def main(_):
-    common.quiet_logs()
+    errors.quiet_logs()
 
     def body():
         from floq_jax import presets
         from floq_jax.analysis import report
         import agents
-        from floq_jax.training import evaluate, runner
-        from floq_jax.data import ensure_generated_dataset, load_offline_data, parse_name
+        from floq_jax.training import compose, evaluate, runner
+        from floq_jax.data import ensure_generated_dataset, parse_name
 
-        common.check_env_name(FLAGS.env_name)
-        common.check_positive(steps=FLAGS.steps, dataset_episodes=FLAGS.dataset_episodes,
+        checks.check_env_name(FLAGS.env_name)
+        checks.check_positive(steps=FLAGS.steps, dataset_episodes=FLAGS.dataset_episodes,
                               eval_episodes=FLAGS.eval_episodes, num_seeds=FLAGS.num_seeds,
                               eval_interval=FLAGS.eval_interval)
-        cpu_devices = common.configure_cpu_devices(FLAGS.num_seeds, FLAGS.cpu_devices)  # before JAX starts
-        common.enable_compile_cache()
-        ks = common.parse_int_list('num_steps', FLAGS.num_steps)
-        common.check_writable(FLAGS.save_dir)
+        cpu_devices = common.start_devices(FLAGS.num_seeds, FLAGS.cpu_devices)  # first (floq_jax.training.devices)
+        ks = checks.parse_int_list('num_steps', FLAGS.num_steps)
+        checks.check_writable(FLAGS.save_dir)
         t0 = time.time()
         parsed = parse_name(FLAGS.env_name)
         print(f'[1/4] dataset: {parsed.dataset_name}, {FLAGS.dataset_episodes} generated episodes (cached)', flush=True)
         path = ensure_generated_dataset(parsed.dataset_name, FLAGS.dataset_episodes, seed=0,
                                         cache_dir=FLAGS.cache_dir, progress=True)
-        data = load_offline_data(FLAGS.env_name, dataset_path=path)
+        data = compose.load_data(FLAGS.env_name, compose.DataSource(dataset_path=path))
         print(f'      {path} ({len(data.train["observations"])} transitions, {time.time() - t0:.0f} s)', flush=True)
 
         config = presets.demo_config(agents.get_config('floq'))
-        applied = presets.apply_preset(config, FLAGS.env_name, 'published',
+        applied = compose.agent_config(config, FLAGS.env_name, 'published', 'offline', data=data,
                                        user_keys=('block_width', 'critic_flow_steps', 'noise_samples', 'batch_size'))
-        runner.set_reward_range(config, data)
         interval = min(FLAGS.eval_interval, FLAGS.steps)
         options = runner.RunOptions(
             env_name=FLAGS.env_name, seed=FLAGS.seed, num_seeds=FLAGS.num_seeds, offline_steps=FLAGS.steps,
@@ -80,7 +78,7 @@ def main(_):
         print(f'[2/4] training floq (2x128 nets, K=4, noise_samples 2, batch 64; published preset {applied}) '
               f'for {FLAGS.steps} steps, {FLAGS.num_seeds} seed(s) on {cpu_devices} XLA CPU device(s)', flush=True)
         t1 = time.time()
-        run_dirs = runner.run_offline(agents.agent_class(config.agent_name), config, data, options)
+        run_dirs = compose.train(agents.agent_class(config.agent_name), config, data, options, mode='offline')
         print(f'      {os.path.dirname(run_dirs[0])} ({time.time() - t1:.0f} s)', flush=True)
 
         print(f'[3/4] evaluating the final checkpoints ({FLAGS.eval_episodes} episodes each, evaluation: '
@@ -98,8 +96,8 @@ def main(_):
         print(f'learning curves: {paths["learning_curves.png"]}')
         print(f'total {time.time() - t0:.0f} s')
 
-    common.run_cli(body)
+    errors.run_cli(body)
 
 
 if __name__ == '__main__':
-    app.run(main, flags_parser=common.flags_parser)
+    app.run(main, flags_parser=agent_flag.flags_parser)

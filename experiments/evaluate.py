@@ -15,7 +15,7 @@ import json
 
 from absl import app, flags
 
-from experiments import common
+from experiments import agent_flag, checks, cli_flags, common, errors
 
 flags.DEFINE_string('run_dir', None, 'A seed run directory (holding flags.json and checkpoints/).')
 flags.DEFINE_integer('step', None, 'Checkpoint step (default: the newest intact one).')
@@ -26,50 +26,50 @@ flags.DEFINE_integer('eval_seed', None, 'Episode seed (default: the seed the run
                      'used, from the run seed and the step: the same episodes and noise).')
 flags.DEFINE_string('dataset_path', None, 'Dataset file (default: the one in flags.json).')
 FLAGS = flags.FLAGS
-common.define_eval_protocol_flag()  # --eval_protocol: 'published' (noise N(0, I), the default) or 'deterministic'
-common.define_compile_cache_flag()
-common.define_video_flags()  # extra rendered episodes -> <run_dir>/evaluations/step<step>.mp4 (not counted)
-common.define_success_timing_flag(default='')  # --success_timing: '' (default) the run's own, or 'post' / 'pre'
+cli_flags.define_eval_protocol_flag()  # --eval_protocol: 'published' (noise N(0, I), the default) or 'deterministic'
+cli_flags.define_compile_cache_flag()
+cli_flags.define_video_flags()  # extra rendered episodes -> <run_dir>/evaluations/step<step>.mp4 (not counted)
+cli_flags.define_success_timing_flag(default='')  # --success_timing: '' (default) the run's own, or 'post' / 'pre'
 
 
 def main(_):
-    common.quiet_logs()
+    errors.quiet_logs()
 
     def body():
         import agents
         from floq_jax import storage
         from floq_jax.training import evaluate
 
-        common.check_readable('run_dir', FLAGS.run_dir)
+        checks.check_readable('run_dir', FLAGS.run_dir)
         if not FLAGS.run_dir or not storage.isfile(storage.join(FLAGS.run_dir, 'flags.json')):
-            raise common.UsageError(f'--run_dir={FLAGS.run_dir!r}: expected a seed run directory holding flags.json')
-        common.check_positive(eval_episodes=FLAGS.eval_episodes, video_frame_skip=FLAGS.video_frame_skip)
+            raise errors.UsageError(f'--run_dir={FLAGS.run_dir!r}: expected a seed run directory holding flags.json')
+        checks.check_positive(eval_episodes=FLAGS.eval_episodes, video_frame_skip=FLAGS.video_frame_skip)
         if FLAGS.video_episodes < 0:
-            raise common.UsageError(f'--video_episodes={FLAGS.video_episodes}: must be >= 0')
+            raise errors.UsageError(f'--video_episodes={FLAGS.video_episodes}: must be >= 0')
         ckpt_dir = storage.join(FLAGS.run_dir, 'checkpoints')
         steps = sorted(int(n) for n in storage.listdir(ckpt_dir) if n.isdigit())
         if not steps:
-            raise common.UsageError(f'--run_dir={FLAGS.run_dir!r}: no checkpoints in {ckpt_dir}')
+            raise errors.UsageError(f'--run_dir={FLAGS.run_dir!r}: no checkpoints in {ckpt_dir}')
         if FLAGS.step is not None and FLAGS.step not in steps:
-            raise common.UsageError(f'--step={FLAGS.step}: no checkpoint at that step in {ckpt_dir}; accepted: '
+            raise errors.UsageError(f'--step={FLAGS.step}: no checkpoint at that step in {ckpt_dir}; accepted: '
                                     f'{", ".join(map(str, steps))} (or omit --step for the newest)')
-        ks = common.parse_int_list('num_steps', FLAGS.num_steps)
+        ks = checks.parse_int_list('num_steps', FLAGS.num_steps)
         if FLAGS.success_timing:
             from floq_jax import presets
 
-            common.check_choice('success_timing', FLAGS.success_timing, list(presets.SUCCESS_TIMINGS))
-        common.enable_compile_cache()
+            checks.check_choice('success_timing', FLAGS.success_timing, list(presets.SUCCESS_TIMINGS))
+        common.start_devices()
         try:
             summary = evaluate.evaluate_checkpoint(FLAGS.run_dir, agents.agent_class, FLAGS.step, FLAGS.eval_episodes, ks, FLAGS.eval_protocol,
                                    FLAGS.video_episodes, FLAGS.eval_seed, FLAGS.eval_num_envs, FLAGS.dataset_path,
                                    video_frame_skip=FLAGS.video_frame_skip,
                                    success_timing=FLAGS.success_timing or None)
         except FileNotFoundError as e:
-            raise common.UsageError(f'--step: {e}') from None
+            raise errors.UsageError(f'--step: {e}') from None
         print(json.dumps(summary, indent=2))
 
-    common.run_cli(body)
+    errors.run_cli(body)
 
 
 if __name__ == '__main__':
-    app.run(main, flags_parser=common.flags_parser)
+    app.run(main, flags_parser=agent_flag.flags_parser)

@@ -29,7 +29,7 @@ import time
 
 from absl import app, flags
 
-from experiments import common, side_by_side
+from experiments import REPO, checks, errors, side_by_side
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('reference_dir', None, 'Checkout of https://github.com/CMU-AIRe/floq (the published code).')
@@ -56,9 +56,9 @@ Q_METRIC = 'training/critic/q'  # both codes log it: floq's distilled critic, FQ
 
 
 def steps_by_task() -> dict:
-    values = common.parse_int_list('steps', ','.join(FLAGS.steps))
+    values = checks.parse_int_list('steps', ','.join(FLAGS.steps))
     if len(values) not in (1, len(FLAGS.tasks)):
-        raise common.UsageError(f'--steps: give one value or one per task ({len(FLAGS.tasks)}), got {len(values)}')
+        raise errors.UsageError(f'--steps: give one value or one per task ({len(FLAGS.tasks)}), got {len(values)}')
     return {t: values[0] if len(values) == 1 else values[i] for i, t in enumerate(FLAGS.tasks)}
 
 
@@ -107,7 +107,7 @@ def dataset_file(task: str) -> str:
     if FLAGS.dataset_dir:
         path = os.path.join(os.path.expanduser(FLAGS.dataset_dir), f'{name}.npz')
         if not os.path.isfile(path):
-            raise common.UsageError(f'--dataset_dir: {path} does not exist')
+            raise errors.UsageError(f'--dataset_dir: {path} does not exist')
         return path
     return ensure_generated_dataset(name, FLAGS.dataset_episodes, seed=0, progress=True)
 
@@ -164,7 +164,7 @@ def train_floq_jax(datasets, steps):
             os.makedirs(log_dir, exist_ok=True)
             print(f'[parity] start {key} ({FLAGS.num_seeds} seeds in one process)', flush=True)
             start = time.time()
-            proc = run_logged(cmd, os.path.join(log_dir, key.replace('/', '_') + '.log'), cwd=common.REPO)
+            proc = run_logged(cmd, os.path.join(log_dir, key.replace('/', '_') + '.log'), cwd=REPO)
             if proc.wait() != 0:
                 raise RuntimeError(f'{key} failed (exit {proc.returncode}); see {log_dir}')
             record_timing(key, time.time() - start, processes=1, seeds=FLAGS.num_seeds)
@@ -264,7 +264,7 @@ def write_report(steps, ref_commit: str) -> str:
 
     runs = load_all_runs(steps)
     if not runs:
-        raise common.UsageError(f'--out_dir={FLAGS.out_dir}: no finished evaluations to report yet')
+        raise errors.UsageError(f'--out_dir={FLAGS.out_dir}: no finished evaluations to report yet')
     out = os.path.join(FLAGS.out_dir, 'report')
     os.makedirs(out, exist_ok=True)
     curves = report.plot_learning_curves(runs, os.path.join(out, 'parity_curves.png'), group_by=('agent_name', 'code'),
@@ -316,7 +316,7 @@ def write_report(steps, ref_commit: str) -> str:
 
 
 def main(_):
-    common.quiet_logs()
+    errors.quiet_logs()
 
     def body():
         from experiments import parity_harness
@@ -324,20 +324,20 @@ def main(_):
         steps = steps_by_task()
         for agent in FLAGS.agents:
             if agent not in side_by_side.PARITY_CONFIGS:
-                raise common.UsageError(f'--agents: {agent!r} is not one of {", ".join(side_by_side.PARITY_CONFIGS)}')
+                raise errors.UsageError(f'--agents: {agent!r} is not one of {", ".join(side_by_side.PARITY_CONFIGS)}')
         for task in FLAGS.tasks:
-            common.check_env_name(task)
+            checks.check_env_name(task)
             side_by_side.alpha_for(task)
-        common.check_positive(num_seeds=FLAGS.num_seeds, eval_interval=FLAGS.eval_interval,
+        checks.check_positive(num_seeds=FLAGS.num_seeds, eval_interval=FLAGS.eval_interval,
                               eval_episodes=FLAGS.eval_episodes, jobs=FLAGS.jobs)
         ref = {'commit': ''}
         if not FLAGS.report_only and FLAGS.only != 'floq_jax' or FLAGS.reference_dir:
             if not FLAGS.reference_dir:
-                raise common.UsageError('--reference_dir: required (a checkout of https://github.com/CMU-AIRe/floq)')
+                raise errors.UsageError('--reference_dir: required (a checkout of https://github.com/CMU-AIRe/floq)')
             try:
                 ref = parity_harness.check_reference(FLAGS.reference_dir, FLAGS.reference_python)
             except parity_harness.ReferenceUnusable as e:
-                raise common.UsageError(str(e)) from None
+                raise errors.UsageError(str(e)) from None
         os.makedirs(FLAGS.out_dir, exist_ok=True)
         if not FLAGS.report_only:
             datasets = {t: dataset_file(t) for t in FLAGS.tasks}
@@ -349,7 +349,7 @@ def main(_):
         print(open(path).read())
         print(f'report: {path}')
 
-    common.run_cli(body)
+    errors.run_cli(body)
 
 
 if __name__ == '__main__':

@@ -43,10 +43,9 @@ def main(argv):
 
     runs_dir = _RUNS.value
     try:
-        found = bool(runs_dir) and storage.isdir(runs_dir)
-    except Exception as e:  # noqa: BLE001 - a bucket that cannot be asked (credentials, network)
-        return _fail(f'--runs={runs_dir}: cannot read it ({type(e).__name__}: {" ".join(str(e).split())[:200]}); '
-                     f'expected a directory (local or gs://bucket/...) containing run dirs')
+        found = bool(runs_dir) and storage.check_readable(runs_dir, 'dir')
+    except storage.StorageError as e:  # a bucket that cannot be asked (credentials, network)
+        return _fail(f'--runs={runs_dir}: {e}; expected a directory (local or gs://bucket/...) containing run dirs')
     if not found:
         return _fail(f'--runs={runs_dir}: not a directory; expected a directory containing run '
                      f'dirs with flags.json and eval.csv')

@@ -9,7 +9,7 @@ import os
 import sys
 from typing import List, Sequence
 
-from experiments import common
+from experiments import errors
 
 # The agent config both codes get: the demo's small networks (2 x 128, batch 64; floq K = 4, 2 noise samples),
 # written in each code's config keys (the published FQL sizes its critic with block_width/block_depth).
@@ -30,7 +30,7 @@ def alpha_for(task: str) -> float:
     for prefix, alpha in PUBLISHED_ALPHA:
         if task.startswith(prefix):
             return alpha
-    raise common.UsageError(f'--tasks: {task} has no published alpha here; use one of the families '
+    raise errors.UsageError(f'--tasks: {task} has no published alpha here; use one of the families '
                             f'{", ".join(p for p, _ in PUBLISHED_ALPHA)}')
 
 

@@ -13,7 +13,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 from absl import flags
 from absl import logging as absl_logging
 
-from experiments import common
+from experiments import checks, cli_flags, common, errors
 from floq_jax import sweeps
 from floq_jax.sweeps import Sweep, Variant
 
@@ -39,14 +39,14 @@ def define_flags(default_envs: str = '') -> None:
     flags.DEFINE_integer('seed', 0, 'First seed.')
     flags.DEFINE_integer('offline_steps', None, 'Override the scale\'s offline steps.')
     flags.DEFINE_integer('num_episodes', None, 'Episodes of a generated dataset (default: the scale\'s).')
-    common.define_compile_cache_flag()
+    cli_flags.define_compile_cache_flag()
     flags.DEFINE_bool('report_only', False, 'Only rewrite the tables and plots from existing runs.')
     flags.DEFINE_integer('mc_states', 1024, 'Held-out states for the Q errors against Monte-Carlo returns (scale_k, '
                          'utd, mechanisms).')
-    common.define_eval_protocol_flag()
-    common.define_success_timing_flag()
-    common.define_eval_seeding_flag()
-    common.define_cpu_devices_flag()
+    cli_flags.define_eval_protocol_flag()
+    cli_flags.define_success_timing_flag()
+    cli_flags.define_eval_seeding_flag()
+    cli_flags.define_cpu_devices_flag()
 
 
 def sweep_from_flags(name: str, variants: Union[Sequence[Variant], Callable[[Sweep], Sequence[Variant]]],
@@ -72,9 +72,9 @@ def sweep_from_flags(name: str, variants: Union[Sequence[Variant], Callable[[Swe
                            ('eval_seeding', presets.EVAL_SEEDINGS)):
         if flag in FLAGS:
             try:
-                common.check_choice(flag, FLAGS[flag].value, list(accepted))
-            except common.UsageError as e:
-                common.fail(e)
+                checks.check_choice(flag, FLAGS[flag].value, list(accepted))
+            except errors.UsageError as e:
+                errors.fail(e)
             opts[flag] = FLAGS[flag].value
     sweep = sweeps.Sweep(name=name, variants=[], envs=envs, preset=FLAGS.scale, mode=mode, options=opts,
                          save_dir=FLAGS.save_dir, description=description, registry=registry)
@@ -97,22 +97,27 @@ def sweep_from_flags(name: str, variants: Union[Sequence[Variant], Callable[[Swe
 def main(sweep: Sweep, source: sweeps.SweepData, post: Optional[Callable[[Sweep], str]] = None,
          group_by: str = 'variant') -> Dict[str, str]:
     """Runs the sweep (unless --report_only), then writes results.md/.csv/learning_curves.png (plus what ``post``
-    writes; its returned markdown is appended to results.md).  Prints the written paths."""
+    writes; its returned markdown is appended to results.md).  Prints the written paths.  Errors end the program as
+    the training entrypoints' do (experiments.errors.run_cli: one line; a run directory another run holds or that
+    belongs to another run, a full disk, a preemption, Ctrl-C)."""
     absl_logging.set_verbosity(absl_logging.WARNING)
+    out = {}
+    errors.run_cli(lambda: out.update(_run_and_report(sweep, source, post, group_by)))
+    return out
+
+
+def _run_and_report(sweep: Sweep, source: sweeps.SweepData, post, group_by: str) -> Dict[str, str]:
+    """:func:`main`'s body."""
     if not FLAGS.report_only:
-        sweep.cpu_devices = sweeps.configure_cpu_devices(sweep, FLAGS.cpu_devices)  # before JAX starts
-        common.enable_compile_cache()
+        sweep.cpu_devices = common.start_devices(sweeps.seed_count(sweep), FLAGS.cpu_devices)  # first (floq_jax.training.devices)
     t0 = time.time()
     if not FLAGS.report_only:
-        from floq_jax.training.options import RunDirConflict
+        from floq_jax.training.devices import device_description
 
         times_before = sweeps.recorded_run_times(sweep)
-        try:
-            sweeps.run_sweep(sweep, source)
-        except RunDirConflict as e:  # e.g. a run dir evaluated under another protocol: one line, not a traceback
-            common.fail(e, 1)
+        sweeps.run_sweep(sweep, source)
         if sweeps.recorded_run_times(sweep) != times_before:  # it trained: an invocation that only reused is not
-            sweeps.record_command(sweep, command_line(), t0, time.time() - t0, sweeps.device_description())
+            sweeps.record_command(sweep, command_line(), t0, time.time() - t0, device_description())
     from floq_jax.analysis.report import NoRunsError
 
     try:

@@ -11,28 +11,28 @@ See docs/training.md.
 
 from absl import app, flags
 
-from experiments import common
+from experiments import agent_flag, cli_flags, common, errors
 
-common.define_common_flags()
-flags.adopt_module_key_flags(common)  # --help lists the common flags (and --agent's keys), not only --helpfull
-FLAGS = common.FLAGS
+cli_flags.define_common_flags()
+flags.adopt_module_key_flags(cli_flags)  # --help lists the common flags (and --agent's keys), not only --helpfull
+FLAGS = flags.FLAGS
 
 
 def main(_):
-    common.quiet_logs()
+    errors.quiet_logs()
 
     def body():
         import agents
-        from floq_jax.training import runner
+        from floq_jax.training import compose
 
         config, data, options = common.prepare()
         common.maybe_wandb(options, config)
-        dirs = runner.run_offline(agents.agent_class(config.agent_name), config, data, options)
+        dirs = compose.train(agents.agent_class(config.agent_name), config, data, options, mode='offline')
         for d in dirs:
             print(d)
 
-    common.run_cli(body)
+    errors.run_cli(body)
 
 
 if __name__ == '__main__':
-    app.run(main, flags_parser=common.flags_parser)
+    app.run(main, flags_parser=agent_flag.flags_parser)

@@ -14,12 +14,12 @@ command line.  See docs/training.md.
 
 from absl import app, flags
 
-from experiments import common
+from experiments import agent_flag, cli_flags, common, errors
 from floq_jax import presets
 
 # Defaults: the published README's offline-to-online commands (1M offline + 2M online steps).
-common.define_common_flags(offline_steps=presets.PUBLISHED_O2O_PROTOCOL['offline_steps'])
-flags.adopt_module_key_flags(common)  # --help lists the common flags (and --agent's keys), not only --helpfull
+cli_flags.define_common_flags(offline_steps=presets.PUBLISHED_O2O_PROTOCOL['offline_steps'])
+flags.adopt_module_key_flags(cli_flags)  # --help lists the common flags (and --agent's keys), not only --helpfull
 flags.DEFINE_integer('online_steps', presets.PUBLISHED_O2O_PROTOCOL['online_steps'],
                      'Online env steps (default: the published README\'s).')
 flags.DEFINE_integer('utd_ratio', 1, 'Updates per env step.')
@@ -28,25 +28,26 @@ flags.DEFINE_integer('buffer_size', 2_000_000, 'Replay capacity (at least the da
 flags.DEFINE_bool('balanced_sampling', False, 'Online phase: half of each batch from the dataset, half from a '
                   'replay buffer of online transitions only (--buffer_size rows), as the published '
                   '--balanced_sampling; off (the default, as published): the buffer starts as the dataset.')
-FLAGS = common.FLAGS
+FLAGS = flags.FLAGS
 
 
 def main(_):
-    common.quiet_logs()
+    errors.quiet_logs()
 
     def body():
         import agents
-        from floq_jax.training import runner
+        from floq_jax.training import compose
 
         config, data, options = common.prepare(online_steps=FLAGS.online_steps, utd_ratio=FLAGS.utd_ratio,
                                                buffer_size=FLAGS.buffer_size,
                                                balanced_sampling=FLAGS.balanced_sampling)
         common.maybe_wandb(options, config)
-        for d in runner.run_offline_to_online(agents.agent_class(config.agent_name), config, data, options):
+        for d in compose.train(agents.agent_class(config.agent_name), config, data, options,
+                               mode='offline_to_online'):
             print(d)
 
-    common.run_cli(body)
+    errors.run_cli(body)
 
 
 if __name__ == '__main__':
-    app.run(main, flags_parser=common.flags_parser)
+    app.run(main, flags_parser=agent_flag.flags_parser)

@@ -261,10 +261,12 @@ def check_writable(path) -> None:
         raise StorageError(f'cannot write to {path}: {_reason(e)}') from None
 
 
-def check_readable(path) -> bool:
-    """True if ``path`` exists; False if it does not; :class:`StorageError` if the storage cannot be asked
-    (missing bucket, no credentials, unreachable)."""
+def check_readable(path, kind: str = 'any') -> bool:
+    """True if ``path`` exists (``kind`` 'file': is a file; 'dir': is a directory); False if it does not;
+    :class:`StorageError` if the storage cannot be asked (missing bucket, no credentials, unreachable).  The one
+    readability check of every path a flag names."""
+    test = {'any': exists, 'file': isfile, 'dir': isdir}[kind]
     try:
-        return exists(path)
+        return test(path)
     except Exception as e:  # noqa: BLE001
         raise StorageError(f'cannot read {path}: {_reason(e)}') from None

@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 
 from experiments import benchmark
+from experiments.bench import memory
+from floq_jax.training import devices
 from floq_jax.training import benchmarking as bm
 
 
@@ -42,7 +44,7 @@ def test_table_and_targets_synthetic():
                                      peak_memory_bytes=2 ** 30)
     mm = dict(n=2048, flops_per_s=4e10)
     results = dict(
-        device=bm.device_description(), device_note='toy', mode='tiny', matmul=mm, matmul_start=mm, matmul_end=mm,
+        device=devices.device_info(), device_note='toy', mode='tiny', matmul=mm, matmul_start=mm, matmul_end=mm,
         updates=[upd('floq_K1', 1, 0.1, 10.0), upd('floq_K8', 8, 0.05, 11.0), upd('floq_K16', 16, 0.2, 12.0)],
         seeds=dict(num_seeds=8, one_seed=dict(seed_updates_per_s=10.0), vmapped=dict(seed_updates_per_s=40.0),
                    sequential=dict(seed_updates_per_s=10.0, achieved_flops_per_s=1e10), vmapped_over_sequential=4.0,
@@ -72,7 +74,7 @@ def test_eval_seeds_table_sections_and_rss(capsys):
     row = dict(num_seeds=4, pool=2, live_envs=4, slots_per_seed=1, waves=10, create_s=4.0, eval_s=20.0,
                episodes_per_s=2.0, peak_rss_bytes=1500 * mib, peak_over_base_per_env_bytes=170 * mib)
     mm = dict(n=2048, flops_per_s=4e10)
-    results = dict(device=bm.device_description(), device_note='toy', mode='tiny', matmul=mm, matmul_start=mm,
+    results = dict(device=devices.device_info(), device_note='toy', mode='tiny', matmul=mm, matmul_start=mm,
                    matmul_end=mm, updates=[], seeds={}, loop={}, evaluation=None, profile={}, targets={},
                    eval_seeds=dict(rows=[row], num_episodes=10, vector_mode='chunked'))
     text = benchmark.table(results)
@@ -98,8 +100,8 @@ def test_eval_seeds_table_sections_and_rss(capsys):
                               'b = np.ones(64 * 2**20 // 8); print("held", flush=True); sys.stdin.read()'],
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
-        with benchmark.PeakRss(interval=0.01, pid=child.pid) as peak:
-            base = benchmark.tree_rss_bytes(child.pid)
+        with memory.PeakRss(interval=0.01, pid=child.pid) as peak:
+            base = memory.tree_rss_bytes(child.pid)
             child.stdin.write('go\n')
             child.stdin.flush()
             assert child.stdout.readline().strip() == 'held'
@@ -124,7 +126,7 @@ def test_vector_mode_rows_and_table():
     n = envs_lib.AUTO_CHUNKED_MIN_ENVS
     synthetic = [dict(n=n, mode=m, auto='chunked', build_s=1.0, eval_s=2.0, total_s=3.0) for m in ('sync', 'chunked')]
     mm = dict(n=8, flops_per_s=1e9)
-    text = benchmark.table(dict(device=bm.device_description(), device_note='', mode='tiny', matmul=mm,
+    text = benchmark.table(dict(device=devices.device_info(), device_note='', mode='tiny', matmul=mm,
                                 matmul_start=mm, matmul_end=mm, updates=[], seeds={}, loop={}, evaluation={},
                                 profile={}, targets={}, vector_modes=dict(env_name='cube', evaluations=3,
                                                                          rows=synthetic)))

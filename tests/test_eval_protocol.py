@@ -153,14 +153,14 @@ def seed_evaluations():
 
     agents = _stacked_agents(2)
     captured = []
-    real = evaluation.evaluate_seeds
+    real = evaluate.evaluate_seeds
 
     def recording(evaluator, agents, seeds, **kwargs):
         out = real(evaluator, agents, seeds, **kwargs)
         captured.append((list(seeds), out))
         return out
 
-    evaluation.evaluate_seeds = recording
+    evaluate.evaluate_seeds = recording
     results = {}
     try:
         for pool in (4, 2):
@@ -174,7 +174,7 @@ def seed_evaluations():
             finally:
                 ev.close()
     finally:
-        evaluation.evaluate_seeds = real
+        evaluate.evaluate_seeds = real
     return results
 
 

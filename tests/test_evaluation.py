@@ -14,6 +14,8 @@ import pytest
 
 from floq_jax.envs import envs as envs_lib
 from floq_jax.envs import evaluation
+from floq_jax.training import benchmarking as bm
+from floq_jax.training import evaluate
 
 ENV = 'cube-single-play-singletask-task2-v0'
 STEPS = 20
@@ -144,7 +146,7 @@ def test_policy_gets_batched_float32_obs_and_one_call_per_step():
 
 
 def test_benchmark_evaluation_smoke():
-    out = evaluation.benchmark_evaluation(feature_policy, ENV, num_episodes=2, vector_mode='sync',
+    out = bm.benchmark_evaluation(feature_policy, ENV, num_episodes=2, vector_mode='sync',
                                           max_episode_steps=5)
     assert out['parallel_s'] > 0 and out['sequential_s'] > 0
     assert out['speedup'] == pytest.approx(out['sequential_s'] / out['parallel_s'])
@@ -261,10 +263,10 @@ def test_seeds_together_equal_each_seed_alone():
     with evaluation.seeds_evaluator(ENV, 2, 2, **kw) as together, \
             evaluation.seeds_evaluator(ENV, 2, 1, **kw) as pool2:
         assert together.num_envs == 4 and pool2.num_envs == 2
-        both = evaluation.evaluate_seeds(together, agents, seeds, temperature=1.0)
+        both = evaluate.evaluate_seeds(together, agents, seeds, temperature=1.0)
         for k, s in enumerate(seeds):
             agent = jax.tree_util.tree_map(lambda x: x[k:k + 1], agents)
-            (alone,) = evaluation.evaluate_seeds(pool2, agent, [s], temperature=1.0)
+            (alone,) = evaluate.evaluate_seeds(pool2, agent, [s], temperature=1.0)
             one_seed = pool2(policy_fn_for(train.select_seed(agents, k)), temperature=1.0, seed=s)
             for key in keys:
                 np.testing.assert_array_equal(both[k][key], alone[key], err_msg=key)
@@ -277,7 +279,7 @@ def test_seeds_together_equal_each_seed_alone():
         waves = evaluation.run_seeds(pool2, rows, seeds, temperature=0.0)
         # Under noise too: the pool shared by both seeds (1 slot each, episodes in waves) and one episode at a time
         # give each seed the episodes of all at once (the key of a step is fold_in(fold_in(seed, episode), step)).
-        noisy_waves = evaluation.evaluate_seeds(pool2, agents, seeds, temperature=1.0)
+        noisy_waves = evaluate.evaluate_seeds(pool2, agents, seeds, temperature=1.0)
         with evaluation.Evaluator(ENV, num_episodes=2, parallel=False, max_episode_steps=10) as one_at_a_time:
             sequential = [one_at_a_time(policy_fn_for(train.select_seed(agents, k)), temperature=1.0, seed=s)
                           for k, s in enumerate(seeds)]
@@ -289,7 +291,7 @@ def test_seeds_together_equal_each_seed_alone():
                 for key in ('episode_return', 'episode_final_observation'):
                     np.testing.assert_allclose(other[key], both[k][key], rtol=1e-4, atol=1e-5, err_msg=key)
         with pytest.raises(ValueError, match='leading axis of 3'):
-            evaluation.evaluate_seeds(together, agents, [0, 1, 2])
+            evaluate.evaluate_seeds(together, agents, [0, 1, 2])
     for a, b in zip(waves, once):
         for key in keys:
             np.testing.assert_array_equal(a[key], b[key], err_msg=key)

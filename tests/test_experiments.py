@@ -50,9 +50,12 @@ def test_run_options_group_flags_and_overrides():
 
 def test_sweep_cpu_devices_validation():
     sweep = sweeps.Sweep(name='x', variants=[sweeps.Variant('floq')], envs=['e'], options=dict(num_seeds=2))
+    from floq_jax.training import devices
+
+    assert sweeps.seed_count(sweep) == 2
     with pytest.raises(ValueError, match='--cpu_devices=0'):
-        sweeps.configure_cpu_devices(sweep, 0)
-    assert sweeps.configure_cpu_devices(sweep) == 1  # JAX already started here (and conftest sets a device count)
+        devices.start(sweeps.seed_count(sweep), 0, cache=False)
+    assert devices.start(sweeps.seed_count(sweep), cache=False) == 1  # JAX already started (conftest sets a count)
 
 
 def test_mean_ci_and_suite():

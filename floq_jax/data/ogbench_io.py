@@ -143,9 +143,9 @@ def resolve_dataset_file(env_name, dataset_dir=None, dataset_path=None):
     if not path.endswith('.npz'):
         raise DatasetError(f'dataset_path {path} must end with .npz')
     try:
-        found = storage.isfile(path)
-    except Exception as e:  # noqa: BLE001 - a bucket that cannot be asked (credentials, network)
-        raise DatasetError(f'dataset file {path} cannot be read ({type(e).__name__}: {e})') from None
+        found = storage.check_readable(path, 'file')
+    except storage.StorageError as e:  # a bucket that cannot be asked (credentials, network)
+        raise DatasetError(str(e)) from None
     if not found:
         raise DatasetError(
             f'dataset file {path} not found for {parsed.dataset_name} (env {env_name}): copy OGBench\'s '

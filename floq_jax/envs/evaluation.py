@@ -35,12 +35,14 @@ global generator and continues its env's reset stream at every evaluation),
 while an evaluation stays a function of (policy, seed, step, protocol) only: a
 resumed run, or ``experiments.evaluate`` of the step's checkpoint, repeats it.
 
-Seeds evaluated together (:func:`evaluate_seeds`): the S seeds of a run share
+Seeds evaluated together (:func:`run_seeds`): the S seeds of a run share
 one vector env whose slots are split evenly between them (seed k owns slots
 ``k*M .. (k+1)*M - 1``), and each env step makes ONE policy call for all seeds,
-``vmap(agent.sample_actions)`` over the seed axis on observations (S, M, obs_dim).
+``seeds_policy_fn`` on observations (S, M, obs_dim) (for stacked agents, a
+vmapped ``sample_actions``: floq_jax.training.evaluate.evaluate_seeds).  This
+module knows policies only, never an agent's API.
 Seed k keeps its own keys (``episode_key(seed_k, i, t)``) and reset seeds
-(``envs.episode_seeds(seed_k, n)``), so its results depend only on (agent, seed,
+(``envs.episode_seeds(seed_k, n)``), so its results depend only on (policy, seed,
 protocol): exactly those of that seed evaluated alone, on any number of slots.
 
 Memory: one OGBench cube env holds ~160 MB, so the pool of live envs is
@@ -53,7 +55,6 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from typing import Any, Callable, List, Sequence
 
 import jax
@@ -451,29 +452,6 @@ def seeds_evaluator(env_name: str, num_episodes: int, num_seeds: int, pool_size:
     return Evaluator(env_name, num_episodes=num_episodes, num_envs=num_seeds * slots, **kwargs)
 
 
-def _rows_actions(agent, observations, keys, temperature):
-    """Actions (N, A) of one agent on observations (N, O), row j sampled with its own key ``keys[j]``."""
-    return jax.vmap(lambda o, k: agent.sample_actions(o[None], seed=k, temperature=temperature)[0])(
-        observations, keys)
-
-
-@jax.jit
-def rows_policy_actions(agent, observations, keys, temperature):
-    """:func:`_rows_actions`, jitted: the policy of one (unstacked) agent as the evaluator calls it."""
-    return _rows_actions(agent, observations, keys, temperature)
-
-
-@jax.jit
-def _seeds_actions(agents, observations, rngs, temperature):
-    """Actions (S, M, A) of stacked agents (leading axis S) on observations (S, M, O) with keys (S, M, 2)."""
-    return jax.vmap(lambda agent, obs, keys: _rows_actions(agent, obs, keys, temperature))(agents, observations, rngs)
-
-
-def seeds_policy_fn(agents) -> SeedsPolicyFn:
-    """The policy of stacked agents (every leaf with a leading seed axis S) as one jitted, vmapped call."""
-    return lambda obs, rngs, temperature: _seeds_actions(agents, jnp.asarray(obs), rngs, jnp.float32(temperature))
-
-
 def run_seeds(evaluator: Evaluator, policy_fn: SeedsPolicyFn, seeds: Sequence[int], temperature: float = 1.0,
               num_episodes: int | None = None) -> List[dict]:
     """Evaluates S policies together on ``evaluator``'s vector env, one ``policy_fn`` call per env step.
@@ -495,81 +473,3 @@ def run_seeds(evaluator: Evaluator, policy_fn: SeedsPolicyFn, seeds: Sequence[in
     episode_seeds = np.stack([envs_lib.episode_seeds(int(s), n) for s in seeds])
     rngs = jnp.stack([jax.random.PRNGKey(int(s)) for s in seeds])
     return _run_slots(evaluator.env, policy_fn, episode_seeds, rngs, temperature, slots)
-
-
-def evaluate_seeds(evaluator: Evaluator, agents, seeds: Sequence[int], temperature: float = 1.0,
-                   num_episodes: int | None = None) -> List[dict]:
-    """Evaluates stacked agents (leading axis S, one per entry of ``seeds``) with one vmapped ``sample_actions``
-    call per env step for all seeds; see :func:`run_seeds`.  Agents sharded over several processes must be
-    gathered first (the call runs on this process's devices)."""
-    sizes = {x.shape[:1] for x in jax.tree_util.tree_leaves(agents)}
-    if sizes != {(len(seeds),)}:
-        raise ValueError(f'agents must be stacked with a leading axis of {len(seeds)} (one per seed), got {sizes}')
-    return run_seeds(evaluator, seeds_policy_fn(agents), seeds, temperature, num_episodes)
-
-
-def _cpu_seconds(env) -> float:
-    """User+system CPU seconds of this process plus ``env``'s worker processes (if any)."""
-    import resource
-
-    own = resource.getrusage(resource.RUSAGE_SELF)
-    workers = env.worker_cpu_seconds() if hasattr(env, 'worker_cpu_seconds') else 0.0
-    return own.ru_utime + own.ru_stime + workers
-
-
-def benchmark_evaluation(policy_fn: PolicyFn, env_name: str, num_episodes: int = 50, seed: int = 0,
-                         vector_mode: str = 'auto', num_envs: int | None = None, num_workers: int | None = None,
-                         max_episode_steps: int | None = None) -> dict:
-    """Wall-clock of a parallel vs a sequential ``num_episodes`` evaluation.
-
-    Both are timed on already-created envs (training keeps its evaluator alive;
-    FQL also builds its eval env once), after calling the policy once on both
-    batch shapes so JIT compiles are excluded.  Env construction (~1 s per
-    OGBench manipulation env: MJCF compile) is reported separately.
-
-    ``*_cpu_s`` are CPU seconds of the timed call (this process + 'chunked'
-    worker processes; gymnasium 'async' workers are not counted), useful on a
-    shared machine where wall-clock depends on other load.
-
-    Returns:
-        dict(parallel_s, sequential_s, speedup, parallel_create_s, sequential_create_s,
-        parallel_cpu_s, sequential_cpu_s,
-        success_parallel, success_sequential, same_episode_success, same_episode_length,
-        same_final_observation, vector_mode, num_envs).
-    """
-    n_par = num_envs or num_episodes
-    timings = {}
-    results = {}
-    for name, parallel in (('parallel', True), ('sequential', False)):
-        evaluator = make_evaluator(env_name, num_episodes, seed, num_envs, parallel, vector_mode,
-                                   max_episode_steps, num_workers=num_workers)
-        try:
-            t0 = time.perf_counter()
-            env = evaluator.env
-            if parallel:  # Make sure workers finished building their envs.
-                env.reset(seed=list(range(env.num_envs)))
-            timings[f'{name}_create_s'] = time.perf_counter() - t0
-            space = env.single_observation_space if parallel else env.observation_space
-            batch = env.num_envs if parallel else 1
-            np.asarray(policy_fn(np.zeros((batch,) + space.shape, np.float32),
-                                 jax.random.split(jax.random.PRNGKey(0), batch), 0.0))
-            t0, c0 = time.perf_counter(), _cpu_seconds(env)
-            results[name] = evaluator(policy_fn)
-            timings[f'{name}_s'] = time.perf_counter() - t0
-            timings[f'{name}_cpu_s'] = _cpu_seconds(env) - c0
-        finally:
-            evaluator.close()
-    return {
-        **timings,
-        'speedup': timings['sequential_s'] / timings['parallel_s'],
-        'success_parallel': results['parallel']['success'],
-        'success_sequential': results['sequential']['success'],
-        'same_episode_success': bool(np.array_equal(results['parallel']['episode_success'],
-                                                    results['sequential']['episode_success'])),
-        'same_episode_length': bool(np.array_equal(results['parallel']['episode_length'],
-                                                   results['sequential']['episode_length'])),
-        'same_final_observation': bool(np.array_equal(results['parallel']['episode_final_observation'],
-                                                      results['sequential']['episode_final_observation'])),
-        'vector_mode': vector_mode,
-        'num_envs': n_par,
-    }

@@ -121,10 +121,74 @@ def matmul_flops_per_s(n: int = 2048, iters: int = 10, dtype=jnp.float32, warmup
             'best_flops_per_s': flops / timing.min_s}
 
 
-def device_description() -> Dict[str, Any]:
-    d = jax.devices()[0]
-    return {'platform': d.platform, 'device_kind': getattr(d, 'device_kind', str(d)),
-            'num_devices': jax.device_count(), 'jax_version': jax.__version__}
+# ----------------------------------------------------------------------------- evaluation
+
+
+def _cpu_seconds(env) -> float:
+    """User+system CPU seconds of this process plus ``env``'s worker processes (if any)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    workers = env.worker_cpu_seconds() if hasattr(env, 'worker_cpu_seconds') else 0.0
+    return own.ru_utime + own.ru_stime + workers
+
+
+def benchmark_evaluation(policy_fn: Callable, env_name: str, num_episodes: int = 50, seed: int = 0,
+                         vector_mode: str = 'auto', num_envs: int | None = None, num_workers: int | None = None,
+                         max_episode_steps: int | None = None) -> dict:
+    """Wall-clock of a parallel vs a sequential ``num_episodes`` evaluation.
+
+    Both are timed on already-created envs (training keeps its evaluator alive;
+    FQL also builds its eval env once), after calling the policy once on both
+    batch shapes so JIT compiles are excluded.  Env construction (~1 s per
+    OGBench manipulation env: MJCF compile) is reported separately.
+
+    ``*_cpu_s`` are CPU seconds of the timed call (this process + 'chunked'
+    worker processes; gymnasium 'async' workers are not counted), useful on a
+    shared machine where wall-clock depends on other load.
+
+    Returns:
+        dict(parallel_s, sequential_s, speedup, parallel_create_s, sequential_create_s,
+        parallel_cpu_s, sequential_cpu_s,
+        success_parallel, success_sequential, same_episode_success, same_episode_length,
+        same_final_observation, vector_mode, num_envs).
+    """
+    from floq_jax.envs.evaluation import make_evaluator
+
+    n_par = num_envs or num_episodes
+    timings = {}
+    results = {}
+    for name, parallel in (('parallel', True), ('sequential', False)):
+        evaluator = make_evaluator(env_name, num_episodes, seed, num_envs, parallel, vector_mode,
+                                   max_episode_steps, num_workers=num_workers)
+        try:
+            t0 = time.perf_counter()
+            env = evaluator.env
+            if parallel:  # Make sure workers finished building their envs.
+                env.reset(seed=list(range(env.num_envs)))
+            timings[f'{name}_create_s'] = time.perf_counter() - t0
+            space = env.single_observation_space if parallel else env.observation_space
+            batch = env.num_envs if parallel else 1
+            np.asarray(policy_fn(np.zeros((batch,) + space.shape, np.float32),
+                                 jax.random.split(jax.random.PRNGKey(0), batch), 0.0))
+            t0, c0 = time.perf_counter(), _cpu_seconds(env)
+            results[name] = evaluator(policy_fn)
+            timings[f'{name}_s'] = time.perf_counter() - t0
+            timings[f'{name}_cpu_s'] = _cpu_seconds(env) - c0
+        finally:
+            evaluator.close()
+    return {
+        **timings,
+        'speedup': timings['sequential_s'] / timings['parallel_s'],
+        'success_parallel': results['parallel']['success'],
+        'success_sequential': results['sequential']['success'],
+        'same_episode_success': bool(np.array_equal(results['parallel']['episode_success'],
+                                                    results['sequential']['episode_success'])),
+        'same_episode_length': bool(np.array_equal(results['parallel']['episode_length'],
+                                                   results['sequential']['episode_length'])),
+        'same_final_observation': bool(np.array_equal(results['parallel']['episode_final_observation'],
+                                                      results['sequential']['episode_final_observation'])),
+        'vector_mode': vector_mode,
+        'num_envs': n_par,
+    }
 
 
 def fake_dataset(num_transitions: int, ob_dim: int, action_dim: int, seed: int = 0) -> Dict[str, np.ndarray]:

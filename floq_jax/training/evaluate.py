@@ -19,13 +19,51 @@ from floq_jax.training import parallel, rundirs
 EVAL_METRICS = ('success', 'return', 'length')
 
 
+# ----------------------------------------------------------------------------- an agent's policy, as the evaluator
+# (floq_jax.envs.evaluation, which knows policy functions only) calls it
+
+
+def _rows_actions(agent, observations, keys, temperature):
+    """Actions (N, A) of one agent on observations (N, O), row j sampled with its own key ``keys[j]``."""
+    return jax.vmap(lambda o, k: agent.sample_actions(o[None], seed=k, temperature=temperature)[0])(
+        observations, keys)
+
+
+@jax.jit
+def rows_policy_actions(agent, observations, keys, temperature):
+    """:func:`_rows_actions`, jitted: the policy of one (unstacked) agent as the evaluator calls it."""
+    return _rows_actions(agent, observations, keys, temperature)
+
+
+@jax.jit
+def _seeds_actions(agents, observations, rngs, temperature):
+    """Actions (S, M, A) of stacked agents (leading axis S) on observations (S, M, O) with keys (S, M, 2)."""
+    return jax.vmap(lambda agent, obs, keys: _rows_actions(agent, obs, keys, temperature))(agents, observations, rngs)
+
+
+def seeds_policy_fn(agents) -> Callable:
+    """The policy of stacked agents (every leaf with a leading seed axis S) as one jitted, vmapped call."""
+    return lambda obs, rngs, temperature: _seeds_actions(agents, jnp.asarray(obs), rngs, jnp.float32(temperature))
+
+
 def policy_fn_for(agent) -> Callable:
     """policy_fn(obs (N, O), keys (N, 2), temperature) -> actions (N, A) for one (unstacked) agent, row j sampled
     with its own key (the evaluator's contract, floq_jax.envs.evaluation); compiled once per shape."""
-    from floq_jax.envs.evaluation import rows_policy_actions
-
     return lambda obs, keys, temperature: rows_policy_actions(agent, jnp.asarray(obs), jnp.asarray(keys),
                                                               jnp.float32(temperature))
+
+
+def evaluate_seeds(evaluator, agents, seeds: Sequence[int], temperature: float = 1.0,
+                   num_episodes: int | None = None) -> List[dict]:
+    """Evaluates stacked agents (leading axis S, one per entry of ``seeds``) with one vmapped ``sample_actions``
+    call per env step for all seeds; see floq_jax.envs.evaluation.run_seeds.  Agents sharded over several processes
+    must be gathered first (the call runs on this process's devices)."""
+    from floq_jax.envs import evaluation
+
+    sizes = {x.shape[:1] for x in jax.tree_util.tree_leaves(agents)}
+    if sizes != {(len(seeds),)}:
+        raise ValueError(f'agents must be stacked with a leading axis of {len(seeds)} (one per seed), got {sizes}')
+    return evaluation.run_seeds(evaluator, seeds_policy_fn(agents), seeds, temperature, num_episodes)
 
 
 def q_estimates(agent, batch: Dict[str, np.ndarray], num_steps: Sequence[int], seed: int = 0) -> Dict[str, float]:
@@ -60,7 +98,7 @@ class SeedEvaluation:
 
     def __call__(self, state) -> List[Dict[str, float]]:
         """All seeds together: one env pool of ``eval_num_envs`` live envs (default: sized from free memory), one
-        vmapped policy call per env step (floq_jax.envs.evaluation.evaluate_seeds)."""
+        vmapped policy call per env step (:func:`evaluate_seeds`)."""
         from floq_jax.envs import evaluation
 
         o = self.options
@@ -79,7 +117,7 @@ class SeedEvaluation:
         temperature = presets.eval_temperature(o.eval_protocol)
         # Each evaluation's episodes and noise: from (seed, step) under 'per_evaluation', as published fresh ones.
         seeds = [evaluation.evaluation_seed(s, state.step, o.eval_seeding) for s in state.seeds]
-        evals = evaluation.evaluate_seeds(self._evaluator, agents, seeds, temperature=temperature)
+        evals = evaluate_seeds(self._evaluator, agents, seeds, temperature=temperature)
         # Video episodes: per seed, extra episodes after the counted ones of the same evaluation, rendered one at a
         # time (not counted).
         self.videos = [self._evaluator.render_episodes(policy_fn_for(parallel.select_seed(agents, k)), temperature,

@@ -1,0 +1,102 @@
+"""Running a sweep: every (variant, env) trained through floq_jax.training.compose (all seeds of one together),
+skipped pieces recorded, and the measured wall time of each run and of each invocation that trained."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Callable, Dict, List, Tuple
+
+from floq_jax.sweeps.spec import Sweep, agent_available, make_config, run_options
+from floq_jax.training import compose
+from floq_jax.training.compose import DataSource, load_data
+
+
+def run_sweep(sweep: Sweep, source: DataSource, log: Callable[[str], None] = print) -> Dict[Tuple[str, str], List[str]]:
+    """Trains every (variant, env) (all seeds vmapped); returns {(variant, env): run dirs}.
+
+    Skipped pieces (unloadable envs, unavailable agents) are written to ``<root>/skipped.json`` and listed in
+    the report.
+    """
+    from floq_jax.training import rundirs
+
+    os.makedirs(sweep.root, exist_ok=True)
+    skipped: List[str] = []
+    out: Dict[Tuple[str, str], List[str]] = {}
+    variants = []
+    for v in sweep.variants:
+        why = agent_available(v.agent, sweep.registry)
+        if why:
+            skipped.append(f'variant {v.name} skipped: {why}')
+            log(skipped[-1])
+        else:
+            variants.append(v)
+    for env_name in sweep.envs:
+        try:
+            data = load_data(env_name, source)
+        except Exception as e:  # noqa: BLE001 - DatasetError and generation failures: skip the env
+            skipped.append(f'env {env_name} skipped: {" ".join(str(e).split())[:300]}')
+            log(skipped[-1])
+            continue
+        for v in variants:
+            config = make_config(v, env_name, sweep.preset, sweep.registry, data, mode=sweep.mode)
+            agent_cls = sweep.registry.agent_class(config.agent_name)
+            options = run_options(sweep, v, env_name)
+            t0 = time.time()
+            trained = set()  # non-empty once a chunk was trained (the callback runs after each; returns None: no stop)
+            out[(v.name, env_name)] = compose.train(agent_cls, config, data, options, mode=sweep.mode,
+                                                    callbacks=[lambda run: trained.add(True)])
+            seconds = time.time() - t0
+            if trained:
+                record_run_time(sweep, v.name, env_name, seconds)
+                log(f'[{sweep.name}] {v.name} on {env_name} ({data.source} data): {seconds:.1f}s')
+            else:  # its checkpoints were all at the end already: its wall time stays the one of its training
+                log(f'[{sweep.name}] {v.name} on {env_name} ({data.source} data): finished run reused '
+                    f'({seconds:.1f}s)')
+    rundirs.write_json(os.path.join(sweep.root, 'skipped.json'), skipped)
+    return out
+
+
+TIMES_FILE = 'wall_times.json'      # {'<variant>/<env>': seconds}: a resumed run adds the time of its new part,
+                                    # a finished run that is reused adds nothing
+
+
+COMMANDS_FILE = 'commands.json'     # one entry per invocation that trained (not one that only reused finished runs):
+                                    # command, device, start, wall seconds
+
+
+def _read_json(path: str, default):
+    if not os.path.exists(path):
+        return default
+    with open(path) as f:
+        return json.load(f)
+
+
+def recorded_run_times(sweep: Sweep) -> Dict[str, float]:
+    """The sweep's wall_times.json: {'<variant>/<env>': seconds of training}; {} before any run trained."""
+    return _read_json(os.path.join(sweep.root, TIMES_FILE), {})
+
+
+def record_run_time(sweep: Sweep, variant: str, env_name: str, seconds: float) -> None:
+    """Adds ``seconds`` (the wall time of one (variant, env) run, all its seeds, evaluation included) to the sweep's
+    wall_times.json."""
+    from floq_jax.training import rundirs
+
+    path = os.path.join(sweep.root, TIMES_FILE)
+    times = recorded_run_times(sweep)
+    key = f'{variant}/{env_name}'
+    times[key] = round(float(times.get(key, 0.0)) + seconds, 1)
+    rundirs.write_json(path, times)
+
+
+def record_command(sweep: Sweep, command: str, started: float, seconds: float, device: str) -> None:
+    """Appends one invocation (the command line, the device, when it started, its wall time) to commands.json."""
+    from floq_jax.training import rundirs
+
+    path = os.path.join(sweep.root, COMMANDS_FILE)
+    entries = _read_json(path, [])
+    entries.append(dict(command=command, device=device, cpu_cores=os.cpu_count(),
+                        started=time.strftime('%Y-%m-%d %H:%M:%S %Z', time.localtime(started)),
+                        wall_seconds=round(seconds, 1)))
+    rundirs.write_json(path, entries)

@@ -1,0 +1,215 @@
+"""What a sweep is: its scales (PRESETS: smoke / cpu / paper), its variants, envs and options, and each run's
+agent config and RunOptions (built with floq_jax.training.compose, as the training entrypoints build theirs)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import warnings
+from typing import Any, Dict, Mapping, Optional, Sequence
+
+from floq_jax.training import compose
+from floq_jax.training.compose import DataSource
+
+
+SMOKE_ENV = 'cube-single-play-singletask-task1-v0'
+
+
+# The OGBench single-task suite of the FQL / floq papers: 10 environments x 5 tasks.
+SUITE_ENVS = ('antmaze-large-navigate', 'antmaze-giant-navigate', 'humanoidmaze-medium-navigate',
+              'humanoidmaze-large-navigate', 'antsoccer-arena-navigate', 'cube-single-play', 'cube-double-play',
+              'scene-play', 'puzzle-3x3-play', 'puzzle-4x4-play')
+
+
+SUITE = tuple(f'{e}-singletask-task{t}-v0' for e in SUITE_ENVS for t in range(1, 6))
+
+
+# Tiny networks for the smoke preset (only keys an agent's config has are applied).
+SMOKE_AGENT = dict(actor_hidden_dims=(32, 32), value_hidden_dims=(32, 32), block_width=32, block_depth=2,
+                   batch_size=32, noise_samples=2, critic_flow_steps=2, actor_flow_steps=2, num_transformations=1,
+                   critic_resnet_width=32, critic_resnet_blocks=2, iqn_num_quantiles=4, iqn_num_target_quantiles=4,
+                   iqn_num_cosines=8, stale_copy_until=100)
+
+
+# The cpu preset: experiments/demo.py's networks (floq_jax.presets.demo_config) for every agent, FQL-ResNet's
+# residual critic at the same width, the IQN critic at its published sample counts.
+CPU_STEPS = 60_000
+
+
+CPU_ENV = 'cube-single-play-singletask-task2-v0'
+
+
+CPU_AGENT = dict(actor_hidden_dims=(128, 128), value_hidden_dims=(128, 128), block_width=128, block_depth=2,
+                 batch_size=64, noise_samples=2, critic_flow_steps=4, critic_resnet_width=128,
+                 stale_copy_until=CPU_STEPS // 4)  # the published 250k of 1M updates, scaled
+
+
+PRESETS: Dict[str, dict] = {
+    'smoke': dict(
+        options=dict(num_seeds=2, offline_steps=100, steps_per_call=25, log_interval=50, eval_interval=100,
+                     save_interval=100, eval_episodes=2, eval_at_start=False, tensorboard=False, progress=False,
+                     max_checkpoints=1,
+                     # Short, in-process evaluation episodes (runner option; dropped if the runner lacks it).
+                     eval_kwargs=dict(vector_mode='sync', max_episode_steps=50),
+                     # Critic diagnostics cost one more compile per run: on only where a sweep analyses them.
+                     log_diagnostics=False),
+        online=dict(offline_steps=0, online_steps=50, log_interval=25, eval_interval=50, save_interval=50,
+                    # Room for the 3-episode dataset and every online step (the published 2M rows would make each
+                    # smoke checkpoint ~0.5 GB per seed).
+                    buffer_size=1000),
+        agent=SMOKE_AGENT, env_preset=None, envs=(SMOKE_ENV,),
+        data=dict(num_episodes=3, max_episode_steps=100), last_n=1),
+    # Sized for about an hour per sweep on a 2-core CPU (measured times: docs/experiments.md): the demo's networks (2 x 128, batch 64, K = 4, 2 noise
+    # samples), published per-environment values (alpha), 4 seeds trained together, on the demo's generated
+    # 100-episode cube-single-play data, where task2 reaches ~15% success after 50k-70k updates (docs/parity.md).
+    'cpu': dict(
+        options=dict(num_seeds=4, offline_steps=CPU_STEPS, steps_per_call=1000, log_interval=2500,
+                     eval_interval=CPU_STEPS // 4, save_interval=CPU_STEPS // 4, eval_episodes=50,
+                     eval_at_start=False, max_checkpoints=1, log_diagnostics=False),
+        # utd: 2500 online env steps, evaluated at 1250 and 2500 (the cpu scale's "last two evaluations").  Measured:
+        # at 5000 steps evaluated every 1000, 70% of a UTD-1 run was its 5 evaluations (447 of 640 s) and the sweep
+        # was heading for ~2 h (UTD 16 = 80k updates per seed).
+        online=dict(offline_steps=0, online_steps=2500, log_interval=250, eval_interval=1250, save_interval=2500,
+                    buffer_size=200_000),
+        agent=CPU_AGENT, env_preset='published', envs=(CPU_ENV,),
+        data=dict(num_episodes=100, max_episode_steps=None), last_n=2),
+    'paper': dict(
+        # The published run lengths (floq_jax.presets.PUBLISHED_PROTOCOL: the published main.py's 2M offline
+        # steps; PUBLISHED_O2O_PROTOCOL: its README's 1M offline + 2M online steps).
+        options=dict(num_seeds=3, offline_steps=2_000_000, steps_per_call=1000, log_interval=5000,
+                     eval_interval=20000, save_interval=100000, eval_episodes=50, max_checkpoints=3),
+        online=dict(offline_steps=1_000_000, online_steps=2_000_000, log_interval=5000, eval_interval=20000,
+                    save_interval=100000),
+        agent={}, env_preset='published', envs=None,
+        data=dict(num_episodes=1000, max_episode_steps=None), last_n=3),
+}
+
+
+# Runner options a sweep can run without (a speed-up only); any other unknown option is an error.
+OPTIONAL_RUNNER_OPTIONS = {'eval_kwargs', 'log_diagnostics'}
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """One arm of a sweep: an agent (a name of the agent registry, e.g. floq, fql_resnet, or an agent file), its
+    config overrides, RunOptions overrides (e.g. ``utd_ratio``, ``config_schedule``) and tags recorded in flags.json
+    (e.g. ``{'K': 4}``)."""
+
+    name: str
+    agent: str = ''  # a registered agent name or an agent file (path.py[:variant]); '' = the variant's name
+    overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    tags: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        if not self.agent:
+            object.__setattr__(self, 'agent', self.name)
+
+
+@dataclasses.dataclass
+class Sweep:
+    name: str
+    variants: Sequence[Variant]
+    envs: Sequence[str]
+    preset: str = 'smoke'
+    mode: str = 'offline'                     # or 'offline_to_online'
+    options: Dict[str, Any] = dataclasses.field(default_factory=dict)  # RunOptions overrides for every run
+    save_dir: str = 'runs/sweeps'
+    description: str = ''
+    cpu_devices: int = 1                      # XLA CPU devices in effect (recorded in each run's flags.json)
+    # The agent registry (the ``agents`` package, or any object with get_config(name) and agent_class(agent_name)).
+    registry: Any = None
+
+    @property
+    def root(self) -> str:
+        return os.path.join(self.save_dir, self.name)
+
+
+@dataclasses.dataclass
+class SweepData(DataSource):
+    """Where a sweep's datasets come from: real files (dataset_dir / dataset_path) else generated into cache_dir
+    (floq_jax.training.compose.DataSource with ``generate`` on)."""
+
+    generate: bool = True
+
+
+def preset(name: str) -> dict:
+    if name not in PRESETS:
+        raise ValueError(f'--preset={name!r}: accepted: {", ".join(PRESETS)}')
+    return PRESETS[name]
+
+
+def parse_list(text: str, cast=str) -> list:
+    return [cast(x.strip()) for x in str(text).split(',') if x.strip()] if text else []
+
+
+def merged_options(sweep: Sweep) -> dict:
+    """The sweep's run options: its preset's, then the online preset's (offline-to-online), then its own."""
+    p = preset(sweep.preset)
+    o = dict(p['options'])
+    if sweep.mode == 'offline_to_online':
+        o.update(p['online'])
+    o.update(sweep.options)
+    return o
+
+
+def seed_count(sweep: Sweep) -> int:
+    """Seeds of each (variant, env) of the sweep (every run of a sweep has the same count): the automatic
+    ``--cpu_devices`` is taken from it (floq_jax.training.devices.start)."""
+    return int(merged_options(sweep)['num_seeds'])
+
+
+def offline_steps_of(sweep: Sweep) -> int:
+    return int(merged_options(sweep)['offline_steps'])
+
+
+def variant_order(sweep: Sweep) -> Dict[str, int]:
+    return {v.name: i for i, v in enumerate(sweep.variants)}
+
+
+def agent_available(agent: str, registry) -> Optional[str]:
+    """None if the agent can run here, else why not (e.g. an agent the registry does not know)."""
+    try:
+        registry.agent_class(registry.get_config(agent).agent_name)
+    except Exception as e:  # noqa: BLE001 - reported in results.md
+        return f'{agent}: {e}'
+    return None
+
+
+def make_config(variant: Variant, env_name: str, preset_name: str, registry, data=None, mode: str = 'offline'):
+    """Config of ``variant`` on ``env_name``: agent defaults (``registry.get_config(variant.agent)``, the caller's
+    agent registry, e.g. the ``agents`` package) < published env preset of the agent and ``mode``
+    (paper) < preset's network sizes (smoke) < the variant's overrides; reward range from ``data`` (the published
+    rule); floq_jax.training.compose.agent_config, as the training entrypoints."""
+    p = preset(preset_name)
+    config = registry.get_config(variant.agent)
+    try:
+        compose.agent_config(config, env_name, p['env_preset'], mode, sizes=p['agent'], overrides=variant.overrides,
+                             data=data)
+    except ValueError as e:
+        if 'config has no key' not in str(e):
+            raise
+        raise ValueError(f'variant {variant.name}: {variant.agent} {e}') from None
+    return config
+
+
+def run_options(sweep: Sweep, variant: Variant, env_name: str):
+    """RunOptions of one (variant, env): preset < sweep options < variant options.  Options the runner does not
+    know (e.g. an older runner without ``eval_kwargs``) are dropped with a warning."""
+    from floq_jax.training.options import RunOptions
+
+    values = merged_options(sweep)
+    values.update(variant.options)
+    known = {f.name for f in dataclasses.fields(RunOptions)}
+    dropped = sorted(set(values) - known)
+    required = sorted(set(dropped) - OPTIONAL_RUNNER_OPTIONS)
+    if required:
+        raise ValueError(f'{sweep.name}/{variant.name} needs runner option(s) {required}, which this '
+                         f'floq_jax.training.runner.RunOptions does not have')
+    if dropped:
+        warnings.warn(f'runner has no option(s) {dropped}; running without them')
+    values = {k: v for k, v in values.items() if k in known}
+    values.update(env_name=env_name, save_dir=sweep.save_dir, run_group=f'{sweep.name}/{variant.name}',
+                  flags=dict(variant=variant.name, sweep=sweep.name, preset=sweep.preset, sweep_agent=variant.agent,
+                             cpu_devices=sweep.cpu_devices, **dict(variant.tags)))
+    return RunOptions(**values)
