@@ -21,7 +21,6 @@ stand-in ``wandb`` module (``experiments.parity_harness``).
 from __future__ import annotations
 
 import json
-import math
 import os
 import subprocess
 import sys
@@ -214,52 +213,8 @@ def _ci_rows(runs, metric, header, scale, digits):
     return table, lines
 
 
-PER_SEED_FILE = 'parity_per_seed.csv'   # one row per (task, agent, code, seed): its score and critic estimate
-
-
-def per_seed_scores(runs):
-    """One row per (task, agent, code, seed): success (mean of the last 3 evaluations) and the critic estimate
-    (mean of the last 3 logged values of ``Q_METRIC``; NaN where the run logged none)."""
-    import pandas as pd
-
-    from floq_jax.analysis import report
-
-    rows = []
-    for r in runs:
-        q = math.nan
-        if r.train is not None and Q_METRIC in r.train.columns:
-            q = report.final_score(report.Run(path=r.path, flags=r.flags, eval=r.train), Q_METRIC)
-        rows.append(dict(env_name=r.env_name, agent_name=r.get('agent_name'), code=r.get('code'), seed=r.seed,
-                         success=report.final_score(r), q=q, final_step=int(r.eval['step'].max())))
-    return pd.DataFrame(rows).sort_values(['env_name', 'agent_name', 'code', 'seed'], kind='stable')
-
-
-def tests_over_seeds(frame, column: str, margin: float, scale: float) -> list:
-    """Markdown rows: per (task, agent), floq-jax minus published on ``column`` with Welch's p, the exact
-    permutation p, the 90% CI of the difference (TOST) and the verdict by the margin written before the runs:
-    equivalent (TOST p < 0.05), different (Welch p < 0.05), otherwise undecided."""
-    from floq_jax.analysis import seed_tests
-
-    lines = []
-    for (task, agent), g in frame.groupby(['env_name', 'agent_name'], sort=True):
-        ours = g[g['code'] == 'floq-jax'][column].dropna().to_numpy()
-        theirs = g[g['code'] == 'published'][column].dropna().to_numpy()
-        if len(ours) < 2 or len(theirs) < 2:
-            continue
-        w, perm = seed_tests.welch(ours, theirs), seed_tests.permutation(ours, theirs)
-        e = seed_tests.equivalence(ours, theirs, margin / scale)
-        verdict = ('equivalent' if e['equivalent'] else '') + (' and ' if e['equivalent'] and w['p'] < 0.05 else '') + \
-                  ('different' if w['p'] < 0.05 else '')
-        lines.append(f'| {task} | {agent} | {len(ours)} vs {len(theirs)} | {e["diff"] * scale:+.2f} | '
-                     f'[{e["ci_low"] * scale:+.2f}, {e["ci_high"] * scale:+.2f}] | ±{margin:g} | {e["p"]:.3f} | '
-                     f'{w["p"]:.3f} | {perm:.3f} | {verdict or "undecided"} |')
-    if not lines:
-        return []
-    return ['| task | agent | seeds (floq-jax vs published) | difference | 90% CI | margin | TOST p | Welch p | '
-            'permutation p | verdict |', '|---|---|---|---|---|---|---|---|---|---|', *lines]
-
-
 def write_report(steps, ref_commit: str) -> str:
+    from experiments import parity_harness
     from floq_jax.analysis import report
 
     runs = load_all_runs(steps)
@@ -291,16 +246,16 @@ def write_report(steps, ref_commit: str) -> str:
                   'Mean over seeds of each seed\'s last 3 logged values (every 5000 updates), 95% bootstrap CI. '
                   'floq: the distilled critic; FQL: the critic ensemble\'s mean.', '',
                   *_ci_rows(q_runs, Q_METRIC, 'Q [95% CI]', scale=1.0, digits=2)[1]]
-    frame = per_seed_scores(runs)
-    frame.to_csv(os.path.join(out, PER_SEED_FILE), index=False)
+    frame = parity_harness.per_seed_scores(runs, Q_METRIC)
+    frame.to_csv(os.path.join(out, parity_harness.PER_SEED_FILE), index=False)
     for title, column, margin, scale in (('success, points', 'success', FLAGS.success_margin, 100.0),
                                          ('critic estimate, Q units', 'q', FLAGS.q_margin, 1.0)):
-        rows = tests_over_seeds(frame, column, margin, scale)
+        rows = parity_harness.tests_over_seeds(frame, column, margin, scale)
         if rows:
             lines += ['', f'## Tests over seeds ({title}): floq-jax minus published', '',
                       'Equivalent: the 90% CI of the difference lies inside the margin (two one-sided Welch tests '
                       'at 5%); different: Welch p < 0.05; otherwise undecided. Per-seed scores: '
-                      f'`{PER_SEED_FILE}`.', '', *rows]
+                      f'`{parity_harness.PER_SEED_FILE}`.', '', *rows]
     lines += ['', '## Wall-clock', '', 'Each job as it ran (the machine\'s 15-minute load average at its end shows what '
               'else ran; 2 means both cores busy).', '', '| job | seconds | note | load |', '|---|---|---|---|']
     for key, t in sorted(timings.items()):

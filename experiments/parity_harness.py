@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import glob
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -166,3 +167,49 @@ def load_run(save_dir: str, **flags):
     train_csv = os.path.join(os.path.dirname(path), 'train.csv')
     train = pd.read_csv(train_csv) if os.path.isfile(train_csv) and os.path.getsize(train_csv) else None
     return report.Run(path=os.path.dirname(path), flags={**flags, 'reference_flags': recorded}, eval=ev, train=train)
+
+
+# ----------------------------------------------------------------------------- tests over seeds
+PER_SEED_FILE = 'parity_per_seed.csv'   # one row per (task, agent, code, seed): its score and critic estimate
+
+
+def per_seed_scores(runs, q_metric: str):
+    """One row per (task, agent, code, seed): success (mean of the last 3 evaluations) and the critic estimate
+    (mean of the last 3 logged values of ``q_metric``; NaN where the run logged none)."""
+    import pandas as pd
+
+    from floq_jax.analysis import report
+
+    rows = []
+    for r in runs:
+        q = math.nan
+        if r.train is not None and q_metric in r.train.columns:
+            q = report.final_score(report.Run(path=r.path, flags=r.flags, eval=r.train), q_metric)
+        rows.append(dict(env_name=r.env_name, agent_name=r.get('agent_name'), code=r.get('code'), seed=r.seed,
+                         success=report.final_score(r), q=q, final_step=int(r.eval['step'].max())))
+    return pd.DataFrame(rows).sort_values(['env_name', 'agent_name', 'code', 'seed'], kind='stable')
+
+
+def tests_over_seeds(frame, column: str, margin: float, scale: float) -> list:
+    """Markdown rows: per (task, agent), floq-jax minus published on ``column`` with Welch's p, the exact
+    permutation p, the 90% CI of the difference (TOST) and the verdict by the margin written before the runs:
+    equivalent (TOST p < 0.05), different (Welch p < 0.05), otherwise undecided."""
+    from floq_jax.analysis import seed_tests
+
+    lines = []
+    for (task, agent), g in frame.groupby(['env_name', 'agent_name'], sort=True):
+        ours = g[g['code'] == 'floq-jax'][column].dropna().to_numpy()
+        theirs = g[g['code'] == 'published'][column].dropna().to_numpy()
+        if len(ours) < 2 or len(theirs) < 2:
+            continue
+        w, perm = seed_tests.welch(ours, theirs), seed_tests.permutation(ours, theirs)
+        e = seed_tests.equivalence(ours, theirs, margin / scale)
+        verdict = ('equivalent' if e['equivalent'] else '') + (' and ' if e['equivalent'] and w['p'] < 0.05 else '') + \
+                  ('different' if w['p'] < 0.05 else '')
+        lines.append(f'| {task} | {agent} | {len(ours)} vs {len(theirs)} | {e["diff"] * scale:+.2f} | '
+                     f'[{e["ci_low"] * scale:+.2f}, {e["ci_high"] * scale:+.2f}] | ±{margin:g} | {e["p"]:.3f} | '
+                     f'{w["p"]:.3f} | {perm:.3f} | {verdict or "undecided"} |')
+    if not lines:
+        return []
+    return ['| task | agent | seeds (floq-jax vs published) | difference | 90% CI | margin | TOST p | Welch p | '
+            'permutation p | verdict |', '|---|---|---|---|---|---|---|---|---|---|', *lines]

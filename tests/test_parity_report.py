@@ -1,8 +1,8 @@
-"""experiments.parity's tests over seeds: the verdict by the margin written before the runs (docs/parity.md)."""
+"""experiments.parity_harness's tests over seeds (the parity report's): the verdict by the margin written before the runs (docs/parity.md)."""
 
 import pandas as pd
 
-from experiments import parity
+from experiments import parity_harness as parity
 
 
 def _frame(ours, theirs):

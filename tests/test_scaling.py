@@ -6,11 +6,12 @@ import ml_collections
 import pytest
 
 import agents
+from floq_jax import agent_registry
 from floq_jax.scaling import SCALES, scaled_config
 from tests.conftest import scaled, scaled_flags, small_floq_config
 
 
-@pytest.mark.parametrize('name', sorted(agents.CONFIGS))
+@pytest.mark.parametrize('name', sorted(agent_registry.registered()))
 def test_every_agent_shrinks_to_the_scale_and_builds(name):
     default = agents.get_config(name)
     tiny = scaled_config(default, 'tiny')
