@@ -114,6 +114,7 @@ def test_declared_ranges_accept_the_defaults_and_name_a_bad_key(get_config):
         assert str(e.value).startswith(f'--agent.{key}={bad!r}: accepted: {accepted}'), str(e.value)
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize('flag,expected', [
     ('--agent.batch_size=0', 'error: --agent.batch_size=0: accepted: an integer >= 1'),
     ('--agent.noise_samples=0', 'error: --agent.noise_samples=0: accepted: an integer >= 1'),
@@ -129,6 +130,7 @@ def test_bad_agent_value_is_one_line_exit_2_nothing_written(tmp_path, flag, expe
     assert 'Traceback' not in out.stderr and not save_dir.exists() and not (tmp_path / 'none').exists()
 
 
+@pytest.mark.subprocess
 def test_bad_value_in_a_researchers_own_file(tmp_path):
     path = copy_fql(tmp_path)
     save_dir = tmp_path / 'runs'
@@ -145,6 +147,7 @@ def test_copy_under_a_taken_agent_name_is_refused(tmp_path):
 
 
 # ----------------------------------------------------------------------------- an agent file anywhere on disk
+@pytest.mark.subprocess
 def test_copied_fql_file_trains_resumes_and_is_evaluated(tmp_path, tiny_npz):
     """agents/fql.py copied outside the project under agent_name 'my_fql' and class MyFQLAgent: trains through the
     CLI, resumes, and experiments.evaluate finds its class again from the run directory's flags.json."""

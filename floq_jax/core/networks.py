@@ -141,9 +141,9 @@ MEMBERWISE_MIN_WORK = 2 ** 18  # rows x widest layer from which 'auto' runs memb
 def use_memberwise(mode: str, rows: int, spec: TrunkSpec) -> bool:
     """Whether ``ensemble_apply`` mode 'auto' | 'memberwise' | 'vmap' runs the members one by one for ``rows`` rows.
 
-    'auto': on the CPU backend when rows x the trunk's widest layer >= ``MEMBERWISE_MIN_WORK``. Measured on 2 CPU
-    cores (update steps/s, paired): published default (2048 rows x 512) 1.28x faster memberwise; benchmark small
-    config (1024 x 256) 1.04x; demo config (128 x 128) 0.78x (slower: more, smaller ops). GPU/TPU: vmap.
+    'auto': on the CPU backend when rows x the trunk's widest layer >= ``MEMBERWISE_MIN_WORK`` (member by member
+    wins on large trunks and loses on small ones: the measurements are in docs/benchmark.md, "The measurements
+    behind the code's defaults"). GPU/TPU: vmap.
     """
     if mode not in ('auto', 'memberwise', 'vmap'):
         raise ValueError(f"ensemble_apply must be 'auto', 'memberwise' or 'vmap', got {mode!r}")

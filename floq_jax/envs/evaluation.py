@@ -67,10 +67,9 @@ PolicyFn = Callable[[np.ndarray, Any, float], Any]
 # seeds_policy_fn(observations (S, M, obs_dim) float32, keys (S, M, 2), temperature) -> actions (S, M, act_dim)
 SeedsPolicyFn = Callable[[np.ndarray, Any, float], Any]
 
-# Pool sizing.  Measured on the 2-core dev machine (docs/benchmark.md, "Evaluation of seeds together"): one
-# OGBench cube env adds ~165 MiB RSS (its own MuJoCo model and data; 10 envs in one process: 1.85 GB), and 2
-# chunked worker processes plus the forkserver ~1.0 GB before their envs.  The estimates round up; the pool takes
-# at most half of the memory available (after the workers' share) when the evaluator is built.
+# Pool sizing: upper estimates of one env's and one chunked worker's memory (the measurements: docs/benchmark.md,
+# "The measurements behind the code's defaults"); the pool takes at most half of the memory available (after the
+# workers' share) when the evaluator is built.
 ENV_BYTES_ESTIMATE = 200 * 2**20
 WORKER_BYTES_ESTIMATE = 512 * 2**20
 POOL_MEMORY_FRACTION = 0.5
@@ -285,8 +284,8 @@ class Evaluator:
             envs, else 'chunked'), 'chunked' (worker processes, one per CPU core, each
             stepping a chunk of envs), 'sync' (all envs in this process) or
             'async' (gymnasium AsyncVectorEnv, one process per env); see
-            ``envs.make_vector_env``.  Measured on 2 CPU cores, 50 episodes of
-            cube-single: chunked 2.0x, sync 1.2x faster than one at a time.
+            ``envs.make_vector_env`` (measured speeds: docs/benchmark.md, "The
+            measurements behind the code's defaults").
             Worker processes use the 'forkserver' start method, so scripts
             must guard their entry point with ``if __name__ == '__main__'``.
         num_workers: worker processes for 'chunked' (default: CPU cores).
