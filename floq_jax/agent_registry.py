@@ -304,12 +304,26 @@ def file_record(spec: str) -> dict:
 def class_for_run(agent_name: str, flags: dict, agent_class: Optional[Callable[[str], Any]] = None):
     """The class of a run directory's agent: ``agent_class(agent_name)`` (the caller's lookup, default the
     registry), else the agent file its flags.json records (``agent_file``; for a sweep's run, its variant's
-    ``sweep_agent`` when that is a file), loaded and registered."""
+    ``sweep_agent`` when that is a file), loaded and registered.  A recorded file that is gone is one line naming
+    it; one whose content changed since the run recorded its ``agent_file_sha256`` is loaded with a one-line
+    warning (the checkpoint may not fit the edited class)."""
     lookup_fn = agent_class or globals()['agent_class']
     try:
         return lookup_fn(agent_name)
     except (KeyError, ValueError) as error:
         spec = flags.get('agent_file') or flags.get('sweep_agent')  # a sweep's variant may name an agent file
-        if not spec or not os.path.isfile(split_spec(spec)[0]):
+        if not spec:
             raise error from None
+        path = split_spec(spec)[0]
+        if not os.path.isfile(path):
+            if not path.endswith('.py'):
+                raise error from None  # a sweep variant naming a registered agent, not a file
+            raise AgentFileError(f'unknown agent_name {agent_name!r}: the run\'s agent file {path} (flags.json) '
+                                 'is gone; restore it there, or register the agent before loading the run') from None
+        recorded = flags.get('agent_file_sha256')
+        if recorded and flags.get('agent_file') == spec and file_digest(path) != recorded:
+            import warnings
+
+            warnings.warn(f'agent file {path} changed since the run was written (sha256 {recorded[:12]}... then, '
+                          f'{file_digest(path)[:12]}... now): loading the current file', stacklevel=2)
         return load_agent_file(spec, {'agent_name': agent_name}).cls

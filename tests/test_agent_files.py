@@ -13,9 +13,8 @@ import pytest
 import agents
 from agents import floq, fql
 from floq_jax import agent_registry, presets
-from tests.conftest import subprocess_env
+from tests.conftest import REPO, subprocess_env
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = 'cube-single-play-singletask-task1-v0'
 TINY_FQL_FLAGS = ['--agent.actor_hidden_dims=(8,)', '--agent.value_hidden_dims=(8,)', '--agent.batch_size=8',
                   '--agent.actor_flow_steps=2']
@@ -178,8 +177,19 @@ def test_run_dir_written_before_the_change_resolves():
     old = {'agent_name': 'fql_resnet', 'critic_use_resnet': True}
     assert agent_registry.class_for_run('fql_resnet', {'agent': old}) is fql.FQLAgent
     assert agent_registry.class_for_run('fql_iqn', {'agent': {}}, agents.agent_class) is fql.FQLAgent
-    with pytest.raises(ValueError, match='unknown agent_name'):
+    with pytest.raises(ValueError, match="unknown agent_name 'gone': the run's agent file /no/such/file.py"):
         agent_registry.class_for_run('gone', {'agent_file': '/no/such/file.py'})
+
+
+def test_an_agent_file_edited_since_the_run_loads_with_a_warning(tmp_path):
+    src = open(os.path.join(REPO, 'examples', 'midpoint_floq.py')).read()
+    path = tmp_path / 'edited_agent.py'
+    path.write_text(src.replace("'midpoint_floq'", "'edited_floq'").replace('MidpointFloqAgent', 'EditedFloqAgent'))
+    flags = agent_registry.file_record(str(path))
+    path.write_text(path.read_text() + '\n# edited after training\n')
+    with pytest.warns(UserWarning, match='changed since the run was written'):
+        cls = agent_registry.class_for_run('edited_floq', flags)
+    assert cls.__name__ == 'EditedFloqAgent'
 
 
 def test_default_configs_are_those_run_dirs_recorded_before_the_change():
