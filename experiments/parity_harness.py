@@ -204,8 +204,8 @@ def tests_over_seeds(frame, column: str, margin: float, scale: float) -> list:
             continue
         w, perm = seed_tests.welch(ours, theirs), seed_tests.permutation(ours, theirs)
         e = seed_tests.equivalence(ours, theirs, margin / scale)
-        verdict = ('equivalent' if e['equivalent'] else '') + (' and ' if e['equivalent'] and w['p'] < 0.05 else '') + \
-                  ('different' if w['p'] < 0.05 else '')
+        verdict = ' and '.join(name for name, holds in (('equivalent', e['equivalent']), ('different', w['p'] < 0.05))
+                               if holds)
         lines.append(f'| {task} | {agent} | {len(ours)} vs {len(theirs)} | {e["diff"] * scale:+.2f} | '
                      f'[{e["ci_low"] * scale:+.2f}, {e["ci_high"] * scale:+.2f}] | ±{margin:g} | {e["p"]:.3f} | '
                      f'{w["p"]:.3f} | {perm:.3f} | {verdict or "undecided"} |')
