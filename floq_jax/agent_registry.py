@@ -321,9 +321,10 @@ def class_for_run(agent_name: str, flags: dict, agent_class: Optional[Callable[[
             raise AgentFileError(f'unknown agent_name {agent_name!r}: the run\'s agent file {path} (flags.json) '
                                  'is gone; restore it there, or register the agent before loading the run') from None
         recorded = flags.get('agent_file_sha256')
-        if recorded and flags.get('agent_file') == spec and file_digest(path) != recorded:
+        current = file_digest(path) if recorded and flags.get('agent_file') == spec else recorded
+        if current != recorded:
             import warnings
 
             warnings.warn(f'agent file {path} changed since the run was written (sha256 {recorded[:12]}... then, '
-                          f'{file_digest(path)[:12]}... now): loading the current file', stacklevel=2)
+                          f'{current[:12]}... now): loading the current file', stacklevel=2)
         return load_agent_file(spec, {'agent_name': agent_name}).cls
