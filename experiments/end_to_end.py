@@ -23,20 +23,32 @@ from typing import Dict, List, Optional
 from experiments import side_by_side
 
 # Scales: 'demo' is experiments/demo.py's run (issue 17's comparison); 'quick' a short one; 'tiny' checks the
-# machinery in the test suite (tiny networks; numbers meaningless).
+# machinery in the test suite (the tests' 'tiny' scale of floq_jax.scaling over the demo's networks; numbers
+# meaningless).  ``agent_scale``: a floq_jax.scaling scale whose sizes are passed as --agent.<key> flags.
 SCALES: Dict[str, dict] = {
     'demo': dict(task='cube-single-play-singletask-task2-v0', agent='floq', num_seeds=2, steps=70_000,
                  eval_interval=10_000, eval_episodes=50, dataset_episodes=100, extra=()),
     'quick': dict(task='cube-single-play-singletask-task2-v0', agent='floq', num_seeds=2, steps=10_000,
                   eval_interval=5_000, eval_episodes=10, dataset_episodes=100, extra=()),
     'tiny': dict(task='cube-single-play-singletask-task2-v0', agent='floq', num_seeds=2, steps=20,
-                 eval_interval=20, eval_episodes=2, dataset_episodes=2,
-                 extra=('--agent.batch_size=8', '--agent.actor_hidden_dims=(16,16)', '--agent.value_hidden_dims=(16,16)',
-                        '--agent.block_width=16', '--agent.noise_samples=2', '--agent.critic_flow_steps=2',
-                        '--agent.actor_flow_steps=2', '--steps_per_call=10')),
+                 eval_interval=20, eval_episodes=2, dataset_episodes=2, agent_scale='tiny',
+                 extra=('--steps_per_call=10',)),
 }
 PHASE_ORDER = ('imports', 'data', 'setup', 'compile', 'training', 'logging', 'diagnostics', 'evaluation',
                'checkpointing', 'closing', 'other')
+
+
+def agent_scale_flags(spec: dict) -> List[str]:
+    """The ``--agent.<key>=<value>`` flags of ``spec``'s ``agent_scale`` (none without one): the keys the scale
+    changes in the agent's defaults."""
+    if not spec.get('agent_scale'):
+        return []
+    import agents
+    from experiments import parity_harness
+    from floq_jax.scaling import scaled_sizes
+
+    return parity_harness.agent_flags(spec['agent'], scaled_sizes(agents.get_config(spec['agent']),
+                                                                  spec['agent_scale']))[1:]
 
 
 def dataset_for(spec: dict, cache_dir: Optional[str] = None) -> str:
@@ -58,7 +70,7 @@ def run_floq_jax(spec: dict, dataset: str, work_dir: str, env: Optional[dict] = 
     shutil.rmtree(os.path.join(work_dir, 'jax_cache_empty'), ignore_errors=True)
     cmd = side_by_side.floq_jax_command(spec['task'], dataset, spec['agent'], spec['num_seeds'], spec['steps'],
                                         spec['eval_interval'], spec['eval_episodes'], save_dir, 'end_to_end',
-                                        extra=[*spec['extra'], *cache, *extra])
+                                        extra=[*agent_scale_flags(spec), *spec['extra'], *cache, *extra])
     start = time.time()
     out = subprocess.run(cmd, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), env=env,
                          capture_output=True, text=True)

@@ -6,7 +6,8 @@ For every task and agent (floq and FQL by default) this trains ``--num_seeds`` s
 (its ``main.py``, unmodified, one process per seed, ``--jobs`` at a time) and with floq-jax
 (``experiments.train_offline``, all seeds in one process), on the same OGBench-format files (generated with
 OGBench's oracles and cached, or the user's real files with ``--dataset_dir``), with the same agent config
-(``experiments.side_by_side.PARITY_CONFIGS``, the demo's small networks, plus the published per-task alpha) and the same protocol:
+(``experiments.side_by_side.agent_overrides``: the demo's small networks, plus the published per-task alpha) and the
+same protocol:
 the published evaluation (one-step policy, noise N(0, I)), ``--eval_episodes`` episodes every
 ``--eval_interval`` updates.  Then it writes ``<out_dir>/report/``: ``parity_results.md`` (final success per
 (task, agent, code) with 95% bootstrap CIs over seeds, and the wall-clock of both codes) and
@@ -278,8 +279,9 @@ def main(_):
 
         steps = steps_by_task()
         for agent in FLAGS.agents:
-            if agent not in side_by_side.PARITY_CONFIGS:
-                raise errors.UsageError(f'--agents: {agent!r} is not one of {", ".join(side_by_side.PARITY_CONFIGS)}')
+            if agent not in side_by_side.PUBLISHED_CONFIGS:
+                raise errors.UsageError(f'--agents: {agent!r} is not one of '
+                                        f'{", ".join(side_by_side.PUBLISHED_CONFIGS)}')
         for task in FLAGS.tasks:
             checks.check_env_name(task)
             side_by_side.alpha_for(task)

@@ -15,6 +15,7 @@ from absl import app, flags
 
 from agents import floq
 from floq_jax.analysis import groundtruth
+from floq_jax.scaling import scaled_config
 
 flags.DEFINE_integer('updates', 1000, 'Updates per check.')
 flags.DEFINE_string('out', None, 'Optional markdown file for the table.')
@@ -22,11 +23,8 @@ FLAGS = flags.FLAGS
 
 
 def small_config(**overrides):
-    c = floq.get_config()
-    c.update(dict(actor_hidden_dims=(64, 64), value_hidden_dims=(64, 64), block_width=64, block_depth=2,
-                  batch_size=128, noise_samples=4, critic_flow_steps=8, lr=1e-3))
-    c.update(overrides)
-    return c
+    """floq at the 'medium' scale of floq_jax.scaling (2 x 64 nets, 4 noise samples, K = 8) at batch 128, lr 1e-3."""
+    return scaled_config(floq.get_config(), 'medium', **{'batch_size': 128, 'lr': 1e-3, **overrides})
 
 
 def make_factory(dtype, **overrides):

@@ -11,17 +11,15 @@ from typing import List, Sequence
 
 from experiments import errors
 
-# The agent config both codes get: the demo's small networks (2 x 128, batch 64; floq K = 4, 2 noise samples),
-# written in each code's config keys (the published FQL sizes its critic with block_width/block_depth).
-_SMALL = dict(batch_size=64, actor_hidden_dims=(128, 128))
-PARITY_CONFIGS = {
-    'floq': {'published': dict(_SMALL, value_hidden_dims=(128, 128), block_width=128, block_depth=2,
-                               critic_flow_steps=4, noise_samples=2),
-             'floq-jax': dict(_SMALL, value_hidden_dims=(128, 128), block_width=128, block_depth=2,
-                              critic_flow_steps=4, noise_samples=2)},
-    'fql': {'published': dict(_SMALL, block_width=128, block_depth=2),
-            'floq-jax': dict(_SMALL, value_hidden_dims=(128, 128))},
+# The agent config both codes get: the demo's small networks (2 x 128, batch 64; floq K = 4, 2 noise samples), in
+# each code's config keys.  floq-jax's is the 'demo' scale of floq_jax.scaling (:func:`floq_jax_sizes`); the
+# published code's keys differ for FQL (its critic MLP is sized by block_width / block_depth).
+PUBLISHED_CONFIGS = {
+    'floq': dict(batch_size=64, actor_hidden_dims=(128, 128), value_hidden_dims=(128, 128), block_width=128,
+                 block_depth=2, critic_flow_steps=4, noise_samples=2),
+    'fql': dict(batch_size=64, actor_hidden_dims=(128, 128), block_width=128, block_depth=2),
 }
+PARITY_SCALE = 'demo'
 # The published alpha of both floq and FQL on these families (both papers' READMEs).
 PUBLISHED_ALPHA = (('cube', 300.0), ('scene', 300.0), ('puzzle-3x3', 1000.0), ('puzzle-4x4', 1000.0))
 
@@ -34,9 +32,18 @@ def alpha_for(task: str) -> float:
                             f'{", ".join(p for p, _ in PUBLISHED_ALPHA)}')
 
 
+def floq_jax_sizes(agent: str) -> dict:
+    """floq-jax's sizes of ``agent`` side by side: the keys the :data:`PARITY_SCALE` scale changes in its defaults."""
+    import agents
+    from floq_jax.scaling import scaled_sizes
+
+    return scaled_sizes(agents.get_config(agent), PARITY_SCALE)
+
+
 def agent_overrides(agent: str, task: str, code: str) -> dict:
     """The agent config of ``code`` ('published' or 'floq-jax') for ``agent`` on ``task``."""
-    return {**PARITY_CONFIGS[agent][code], 'alpha': alpha_for(task)}
+    sizes = PUBLISHED_CONFIGS[agent] if code == 'published' else floq_jax_sizes(agent)
+    return {**sizes, 'alpha': alpha_for(task)}
 
 
 def floq_jax_command(task: str, dataset_path: str, agent: str, num_seeds: int, steps: int, eval_interval: int,

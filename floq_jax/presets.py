@@ -214,9 +214,10 @@ def reward_range(rewards, mode: str = DEFAULT_REWARD_RANGE) -> tuple:
 
 def demo_config(floq_config):
     """The small CPU config of ``make demo`` (experiments/demo.py) and the benchmark's ``--seeds_config=demo``:
-    ``floq_config`` (floq's defaults, from the caller's agent registry) at 2 x 128 (velocity net, actor and
-    distilled critic), K = 4, 2 noise samples, batch 64."""
-    config = floq_config
-    config.update(dict(actor_hidden_dims=(128, 128), value_hidden_dims=(128, 128), block_width=128, block_depth=2,
-                       critic_flow_steps=4, noise_samples=2, batch_size=64))
-    return config
+    ``floq_config`` (floq's defaults, from the caller's agent registry) at the 'demo' scale of floq_jax.scaling: 2 x
+    128 (velocity net, actor and distilled critic), K = 4, 2 noise samples, batch 64.  Sets ``floq_config`` in place
+    and returns it."""
+    from floq_jax.scaling import scaled_sizes
+
+    floq_config.update(scaled_sizes(floq_config, 'demo'))
+    return floq_config

@@ -56,7 +56,7 @@ def test_sweep_config_is_the_cli_composition():
     assert via_sweep.to_dict() == direct.to_dict() and via_sweep.block_depth == 2 and via_sweep.alpha == 10.0
     via_sweep = sweeps.make_config(sweeps.Variant('v', 'floq', {'batch_size': 16}), ENV, 'smoke', agents, data)
     direct = agents.get_config('floq')
-    compose.agent_config(direct, ENV, None, sizes=sweeps.SMOKE_AGENT, overrides={'batch_size': 16}, data=data)
+    compose.agent_config(direct, ENV, None, scale='smoke', overrides={'batch_size': 16}, data=data)
     assert via_sweep.to_dict() == direct.to_dict() and via_sweep.block_width == 32 and via_sweep.batch_size == 16
 
 

@@ -1,5 +1,9 @@
 """floq_jax.scaling.scaled_config: one helper shrinks any agent config by key pattern (the tests' small configs)."""
 
+import ast
+import json
+import os
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -8,7 +12,7 @@ import pytest
 import agents
 from floq_jax import agent_registry
 from floq_jax.scaling import SCALES, scaled_config
-from tests.conftest import scaled, scaled_flags, small_floq_config
+from tests.conftest import REPO, scaled, scaled_flags, small_floq_config
 
 
 @pytest.mark.parametrize('name', sorted(agent_registry.registered()))
@@ -59,3 +63,67 @@ def test_the_tests_configs_are_the_sizes_they_replaced():
         '--agent.batch_size=16', '--agent.block_width=32', '--agent.block_depth=2', '--agent.actor_hidden_dims=(32,32)',
         '--agent.value_hidden_dims=(32,32)', '--agent.noise_samples=2', '--agent.critic_flow_steps=2',
         '--agent.actor_flow_steps=2'])
+
+
+# ----------------------------------------------------------------------------- every protocol's sizes, pinned
+PROTOCOLS_FILE = os.path.join(REPO, 'tests', 'data', 'protocol_configs_8254dfc.json')
+SWEEP_AGENTS = ('floq', 'fql', 'fql_resnet', 'fql_iqn', 'agents/fql.py:resnet_depth4x2',
+                'agents/fql.py:resnet_flop_matched')
+PARITY_TASKS = ('cube-single-play-singletask-task2-v0', 'puzzle-3x3-play-singletask-task1-v0')
+
+
+def _apply_flags(config, flag_list):
+    for flag in flag_list:
+        if flag.startswith('--agent.'):
+            key, value = flag[len('--agent.'):].split('=', 1)
+            config[key] = ast.literal_eval(value)
+    return config
+
+
+def protocol_configs():
+    """{protocol: its agent config} of every protocol that shrinks an agent config: the sweeps' smoke and cpu scales
+    (each agent, on each scale's envs), ``make demo``, the benchmark (K, small, tiny), experiments/precision.py, the
+    end-to-end runs and the side-by-side runs (both codes' configs)."""
+    from experiments import end_to_end, precision, side_by_side
+    from experiments.bench import base as bench
+    from floq_jax import presets, sweeps
+
+    out = {}
+    for scale, envs in (('smoke', [sweeps.SMOKE_ENV]), ('cpu', [sweeps.CPU_ENV, 'scene-play-singletask-task1-v0'])):
+        for env in envs:
+            for a in SWEEP_AGENTS:
+                out[f'sweep:{scale}:{env}:{a}'] = sweeps.make_config(sweeps.Variant('v', a), env, scale, agents)
+    out['demo:floq'] = presets.demo_config(agents.get_config('floq'))
+    for tiny in (False, True):
+        for a in ('floq', 'fql'):
+            for K in (None, 4):
+                for small in (False, True):
+                    out[f'bench:{a}:K={K}:small={small}:tiny={tiny}'] = bench.make_config(a, K, small, tiny)
+    out['precision:small_config'] = precision.small_config()
+    for name, kw in (('terminal', {}), ('constant', dict(tau=0.05, noise_coverage=1.0))):
+        out[f'precision:{name}'] = precision.small_config(discount=0.9, r_min=-1.0, r_max=0.0,
+                                                          compute_dtype='bfloat16', **kw)
+    for scale, spec in end_to_end.SCALES.items():  # its command line: the side-by-side sizes, then the scale's flags
+        c = agents.get_config(spec['agent'])
+        c.update(side_by_side.agent_overrides(spec['agent'], spec['task'], 'floq-jax'))
+        out[f'end_to_end:{scale}'] = _apply_flags(c, [*end_to_end.agent_scale_flags(spec), *spec['extra']])
+    for a in side_by_side.PUBLISHED_CONFIGS:
+        for task in PARITY_TASKS:
+            c = agents.get_config(a)
+            c.update(side_by_side.agent_overrides(a, task, 'floq-jax'))
+            out[f'side_by_side:{a}:{task}:floq-jax'] = c
+            out[f'side_by_side:{a}:{task}:published'] = side_by_side.agent_overrides(a, task, 'published')
+    return {k: json.loads(json.dumps(c.to_dict() if hasattr(c, 'to_dict') else c)) for k, c in out.items()}
+
+
+def test_every_protocols_configs_are_those_of_8254dfc():
+    """Each protocol's sizes, now named scales of scaled_config, reproduce exactly the configs its hand-written size
+    dict gave at 8254dfc (tests/data/protocol_configs_8254dfc.json, written at that commit by the same loops over
+    its API): recorded results and run directories (flags.json records the full config) stay valid."""
+    with open(PROTOCOLS_FILE) as f:
+        recorded = json.load(f)
+    now = protocol_configs()
+    assert sorted(now) == sorted(recorded)
+    differ = {k: {key: (recorded[k].get(key), now[k].get(key)) for key in set(now[k]) | set(recorded[k])
+                  if now[k].get(key) != recorded[k].get(key)} for k in now if now[k] != recorded[k]}
+    assert not differ, differ

@@ -1,5 +1,5 @@
-"""The benchmark's configs (small / tiny sizes) and the set-up every section shares: the synthetic dataset on
-the device and on the host, the compiled chunks, the results dict."""
+"""The benchmark's configs (the 'bench_small' / 'bench_tiny' scales of floq_jax.scaling) and the set-up every
+section shares: the synthetic dataset on the device and on the host, the compiled chunks, the results dict."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from absl import flags
 
 import numpy as np
 
+from floq_jax.scaling import scaled_config
 from floq_jax.training import benchmarking as bm
 from floq_jax.training import parallel
 from floq_jax.data import sampling
@@ -22,38 +23,17 @@ FLAGS = flags.FLAGS
 OB_DIM, ACTION_DIM = 28, 5  # cube-single (OGBench): the dims the published FLOP numbers use.
 
 
-def small_overrides(config):
-    """The small config: 2 x 256 nets everywhere, noise_samples 4 (floq)."""
-    config.actor_hidden_dims = (256, 256)
-    config.value_hidden_dims = (256, 256)
-    if 'block_width' in config:
-        config.block_width = 256
-        config.block_depth = 2
-        config.noise_samples = 4
-    return config
-
-
-def tiny_overrides(config):
-    config.actor_hidden_dims = (16, 16)
-    config.value_hidden_dims = (16, 16)
-    config.batch_size = 8
-    config.actor_flow_steps = 2
-    if 'block_width' in config:
-        config.block_width = 16
-        config.block_depth = 2
-        config.noise_samples = 2
-    return config
-
-
-def make_config(agent, K=None, small=False):
+def make_config(agent, K=None, small=False, tiny=None):
+    """The benchmark's config of ``agent`` ('floq' or 'fql'): its defaults with the reward range [-1, 0], ``K``
+    critic flow steps, then the 'bench_small' scale (2 x 256 nets, 4 noise samples) with ``small`` and the
+    'bench_tiny' scale (toy sizes; the critic's K stays the benchmark's) with ``tiny`` (default: ``--tiny``)."""
     config = floq_lib.get_config() if agent == 'floq' else fql_lib.get_config()
     config.r_min, config.r_max = -1.0, 0.0
     if K is not None:
         config.critic_flow_steps = K
-    if small:
-        small_overrides(config)
-    if FLAGS.tiny:
-        tiny_overrides(config)
+    for scale, on in (('bench_small', small), ('bench_tiny', FLAGS.tiny if tiny is None else tiny)):
+        if on:
+            config = scaled_config(config, scale)
     return config
 
 

@@ -24,26 +24,16 @@ SUITE_ENVS = ('antmaze-large-navigate', 'antmaze-giant-navigate', 'humanoidmaze-
 SUITE = tuple(f'{e}-singletask-task{t}-v0' for e in SUITE_ENVS for t in range(1, 6))
 
 
-# Tiny networks for the smoke preset (only keys an agent's config has are applied).
-SMOKE_AGENT = dict(actor_hidden_dims=(32, 32), value_hidden_dims=(32, 32), block_width=32, block_depth=2,
-                   batch_size=32, noise_samples=2, critic_flow_steps=2, actor_flow_steps=2, num_transformations=1,
-                   critic_resnet_width=32, critic_resnet_blocks=2, iqn_num_quantiles=4, iqn_num_target_quantiles=4,
-                   iqn_num_cosines=8, stale_copy_until=100)
-
-
-# The cpu preset: experiments/demo.py's networks (floq_jax.presets.demo_config) for every agent, FQL-ResNet's
-# residual critic at the same width, the IQN critic at its published sample counts.
+# The cpu preset's run length (its scale, floq_jax.scaling.SCALES['cpu'], refreshes floq's stale copy for the first
+# quarter of it, as the published 250k of 1M updates).
 CPU_STEPS = 60_000
 
 
 CPU_ENV = 'cube-single-play-singletask-task2-v0'
 
 
-CPU_AGENT = dict(actor_hidden_dims=(128, 128), value_hidden_dims=(128, 128), block_width=128, block_depth=2,
-                 batch_size=64, noise_samples=2, critic_flow_steps=4, critic_resnet_width=128,
-                 stale_copy_until=CPU_STEPS // 4)  # the published 250k of 1M updates, scaled
-
-
+# Each preset's agent sizes are a named scale of floq_jax.scaling (its ``scale``: 'smoke' tiny networks, 'cpu' the
+# demo's networks for every agent, None the agent's own sizes), applied to the keys an agent's config has.
 PRESETS: Dict[str, dict] = {
     'smoke': dict(
         options=dict(num_seeds=2, offline_steps=100, steps_per_call=25, log_interval=50, eval_interval=100,
@@ -57,7 +47,7 @@ PRESETS: Dict[str, dict] = {
                     # Room for the 3-episode dataset and every online step (the published 2M rows would make each
                     # smoke checkpoint ~0.5 GB per seed).
                     buffer_size=1000),
-        agent=SMOKE_AGENT, env_preset=None, envs=(SMOKE_ENV,),
+        scale='smoke', env_preset=None, envs=(SMOKE_ENV,),
         data=dict(num_episodes=3, max_episode_steps=100), last_n=1),
     # Sized for about an hour per sweep on a 2-core CPU (measured times: docs/experiments.md): the demo's networks (2 x 128, batch 64, K = 4, 2 noise
     # samples), published per-environment values (alpha), 4 seeds trained together, on the demo's generated
@@ -71,7 +61,7 @@ PRESETS: Dict[str, dict] = {
         # was heading for ~2 h (UTD 16 = 80k updates per seed).
         online=dict(offline_steps=0, online_steps=2500, log_interval=250, eval_interval=1250, save_interval=2500,
                     buffer_size=200_000),
-        agent=CPU_AGENT, env_preset='published', envs=(CPU_ENV,),
+        scale='cpu', env_preset='published', envs=(CPU_ENV,),
         data=dict(num_episodes=100, max_episode_steps=None), last_n=2),
     'paper': dict(
         # The published run lengths (floq_jax.presets.PUBLISHED_PROTOCOL: the published main.py's 2M offline
@@ -80,7 +70,7 @@ PRESETS: Dict[str, dict] = {
                      eval_interval=20000, save_interval=100000, eval_episodes=50, max_checkpoints=3),
         online=dict(offline_steps=1_000_000, online_steps=2_000_000, log_interval=5000, eval_interval=20000,
                     save_interval=100000),
-        agent={}, env_preset='published', envs=None,
+        scale=None, env_preset='published', envs=None,
         data=dict(num_episodes=1000, max_episode_steps=None), last_n=3),
 }
 
@@ -179,12 +169,12 @@ def agent_available(agent: str, registry) -> Optional[str]:
 def make_config(variant: Variant, env_name: str, preset_name: str, registry, data=None, mode: str = 'offline'):
     """Config of ``variant`` on ``env_name``: agent defaults (``registry.get_config(variant.agent)``, the caller's
     agent registry, e.g. the ``agents`` package) < published env preset of the agent and ``mode``
-    (paper) < preset's network sizes (smoke) < the variant's overrides; reward range from ``data`` (the published
-    rule); floq_jax.training.compose.agent_config, as the training entrypoints."""
+    (cpu, paper) < the preset's scale (floq_jax.scaling: smoke, cpu) < the variant's overrides; reward range from
+    ``data`` (the published rule); floq_jax.training.compose.agent_config, as the training entrypoints."""
     p = preset(preset_name)
     config = registry.get_config(variant.agent)
     try:
-        compose.agent_config(config, env_name, p['env_preset'], mode, sizes=p['agent'], overrides=variant.overrides,
+        compose.agent_config(config, env_name, p['env_preset'], mode, scale=p['scale'], overrides=variant.overrides,
                              data=data)
     except ValueError as e:
         if 'config has no key' not in str(e):

@@ -9,8 +9,9 @@ arguments) and the sweeps (``floq_jax.sweeps.run``) both compose a run with them
     dirs = train(agent_cls, config, data, options, mode='offline', callbacks=[...])
 
 Precedence of an agent config's values, lowest first: the agent's defaults < its published per-environment values
-(``preset``, floq_jax.presets) < ``sizes`` (e.g. a sweep scale's network sizes) < ``overrides`` (the user's or the
-variant's own values, which the preset also leaves alone); then r_min / r_max from the data's rewards.
+(``preset``, floq_jax.presets) < ``scale`` (a named scale of floq_jax.scaling, e.g. a sweep scale's network sizes) <
+``sizes`` (explicit {key: value}) < ``overrides`` (the user's or the variant's own values, which the preset also
+leaves alone); then r_min / r_max from the data's rewards.
 """
 
 from __future__ import annotations
@@ -62,10 +63,11 @@ def load_data(env_name: str, source: DataSource):
 def agent_config(config, env_name: str, preset: Optional[str] = None, mode: str = 'offline',
                  user_keys: Iterable[str] = (), sizes: Optional[Mapping[str, Any]] = None,
                  overrides: Optional[Mapping[str, Any]] = None, data=None,
-                 reward_range: str = presets.DEFAULT_REWARD_RANGE) -> dict:
+                 reward_range: str = presets.DEFAULT_REWARD_RANGE, scale: Optional[str] = None) -> dict:
     """Sets the agent ``config`` of one run on ``env_name`` in place (precedence: the module docstring): the
     published values of ``preset`` ('published' or None) for the agent and ``mode``, except ``user_keys`` (keys
-    already set by the user) and ``overrides``; then ``sizes`` for the keys the config has; then ``overrides``; then,
+    already set by the user) and ``overrides``; then the sizes of ``scale`` (floq_jax.scaling.scaled_sizes of the
+    config as the preset left it) and ``sizes``, for the keys the config has; then ``overrides``; then,
     given ``data``, r_min / r_max from its rewards (``reward_range``, floq_jax.training.runner.set_reward_range).
 
     Returns the preset values applied {key: value}.  Raises ValueError for an unknown preset / agent, an
@@ -74,6 +76,10 @@ def agent_config(config, env_name: str, preset: Optional[str] = None, mode: str 
     """
     overrides = dict(overrides or {})
     applied = presets.apply_preset(config, env_name, preset, set(user_keys) | set(overrides), mode=mode)
+    if scale is not None:
+        from floq_jax.scaling import scaled_sizes
+
+        sizes = {**scaled_sizes(config, scale), **(sizes or {})}
     for key, value in (sizes or {}).items():
         if key in config and key not in overrides:
             config[key] = value
