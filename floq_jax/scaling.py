@@ -15,10 +15,10 @@ project has never seen (a researcher's own agent file) as long as their size key
 | ``keys`` | the keys it names, where the config has them | its value |
 
 A field left at None leaves its pattern alone; ``keys`` come after the patterns.  The protocols' scales ('smoke',
-'demo', 'cpu', 'bench_small', 'bench_tiny', 'end_to_end_tiny') name in ``keys`` what their recorded runs used beyond
-the patterns: these sizes back recorded results and run directories (flags.json records the full agent config as
-the run's identity), so each reproduces its protocol exactly (tests/test_scaling.py pins every protocol's configs to
-those of commit 8254dfc: tests/data/protocol_configs_8254dfc.json).
+'demo', 'cpu', 'bench_small', 'bench_tiny') name in ``keys`` what their recorded runs used beyond the patterns:
+these sizes back recorded results and run directories (flags.json records the full agent config as the run's
+identity), so each reproduces its protocol exactly (tests/test_scaling.py pins every protocol's configs to those of
+commit 8254dfc: tests/data/protocol_configs_8254dfc.json).
 
 Everything else (learning rates, discount, switches, the reward range) is left alone.  Explicit ``overrides`` are
 applied last, so a caller states only what differs from the scale.  The library never names an agent here.
@@ -71,11 +71,10 @@ SCALES: Dict[str, Scale] = {
     # the published quarter of the run (250k of 1M updates; the cpu sweeps train 60k: floq_jax.sweeps.CPU_STEPS).
     'cpu': Scale(hidden=(128, 2), width=128, batch_size=64, keys=dict(_DEMO_KEYS, stale_copy_until=15_000)),
     # experiments.benchmark's small config (2 x 256 nets, 4 noise samples) and its --tiny machinery check (numbers
-    # meaningless; the critic's K is the benchmark's own), experiments/end_to_end.py's 'tiny' run (the same).
+    # meaningless; the critic's K is the benchmark's own).
     'bench_small': Scale(hidden=(256, 2), keys=dict(block_width=256, block_depth=2, noise_samples=4)),
     'bench_tiny': Scale(hidden=(16, 2), batch_size=8,
                         keys=dict(block_width=16, block_depth=2, noise_samples=2, actor_flow_steps=2)),
-    'end_to_end_tiny': Scale(hidden=(16, 2), batch_size=8, samples=2, flow_steps=2, keys=dict(block_width=16)),
 }
 
 
