@@ -41,40 +41,46 @@ def apply_protocol_preset() -> dict:
     return applied
 
 
-def validate(options) -> None:
-    """RunOptions.validate (the one check of the run's options), its error as a UsageError naming the flags."""
-    from floq_jax.training.options import OptionError
+def option_usage_error(e) -> UsageError:
+    """A RunOptions OptionError as a UsageError naming the flags."""
+    shown = [f'--{n}={v}' for n, v in zip(e.names, e.values) if n in FLAGS] or [f'{e.names[0]}={e.values[0]}']
+    reason = e.reason
+    if len(shown) == 1 < len(e.names):  # e.g. train_offline has --offline_steps but no --online_steps
+        reason = reason.split(';')[0] + '; accepted: a positive integer'
+    return UsageError(f'{" ".join(shown)}: {reason}')
 
-    try:
-        options.validate()
-    except OptionError as e:
-        shown = [f'--{n}={v}' for n, v in zip(e.names, e.values) if n in FLAGS] or [f'{e.names[0]}={e.values[0]}']
-        reason = e.reason
-        if len(shown) == 1 < len(e.names):  # e.g. train_offline has --offline_steps but no --online_steps
-            reason = reason.split(';')[0] + '; accepted: a positive integer'
-        raise UsageError(f'{" ".join(shown)}: {reason}') from None
+
+# The flags that are RunOptions of the same name: the common ones (--eval_num_steps is parsed first; --wandb is set
+# by maybe_wandb once the package is found), then the offline-to-online entrypoint's own.
+OPTION_FLAGS = ('seed', 'num_seeds', 'offline_steps', 'steps_per_call', 'log_interval', 'eval_interval',
+                'save_interval', 'eval_episodes', 'eval_protocol', 'success_timing', 'eval_seeding', 'eval_at_start',
+                'eval_num_envs', 'save_dir', 'run_group', 'resume', 'tensorboard', 'video_episodes',
+                'video_frame_skip', 'max_checkpoints', 'progress', 'host_sampling', 'seed_loop')
+ONLINE_OPTION_FLAGS = ('online_steps', 'utd_ratio', 'buffer_size', 'balanced_sampling')
+
+
+def option_values(**extra) -> dict:
+    """{RunOptions name: value} of the entrypoint's flags (:data:`OPTION_FLAGS`, --eval_num_steps parsed, and the
+    :data:`ONLINE_OPTION_FLAGS` it defines), then ``extra``.  Raises UsageError."""
+    values = {name: FLAGS[name].value for name in OPTION_FLAGS}
+    values.update({name: FLAGS[name].value for name in ONLINE_OPTION_FLAGS if name in FLAGS})
+    values['eval_num_steps'] = parse_int_list('eval_num_steps', FLAGS.eval_num_steps)
+    values.update(extra)
+    return values
 
 
 def common_options(**extra):
-    """RunOptions from the common flags (validated; raises UsageError)."""
-    from floq_jax.training.options import RunOptions
+    """RunOptions from the entrypoint's flags (floq_jax.training.options.build_run_options, which the sweeps call
+    too; validated; raises UsageError)."""
+    from floq_jax.training.options import OptionError, build_run_options
 
     apply_protocol_preset()
     if FLAGS.preset not in (None, '', 'none', 'published'):
         raise UsageError(f"--preset={FLAGS.preset!r}: accepted: 'published' or none")
-    eval_num_steps = parse_int_list('eval_num_steps', FLAGS.eval_num_steps)
-    options = RunOptions(
-        env_name=FLAGS.env_name, seed=FLAGS.seed, num_seeds=FLAGS.num_seeds, offline_steps=FLAGS.offline_steps,
-        steps_per_call=FLAGS.steps_per_call, log_interval=FLAGS.log_interval, eval_interval=FLAGS.eval_interval,
-        save_interval=FLAGS.save_interval, eval_episodes=FLAGS.eval_episodes,
-        eval_protocol=FLAGS.eval_protocol, success_timing=FLAGS.success_timing, eval_seeding=FLAGS.eval_seeding,
-        eval_num_steps=eval_num_steps,
-        eval_at_start=FLAGS.eval_at_start, eval_num_envs=FLAGS.eval_num_envs, save_dir=FLAGS.save_dir,
-        run_group=FLAGS.run_group, resume=FLAGS.resume, tensorboard=FLAGS.tensorboard,
-        video_episodes=FLAGS.video_episodes, video_frame_skip=FLAGS.video_frame_skip,
-        max_checkpoints=FLAGS.max_checkpoints, progress=FLAGS.progress, host_sampling=FLAGS.host_sampling,
-        seed_loop=FLAGS.seed_loop, **extra)
-    validate(options)
+    try:
+        options = build_run_options(FLAGS.env_name, option_values(**extra))
+    except OptionError as e:
+        raise option_usage_error(e) from None
     check_env_name(FLAGS.env_name)
     distributed.check_distributed()
     check_writable(FLAGS.save_dir)

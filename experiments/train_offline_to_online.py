@@ -38,9 +38,7 @@ def main(_):
         import agents
         from floq_jax.training import compose
 
-        config, data, options = common.prepare(online_steps=FLAGS.online_steps, utd_ratio=FLAGS.utd_ratio,
-                                               buffer_size=FLAGS.buffer_size,
-                                               balanced_sampling=FLAGS.balanced_sampling)
+        config, data, options = common.prepare()  # its online flags are RunOptions too (common.option_values)
         common.maybe_wandb(options, config)
         for d in compose.train(agents.agent_class(config.agent_name), config, data, options,
                                mode='offline_to_online'):

@@ -136,3 +136,60 @@ def test_sweep_errors_are_the_cli_errors(tmp_path):
                          capture_output=True, text=True, timeout=300)
     lines = out.stderr.strip().splitlines()
     assert out.returncode == 2 and lines == ['error: run dir x is held by another live run (pid 1)'], out.stderr[-3000:]
+
+
+# The same run asked for through the offline-to-online CLI's flags and through a sweep ('paper' preset, the sweep's
+# own options): both build RunOptions with floq_jax.training.options.build_run_options.
+OPTIONS_SCRIPT = '''
+import dataclasses, json, sys
+from absl import flags
+from experiments import common, train_offline_to_online  # noqa: F401 - defines the entrypoint's flags
+from floq_jax import sweeps
+
+save_dir, env = sys.argv[1], sys.argv[2]
+same = dict(seed=3, num_seeds=2, offline_steps=40, online_steps=20, steps_per_call=5, log_interval=10,
+            eval_interval=20, save_interval=20, eval_episodes=3, eval_protocol='deterministic', success_timing='pre',
+            eval_seeding='fixed', eval_at_start=False, eval_num_envs=2, resume=False, tensorboard=False,
+            video_episodes=1, video_frame_skip=2, max_checkpoints=1, progress=False, host_sampling=True,
+            seed_loop='vmap', utd_ratio=4, buffer_size=5000, balanced_sampling=True)
+fmt = lambda v: str(v).lower() if isinstance(v, bool) else str(v)
+flags.FLAGS(['x', f'--env_name={env}', f'--save_dir={save_dir}', '--run_group=s/v', '--eval_num_steps=1,4',
+             *[f'--{k}={fmt(v)}' for k, v in same.items()]])
+cli = common.common_options()
+sweep = sweeps.Sweep(name='s', variants=[], envs=[env], preset='paper', mode='offline_to_online',
+                     options=dict(same, eval_num_steps=[1, 4]), save_dir=save_dir)
+swept = sweeps.run_options(sweep, sweeps.Variant('v', 'floq'), env)
+print(json.dumps([dataclasses.asdict(cli), dataclasses.asdict(swept)], default=str))
+'''
+
+
+@pytest.mark.subprocess
+def test_sweep_and_cli_build_equal_run_options(tmp_path):
+    """For the same inputs, a sweep's RunOptions (floq_jax.sweeps.run_options) equal the CLI's
+    (experiments.common.common_options): one builder, floq_jax.training.options.build_run_options.  Only flags.json's
+    extra record differs (the sweep's variant; the CLI adds its flags after building)."""
+    import json
+
+    out = subprocess.run([sys.executable, '-c', OPTIONS_SCRIPT, str(tmp_path / 'runs'), ENV], cwd=REPO,
+                         env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    cli, swept = json.loads(out.stdout.strip().splitlines()[-1])
+    assert cli.pop('flags') == {}
+    assert swept.pop('flags') == dict(variant='v', sweep='s', preset='paper', sweep_agent='floq', cpu_devices=1)
+    assert cli == swept
+    assert (cli['online_steps'], cli['utd_ratio'], cli['eval_num_steps'], cli['run_group']) == (20, 4, [1, 4], 's/v')
+
+
+def test_build_run_options_names_unknown_and_bad_options():
+    import warnings
+
+    from floq_jax.training.options import OptionError, UnknownOptions, build_run_options
+
+    with pytest.raises(UnknownOptions, match=r"runner option\(s\) \['nope'\]"):
+        build_run_options(ENV, {'nope': 1})
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter('always')
+        o = build_run_options(ENV, {'nope': 1, 'num_seeds': 2}, {'k': 1}, optional={'nope'})
+    assert (o.env_name, o.num_seeds, o.flags) == (ENV, 2, {'k': 1}) and 'nope' in str(seen[0].message)
+    with pytest.raises(OptionError, match='num_seeds=0: must be a positive integer'):
+        build_run_options(ENV, {'num_seeds': 0})

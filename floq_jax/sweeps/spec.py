@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import warnings
 from typing import Any, Dict, Mapping, Optional, Sequence
 
 from floq_jax.training import compose
@@ -184,22 +183,18 @@ def make_config(variant: Variant, env_name: str, preset_name: str, registry, dat
 
 
 def run_options(sweep: Sweep, variant: Variant, env_name: str):
-    """RunOptions of one (variant, env): preset < sweep options < variant options.  Options the runner does not
-    know (e.g. an older runner without ``eval_kwargs``) are dropped with a warning."""
-    from floq_jax.training.options import RunOptions
+    """RunOptions of one (variant, env): preset < sweep options < variant options, built by
+    floq_jax.training.options.build_run_options (as the training entrypoints build theirs).  Options the runner does
+    not know (e.g. an older runner without ``eval_kwargs``) are dropped with a warning where the run can go without
+    them (OPTIONAL_RUNNER_OPTIONS); any other is a ValueError naming the variant."""
+    from floq_jax.training.options import UnknownOptions, build_run_options
 
     values = merged_options(sweep)
     values.update(variant.options)
-    known = {f.name for f in dataclasses.fields(RunOptions)}
-    dropped = sorted(set(values) - known)
-    required = sorted(set(dropped) - OPTIONAL_RUNNER_OPTIONS)
-    if required:
-        raise ValueError(f'{sweep.name}/{variant.name} needs runner option(s) {required}, which this '
-                         f'floq_jax.training.runner.RunOptions does not have')
-    if dropped:
-        warnings.warn(f'runner has no option(s) {dropped}; running without them')
-    values = {k: v for k, v in values.items() if k in known}
-    values.update(env_name=env_name, save_dir=sweep.save_dir, run_group=f'{sweep.name}/{variant.name}',
-                  flags=dict(variant=variant.name, sweep=sweep.name, preset=sweep.preset, sweep_agent=variant.agent,
-                             cpu_devices=sweep.cpu_devices, **dict(variant.tags)))
-    return RunOptions(**values)
+    values.update(save_dir=sweep.save_dir, run_group=f'{sweep.name}/{variant.name}')
+    flags = dict(variant=variant.name, sweep=sweep.name, preset=sweep.preset, sweep_agent=variant.agent,
+                 cpu_devices=sweep.cpu_devices, **dict(variant.tags))
+    try:
+        return build_run_options(env_name, values, flags, optional=OPTIONAL_RUNNER_OPTIONS)
+    except UnknownOptions as e:
+        raise ValueError(f'{sweep.name}/{variant.name} needs {e}') from None

@@ -1,13 +1,16 @@
-"""What a run is asked to do (:class:`RunOptions`) and how it can end early (the run's exceptions).
+"""What a run is asked to do (:class:`RunOptions`), the one builder of it (:func:`build_run_options`) and how a run
+can end early (the run's exceptions).
 
-    options = RunOptions(env_name='cube-single-play-singletask-task2-v0', seed=0, num_seeds=3, offline_steps=...)
-    options.validate()   # one-line ValueError naming the option (the CLI maps it to exit code 2)
+    options = build_run_options('cube-single-play-singletask-task2-v0', {'num_seeds': 3, 'offline_steps': ...})
+    # = RunOptions(env_name=..., num_seeds=3, ...), validated: a one-line OptionError naming the option (the CLI
+    # maps it to exit code 2)
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Dict, Optional, Sequence, Tuple
+import warnings
+from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Sequence, Tuple
 
 from floq_jax import presets
 from floq_jax.training import parallel
@@ -171,3 +174,40 @@ class RunOptions:
     @property
     def seeds(self):
         return [self.seed + k for k in range(self.num_seeds)]
+
+
+class UnknownOptions(ValueError):
+    """Option names RunOptions does not have (``names``)."""
+
+    def __init__(self, names: Sequence[str]):
+        self.names = list(names)
+        super().__init__(f'runner option(s) {self.names}, which this floq_jax.training.runner.RunOptions does not '
+                         f'have')
+
+
+def option_names() -> Tuple[str, ...]:
+    """The fields of :class:`RunOptions`."""
+    return tuple(f.name for f in dataclasses.fields(RunOptions))
+
+
+def build_run_options(env_name: str, values: Optional[Mapping[str, Any]] = None,
+                      flags: Optional[Mapping[str, Any]] = None, optional: Iterable[str] = (),
+                      warn: Callable[[str], None] = warnings.warn) -> RunOptions:
+    """The one builder of a run's :class:`RunOptions`, with no flags: the training entrypoints call it with their
+    flags' values (experiments.common.common_options), the sweeps with their preset's, sweep's and variant's options
+    (floq_jax.sweeps.run_options).  ``values`` {option: value} over RunOptions' defaults; ``flags`` what flags.json
+    records besides.  A name RunOptions lacks raises :class:`UnknownOptions`, unless it is in ``optional`` (options
+    a run can go without, e.g. a speed-up an older runner lacks): those are dropped with a ``warn``-ing.  Validated
+    (:meth:`RunOptions.validate`: a one-line :class:`OptionError`)."""
+    values = dict(values or {})
+    values.pop('env_name', None)
+    unknown = sorted(set(values) - set(option_names()))
+    required = [name for name in unknown if name not in set(optional)]
+    if required:
+        raise UnknownOptions(required)
+    if unknown:
+        warn(f'runner has no option(s) {unknown}; running without them')
+    known = {k: v for k, v in values.items() if k not in unknown}
+    options = RunOptions(env_name=env_name, **{**known, 'flags': {**(known.get('flags') or {}), **(flags or {})}})
+    options.validate()
+    return options
