@@ -2,7 +2,9 @@
 utd.py, mechanisms.py): their shared flags, the sweep the flags ask for, and the run-then-report main.
 
 ``--scale=smoke|cpu|paper`` picks the sweep scale (floq_jax.sweeps.PRESETS); ``--preset`` stays the training
-entrypoints' flag (published per-environment values or none).  The machinery itself is ``floq_jax.sweeps``.
+entrypoints' flag (published per-environment values or none).  ``--agent=path/to/my_agent.py[:variant]`` (repeatable)
+runs a researcher's own agent file (docs/extending.md) as one more variant, named by its ``agent_name``, beside the
+experiment's own.  The machinery itself is ``floq_jax.sweeps``.
 """
 
 import os
@@ -35,6 +37,8 @@ def define_flags(default_envs: str = '') -> None:
                         '~/.cache/floq_jax/datasets).')
     flags.DEFINE_string('envs', default_envs, 'Comma list of single-task env names (default: the scale\'s).')
     flags.DEFINE_string('variants', '', 'Comma list: run only these variants (default: all).')
+    flags.DEFINE_multi_string('agent', [], 'An agent file (path/to/agent.py[:variant], docs/extending.md) run as one '
+                              'more variant, named by its agent_name, beside the experiment\'s own; repeatable.')
     flags.DEFINE_integer('num_seeds', None, 'Seeds per (variant, env) (default: the scale\'s).')
     flags.DEFINE_integer('seed', 0, 'First seed.')
     flags.DEFINE_integer('offline_steps', None, 'Override the scale\'s offline steps.')
@@ -79,6 +83,10 @@ def sweep_from_flags(name: str, variants: Union[Sequence[Variant], Callable[[Swe
     sweep = sweeps.Sweep(name=name, variants=[], envs=envs, preset=FLAGS.scale, mode=mode, options=opts,
                          save_dir=FLAGS.save_dir, description=description, registry=registry)
     sweep.variants = list(variants(sweep) if callable(variants) else variants)
+    try:
+        sweep.variants += agent_file_variants(FLAGS.agent, registry, {v.name for v in sweep.variants})
+    except errors.UsageError as e:
+        errors.fail(e)
     keep = sweeps.parse_list(FLAGS.variants)
     if keep:
         unknown = sorted(set(keep) - {v.name for v in sweep.variants})
@@ -92,6 +100,32 @@ def sweep_from_flags(name: str, variants: Union[Sequence[Variant], Callable[[Swe
                               cache_dir=FLAGS.cache_dir, num_episodes=FLAGS.num_episodes or d['num_episodes'],
                               max_episode_steps=d['max_episode_steps'])
     return sweep, source
+
+
+def agent_file_variants(specs: Sequence[str], registry, taken) -> List[Variant]:
+    """One variant per ``--agent`` value (an agent file 'path.py[:variant]', or a name of ``registry``), named by its
+    config's ``agent_name``, its file recorded by absolute path (flags.json's ``sweep_agent``: evaluation and the
+    reports find the class again).  A file that does not load, or a name ``taken`` by another variant, raises
+    UsageError naming the flag."""
+    from floq_jax.agent_registry import split_spec
+
+    out, taken = [], set(taken)
+    for spec in specs:
+        try:
+            name = registry.get_config(spec).agent_name
+        except ValueError as e:
+            message = str(e)
+            raise errors.UsageError(message if message.startswith('--agent') else f'--agent={spec}: {message}') \
+                from None
+        if name in taken:
+            raise errors.UsageError(f'--agent={spec}: its agent_name {name!r} is a variant of this sweep already; '
+                                    f'accepted: an agent whose agent_name is not one of {", ".join(sorted(taken))}')
+        path, variant = split_spec(spec)
+        if path.endswith('.py'):
+            spec = os.path.abspath(path) + (f':{variant}' if variant else '')
+        out.append(Variant(name, spec))
+        taken.add(name)
+    return out
 
 
 def main(sweep: Sweep, source: sweeps.SweepData, post: Optional[Callable[[Sweep], str]] = None,

@@ -259,3 +259,48 @@ def test_a_sweep_variant_can_name_an_agent_file():
     assert agent_registry.class_for_run('midpoint_floq', {'sweep_agent': spec}).__name__ == 'MidpointFloqAgent'
     with pytest.raises(agent_registry.AgentFileError, match=r'--agent.critic_flow_steps=0: accepted: an integer >= 1'):
         sweeps.make_config(sweeps.Variant('bad', spec, {'critic_flow_steps': 0}), sweeps.SMOKE_ENV, 'smoke', agents)
+
+
+# ----------------------------------------------------------------------------- an agent file in a sweep, via the CLI
+@pytest.mark.subprocess
+def test_agent_file_runs_as_a_sweep_variant_through_the_cli(tmp_path):
+    """examples/midpoint_floq.py copied outside the project and passed to a sweep entrypoint as --agent=<file>: it
+    trains at the smoke scale beside floq, and its rows are in the sweep's report CSV and per-seed CSV."""
+    import pandas as pd
+
+    from floq_jax import sweeps
+
+    elsewhere = tmp_path / 'elsewhere'
+    elsewhere.mkdir()
+    path = elsewhere / 'midpoint_floq.py'
+    shutil.copy(os.path.join(REPO, 'examples', 'midpoint_floq.py'), path)
+    save_dir = tmp_path / 'sweeps'
+    out = run(['--scale=smoke', f'--save_dir={save_dir}', f'--cache_dir={tmp_path / "data"}', '--cpu_devices=1',
+               f'--agent={path}', '--variants=floq,midpoint_floq', '--num_seeds=1', '--offline_steps=50'],
+              module='experiments.main_table', timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    root = save_dir / 'main_table'
+    results = pd.read_csv(root / 'results.csv')
+    assert {'floq', 'midpoint_floq'} <= set(results.astype(str).values.ravel()), results
+    per_seed = pd.read_csv(root / sweeps.PER_SEED_FILE)
+    assert sorted(per_seed['variant']) == ['floq', 'midpoint_floq'], per_seed
+    run_dir = root / 'midpoint_floq' / sweeps.SMOKE_ENV / 'midpoint_floq' / 'seed0'
+    record = json.loads((run_dir / 'flags.json').read_text())
+    assert record['sweep_agent'] == record['agent_file'] == str(path) and record['agent']['agent_name'] == \
+        'midpoint_floq'
+
+
+@pytest.mark.subprocess
+@pytest.mark.parametrize('spec,expected', [
+    ('{tmp}/none.py', "error: --agent={tmp}/none.py: no such file '{tmp}/none.py'"),
+    ('{tmp}/notes.txt', "error: --agent={tmp}/notes.txt: unknown agent '{tmp}/notes.txt'; accepted: "),
+    ('agents/floq.py', "error: --agent=agents/floq.py: its agent_name 'floq' is a variant of this sweep already"),
+])
+def test_bad_sweep_agent_file_is_one_line_exit_2_nothing_written(tmp_path, spec, expected):
+    spec, expected = spec.format(tmp=tmp_path), expected.format(tmp=tmp_path)
+    save_dir = tmp_path / 'sweeps'
+    out = run(['--scale=smoke', f'--save_dir={save_dir}', f'--cache_dir={tmp_path / "data"}', f'--agent={spec}'],
+              module='experiments.main_table')
+    assert out.returncode == 2 and len(error_lines(out)) == 1 and error_lines(out)[0].startswith(expected), \
+        out.stderr[-2000:]
+    assert 'Traceback' not in out.stderr and not save_dir.exists() and not (tmp_path / 'data').exists()

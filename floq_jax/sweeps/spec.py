@@ -186,7 +186,8 @@ def run_options(sweep: Sweep, variant: Variant, env_name: str):
     """RunOptions of one (variant, env): preset < sweep options < variant options, built by
     floq_jax.training.options.build_run_options (as the training entrypoints build theirs).  Options the runner does
     not know (e.g. an older runner without ``eval_kwargs``) are dropped with a warning where the run can go without
-    them (OPTIONAL_RUNNER_OPTIONS); any other is a ValueError naming the variant."""
+    them (OPTIONAL_RUNNER_OPTIONS); any other is a ValueError naming the variant.  flags.json records the variant
+    and, for an agent file, the file (``agent_file``, ``agent_file_sha256``) as the training entrypoints do."""
     from floq_jax.training.options import UnknownOptions, build_run_options
 
     values = merged_options(sweep)
@@ -194,6 +195,10 @@ def run_options(sweep: Sweep, variant: Variant, env_name: str):
     values.update(save_dir=sweep.save_dir, run_group=f'{sweep.name}/{variant.name}')
     flags = dict(variant=variant.name, sweep=sweep.name, preset=sweep.preset, sweep_agent=variant.agent,
                  cpu_devices=sweep.cpu_devices, **dict(variant.tags))
+    if variant.agent.partition(':')[0].endswith('.py'):  # an agent file: recorded as the training entrypoints do
+        from floq_jax import agent_registry
+
+        flags.update(agent_registry.file_record(variant.agent))
     try:
         return build_run_options(env_name, values, flags, optional=OPTIONAL_RUNNER_OPTIONS)
     except UnknownOptions as e:
