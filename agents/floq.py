@@ -67,19 +67,46 @@ PUBLISHED_O2O: tuple = (
 @dataclasses.dataclass(frozen=True)
 class Mechanisms:
     """floq's mechanism switches, in one place: the ablations of "what does flow matching bring to TD learning".
-    Every switch is a config key (so run directories record it); all are off at the published defaults, and a
-    config written before a switch existed reads as off (:meth:`of`).
+    Every switch is a config key (so run directories record it); at the published defaults each is as the published
+    floq code has it (the distilled critic on, the others off), and a config written before a switch existed reads
+    as its default (:meth:`of`).  experiments/mechanisms.py runs the ablations (its parts (a)-(d)).
 
-    ``use_distilled_critic`` (on by default, published): the actor reads a scalar critic ensemble regressed onto the
-        flow critic's integrated estimate; off, the actor differentiates through the K-step flow critic.
-    ``distributional``: each noise sample's flow-matching target is its own TD target r + gamma * mask * z_K^(j)
-        instead of the mean over the noise samples (a distributional critic).
-    ``predict_final``: the network predicts the final value y from (t, z) rather than the velocity y - z_0; the
-        integration is re-anchored at z_0 (the published floq_predict_final update).
-    ``stale_steps`` = m > 0: the first m of the K integration steps go through a stale copy of the field (hard-copied
-        while step + 1 < ``stale_copy_until``, frozen afterwards), the rest through the live one.
-    ``target_noise`` > 0: noise of that magnitude (``target_noise_dist``) on every regression target.
-    ``train_at_zero_only``: a one-step flow trained at t = 0 only (needs ``critic_flow_steps=1``).
+    Sources: the floq papers as the project's copy of their blog post has them ("What Does Flow-Matching Bring to
+    Deep RL?"; its sections are cited by heading, its displayed equations by formula: the post numbers neither), and
+    the published code, CMU-AIRe/floq ``agents/floq.py`` (its ``critic_loss``, ``actor_loss`` and config comments).
+    Switches the published code lacks are marked so.  The published update, in the post's notation (section
+    "Training: The Flow-Matching Loss"): the TD target y = r + gamma * Q_old(s', a'), Q_old itself the K-step
+    integration of the old velocity field; the interpolant z(t) = (1 - t) z + t y from noise z ~ Unif[l, u]; the loss
+    E_{t, z} || v_theta(t, z(t) | s, a) - (y - z) ||^2 with t ~ U(0, 1); and (section "The Idea: Flow-Matching
+    Q-Functions") Q(s, a) = z_K by K Euler steps z_{k+1} = z_k + (1/K) v_theta(k/K, z_k | s, a) of one network.
+
+    ``use_distilled_critic`` (default on, as published): a scalar critic ensemble is regressed onto the flow critic's
+        integrated estimate, the published ``critic_loss``'s ``distilled_critic_loss = (q - mean_current_returns)^2``
+        ("compute current returns (used for distillation)": the K-step returns averaged over noise samples and
+        ensemble members), and the actor's Q term reads that critic (``actor_loss``: ``network.select('critic')``).
+        The post does not describe it.  Off: the actor differentiates through the K-step flow critic (not in the
+        published code).
+    ``distributional`` (default off; not in the published code): each noise sample's flow-matching target is its own
+        TD target r + gamma * mask * z_K^(j) instead of the one expected target y (the published ``target_returns``
+        is the mean over the noise samples).  Tests the post's "Takeaways": "Flow-matching in RL is not about
+        modeling distributions" (experiments/mechanisms.py part (a), beside FQL's IQN critic).
+    ``predict_final`` (default off; not in the published code): the network's output is regressed onto the final
+        value y instead of the velocity y - z of the loss above, and each step is re-anchored at the initial noise
+        z_0: z_{k+1} = (1 - t_{k+1}) z_0 + t_{k+1} p_k (:meth:`FloqAgent.integrate`).  Part (b): whether
+        integrating a velocity field, rather than predicting the value at every step, is what helps.
+    ``stale_steps`` = m > 0 (default 0; not in the published code): the first m of the K Euler steps go through a
+        stale copy of the field (hard-copied while step + 1 < ``stale_copy_until``, frozen afterwards), the rest
+        through the live one, where the post's integration applies the same network at every step (section "Why It
+        Works: Iterative Compute and Plastic Features": "The same network v_theta is applied at each step with
+        different inputs").  Part (c): whether later steps of the live field recover from early errors.
+    ``target_noise`` > 0 (default 0; not in the published code): noise of that magnitude (``target_noise_dist``) on
+        every regression target.  Tests the post's "Takeaways": "Dense supervision at every integration step
+        produces plastic features that handle non-stationary TD targets gracefully" (also "Why It Works"); part
+        (d), beside the same noise on FQL's targets.
+    ``train_at_zero_only`` (default off, as published): the published ``critic_loss``'s switch, t = 0 for every
+        sample instead of t ~ U(0, 1) (the post's "Forward and Backward", step 2), so the field is trained only
+        where the integration starts; its config comment: "Whether to train a one-step flow, set
+        critic_flow_steps=1 if using this flag" (required here: ``_checked``).
     """
 
     use_distilled_critic: bool = True
