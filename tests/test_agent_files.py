@@ -13,11 +13,11 @@ import pytest
 import agents
 from agents import floq, fql
 from floq_jax import agent_registry, presets
-from tests.conftest import REPO, subprocess_env
+from floq_jax.scaling import scaled_config
+from tests.conftest import REPO, scaled_flags, subprocess_env
 
 ENV = 'cube-single-play-singletask-task1-v0'
-TINY_FQL_FLAGS = ['--agent.actor_hidden_dims=(8,)', '--agent.value_hidden_dims=(8,)', '--agent.batch_size=8',
-                  '--agent.actor_flow_steps=2']
+TINY_FQL_FLAGS = scaled_flags('fql', 'tiny')
 RUN_FLAGS = ['--eval_episodes=1', '--eval_interval=4', '--log_interval=2', '--save_interval=4', '--steps_per_call=2',
              '--noprogress', '--notensorboard', '--eval_at_start=False']
 
@@ -85,9 +85,7 @@ def test_update_flops_analytic_or_xla():
 
     from floq_jax.core import flops
 
-    c = fql.get_config('iqn')
-    c.update(actor_hidden_dims=(8,), value_hidden_dims=(8,), batch_size=4, iqn_num_quantiles=2,
-             iqn_num_target_quantiles=2, iqn_num_cosines=4)
+    c = scaled_config(fql.get_config('iqn'), 'tiny', iqn_num_cosines=4)
     agent = fql.FQLAgent.create(0, jnp.zeros((1, 3)), jnp.zeros((1, 2)), c)
     assert fql.FQLAgent.analytic_update_flops(agent.config) is None  # IQN declares none: XLA's count
     assert flops.update_flops(agent) > 1000  # one compile of the update on a batch of zeros

@@ -7,7 +7,7 @@ import pytest
 from agents import floq
 from floq_jax.training import parallel
 from floq_jax.data import sampling
-from tests.conftest import scaled, small_floq_config
+from tests.conftest import scaled
 from tests.helpers import reference_step_by_step
 
 CONFIG = scaled('floq', 'small')
@@ -109,10 +109,8 @@ def test_seed_map_equals_vmapped_seeds():
 
 
 def test_use_seed_map_rule():
-    small = small_floq_config(batch_size=256, noise_samples=4, block_width=256, value_hidden_dims=(256, 256),
-                              actor_hidden_dims=(256, 256))
-    demo = small_floq_config(batch_size=64, noise_samples=2, block_width=128, value_hidden_dims=(128, 128),
-                             actor_hidden_dims=(128, 128))
+    small = scaled('floq', 'bench_small')  # the benchmark's small config: batch 256, 4 noise samples, 256 wide
+    demo = scaled('floq', 'demo')  # batch 64, 2 noise samples, 128 wide
     assert jax.default_backend() == 'cpu'
     assert parallel.use_seed_map('auto', small) and not parallel.use_seed_map('auto', demo)  # 2^18 vs 2^14
     assert parallel.use_seed_map('map', demo) and not parallel.use_seed_map('vmap', small)
