@@ -96,7 +96,8 @@ def main(_):
     ks = sweeps.parse_list(FLAGS.train_ks, int) or TRAIN_KS[FLAGS.scale]
     sweep, source = sweep_cli.sweep_from_flags(
         'scale_k', variants(ks), PAPER_ENVS, agents,
-        description='Variants K<k>: floq trained with critic_flow_steps=k (all else equal).')
+        description='Variants K<k>: floq trained with critic_flow_steps=k (all else equal).',
+        agent_files='its analysis is over its variants\' K')
     sweep_cli.main(sweep, source, post=post)
 
 

@@ -55,13 +55,14 @@ def define_flags(default_envs: str = '') -> None:
 
 def sweep_from_flags(name: str, variants: Union[Sequence[Variant], Callable[[Sweep], Sequence[Variant]]],
                      paper_envs: Sequence[str], registry, mode: str = 'offline', options: Optional[dict] = None,
-                     description: str = '', scale_envs: Optional[Dict[str, Sequence[str]]] = None
-                     ) -> Tuple[Sweep, sweeps.SweepData]:
+                     description: str = '', scale_envs: Optional[Dict[str, Sequence[str]]] = None,
+                     agent_files: Union[bool, str] = True) -> Tuple[Sweep, sweeps.SweepData]:
     """The sweep the flags ask for, training the agents of ``registry`` (the ``agents`` package).  ``variants``: the
     experiment's variants, or a function of the sweep (its scale and options set) returning them, for variants that
     depend on the run length.  ``scale_envs``: the experiment's own tasks at a scale (default: the scale's, else
-    ``paper_envs``).  ``--variants`` keeps a
-    subset; an unknown name ends the program with one line naming the accepted ones (exit code 2)."""
+    ``paper_envs``).  ``--agent`` files are added as variants (:func:`agent_file_variants`) unless ``agent_files``
+    is not True (its text says why the sweep refuses them).  ``--variants`` keeps a subset; an unknown name ends the
+    program with one line naming the accepted ones (exit code 2)."""
     p = sweeps.preset(FLAGS.scale)
     envs = sweeps.parse_list(FLAGS.envs) or list((scale_envs or {}).get(FLAGS.scale) or p['envs'] or paper_envs)
     opts = dict(options or {})
@@ -84,6 +85,9 @@ def sweep_from_flags(name: str, variants: Union[Sequence[Variant], Callable[[Swe
                          save_dir=FLAGS.save_dir, description=description, registry=registry)
     sweep.variants = list(variants(sweep) if callable(variants) else variants)
     try:
+        if FLAGS.agent and agent_files is not True:
+            raise errors.UsageError(f'--agent: the {name} sweep takes no agent file: {agent_files}; accepted: '
+                                    f'the sweeps whose variants are agents, e.g. main_table')
         sweep.variants += agent_file_variants(FLAGS.agent, registry, {v.name for v in sweep.variants})
     except errors.UsageError as e:
         errors.fail(e)

@@ -118,7 +118,7 @@ def main(_):
         options['online_steps'] = FLAGS.online_steps
     sweep, source = sweep_cli.sweep_from_flags(
         'utd', variants(sweeps.parse_list(FLAGS.agents), utds), PAPER_ENVS, agents, mode='offline_to_online',
-        options=options,
+        options=options, agent_files='its analysis is over its variants\' UTD ratios (--agents names its agents)',
         description='Variants <agent>_utd<u>: online RL (buffer pre-filled with the dataset), u updates per env step.')
     sweep_cli.main(sweep, source, post=post)
 

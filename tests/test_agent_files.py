@@ -289,16 +289,19 @@ def test_agent_file_runs_as_a_sweep_variant_through_the_cli(tmp_path):
 
 
 @pytest.mark.subprocess
-@pytest.mark.parametrize('spec,expected', [
-    ('{tmp}/none.py', "error: --agent={tmp}/none.py: no such file '{tmp}/none.py'"),
-    ('{tmp}/notes.txt', "error: --agent={tmp}/notes.txt: unknown agent '{tmp}/notes.txt'; accepted: "),
-    ('agents/floq.py', "error: --agent=agents/floq.py: its agent_name 'floq' is a variant of this sweep already"),
+@pytest.mark.parametrize('module,spec,expected', [
+    ('main_table', '{tmp}/none.py', "error: --agent={tmp}/none.py: no such file '{tmp}/none.py'"),
+    ('main_table', '{tmp}/notes.txt', "error: --agent={tmp}/notes.txt: unknown agent '{tmp}/notes.txt'; accepted: "),
+    ('main_table', 'agents/floq.py', "error: --agent=agents/floq.py: its agent_name 'floq' is a variant of this sweep "
+                                     "already"),
+    ('scale_k', 'examples/midpoint_floq.py', "error: --agent: the scale_k sweep takes no agent file: its analysis is "
+                                             "over its variants' K"),
 ])
-def test_bad_sweep_agent_file_is_one_line_exit_2_nothing_written(tmp_path, spec, expected):
+def test_bad_sweep_agent_file_is_one_line_exit_2_nothing_written(tmp_path, module, spec, expected):
     spec, expected = spec.format(tmp=tmp_path), expected.format(tmp=tmp_path)
     save_dir = tmp_path / 'sweeps'
     out = run(['--scale=smoke', f'--save_dir={save_dir}', f'--cache_dir={tmp_path / "data"}', f'--agent={spec}'],
-              module='experiments.main_table')
+              module=f'experiments.{module}')
     assert out.returncode == 2 and len(error_lines(out)) == 1 and error_lines(out)[0].startswith(expected), \
         out.stderr[-2000:]
     assert 'Traceback' not in out.stderr and not save_dir.exists() and not (tmp_path / 'data').exists()
