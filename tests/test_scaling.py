@@ -127,3 +127,9 @@ def test_every_protocols_configs_are_those_of_8254dfc():
     differ = {k: {key: (recorded[k].get(key), now[k].get(key)) for key in set(now[k]) | set(recorded[k])
                   if now[k].get(key) != recorded[k].get(key)} for k in now if now[k] != recorded[k]}
     assert not differ, differ
+
+
+def test_cpu_scale_refreshes_the_stale_copy_for_a_quarter_of_the_cpu_run():
+    from floq_jax import sweeps
+
+    assert SCALES['cpu'].keys['stale_copy_until'] == sweeps.CPU_STEPS // 4  # the published 250k of 1M updates
