@@ -74,8 +74,8 @@ def main(_):
     import numpy as np
 
     steps = len(np.load(path)['terminals']) + len(np.load(path.replace('.npz', '-val.npz'))['terminals'])
-    print(f'wrote {path} (+ -val.npz, .generator.json): {steps} steps in {elapsed:.1f}s '
-          f'({steps / elapsed:.0f} steps/s)')
+    rate = f'{steps / elapsed:.1f} frames/s' if cfg.visual else f'{steps / elapsed:.0f} steps/s'
+    print(f'wrote {path} (+ -val.npz, .generator.json): {steps} steps in {elapsed:.1f}s ({rate})')
     if FLAGS.report:
         frac = dataset_success(name, path)
         print('task  dataset_episodes_reaching_goal  oracle_success')
