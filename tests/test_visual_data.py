@@ -53,8 +53,14 @@ def test_tiny_visual_dataset_is_in_ogbench_visual_format(tiny_visual_dataset):
     assert again == tiny_visual_dataset and os.path.getmtime(again) == before
 
 
-def test_load_offline_data_keeps_frames_uint8(tiny_visual_dataset):
-    data = load_offline_data(TASK, dataset_path=tiny_visual_dataset)
+@pytest.fixture(scope='module')
+def loaded(tiny_visual_dataset):
+    """The tiny pixel dataset through load_offline_data (building the visual env costs seconds: once per module)."""
+    return load_offline_data(TASK, dataset_path=tiny_visual_dataset)
+
+
+def test_load_offline_data_keeps_frames_uint8(tiny_visual_dataset, loaded):
+    data = loaded
     n = 2 * (STEPS - 1)  # OGBench's regular layout: one transition fewer than rows per episode
     assert data.source == 'generated' and data.generator['dataset'] == 'visual-cube-single-play-v0'
     for k in ('observations', 'next_observations'):
@@ -72,7 +78,7 @@ def test_load_offline_data_keeps_frames_uint8(tiny_visual_dataset):
     assert 0.0 <= dataset_success(TINY_VISUAL['dataset'], tiny_visual_dataset, tasks=(2,))[2] <= 1.0
 
 
-def test_ogbench_visual_files_load_untouched_from_dataset_dir(tiny_visual_dataset, tmp_path):
+def test_ogbench_visual_files_load_untouched_from_dataset_dir(tiny_visual_dataset, loaded, tmp_path):
     """A file written exactly as OGBench writes its visual datasets (np.savez_compressed of observations uint8,
     actions, terminals bool, qpos, qvel; no generator record) is found in --dataset_dir and loaded as 'ogbench'."""
     for suffix in ('', '-val'):
@@ -80,7 +86,7 @@ def test_ogbench_visual_files_load_untouched_from_dataset_dir(tiny_visual_datase
             arrays = {k: f[k] for k in ('observations', 'actions', 'terminals', 'qpos', 'qvel')}
         np.savez_compressed(tmp_path / f'visual-cube-single-play-v0{suffix}.npz', **arrays)
     data = load_offline_data(TASK, dataset_dir=str(tmp_path))
-    ours = load_offline_data(TASK, dataset_path=tiny_visual_dataset)
+    ours = loaded
     assert data.source == 'ogbench' and data.generator is None
     assert data.dataset_file == str(tmp_path / 'visual-cube-single-play-v0.npz')
     for k in ours.train:

@@ -12,6 +12,7 @@ Visual datasets are made as OGBench made its own (data_gen_scripts/commands.sh r
 ``--env_name=visual-cube-single-v0`` etc.): the same oracles drive OGBench's visual env, whose every observation is a
 frame MuJoCo renders offscreen (camera 'front_pixels', 64x64, the arm drawn transparent); qpos/qvel/button_states are
 stored as in the state datasets, so OGBench's relabelling works unchanged.
+
 Every episode is seeded on its own (``episode_seed(seed, index)``), so output does not depend on the worker count.
 """
 import collections
