@@ -189,3 +189,27 @@ def test_make_dataset_cli_generates_a_visual_dataset(tmp_path):
     with np.load(tmp_path / 'visual-cube-single-play-v0.npz') as f:
         assert f['observations'].dtype == np.uint8 and f['observations'].shape == (4,) + FRAME
     assert 'wrote' in out.stdout and 'frames/s' in out.stdout
+
+
+def test_generate_dataset_checks_rendering_for_pixel_names_only(tmp_path, monkeypatch):
+    """The library's check: a pixel name with MuJoCo unable to render raises the one-line DatasetError before anything
+    is written; a state name never asks for rendering (its env draws nothing)."""
+    from floq_jax.data import generate_dataset, rendering
+
+    gl = os.environ.get('MUJOCO_GL', 'egl')
+    monkeypatch.setenv('MUJOCO_GL', 'bogus')
+    with pytest.raises(DatasetError, match=r"^generating visual-cube-single-play-v0 needs offscreen rendering: "
+                                           r"MUJOCO_GL='bogus' is not a MuJoCo rendering backend"):
+        generate_dataset('visual-cube-single-play-v0', 1, 0, str(tmp_path / 'pixels'), num_workers=1,
+                         max_episode_steps=3, progress=False)
+    assert not (tmp_path / 'pixels').exists()
+    monkeypatch.setenv('MUJOCO_GL', gl)  # (MuJoCo itself refuses an invalid value once anything imports its GL layer)
+
+    def never(what):
+        raise AssertionError(f'{what}: a state dataset asked for rendering')
+
+    monkeypatch.setattr(rendering, 'require_rendering', never)
+    path = generate_dataset('cube-single-play-v0', 1, 0, str(tmp_path / 'states'), num_workers=1, max_episode_steps=3,
+                            progress=False)
+    with np.load(path) as f:
+        assert f['observations'].dtype == np.float32 and f['observations'].shape == (3, 28)
