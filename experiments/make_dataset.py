@@ -2,6 +2,7 @@
 
     python -m experiments.make_dataset --env_name=cube-single-play-v0 --num_episodes=1000 --seed=0 \
         --dataset_dir=~/.ogbench/data [--num_workers=N] [--report]
+    MUJOCO_GL=egl python -m experiments.make_dataset --env_name=visual-cube-single-play-v0 ...   # 64x64 uint8 frames
 """
 import os
 import sys
@@ -37,13 +38,20 @@ def main(_):
 
     try:
         name = parse_name(FLAGS.env_name).dataset_name
-        generation_config(name, FLAGS.max_episode_steps)
+        cfg = generation_config(name, FLAGS.max_episode_steps)
     except DatasetError as e:
         _fail(f'--env_name: {e}')
     if FLAGS.num_episodes <= 0:
         _fail(f'--num_episodes must be positive, got {FLAGS.num_episodes}')
     if FLAGS.num_workers is not None and FLAGS.num_workers <= 0:
         _fail(f'--num_workers must be positive, got {FLAGS.num_workers}')
+    if cfg.visual:  # before anything is written: one line saying what is missing and how to install it
+        from floq_jax.data.rendering import require_rendering
+
+        try:
+            require_rendering(f'--env_name={name}')
+        except DatasetError as e:
+            _fail(str(e))
     out_dir = os.path.abspath(os.path.expanduser(FLAGS.dataset_dir))
     try:
         os.makedirs(out_dir, exist_ok=True)
@@ -66,8 +74,8 @@ def main(_):
     import numpy as np
 
     steps = len(np.load(path)['terminals']) + len(np.load(path.replace('.npz', '-val.npz'))['terminals'])
-    print(f'wrote {path} (+ -val.npz, .generator.json): {steps} steps in {elapsed:.1f}s '
-          f'({steps / elapsed:.0f} steps/s)')
+    rate = f'{steps / elapsed:.1f} frames/s' if cfg.visual else f'{steps / elapsed:.0f} steps/s'
+    print(f'wrote {path} (+ -val.npz, .generator.json): {steps} steps in {elapsed:.1f}s ({rate})')
     if FLAGS.report:
         frac = dataset_success(name, path)
         print('task  dataset_episodes_reaching_goal  oracle_success')

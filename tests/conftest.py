@@ -113,6 +113,23 @@ def tiny_npz(tmp_path_factory):
                                     cache_dir=str(tmp_path_factory.mktemp('tiny_data')), num_workers=1)
 
 
+TINY_VISUAL = dict(dataset='visual-cube-single-play-v0', task='visual-cube-single-play-singletask-task2-v0',
+                   num_episodes=2, max_episode_steps=10)
+
+
+@pytest.fixture(scope='session')
+def tiny_visual_dataset(tmp_path_factory):
+    """A generated pixel dataset, once per session (per pytest-xdist worker): visual-cube-single-play-v0, 2 train + 1
+    validation episodes of 10 steps, observations uint8 [N, 64, 64, 3] rendered offscreen (MUJOCO_GL, EGL here),
+    seed 0, one process.  Returns the train '.npz' path; load it with ``load_offline_data(TINY_VISUAL['task'],
+    dataset_path=...)``.  Fails with the one-line reason when MuJoCo cannot render here (`make render-deps`)."""
+    from floq_jax.data import ensure_generated_dataset
+
+    return ensure_generated_dataset(TINY_VISUAL['dataset'], num_episodes=TINY_VISUAL['num_episodes'], seed=0,
+                                    max_episode_steps=TINY_VISUAL['max_episode_steps'], num_workers=1,
+                                    cache_dir=str(tmp_path_factory.mktemp('tiny_visual')))
+
+
 @pytest.fixture(scope='module')
 def smoke_dirs(tmp_path_factory):
     """Run and dataset-cache directories shared by one test module's smoke runs (tests/sweep_smoke.py)."""

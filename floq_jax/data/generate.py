@@ -4,9 +4,15 @@ Follows how OGBench collected its data: 'play' = non-Markovian plan oracles with
 Markov oracles with per-episode Gaussian action noise plus random actions; episodes of 1001 steps (201 for pointmaze
 'stitch'); a new random subtask/goal whenever the current one is done; validation = num_episodes // 10 extra episodes.
 
-Raw arrays per file (N rows = total steps): observations [N, obs_dim] float32, actions [N, act_dim] float32,
-terminals [N] bool (True on each episode's last row), qpos [N, nq] float32, qvel [N, nv] float32,
-button_states [N, B] int64 (puzzle/scene only).
+Raw arrays per file (N rows = total steps): observations [N, obs_dim] float32 (visual-*: [N, 64, 64, 3] uint8 frames),
+actions [N, act_dim] float32, terminals [N] bool (True on each episode's last row), qpos [N, nq] float32,
+qvel [N, nv] float32, button_states [N, B] int64 (puzzle/scene only).
+
+Visual datasets are made as OGBench made its own (data_gen_scripts/commands.sh runs generate_manipspace.py with
+``--env_name=visual-cube-single-v0`` etc.): the same oracles drive OGBench's visual env, whose every observation is a
+frame MuJoCo renders offscreen (camera 'front_pixels', 64x64, the arm drawn transparent); qpos/qvel/button_states are
+stored as in the state datasets, so OGBench's relabelling works unchanged.
+
 Every episode is seeded on its own (``episode_seed(seed, index)``), so output does not depend on the worker count.
 """
 import collections
@@ -19,12 +25,13 @@ import sys
 import numpy as np
 
 from floq_jax.data.errors import DatasetError
-from floq_jax.data.names import FAMILIES, parse_name
+from floq_jax.data.names import FAMILIES, VISUAL_PREFIX, parse_name
 
 MARKER_KEY = 'floq_generator'  # key of the generator record (a JSON string) inside every generated .npz
 GENERATOR_VERSION = 2  # 2: pointmaze start/goal rules exactly as OGBench's generate_locomaze.py
 GENERATABLE = ('cube-single', 'cube-double', 'scene', 'puzzle-3x3', 'puzzle-4x4',
                'pointmaze-medium', 'pointmaze-large', 'pointmaze-giant', 'pointmaze-teleport')
+VISUAL_GENERATABLE = ('cube-single', 'cube-double', 'scene', 'puzzle-3x3', 'puzzle-4x4')  # as 'visual-<prefix>'
 NEEDS_EXPERTS = ('antmaze', 'humanoidmaze', 'antsoccer')
 
 
@@ -42,6 +49,7 @@ class GenConfig:
     noise_smoothing: float = 0.0
     p_random_action: float = 0.0
     min_norm: float = 0.4
+    visual: bool = False  # OGBench's pixel env: observations are uint8 frames rendered at every step
 
 
 def generation_config(dataset_name, max_episode_steps=None):
@@ -54,7 +62,10 @@ def generation_config(dataset_name, max_episode_steps=None):
             f'{dataset_name!r} cannot be generated here: {p.family} data needs OGBench\'s trained expert policies '
             f'(not in the pip package); copy OGBench\'s {p.dataset_name}.npz files into --dataset_dir instead'
         )
-    if p.env_prefix not in GENERATABLE:
+    if p.visual and p.state_name.env_prefix not in VISUAL_GENERATABLE:
+        raise DatasetError(f'{dataset_name!r} cannot be generated: supported pixel environments are '
+                           f'{", ".join(VISUAL_PREFIX + e for e in VISUAL_GENERATABLE)}')
+    if p.state_name.env_prefix not in GENERATABLE:
         raise DatasetError(f'{dataset_name!r} cannot be generated: supported environments are {", ".join(GENERATABLE)}')
     if p.family == 'pointmaze':
         if p.dataset_type not in ('navigate', 'stitch'):
@@ -71,6 +82,7 @@ def generation_config(dataset_name, max_episode_steps=None):
         else:
             p_rand = 0.2 if p.family == 'puzzle' else 0.1
             cfg = GenConfig(p.dataset_name, p.env_name, p.family, 'noisy', 'markov_oracle', 1001, 0.1, 0.0, p_rand)
+        cfg = dataclasses.replace(cfg, visual=p.visual)
     if max_episode_steps is not None:
         if max_episode_steps < 2:
             raise DatasetError(f'max_episode_steps must be >= 2, got {max_episode_steps}')
@@ -266,10 +278,17 @@ def _worker(args):
     quiet_setup()  # worker processes (spawn) do not inherit the parent's warning filters
     cfg, seed = args
     ep = run_episode(cfg, seed)
-    return {k: np.asarray(v, dtype=_DTYPES.get(k, np.float32)) for k, v in ep.items()}
+    return {k: np.asarray(v, dtype=_dtype(cfg, k)) for k, v in ep.items()}
 
 
 _DTYPES = {'terminals': bool, 'button_states': np.int64}
+
+
+def _dtype(cfg, key):
+    """The file dtype of ``key``: OGBench's (uint8 frames for a visual env's observations, else float32)."""
+    if key == 'observations' and cfg.visual:
+        return np.uint8
+    return _DTYPES.get(key, np.float32)
 
 
 # ---------------------------------------------------------------- collection + writing
@@ -302,7 +321,17 @@ def collect(cfg, num_episodes, seed, num_workers=None, progress=True, num_val_ep
         bar.close()
 
     def cat(eps):
-        return {k: np.concatenate([e[k] for e in eps], axis=0) for k in eps[0]}
+        """Join the episodes key by key, freeing each episode's rows once copied (a pixel dataset is GBs: the peak
+        stays one copy of it, not two)."""
+        out = {}
+        for k in list(eps[0]):
+            out[k] = np.empty((sum(len(e[k]) for e in eps),) + eps[0][k].shape[1:], eps[0][k].dtype)
+            row = 0
+            for e in eps:
+                part = e.pop(k)
+                out[k][row:row + len(part)] = part
+                row += len(part)
+        return out
 
     return cat(episodes[:num_episodes]), (cat(episodes[num_episodes:]) if num_val else None)
 
@@ -355,6 +384,10 @@ def generate_dataset(dataset_name, num_episodes, seed, dataset_dir, num_workers=
     if int(num_episodes) <= 0:
         raise DatasetError(f'num_episodes must be positive, got {num_episodes}')
     cfg = generation_config(dataset_name, max_episode_steps)
+    if cfg.visual:
+        from floq_jax.data.rendering import require_rendering
+
+        require_rendering(f'generating {cfg.dataset_name}')
     train, val = collect(cfg, int(num_episodes), seed, num_workers, progress)
     sidecar = dict(
         dataset=cfg.dataset_name, env=cfg.env_name, method=cfg.method, generator_version=GENERATOR_VERSION,
@@ -363,6 +396,9 @@ def generate_dataset(dataset_name, num_episodes, seed, dataset_dir, num_workers=
         p_random_action=cfg.p_random_action, train_steps=int(len(train['observations'])),
         val_steps=int(len(val['observations'])) if val is not None else 0,
     )
+    if cfg.visual:  # (state datasets keep the record they always had)
+        sidecar.update(observations='uint8 frames [64, 64, 3] rendered by the visual env at every step',
+                       mujoco_gl=os.environ.get('MUJOCO_GL', ''))
     return write_dataset(dataset_dir, cfg.dataset_name, train, val, sidecar)
 
 

@@ -1,7 +1,9 @@
 """OGBench dataset/environment name handling.
 
 Names look like ``<env-prefix>-<dataset type>-v0`` (e.g. ``cube-single-play-v0``) for a dataset and
-``<env-prefix>-<dataset type>-singletask[-taskN]-v0`` for its single-task RL variant.
+``<env-prefix>-<dataset type>-singletask[-taskN]-v0`` for its single-task RL variant. A ``visual-`` prefix names
+OGBench's pixel variant of an environment (``visual-cube-single-play-singletask-task2-v0``: 64x64x3 uint8 frames,
+the same physics, tasks and oracles as ``cube-single``).
 """
 import dataclasses
 import difflib
@@ -19,6 +21,12 @@ ENV_PREFIXES = ('cube-single', 'cube-double', 'cube-triple', 'cube-quadruple', '
                 'pointmaze-teleport', 'antmaze-medium', 'antmaze-large', 'antmaze-giant', 'antmaze-teleport',
                 'humanoidmaze-medium', 'humanoidmaze-large', 'humanoidmaze-giant', 'humanoidmaze-teleport',
                 'antsoccer-arena', 'antsoccer-medium')
+# OGBench's pixel variants (``visual-<prefix>``), as registered by ogbench 1.x.
+VISUAL_PREFIX = 'visual-'
+VISUAL_ENV_PREFIXES = ('cube-single', 'cube-double', 'cube-triple', 'cube-quadruple', 'scene', 'puzzle-3x3',
+                       'puzzle-4x4', 'puzzle-4x5', 'puzzle-4x6', 'antmaze-medium', 'antmaze-large', 'antmaze-giant',
+                       'antmaze-teleport', 'humanoidmaze-medium', 'humanoidmaze-large', 'humanoidmaze-giant',
+                       'humanoidmaze-teleport')
 _VERSION_RE = re.compile(r'^v\d+$')
 _TASK_RE = re.compile(r'^task\d+$')
 
@@ -27,9 +35,10 @@ _TASK_RE = re.compile(r'^task\d+$')
 class ParsedName:
     """Pieces of an OGBench name.
 
-    family: e.g. 'cube'; env_prefix: e.g. 'cube-single'; dataset_type: e.g. 'play';
-    dataset_name: e.g. 'cube-single-play-v0' (the file stem); env_name: goal-conditioned env id, e.g. 'cube-single-v0';
-    single_task: True for '-singletask' names; task: task id (int) or None for the default task.
+    family: e.g. 'cube'; env_prefix: e.g. 'cube-single' ('visual-cube-single' for a pixel name); dataset_type:
+    e.g. 'play'; dataset_name: e.g. 'cube-single-play-v0' (the file stem); env_name: goal-conditioned env id, e.g.
+    'cube-single-v0'; single_task: True for '-singletask' names; task: task id (int) or None for the default task;
+    visual: True for OGBench's pixel variants ('visual-...').
     """
 
     family: str
@@ -40,6 +49,16 @@ class ParsedName:
     env_name: str
     single_task: bool
     task: int | None
+    visual: bool = False
+
+    @property
+    def state_name(self):
+        """The parsed name of the state-based twin (itself when not visual): same physics, tasks and oracles."""
+        if not self.visual:
+            return self
+        strip = len(VISUAL_PREFIX)
+        return dataclasses.replace(self, env_prefix=self.env_prefix[strip:], dataset_name=self.dataset_name[strip:],
+                                   env_name=self.env_name[strip:], visual=False)
 
     def single_task_name(self, task):
         """The single-task dataset name for task ``task`` (1..5)."""
@@ -50,7 +69,9 @@ class ParsedName:
 
 
 def family_of(name):
-    """Family ('cube', 'pointmaze', ...) of a name, or None if unsupported."""
+    """Family ('cube', 'pointmaze', ...) of a name (a 'visual-' prefix is looked through), or None if unsupported."""
+    if name.startswith(VISUAL_PREFIX):
+        name = name[len(VISUAL_PREFIX):]
     first = name.split('-')[0]
     return first if first in FAMILIES else None
 
@@ -82,16 +103,19 @@ def parse_name(name):
             f'{", ".join(DATASET_TYPES)}'
         )
     env_prefix = '-'.join(body[:-1])
-    if env_prefix not in ENV_PREFIXES:
-        match = difflib.get_close_matches(env_prefix, ENV_PREFIXES, n=1, cutoff=0.6)
+    visual = body[0] == VISUAL_PREFIX[:-1]
+    known = tuple(VISUAL_PREFIX + p for p in VISUAL_ENV_PREFIXES) if visual else ENV_PREFIXES
+    if env_prefix not in known:
+        match = difflib.get_close_matches(env_prefix, known, n=1, cutoff=0.6)
         fixed = f'{match[0]}{name[len(env_prefix):]}' if match else None
+        family = body[1] if visual else body[0]
         raise DatasetError(
             f'unknown environment {env_prefix!r} in {name!r}: '
             + (f'did you mean {fixed!r}? ' if fixed else '')
-            + f'accepted: {", ".join(p for p in ENV_PREFIXES if p.split("-")[0] == body[0])}'
+            + f'accepted: {", ".join(p for p in known if family in p.split("-")) or ", ".join(known)}'
         )
     return ParsedName(
-        family=body[0],
+        family=body[1] if visual else body[0],
         env_prefix=env_prefix,
         dataset_type=body[-1],
         version=version,
@@ -99,4 +123,5 @@ def parse_name(name):
         env_name=f'{env_prefix}-{version}',
         single_task=single_task,
         task=task,
+        visual=visual,
     )

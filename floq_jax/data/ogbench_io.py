@@ -5,6 +5,9 @@ Raw OGBench file layout (``<dataset>.npz``, N rows = sum of episode lengths):
     last row), qpos [N, nq], qvel [N, nv], and for puzzle/scene button_states [N, num_buttons].
 Loaded (regular layout, M = N - num_episodes transitions), every array float32:
     observations/next_observations [M, obs_dim], actions [M, act_dim], rewards/masks/terminals [M].
+OGBench's visual datasets (``visual-*``) hold observations [N, 64, 64, 3] uint8; they are validated as uint8 frames
+of the env's shape and loaded as OGBench's loader loads them: observations/next_observations stay uint8
+[M, 64, 64, 3] (4x smaller than float32; an encoder scales them), the other keys float32.
 """
 import dataclasses
 import json
@@ -79,8 +82,11 @@ def required_keys(family):
     return keys
 
 
-def validate_file(path, family, obs_shape=None, action_dim=None):
-    """Check one raw OGBench ``.npz`` file; raise DatasetError naming the first problem found."""
+def validate_file(path, family, obs_shape=None, action_dim=None, obs_dtype=None):
+    """Check one raw OGBench ``.npz`` file; raise DatasetError naming the first problem found.
+
+    ``obs_dtype`` (the env's observation dtype): np.uint8 for OGBench's visual envs, whose files hold uint8 frames;
+    a float observation dtype accepts any float file (OGBench's state files are float32)."""
     fname = os.path.basename(path)
     try:
         file = np.load(path)
@@ -118,6 +124,11 @@ def validate_file(path, family, obs_shape=None, action_dim=None):
             f"{fname}: key 'actions' has values in [{acts.min():.4g}, {acts.max():.4g}], expected within [-1, 1]"
         )
     obs = arrays['observations']
+    if obs_dtype is not None:
+        frames = np.dtype(obs_dtype) == np.uint8
+        if frames != (obs.dtype == np.uint8) or not (frames or np.issubdtype(obs.dtype, np.floating)):
+            raise DatasetError(f"{fname}: key 'observations' has dtype {obs.dtype}, expected "
+                               + ('uint8 frames (a visual env)' if frames else 'float (a state-based env)'))
     if obs_shape is not None and tuple(obs.shape[1:]) != tuple(obs_shape):
         raise DatasetError(
             f"{fname}: key 'observations' has shape {tuple(obs.shape[1:])} per row, expected {tuple(obs_shape)} "
@@ -157,8 +168,8 @@ def resolve_dataset_file(env_name, dataset_dir=None, dataset_path=None):
 
 
 def _finish(ds):
-    """Keep the six float32 keys and clip actions as FQL does."""
-    out = {k: np.asarray(ds[k], dtype=np.float32) for k in OUT_KEYS}
+    """Keep the six keys (float32; uint8 frames stay uint8) and clip actions as FQL does."""
+    out = {k: ds[k] if ds[k].dtype == np.uint8 else np.asarray(ds[k], dtype=np.float32) for k in OUT_KEYS}
     out['actions'] = np.clip(out['actions'], -ACTION_CLIP, ACTION_CLIP)
     return out
 
@@ -181,22 +192,27 @@ def load_offline_data(env_name, dataset_dir=None, dataset_path=None):
     path = local_copy(dataset_file)
     vpath = val_path(path)
     has_val = os.path.isfile(vpath)
+    if parsed.visual:  # the env renders its observations (and relabelling resets it)
+        from floq_jax.data.rendering import require_rendering
+
+        require_rendering(f'loading {parsed.dataset_name}')
     try:
         env = ogbench.make_env_and_datasets(env_name, env_only=True)
+        obs_space = env.observation_space
     except Exception as e:  # noqa: BLE001
         raise DatasetError(f'cannot create environment for {env_name!r}: {type(e).__name__}: {e}') from None
-    obs_shape = env.observation_space.shape
+    obs_shape, obs_dtype = obs_space.shape, obs_space.dtype
     action_dim = env.action_space.shape[0]
-    validate_file(path, parsed.family, obs_shape, action_dim)
+    validate_file(path, parsed.family, obs_shape, action_dim, obs_dtype)
     if has_val:
-        validate_file(vpath, parsed.family, obs_shape, action_dim)
+        validate_file(vpath, parsed.family, obs_shape, action_dim, obs_dtype)
         train, val = ogbench.make_env_and_datasets(env_name, dataset_path=path, cur_env=env, dataset_only=True)
         # make_env_and_datasets(dataset_only=True) relabels with cur_env; it returns only the datasets.
     else:
         splits = env_name.split('-')
         pos = splits.index('singletask')
         gc_env_name = '-'.join(splits[: pos - 1] + splits[pos:])
-        train = load_dataset(path, add_info=True)
+        train = load_dataset(path, ob_dtype=np.uint8 if parsed.visual else np.float32, add_info=True)
         relabel_dataset(gc_env_name, env, train)
         val = None
     train = _finish(train)

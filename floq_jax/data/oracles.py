@@ -18,15 +18,15 @@ def dataset_success(dataset_name, path, tasks=range(1, NUM_TASKS + 1)):
     """{task: fraction of episodes in the train file with a relabelled success (mask == 0) somewhere}."""
     import ogbench
     from ogbench.relabel_utils import relabel_dataset
-    from ogbench.utils import load_dataset
 
-    p = parse_name(dataset_name)
-    raw = load_dataset(path, add_info=True, compact_dataset=True)  # compact keeps every row (and episode layout)
-    bounds = episode_bounds(np.load(path)['terminals'])
+    p = parse_name(dataset_name).state_name  # a visual dataset is relabelled from its qpos like its state twin
+    with np.load(path) as file:  # every row (and the episode layout); the observations are not needed
+        raw = {k: file[k] for k in ('qpos', 'qvel', 'button_states') if k in file.files}
+        bounds = episode_bounds(file['terminals'])
     out = {}
     for task in tasks:
         env = ogbench.make_env_and_datasets(p.single_task_name(task), env_only=True)
-        ds = {k: raw[k] for k in ('qpos', 'qvel', 'button_states') if k in raw}
+        ds = dict(raw)
         relabel_dataset(p.single_task_env_name(task), env, ds)
         succ = ds['masks'] == 0
         out[task] = float(np.mean([succ[s:e].any() for s, e in bounds]))
@@ -349,6 +349,7 @@ def make_driver(env, family):
 def oracle_success(dataset_name, task, num_episodes=3, seed=0, return_details=False):
     """Success rate of the noise-free oracle driven on the single-task env.
 
+    A visual-* name is driven on its state-based twin (the same physics and tasks; no frames to render).
     pointmaze: BFS-subgoal point agent. cube-*, puzzle-*, scene: OGBench's Markov oracles driven through subtasks
     toward the task's goal (see ``_CubeDriver``, ``_PuzzleDriver``, ``_SceneDriver``). Returns None for families
     without an oracle here (antmaze, humanoidmaze, antsoccer). With ``return_details`` also returns per-episode
@@ -356,7 +357,7 @@ def oracle_success(dataset_name, task, num_episodes=3, seed=0, return_details=Fa
     """
     import ogbench
 
-    p = parse_name(dataset_name)
+    p = parse_name(dataset_name).state_name  # a visual env's oracle success is its state twin's (same physics)
     if p.family not in ('pointmaze', 'cube', 'puzzle', 'scene'):
         return None
     from floq_jax.data.generate import point_action
