@@ -73,7 +73,7 @@ def common_options(**extra):
         run_group=FLAGS.run_group, resume=FLAGS.resume, tensorboard=FLAGS.tensorboard,
         video_episodes=FLAGS.video_episodes, video_frame_skip=FLAGS.video_frame_skip,
         max_checkpoints=FLAGS.max_checkpoints, progress=FLAGS.progress, host_sampling=FLAGS.host_sampling,
-        seed_loop=FLAGS.seed_loop, **extra)
+        seed_loop=FLAGS.seed_loop, frame_stack=FLAGS.frame_stack, p_aug=FLAGS.p_aug, **extra)
     validate(options)
     check_env_name(FLAGS.env_name)
     distributed.check_distributed()

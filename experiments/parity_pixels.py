@@ -18,6 +18,10 @@ checks floq-jax against:
   so the floq pieces are recorded as modules: the published ``CriticVectorField`` and ``Value`` (the velocity
   field and the distilled critic) each with its own ``impala_debug`` encoder, initialised by the published code,
   and their outputs on fixed inputs.
+* ``sampling``: the published random crop (``utils/datasets.batched_random_crop`` with the padding 3 of
+  ``Dataset.augment``) at every offset, and ``Dataset.initial_locs`` of hand-made terminals.  (The published
+  floq's ``Dataset.sample`` ignores ``frame_stack`` and ``p_aug``; the stacking rule is the published FQL's
+  ``Dataset.sample``, which tests/test_pixel_sampling.py restates as its oracle.)
 
 Needs an interpreter with the published code's requirements (jax, flax, optax, ml_collections, distrax); run it
 from the repository root:
@@ -162,6 +166,22 @@ def record_floq_pieces(rng):
     return result
 
 
+def record_sampling(rng):
+    """The published ``utils/datasets.py`` pieces of pixel sampling: ``batched_random_crop`` (padding 3, as
+    ``Dataset.augment`` calls it) on fixed frames at every offset, and ``Dataset.initial_locs`` (episode starts) of
+    hand-made terminals."""
+    import jax.numpy as jnp
+    datasets = importlib.import_module('utils.datasets')
+
+    images = frames(rng, 49, (5, 6, 2))
+    offsets = np.array([[i, j, 0] for i in range(7) for j in range(7)], np.int64)  # every offset 0 .. 2 * padding
+    cropped = datasets.batched_random_crop(jnp.asarray(images), jnp.asarray(offsets), 3)
+    terminals = np.array([0, 0, 1, 0, 0, 0, 1, 0, 1, 0, 0, 1], np.float32)
+    data = datasets.Dataset.create(observations=np.zeros((12, 1), np.float32), terminals=terminals)
+    return {'sampling/images': images, 'sampling/offsets': offsets[:, :2], 'sampling/cropped': np.asarray(cropped),
+            'sampling/terminals': terminals, 'sampling/initial_locs': np.asarray(data.initial_locs)}
+
+
 def floq_agent_error(rng):
     """What the published floq agent does with an encoder: its error on create + update, and on target_floq."""
     import jax.numpy as jnp
@@ -202,6 +222,7 @@ def main():
     fql_data, fql_meta = record_fql(rng, tape_seed=args.seed + 500)
     data.update(fql_data)
     data.update(record_floq_pieces(rng))
+    data.update(record_sampling(rng))
     meta = dict(reference_commit=commit, reference_repo='https://github.com/CMU-AIRe/floq',
                 command=' '.join([sys.executable, *sys.argv]), jax_version=jax.__version__,
                 flax_version=flax.__version__, backend=jax.default_backend(), frame=FRAME, encoder=ENCODER,
