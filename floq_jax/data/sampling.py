@@ -97,15 +97,18 @@ def random_crop(images: jax.Array, offsets: jax.Array, padding: int = CROP_PADDI
 
 
 def random_crop_host(images: np.ndarray, offsets: np.ndarray, padding: int = CROP_PADDING) -> np.ndarray:
-    """:func:`random_crop` in numpy: images (..., H, W, C), offsets (..., 2)."""
+    """:func:`random_crop` in numpy: images (..., H, W, C), offsets (..., 2); the rows of each offset are sliced
+    together (a copy of each, no per-pixel index arrays)."""
     h, w = images.shape[-3:-1]
-    pad = [(0, 0)] * (images.ndim - 3) + [(padding, padding), (padding, padding), (0, 0)]
-    padded = np.pad(images, pad, mode='edge')
-    rows = offsets[..., 0, None] + np.arange(h)  # (..., H)
-    cols = offsets[..., 1, None] + np.arange(w)  # (..., W)
-    lead = np.indices(images.shape[:-3])
-    lead = tuple(ix[..., None, None] for ix in lead)
-    return padded[(*lead, rows[..., :, None], cols[..., None, :])]
+    flat, flat_offsets = images.reshape(-1, *images.shape[-3:]), offsets.reshape(-1, 2)
+    padded = np.pad(flat, [(0, 0), (padding, padding), (padding, padding), (0, 0)], mode='edge')
+    out = np.empty_like(flat)
+    codes = flat_offsets[:, 0] * (2 * padding + 1) + flat_offsets[:, 1]
+    for code in np.unique(codes):
+        rows = np.nonzero(codes == code)[0]
+        i, j = divmod(int(code), 2 * padding + 1)
+        out[rows] = padded[rows, i:i + h, j:j + w]
+    return out.reshape(images.shape)
 
 
 def nbytes(arrays: Dict[str, np.ndarray]) -> int:
@@ -206,9 +209,8 @@ def host_chunk(arrays: Dict[str, np.ndarray], seeds, start: int, steps: int, bat
         apply = np.stack([g.uniform(size=steps) < pixels.p_aug for g in aug])  # (S, steps): one draw per batch
         offsets = np.stack([g.integers(0, 2 * CROP_PADDING + 1, size=(steps, batch_size, 2)) for g in aug])
         for k in PIXEL_KEYS:
-            if batch[k].ndim == 6:  # (S, steps, B, H, W, C): frames only
-                batch[k] = np.where(apply[:, :, None, None, None, None], random_crop_host(batch[k], offsets),
-                                    batch[k])
+            if batch[k].ndim == 6:  # (S, steps, B, H, W, C): frames only; only the batches that drew a crop
+                batch[k][apply] = random_crop_host(batch[k][apply], offsets[apply])
     return batch
 
 
