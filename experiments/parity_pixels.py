@@ -30,15 +30,14 @@ from the repository root:
         --out=tests/data/parity_pixels.npz
 """
 
-import argparse
 import copy
 import hashlib
 import importlib
-import sys
 
 import numpy as np
 
-from experiments.parity_golden import NoiseTape, flat, load_reference, write_golden
+from experiments.parity_golden import (NoiseTape, flat, golden_args, golden_meta, load_reference, taped_loss,
+                                       write_golden)
 
 ENCODER_FRAME = (16, 16, 3)  # the encoders' check
 FRAME = (8, 8, 3)  # the agents' (small, so the fixture stays small: impala_debug's MLP reads 2 x 2 x 4 features)
@@ -87,7 +86,6 @@ def record_encoders(rng):
 
 
 def record_fql(rng, tape_seed):
-    import jax
     import jax.numpy as jnp
     from flax import traverse_util
     fql = importlib.import_module('agents.fql')
@@ -105,11 +103,7 @@ def record_fql(rng, tape_seed):
     out = {'critic': select('critic')(obs, act), 'critic_target': select('target_critic')(obs, act),
            'flow_actions': agent.compute_flow_actions(obs, noises=jnp.asarray(noises)),
            'onestep_actions': select('actor_onestep_flow')(obs, jnp.asarray(noises))}
-    tape = NoiseTape(tape_seed)
-    jbatch = {k: jnp.asarray(v) for k, v in batch.items()}
-    with tape.recording():
-        (loss, info), grads = jax.value_and_grad(
-            lambda p: agent.total_loss(dict(jbatch), p, rng=jax.random.PRNGKey(0)), has_aux=True)(params)
+    loss, info, grads, tape = taped_loss(agent, params, batch, tape_seed)
     out['total_loss'] = loss
     out.update({f'info/{k}': v for k, v in info.items()})
     result = {f'fql/outputs/{k}': np.asarray(v, np.float32) for k, v in out.items()}
@@ -207,26 +201,16 @@ def floq_agent_error(rng):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--reference_dir', required=True, help='a checkout of CMU-AIRe/floq at 2e46108')
-    parser.add_argument('--out', default='tests/data/parity_pixels.npz')
-    parser.add_argument('--seed', type=int, default=0, help='seed of the fixed inputs and the noise tapes')
-    args = parser.parse_args()
+    args = golden_args(__doc__, 'tests/data/parity_pixels.npz')
     _, commit = load_reference(args.reference_dir)
-
-    import flax
-    import jax
-
     rng = np.random.default_rng(args.seed)
     data, encoder_meta = record_encoders(rng)
     fql_data, fql_meta = record_fql(rng, tape_seed=args.seed + 500)
     data.update(fql_data)
     data.update(record_floq_pieces(rng))
     data.update(record_sampling(rng))
-    meta = dict(reference_commit=commit, reference_repo='https://github.com/CMU-AIRe/floq',
-                command=' '.join([sys.executable, *sys.argv]), jax_version=jax.__version__,
-                flax_version=flax.__version__, backend=jax.default_backend(), frame=FRAME, encoder=ENCODER,
-                field=FIELD, encoders=encoder_meta, fql=fql_meta, floq_agent_error=floq_agent_error(rng))
+    meta = golden_meta(commit, frame=FRAME, encoder=ENCODER, field=FIELD, encoders=encoder_meta, fql=fql_meta,
+                       floq_agent_error=floq_agent_error(rng))
     write_golden(args.out, data, meta)
 
 

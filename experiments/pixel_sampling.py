@@ -16,7 +16,6 @@ import numpy as np
 
 
 def synthetic_arrays(rows: int, frame, episode_length: int = 1000, seed: int = 0):
-    from floq_jax.data import sampling
 
     rng = np.random.default_rng(seed)
     obs = rng.integers(0, 256, size=(rows, *frame), dtype=np.uint8)
@@ -39,6 +38,10 @@ def main():
     parser.add_argument('--steps', type=int, default=20, help='batches per host chunk')
     parser.add_argument('--repeats', type=int, default=5)
     parser.add_argument('--device', action='store_true', help='also time the jitted on-device sampler')
+    parser.add_argument('--update_agent', default=None, help="also time updates of this agent ('fql' or 'floq', "
+                        'its default config) with --encoder on the host-sampled batches')
+    parser.add_argument('--encoder', default='impala_small')
+    parser.add_argument('--updates', type=int, default=5)
     args = parser.parse_args()
 
     import jax
@@ -78,6 +81,36 @@ def main():
             out = sample(data, jax.random.PRNGKey(k + 1))
         jax.block_until_ready(out)
         report(f'device sampler ({jax.default_backend()}, jitted, one batch a call)', time.perf_counter() - start, n)
+
+    if args.update_agent:
+        time_updates(args, arrays, pixels)
+
+
+def time_updates(args, arrays, pixels):
+    """Seconds per update of ``--update_agent`` (its default config, ``--encoder``) on host-sampled batches."""
+    import jax
+
+    from agents import agent_class, get_config
+    from floq_jax.data import sampling
+
+    config = get_config(args.update_agent)
+    config.update(encoder=args.encoder, batch_size=args.batch_size, r_min=-1.0, r_max=0.0)
+    ex_obs = sampling.example_observations(arrays, args.frame_stack)
+    agent = agent_class(config.agent_name).create(0, ex_obs, arrays['actions'][:1], config)
+    batches = sampling.host_chunk(arrays, [0], 0, args.updates + 1, args.batch_size, pixels)
+    batch = lambda k: {key: v[0, k] for key, v in batches.items()}
+    start = time.perf_counter()
+    agent, info = agent.update(batch(0))
+    jax.block_until_ready(info)
+    compiled = time.perf_counter() - start
+    start = time.perf_counter()
+    for k in range(1, args.updates + 1):
+        agent, info = agent.update(batch(k))
+    jax.block_until_ready(info)
+    per = (time.perf_counter() - start) / args.updates
+    print(f'{config.agent_name} update ({args.encoder}, default sizes, batch {args.batch_size}, '
+          f'{jax.default_backend()}): {per:.2f} s per update ({1 / per:.2f} updates/s); first update with '
+          f'compilation {compiled:.0f} s')
 
 
 if __name__ == '__main__':
