@@ -223,6 +223,12 @@ def test_flags_json_records_pixels_and_resume_checks_them(tmp_path):
     with pytest.raises(RunDirConflict, match='p_aug=0.5'):
         rundirs.check_run_dir(d, dict(base, frame_stack=3, p_aug=None), resume=True)
     assert rundirs.check_run_dir(d, dict(base, frame_stack=3, p_aug=0.5), resume=True)
+    # An agent config written before config.encoder existed resumes (the key reads as None), not another value.
+    with open(os.path.join(d, 'flags.json'), 'w') as f:
+        json.dump(dict(base, agent={'agent_name': 'fql', 'lr': 3e-4}), f)
+    assert rundirs.check_run_dir(d, dict(base, agent={'agent_name': 'fql', 'lr': 3e-4, 'encoder': None}), True)
+    with pytest.raises(RunDirConflict, match='encoder'):
+        rundirs.check_run_dir(d, dict(base, agent={'agent_name': 'fql', 'lr': 3e-4, 'encoder': 'impala'}), True)
     for bad in (dict(frame_stack=0), dict(p_aug=1.5), dict(frame_stack=3, online_steps=10)):
         with pytest.raises(OptionError):
             RunOptions(env_name='e', offline_steps=1, **bad).validate()

@@ -71,6 +71,14 @@ def flags_record(config, data, options: RunOptions, seed: int) -> dict:
     return record
 
 
+def added_keys_read_as_none(old_config, new_config):
+    """``new_config`` less the keys ``old_config`` lacks whose value is None: an agent config written before a key
+    existed (e.g. ``encoder``, added with a None default) reads as having it at None."""
+    if not isinstance(old_config, dict) or not isinstance(new_config, dict):
+        return new_config
+    return {k: v for k, v in new_config.items() if k in old_config or v is not None}
+
+
 def check_run_dir(directory: str, record: dict, resume: bool) -> bool:
     """True if ``directory`` holds a run to resume; raises RunDirConflict for a foreign or unresumable one."""
     path = storage.join(directory, 'flags.json')
@@ -80,6 +88,7 @@ def check_run_dir(directory: str, record: dict, resume: bool) -> bool:
         old = json.loads(storage.read_text(path))
     except (OSError, ValueError) as e:
         raise RunDirConflict(f'{path} is unreadable ({e}); refusing to overwrite {directory}') from None
+    record = dict(record, agent=added_keys_read_as_none(old.get('agent'), record.get('agent')))
     differ = [k for k in IDENTITY_KEYS if old.get(k) != record.get(k)]
     if differ:
         details = []
