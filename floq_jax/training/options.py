@@ -168,11 +168,11 @@ class RunOptions:
             raise OptionError(['frame_stack'], [self.frame_stack], 'accepted: a positive integer (or unset)')
         if self.p_aug is not None and not 0.0 <= float(self.p_aug) <= 1.0:
             raise OptionError(['p_aug'], [self.p_aug], 'accepted: a probability in [0, 1] (or unset)')
-        if (self.frame_stack is not None or self.p_aug is not None) and self.online_steps > 0:
-            raise OptionError(['frame_stack', 'p_aug', 'online_steps'], [self.frame_stack, self.p_aug,
-                                                                          self.online_steps],
-                              'pixel options train offline only (the published main.py has no online fine-tuning '
-                              'on visual environments)')
+        pixel_options = [n for n in ('frame_stack', 'p_aug') if getattr(self, n) is not None]
+        if pixel_options and self.online_steps > 0:
+            raise OptionError(pixel_options + ['online_steps'], [getattr(self, n) for n in pixel_options] +
+                              [self.online_steps], 'pixel options train offline only (the published main.py has no '
+                              'online fine-tuning on visual environments)')
         for entry in self.config_schedule:
             if len(entry) != 2 or int(entry[0]) < 0 or not isinstance(entry[1], dict):
                 raise OptionError(['config_schedule'], [entry], 'entries must be (step >= 0, dict of config values)')
