@@ -215,7 +215,9 @@ class FloqAgent(Agent):
         ``encoded=True`` (``observations`` are ``critic_params``' features) only without a stale split."""
         m = min(int(Mechanisms.of(self.config).stale_steps), num_steps)
         if stale_params is None or m == 0:
-            return self.integrate(critic_params, observations, actions, z0, num_steps, encoded=encoded)
+            # (``encoded`` only when set, so an agent file overriding integrate without it keeps working)
+            return self.integrate(critic_params, observations, actions, z0, num_steps,
+                                  **({'encoded': True} if encoded else {}))
         if encoded:
             raise ValueError('critic_integrate: a stale split needs the raw observations (two encoders)')
         z_mid = self.integrate(stale_params, observations, actions, z0, num_steps, 0, m)
