@@ -45,7 +45,7 @@ def test_pixel_agents_train_and_evaluate(tmp_path, pixel_env, agent, host):
     config = scaled(agent, 'tiny', encoder='impala_debug', batch_size=8)
     options = RunOptions(env_name=ENV, offline_steps=4, steps_per_call=2, log_interval=2, eval_interval=4,
                          save_interval=4, eval_episodes=2, eval_at_start=False, save_dir=str(tmp_path),
-                         progress=False, tensorboard=False, log_diagnostics=False, frame_stack=2, p_aug=0.5,
+                         progress=False, tensorboard=False, frame_stack=2, p_aug=0.5, eval_num_steps=(2,),
                          host_sampling=host, eval_kwargs={'vector_mode': 'sync'})
     data = toy_data()
     compose.agent_config(config, ENV, data=data)
@@ -61,4 +61,8 @@ def test_pixel_agents_train_and_evaluate(tmp_path, pixel_env, agent, host):
     assert len(values) == 2
     loss = [float(v[header.index('training/critic/critic_loss')]) for v in values]
     assert np.all(np.isfinite(loss))
+    # The critic diagnostics and the Q estimates at extra K read stacked frames too.
+    assert any(h.startswith('diagnostics/') for h in header), header
+    eval_header, eval_row = [line.split(',') for line in rows]
+    assert np.isfinite(float(eval_row[eval_header.index('evaluation/q_K2')]))
     assert os.listdir(os.path.join(run_dir, 'checkpoints'))

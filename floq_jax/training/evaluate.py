@@ -150,7 +150,7 @@ class CriticDiagnostics:
 
     def __init__(self, options, data):
         self.enabled = options.log_diagnostics
-        self.data = data
+        self.data, self.frame_stack = data, options.frame_stack
         self._fn = None
         self._batch = None
 
@@ -161,7 +161,8 @@ class CriticDiagnostics:
 
         if self._fn is None:
             self._fn = jax.jit(jax.vmap(diagnostics.critic_diagnostics, in_axes=(0, None, None)))
-            self._batch = {k: jnp.asarray(v) for k, v in eval_batch(self.data, seed=1).items()}
+            self._batch = {k: jnp.asarray(v) for k, v in eval_batch(self.data, seed=1,
+                                                                    frame_stack=self.frame_stack).items()}
         agents = state.agents
         if state.mesh is not None:
             # On a mesh, run the diagnostics on gathered copies: the partitioned program (it takes SVDs) waited
