@@ -221,3 +221,46 @@ def test_floq_encoded_networks(golden):
         stepwise = stepwise + agent.modules['critic_flow'].apply({'params': field_params}, obs, act, stepwise,
                                                                  jnp.full((obs.shape[0],), k / 3)) / 3
     close(agent.integrate(field_params, obs, act, z0, 3), stepwise, rtol=1e-5, atol=1e-5)
+
+
+def test_floq_pixel_loss_is_the_state_loss_on_the_encoded_frames():
+    """With every encoder holding the same parameters, floq's loss on frames (encode once, repeat the features over
+    the noise samples, integrate on them) equals the state agent's loss (the published-parity one) on the encoded
+    frames, and so do the gradients of the networks behind the encoders."""
+    from tests.conftest import scaled
+    from floq_jax.core.encoders import encode
+
+    rng = np.random.default_rng(0)
+    frames = lambda: jnp.asarray(rng.integers(0, 256, size=(4, 8, 8, 3), dtype=np.uint8))
+    batch = dict(observations=frames(), next_observations=frames(),
+                 actions=jnp.asarray(rng.uniform(-0.9, 0.9, size=(4, 2)), jnp.float32),
+                 rewards=-jnp.asarray(rng.uniform(size=4), jnp.float32), masks=jnp.array([1.0, 0.0, 1.0, 1.0]))
+    pixel = agent_class('floq').create(0, batch['observations'][:1], batch['actions'][:1],
+                                       scaled('floq', 'tiny', encoder='impala_debug', noise_samples=2))
+    shared = pixel.params['critic_flow']['encoder']
+    with_shared = lambda tree: {k: dict(v, encoder=shared) for k, v in tree.items()}
+    pixel = pixel.replace(params=with_shared(pixel.params), target_params=with_shared(pixel.target_params))
+    features = lambda x: encode(pixel.modules['critic_flow'], pixel.params['critic_flow'], x)
+    state_batch = dict(batch, observations=features(batch['observations']),
+                       next_observations=features(batch['next_observations']))
+    state = agent_class('floq').create(0, state_batch['observations'][:1], batch['actions'][:1],
+                                       scaled('floq', 'tiny', noise_samples=2))
+    strip = lambda tree: {k: v['net'] for k, v in tree.items()}
+    state = state.replace(params=strip(pixel.params), target_params=strip(pixel.target_params))
+    key = jax.random.PRNGKey(3)
+    (loss, info), grads = jax.value_and_grad(lambda p: pixel.total_loss(batch, p, key), has_aux=True)(pixel.params)
+    (state_loss, state_info), state_grads = jax.value_and_grad(
+        lambda p: state.total_loss(state_batch, p, key), has_aux=True)(state.params)
+    close(loss, state_loss, rtol=1e-5, atol=1e-5)
+    for k in state_info:
+        close(info[k], state_info[k], rtol=1e-4, atol=1e-5, err_msg=k)
+    for (path, g), want in zip(jax.tree_util.tree_leaves_with_path(strip(grads)),
+                               jax.tree_util.tree_leaves(state_grads)):
+        close(g, want, rtol=1e-4, atol=1e-5 * (float(np.abs(want).max()) or 1.0), err_msg=jax.tree_util.keystr(path))
+    # The encoders do get gradients (the flow-matching, distillation and actor losses reach them).
+    for name in ('critic_flow', 'distill_critic', 'actor_bc_flow', 'actor_onestep_flow'):
+        assert float(optax_norm(grads[name]['encoder'])) > 0, name
+
+
+def optax_norm(tree):
+    return jnp.sqrt(sum(jnp.sum(x ** 2) for x in jax.tree_util.tree_leaves(tree)))
