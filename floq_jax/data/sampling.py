@@ -151,7 +151,7 @@ def sample_batch(data: Dict[str, jax.Array], rng: jax.Array, batch_size: int, pi
     """A batch of ``batch_size`` transitions drawn uniformly with replacement: {(B, ...)}, frames stacked and
     cropped as ``pixels`` says (the crop's draws come from ``rng``'s own stream, so the rows drawn are the same
     with or without it).  Jittable."""
-    size = data['actions'].shape[0]
+    size = jax.tree_util.tree_leaves(data)[0].shape[0]
     idx = jax.random.randint(rng, (batch_size,), 0, size)
     stacked = pixels is not None and pixels.frame_stack is not None
     batch = {k: jnp.take(x, idx, axis=0) for k, x in data.items()
@@ -195,7 +195,7 @@ def host_chunk(arrays: Dict[str, np.ndarray], seeds, start: int, steps: int, bat
     and the chunk's first step: a run resumed at a checkpoint draws exactly what the uninterrupted run drew (the
     crop's draws from ``np.random.default_rng([seed, start, CROP_STREAM])``).
     """
-    size = arrays['actions'].shape[0]
+    size = next(iter(arrays.values())).shape[0]
     idx = np.stack([np.random.default_rng([int(s), int(start)]).integers(0, size, size=(steps, batch_size))
                     for s in seeds])
     stacked = pixels is not None and pixels.frame_stack is not None
