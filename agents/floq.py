@@ -28,7 +28,8 @@ from floq_jax import agent_registry as accepts
 from floq_jax.analysis import diagnostics
 from floq_jax.core import actor, flow
 from floq_jax.core.flops import floq_update_flops
-from floq_jax.core.agent_base import Agent, compute_dtype, freeze_config
+from floq_jax.core.agent_base import Agent, compute_dtype, freeze_config, observation_dims
+from floq_jax.core.encoders import ENCODERS, Encoded, encode, with_encoder
 from floq_jax.core.networks import EnsembleValue, TrunkSpec, VelocityField
 from floq_jax.core.target_noise import NOISE_STREAM, TARGET_NOISE_DISTS, sample_target_noise
 
@@ -136,8 +137,9 @@ class FloqAgent(Agent):
 
     @classmethod
     def analytic_update_flops(cls, config):
-        """FLOPs of one update, counted analytically (XLA's cost analysis counts the K-step scan body once)."""
-        return floq_update_flops(config)
+        """FLOPs of one update, counted analytically (XLA's cost analysis counts the K-step scan body once); None
+        with a pixel encoder (the count has no convolutions)."""
+        return None if config.get('encoder') is not None else floq_update_flops(config)
 
     def critic_probe(self, observations, actions, rng):
         """What the critic diagnostics probe: the velocity net's features at (t_k, z_k), taken at a random step k
@@ -174,23 +176,32 @@ class FloqAgent(Agent):
                                    layer_norm=config.layer_norm, use_resnet=config.use_resnets,
                                    width=config.block_width, num_blocks=config.num_transformations,
                                    block_depth=config.block_depth)
+        # With config.encoder, the velocity field, the distilled critic and both actors each have their own pixel
+        # encoder (as published); the target field is the Polyak copy of the field, its encoder included.
+        encoder = config.get('encoder')
         modules = {
-            'critic_flow': VelocityField(
+            'critic_flow': with_encoder(VelocityField(
                 trunk=velocity_trunk, num_ensembles=config.flow_num_ensembles, q_min=config.q_min,
                 q_max=config.q_max, use_prob_embed=config.use_prob_embed, num_bins=config.num_bins,
                 sigma=config.sigma, time_embed=config.time_embedding, time_embed_dim=config.time_embed_dim,
-                dtype=dtype, ensemble_apply=config.ensemble_apply),
+                dtype=dtype, ensemble_apply=config.ensemble_apply), encoder),
             **actor.build_actor_modules(config, config.action_dim, dtype),
         }
         if config.use_distilled_critic:
-            modules['distill_critic'] = EnsembleValue(
+            modules['distill_critic'] = with_encoder(EnsembleValue(
                 trunk=TrunkSpec(hidden_dims=tuple(config.value_hidden_dims), layer_norm=config.layer_norm),
-                num_ensembles=config.distill_num_ensembles, dtype=dtype, ensemble_apply=config.ensemble_apply)
+                num_ensembles=config.distill_num_ensembles, dtype=dtype, ensemble_apply=config.ensemble_apply),
+                encoder)
         return modules
+
+    def field_features(self, critic_params, observations):
+        """What the velocity net reads for ``observations``: the frames encoded by ``critic_params``' encoder
+        (with ``config.encoder``), else the observations themselves."""
+        return encode(self.modules['critic_flow'], critic_params, observations)
 
     # ------------------------------------------------------------------ flow critic
     def integrate(self, critic_params, observations, actions, z0, num_steps, first_step=0, last_step=None,
-                  return_path=False, anchor=None):
+                  return_path=False, anchor=None, encoded=False):
         """Euler-integrate the velocity field from z0 (N,) or (E, N) for rows (N, O), (N, A) -> z (E, N)
         [, path (S, E, N)], over steps [first_step, last_step) of the K-step grid.
 
@@ -198,8 +209,14 @@ class FloqAgent(Agent):
         step follows the published floq_predict_final update z_{k+1} = (1 - t_{k+1}) z_0 + t_{k+1} p_k
         (re-anchored at the initial noise z_0 = ``anchor``, default z0; needed when first_step > 0),
         written as the velocity K (z_{k+1} - z_k) so the same Euler integrator and step split apply.
+
+        Behind an encoder the frames are encoded once, by ``critic_params``' encoder, before the K steps
+        (``encoded=True``: ``observations`` are already those features).
         """
         field = self.modules['critic_flow']
+        if not encoded:
+            observations = self.field_features(critic_params, observations)
+        skip = {'encoded': True} if isinstance(field, Encoded) else {}
         members = self.config.flow_num_ensembles
         widen = lambda x: x if x.ndim == 2 else jnp.broadcast_to(x, (members, *x.shape))
         z0 = widen(z0)
@@ -210,21 +227,26 @@ class FloqAgent(Agent):
             anchor = z0 if anchor is None else widen(anchor)
 
             def velocity(t, z):
-                pred = field.apply({'params': critic_params}, observations, actions, z, t)
+                pred = field.apply({'params': critic_params}, observations, actions, z, t, **skip)
                 t_next = t + 1.0 / num_steps
                 return num_steps * ((1.0 - t_next) * anchor + t_next * pred - z)
         else:
             def velocity(t, z):
-                return field.apply({'params': critic_params}, observations, actions, z, t)
+                return field.apply({'params': critic_params}, observations, actions, z, t, **skip)
 
         return flow.euler_integrate(velocity, z0, num_steps, first_step, last_step, return_path)
 
-    def critic_integrate(self, critic_params, stale_params, observations, actions, z0, num_steps):
+    def critic_integrate(self, critic_params, stale_params, observations, actions, z0, num_steps, encoded=False):
         """z_K (E, N) from z0 (N,): the first ``min(config.stale_steps, K)`` steps through ``stale_params``
-        (if given and stale_steps > 0), the rest through ``critic_params`` (two calls of integrate)."""
+        (if given and stale_steps > 0), the rest through ``critic_params`` (two calls of integrate).
+        ``encoded=True`` (``observations`` are ``critic_params``' features) only without a stale split."""
         m = min(int(Mechanisms.of(self.config).stale_steps), num_steps)
         if stale_params is None or m == 0:
-            return self.integrate(critic_params, observations, actions, z0, num_steps)
+            # (``encoded`` only when set, so an agent file overriding integrate without it keeps working)
+            return self.integrate(critic_params, observations, actions, z0, num_steps,
+                                  **({'encoded': True} if encoded else {}))
+        if encoded:
+            raise ValueError('critic_integrate: a stale split needs the raw observations (two encoders)')
         z_mid = self.integrate(stale_params, observations, actions, z0, num_steps, 0, m)
         return self.integrate(critic_params, observations, actions, z_mid, num_steps, m, num_steps, anchor=z0)
 
@@ -280,12 +302,20 @@ class FloqAgent(Agent):
         obs_n, act_n, next_obs_n = repeat(observations), repeat(actions), repeat(batch['next_observations'])
         action_rng, next_noise_rng, noise_rng, t_rng = jax.random.split(rng, 4)
         frozen = jax.lax.stop_gradient(params)
+        # The velocity field's inputs: with an encoder, each of the B frames is encoded once (by the target field's
+        # encoder for s', the current one's for s, gradients reaching it through the flow-matching loss) and the
+        # features repeated n times; without, the repeated observations themselves (field_features is identity).
+        pixels = isinstance(self.modules['critic_flow'], Encoded)
+        features_n = repeat(self.field_features(params['critic_flow'], observations))
+        pre_encoded = pixels and self.stale_params is None  # with a stale split, each field encodes its own
+        next_field_obs = (repeat(self.field_features(self.target_params['critic_flow'], batch['next_observations']))
+                          if pre_encoded else next_obs_n)
 
         # TD target: y = r + gamma * mask * Q_target(s', a'), averaged over n noises -> (B,).
         next_actions = actor.one_step_actions(self.modules, frozen, next_obs_n, action_rng)
         next_z = self.critic_integrate(self.target_params['critic_flow'], self._stale('target_critic_flow'),
-                                       next_obs_n, next_actions, self.sample_z0(next_noise_rng, (batch_size * n,)),
-                                       num_steps)
+                                       next_field_obs, next_actions, self.sample_z0(next_noise_rng, (batch_size * n,)),
+                                       num_steps, encoded=pre_encoded)
         next_q = _aggregate(next_z, config.q_agg).reshape(batch_size, n)
         noise_targets = batch['rewards'][:, None] + config.discount * batch['masks'][:, None] * next_q  # (B, n)
         if switches.distributional:
@@ -304,8 +334,9 @@ class FloqAgent(Agent):
         z_t, target_velocity = flow.interpolate(z0, row_targets, t)
         # The regression target: the velocity y - z0, or y itself with predict_final (the net reads as y).
         regression_target = row_targets if switches.predict_final else target_velocity
-        pred = self.modules['critic_flow'].apply({'params': params['critic_flow']}, obs_n, act_n,
-                                                 jnp.broadcast_to(z_t, (num_members, batch_size * n)), t)
+        pred = self.modules['critic_flow'].apply({'params': params['critic_flow']}, features_n, act_n,
+                                                 jnp.broadcast_to(z_t, (num_members, batch_size * n)), t,
+                                                 **({'encoded': True} if pixels else {}))
         if switches.target_noise:
             # Independent noise per member, row and noise sample, on the regression target (as published).
             regression_target = regression_target + sample_target_noise(
@@ -317,8 +348,9 @@ class FloqAgent(Agent):
             info['target_q_noise_var'] = noise_targets.var(axis=1).mean()
 
         if switches.use_distilled_critic:
-            current = self.critic_integrate(frozen['critic_flow'], self._stale('critic_flow'), obs_n, act_n, z0,
-                                            num_steps)  # (E, B * n)
+            current = self.critic_integrate(frozen['critic_flow'], self._stale('critic_flow'),
+                                            jax.lax.stop_gradient(features_n) if pre_encoded else obs_n, act_n, z0,
+                                            num_steps, encoded=pre_encoded)  # (E, B * n)
             current = current.reshape(num_members, batch_size, n)
             current_q = current.mean(axis=(0, 2))
             q = self.modules['distill_critic'].apply({'params': params['distill_critic']}, observations, actions)
@@ -377,7 +409,7 @@ class FloqAgent(Agent):
         q_min, q_max = flow.q_value_bounds(config.r_min, config.r_max, config.discount, config.reward_offset)
         noise_min, noise_max = flow.noise_interval(config.r_min, config.r_max, config.discount,
                                                    config.noise_coverage)
-        config = freeze_config(config, ob_dim=int(ex_observations.shape[-1]), action_dim=int(ex_actions.shape[-1]),
+        config = freeze_config(config, **observation_dims(config, ex_observations), action_dim=int(ex_actions.shape[-1]),
                                q_min=float(q_min), q_max=float(q_max), noise_min=float(noise_min),
                                noise_max=float(noise_max))
         rng, init_rng = jax.random.split(jax.random.PRNGKey(seed))
@@ -445,6 +477,7 @@ CONFIG_RANGES = {
     'target_noise_dist': accepts.one_of(*TARGET_NOISE_DISTS),
     'compute_dtype': accepts.one_of('float32', 'bfloat16', 'float16'),
     'ensemble_apply': accepts.one_of('memberwise', 'vmap', 'auto'),
+    'encoder': accepts.one_of(*ENCODERS),
 }
 
 
@@ -490,6 +523,7 @@ def get_config():
         target_noise=0.0,             # Noise magnitude on the regression target (paper: 0, 4, 8, 16).
         target_noise_dist='uniform',  # 'uniform' on [-m, m] (as published) or 'gaussian' with std m.
         compute_dtype='float32',      # 'bfloat16' for bf16 matmuls with float32 params and losses.
+        encoder=ml_collections.config_dict.placeholder(str),  # Pixel encoder (None, 'impala_small', ...), as published.
         ensemble_apply='auto',        # 'memberwise' | 'vmap' | 'auto' (memberwise for large matmuls on CPU).
         r_min=ml_collections.config_dict.placeholder(float),  # From the dataset (set by the trainer).
         r_max=ml_collections.config_dict.placeholder(float),

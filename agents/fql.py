@@ -34,7 +34,8 @@ import ml_collections
 
 from floq_jax import agent_registry as accepts
 from floq_jax.core import actor
-from floq_jax.core.agent_base import Agent, compute_dtype, freeze_config
+from floq_jax.core.agent_base import Agent, compute_dtype, freeze_config, observation_dims
+from floq_jax.core.encoders import ENCODERS, with_encoder
 from floq_jax.core.flops import dense_flops, fql_update_flops, mlp_flops
 from floq_jax.core.networks import EnsembleValue, TrunkSpec
 from floq_jax.core.quantile import IQN_LOSSES, ImplicitQuantileCritic, quantile_loss, quantile_midpoints
@@ -240,7 +241,9 @@ class FQLAgent(Agent):
     @functools.lru_cache(maxsize=None)
     def build_modules(config):
         dtype = compute_dtype(config)
-        return {'critic': critic_component(config).module(config, dtype),
+        # With config.encoder, the critic (its target: the Polyak copy, encoder included) and both actors each have
+        # their own pixel encoder, as published.
+        return {'critic': with_encoder(critic_component(config).module(config, dtype), config.get('encoder')),
                 **actor.build_actor_modules(config, config.action_dim, dtype)}
 
     @property
@@ -253,6 +256,8 @@ class FQLAgent(Agent):
 
     @classmethod
     def analytic_update_flops(cls, config):
+        if config.get('encoder') is not None:
+            return None  # the MLP count misses the encoders: XLA's cost analysis counts them
         return critic_component(config).update_flops(config)
 
     def critic_values(self, critic_params, observations, actions, rng=None):
@@ -304,7 +309,7 @@ class FQLAgent(Agent):
     def create(cls, seed, ex_observations, ex_actions, config):
         """A new agent; seed may be traced (vmap over seeds).  ex_observations (B, O), ex_actions (B, A)."""
         accepts.check_config(config, CONFIG_RANGES)
-        config = freeze_config(config, ob_dim=int(ex_observations.shape[-1]), action_dim=int(ex_actions.shape[-1]))
+        config = freeze_config(config, **observation_dims(config, ex_observations), action_dim=int(ex_actions.shape[-1]))
         rng, init_rng = jax.random.split(jax.random.PRNGKey(seed))
         critic_rng, actor_rng = jax.random.split(init_rng)
         modules = cls.build_modules(config)
@@ -350,6 +355,7 @@ CONFIG_RANGES = {
     'target_noise_dist': accepts.one_of(*TARGET_NOISE_DISTS),
     'compute_dtype': accepts.one_of('float32', 'bfloat16', 'float16'),
     'ensemble_apply': accepts.one_of('memberwise', 'vmap', 'auto'),
+    'encoder': accepts.one_of(*ENCODERS),
     'iqn_num_quantiles': accepts.positive_int,
     'iqn_num_target_quantiles': accepts.positive_int,
     'iqn_num_cosines': accepts.positive_int,
@@ -387,6 +393,7 @@ def get_config(variant: str = ''):
         target_noise_dist='uniform',  # 'uniform' on [-m, m] (as published) or 'gaussian' with std m.
         compute_dtype='float32',
         ensemble_apply='auto',      # 'memberwise' | 'vmap' | 'auto' (memberwise for large matmuls on CPU).
+        encoder=ml_collections.config_dict.placeholder(str),  # Pixel encoder (None, 'impala_small', ...), as published.
         r_min=ml_collections.config_dict.placeholder(float),  # Unused by FQL; set by the trainer for symmetry.
         r_max=ml_collections.config_dict.placeholder(float),
     ))

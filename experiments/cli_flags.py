@@ -134,6 +134,13 @@ def define_common_flags(offline_steps: int | None = None) -> None:
                          'a process counts as lost and the others stop (default: JAX\'s, 100).')
     define_cpu_devices_flag()
     define_compile_cache_flag()
+    flags.DEFINE_integer('frame_stack', None, 'Pixels: frames per observation, stacked on the channel axis (as '
+                         'published: a batch row\'s frame and the ones before it, never reaching before its '
+                         'episode\'s start; the evaluation env stacks the same way). Recorded in flags.json; default: '
+                         'none.')
+    flags.DEFINE_float('p_aug', None, 'Pixels: probability that a batch is randomly cropped (as published: edge '
+                       'padding 3, one offset per row shared by observation and next observation). Recorded in '
+                       'flags.json; default: none.')
     flags.DEFINE_bool('host_sampling', None, 'Sample batches on the host with prefetch instead of keeping the dataset '
                       'on the device (default: only when it exceeds half the free device memory).')
     flags.DEFINE_enum('seed_loop', 'auto', list(SEED_LOOPS), "How each device runs its seeds: 'vmap' "

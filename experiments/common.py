@@ -55,7 +55,8 @@ def option_usage_error(e) -> UsageError:
 OPTION_FLAGS = ('seed', 'num_seeds', 'offline_steps', 'steps_per_call', 'log_interval', 'eval_interval',
                 'save_interval', 'eval_episodes', 'eval_protocol', 'success_timing', 'eval_seeding', 'eval_at_start',
                 'eval_num_envs', 'save_dir', 'run_group', 'resume', 'tensorboard', 'video_episodes',
-                'video_frame_skip', 'max_checkpoints', 'progress', 'host_sampling', 'seed_loop')
+                'video_frame_skip', 'max_checkpoints', 'progress', 'host_sampling', 'seed_loop', 'frame_stack',
+                'p_aug')
 ONLINE_OPTION_FLAGS = ('online_steps', 'utd_ratio', 'buffer_size', 'balanced_sampling')
 
 

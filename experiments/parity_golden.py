@@ -77,6 +77,20 @@ class NoiseTape:
             jax.random.normal, jax.random.uniform = saved
 
 
+def taped_loss(agent, params, batch, tape_seed):
+    """(total loss, info, gradient w.r.t. ``params``, the NoiseTape) of a published agent on ``batch`` (numpy), its
+    random draws on a tape seeded ``tape_seed``."""
+    import jax
+    import jax.numpy as jnp
+
+    tape = NoiseTape(tape_seed)
+    jbatch = {k: jnp.asarray(v) for k, v in batch.items()}
+    with tape.recording():
+        (loss, info), grads = jax.value_and_grad(
+            lambda p: agent.total_loss(dict(jbatch), p, rng=jax.random.PRNGKey(0)), has_aux=True)(params)
+    return loss, info, grads, tape
+
+
 def flat(tree, prefix):
     from flax import traverse_util
     return {f'{prefix}/{k}': np.asarray(v) for k, v in traverse_util.flatten_dict(tree, sep='/').items()}
@@ -108,7 +122,6 @@ def fixed_inputs(rng):
 
 def run_agent(name, module, networks, batch, inputs, rng, tape_seed):
     """Golden values of one published agent: {key: array}, plus its config and tape kinds for the metadata."""
-    import jax
     import jax.numpy as jnp
     from flax import traverse_util
 
@@ -161,11 +174,7 @@ def run_agent(name, module, networks, batch, inputs, rng, tape_seed):
     out['onestep_actions'] = select('actor_onestep_flow')(obs, jnp.asarray(inputs['action_noises']))
 
     # Losses, their info and the gradient of the total loss, with the noise on a tape.
-    tape = NoiseTape(tape_seed)
-    jbatch = {k: jnp.asarray(v) for k, v in batch.items()}
-    with tape.recording():
-        (loss, info), grads = jax.value_and_grad(
-            lambda p: agent.total_loss(dict(jbatch), p, rng=jax.random.PRNGKey(0)), has_aux=True)(params)
+    loss, info, grads, tape = taped_loss(agent, params, batch, tape_seed)
     out['total_loss'] = loss
     for k, v in info.items():
         out[f'info/{k}'] = v
@@ -186,24 +195,35 @@ _USED = {'floq': {'noise_ratios', 'times', 'action_noises', 'hl_gauss_z', 'veloc
          'fql': {'action_noises'}, 'fql_iqn': {'action_noises', 'quantiles'}}
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+def golden_args(description, default_out):
+    """The golden scripts' command line: --reference_dir, --out (default ``default_out``), --seed."""
+    parser = argparse.ArgumentParser(description=description.split('\n\n')[0])
     parser.add_argument('--reference_dir', required=True, help='a checkout of CMU-AIRe/floq at 2e46108')
-    parser.add_argument('--out', default='tests/data/parity_golden.npz')
+    parser.add_argument('--out', default=default_out)
     parser.add_argument('--seed', type=int, default=0, help='seed of the fixed inputs and the noise tape')
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def golden_meta(commit, **extra):
+    """The metadata every golden file starts with: the reference, the command, the versions."""
+    import flax
+    import jax
+
+    return dict(reference_commit=commit, reference_repo='https://github.com/CMU-AIRe/floq',
+                command=' '.join([sys.executable, *sys.argv]), jax_version=jax.__version__,
+                flax_version=flax.__version__, backend=jax.default_backend(), **extra)
+
+
+def main():
+    args = golden_args(__doc__, 'tests/data/parity_golden.npz')
     networks, commit = load_reference(args.reference_dir)
 
-    import flax
     import jax
 
     rng = np.random.default_rng(args.seed)
     batch, inputs = fixed_inputs(rng)
     data = {f'batch/{k}': v for k, v in batch.items()}
-    meta = dict(reference_commit=commit, reference_repo='https://github.com/CMU-AIRe/floq',
-                command=' '.join([sys.executable, *sys.argv]),
-                jax_version=jax.__version__, flax_version=flax.__version__, backend=jax.default_backend(),
-                x64=bool(jax.config.jax_enable_x64), agents={})
+    meta = golden_meta(commit, x64=bool(jax.config.jax_enable_x64), agents={})
     for i, name in enumerate(('floq', 'fql', 'fql_iqn')):
         module = importlib.import_module(MODULE_FILES[name])
         values, agent_meta = run_agent(name, module, networks, batch, inputs, rng, tape_seed=args.seed + 100 + i)

@@ -13,14 +13,17 @@ import jax
 import jax.numpy as jnp
 
 from floq_jax.core import flow
+from floq_jax.core.encoders import Encoded, batch_shape, encode, with_encoder
 from floq_jax.core.networks import ActorVectorField
 
 QFn = Callable[[jax.Array, jax.Array], jax.Array]
 
 
 def build_actor_modules(config, action_dim: int, dtype) -> Dict[str, ActorVectorField]:
-    """The two actor networks: 'actor_bc_flow' (velocity over actions) and 'actor_onestep_flow'."""
-    make = lambda: ActorVectorField(tuple(config.actor_hidden_dims), action_dim, config.actor_layer_norm, dtype)
+    """The two actor networks: 'actor_bc_flow' (velocity over actions) and 'actor_onestep_flow'; with
+    ``config.encoder`` each behind its own pixel encoder (as published)."""
+    make = lambda: with_encoder(ActorVectorField(tuple(config.actor_hidden_dims), action_dim, config.actor_layer_norm,
+                                                 dtype), config.get('encoder'))
     return {'actor_bc_flow': make(), 'actor_onestep_flow': make()}
 
 
@@ -35,11 +38,14 @@ def init_actor_params(modules, rng, ex_observations, ex_actions) -> dict:
 
 
 def flow_actions(modules, params, observations, noises, num_steps: int) -> jax.Array:
-    """Integrate the BC flow policy from noises (B, A) over ``num_steps`` Euler steps -> actions (B, A) in [-1, 1]."""
+    """Integrate the BC flow policy from noises (B, A) over ``num_steps`` Euler steps -> actions (B, A) in [-1, 1].
+    Behind an encoder, the frames are encoded once (by the BC policy's own encoder, as published)."""
     bc = modules['actor_bc_flow']
+    features = encode(bc, params['actor_bc_flow'], observations)
+    encoded = {'encoded': True} if isinstance(bc, Encoded) else {}
 
     def velocity(t, x):
-        return bc.apply({'params': params['actor_bc_flow']}, observations, x, jnp.full((*x.shape[:-1], 1), t))
+        return bc.apply({'params': params['actor_bc_flow']}, features, x, jnp.full((*x.shape[:-1], 1), t), **encoded)
 
     return jnp.clip(flow.euler_integrate(velocity, noises, num_steps), -1.0, 1.0)
 
@@ -49,8 +55,9 @@ def one_step_actions(modules, params, observations, rng, temperature=1.0) -> jax
 
     temperature=1 samples as FQL does; temperature=0 is the deterministic action pi(s, 0).
     """
-    action_dim = modules['actor_onestep_flow'].action_dim
-    noises = jax.random.normal(rng, (*observations.shape[:-1], action_dim)) * temperature
+    policy = modules['actor_onestep_flow']
+    action_dim = (policy.net if isinstance(policy, Encoded) else policy).action_dim
+    noises = jax.random.normal(rng, (*batch_shape(policy, observations), action_dim)) * temperature
     actions = modules['actor_onestep_flow'].apply({'params': params['actor_onestep_flow']}, observations, noises)
     return jnp.clip(actions, -1.0, 1.0)
 

@@ -54,6 +54,15 @@ def freeze_config(config, **derived) -> ml_collections.FrozenConfigDict:
     return ml_collections.FrozenConfigDict(d)
 
 
+def observation_dims(config, ex_observations) -> dict:
+    """The observation sizes a frozen config records: ``ob_dim`` (the last axis), and with ``config.encoder`` also
+    ``ob_shape``, one observation's (H, W, C) (the key is absent without an encoder, so state configs are unchanged)."""
+    dims = dict(ob_dim=int(ex_observations.shape[-1]))
+    if config.get('encoder') is not None:
+        dims['ob_shape'] = tuple(int(d) for d in ex_observations.shape[1:])
+    return dims
+
+
 class Agent(flax.struct.PyTreeNode):
     """Base class.  Leaves: params / target_params (dicts of network params), opt_state, rng, step."""
 

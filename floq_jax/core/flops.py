@@ -95,8 +95,12 @@ def example_batch(agent) -> dict:
 
     c = agent.config
     b = int(c.batch_size)
-    return {'observations': jnp.zeros((b, c.ob_dim)), 'actions': jnp.zeros((b, c.action_dim)),
-            'next_observations': jnp.zeros((b, c.ob_dim)), 'rewards': jnp.zeros((b,)), 'masks': jnp.ones((b,))}
+    if c.get('ob_shape') is not None:  # pixels (config.encoder): uint8 frames
+        obs = jnp.zeros((b, *c.ob_shape), jnp.uint8)
+    else:
+        obs = jnp.zeros((b, c.ob_dim))
+    return {'observations': obs, 'actions': jnp.zeros((b, c.action_dim)),
+            'next_observations': obs, 'rewards': jnp.zeros((b,)), 'masks': jnp.ones((b,))}
 
 
 def xla_update_flops(agent, batch) -> float:

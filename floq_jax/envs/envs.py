@@ -18,6 +18,7 @@ which is what gymnasium's DISABLED autoreset mode requires).
 
 from __future__ import annotations
 
+import collections
 import functools
 import os
 from typing import Callable, Sequence
@@ -52,7 +53,40 @@ def make_env(env_name: str, **env_kwargs) -> gymnasium.Env:
 
     # The published runs' success timing unless asked otherwise (ogbench 1.2's own default is 'pre').
     env_kwargs.setdefault('success_timing', presets.DEFAULT_SUCCESS_TIMING)
-    return GlobalRandomSeededReset(ogbench.make_env_and_datasets(env_name, env_only=True, **env_kwargs))
+    frame_stack = env_kwargs.pop('frame_stack', None)  # pixels: the published --frame_stack (FrameStack below)
+    env = GlobalRandomSeededReset(ogbench.make_env_and_datasets(env_name, env_only=True, **env_kwargs))
+    return env if frame_stack is None else FrameStack(env, int(frame_stack))
+
+
+class FrameStack(gymnasium.Wrapper):
+    """The published ``FrameStackWrapper``: the observation is the last ``num_stack`` frames concatenated on the last
+    axis, oldest first; a reset fills the window with the first frame (and stacks ``info['goal']`` the same way).
+    The training batches stack the dataset's frames by the same rule (``floq_jax.data.sampling.stack_frames``)."""
+
+    def __init__(self, env: gymnasium.Env, num_stack: int):
+        super().__init__(env)
+        self.num_stack = int(num_stack)
+        self.frames = collections.deque(maxlen=self.num_stack)
+        space = env.observation_space
+        self.observation_space = gymnasium.spaces.Box(
+            low=np.concatenate([space.low] * self.num_stack, axis=-1),
+            high=np.concatenate([space.high] * self.num_stack, axis=-1), dtype=space.dtype)
+
+    def observation(self):
+        return np.concatenate(list(self.frames), axis=-1)
+
+    def reset(self, *, seed=None, options=None):
+        obs, info = self.env.reset(seed=seed, options=options)
+        for _ in range(self.num_stack):
+            self.frames.append(obs)
+        if 'goal' in info:
+            info['goal'] = np.concatenate([info['goal']] * self.num_stack, axis=-1)
+        return self.observation(), info
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self.frames.append(obs)
+        return self.observation(), reward, terminated, truncated, info
 
 
 class GlobalRandomSeededReset(gymnasium.Wrapper):

@@ -78,12 +78,19 @@ def q_estimates(agent, batch: Dict[str, np.ndarray], num_steps: Sequence[int], s
     return out
 
 
-def eval_batch(data, size: int = 256, seed: int = 0) -> Dict[str, np.ndarray]:
-    """A fixed batch of (validation, else training) transitions for Q estimates."""
+def eval_batch(data, size: int = 256, seed: int = 0, frame_stack=None) -> Dict[str, np.ndarray]:
+    """A fixed batch of (validation, else training) transitions for Q estimates (frames stacked with
+    ``frame_stack``, as the training batches)."""
+    from floq_jax.data import sampling
+
     source = data.val if data.val is not None else data.train
     n = len(source['observations'])
     idx = np.random.default_rng(seed).choice(n, size=min(size, n), replace=False)
-    return {k: source[k][idx] for k in ('observations', 'actions')}
+    batch = {k: source[k][idx] for k in ('observations', 'actions')}
+    if frame_stack is not None:
+        arrays = dict(source, **{sampling.EPISODE_STARTS: sampling.episode_starts(source['terminals'])})
+        batch['observations'] = sampling.stack_frames(arrays, idx, int(frame_stack), np)[0]
+    return batch
 
 
 class SeedEvaluation:
@@ -93,7 +100,7 @@ class SeedEvaluation:
     def __init__(self, options, data):
         self.options = options
         self._evaluator = None
-        self._qbatch = eval_batch(data) if options.eval_num_steps else None
+        self._qbatch = eval_batch(data, frame_stack=options.frame_stack) if options.eval_num_steps else None
         self.videos: List[List[np.ndarray]] = []  # the last evaluation's rendered episodes, per seed (when asked)
 
     def __call__(self, state) -> List[Dict[str, float]]:
@@ -103,9 +110,10 @@ class SeedEvaluation:
 
         o = self.options
         if self._evaluator is None:
+            pixels = {} if o.frame_stack is None else {'frame_stack': int(o.frame_stack)}  # as the batches
             self._evaluator = evaluation.seeds_evaluator(o.env_name, o.eval_episodes, len(state.seeds),
                                                          pool_size=o.eval_num_envs, success_timing=o.success_timing,
-                                                         **dict(o.eval_kwargs))
+                                                         **pixels, **dict(o.eval_kwargs))
         # On a mesh: gathered copies (without the optimizer state), as in the diagnostics.  In a multi-process run
         # process 0 evaluates every seed; the others take part in the gather and return [].
         agents = state.agents
@@ -142,7 +150,7 @@ class CriticDiagnostics:
 
     def __init__(self, options, data):
         self.enabled = options.log_diagnostics
-        self.data = data
+        self.data, self.frame_stack = data, options.frame_stack
         self._fn = None
         self._batch = None
 
@@ -153,7 +161,8 @@ class CriticDiagnostics:
 
         if self._fn is None:
             self._fn = jax.jit(jax.vmap(diagnostics.critic_diagnostics, in_axes=(0, None, None)))
-            self._batch = {k: jnp.asarray(v) for k, v in eval_batch(self.data, seed=1).items()}
+            self._batch = {k: jnp.asarray(v) for k, v in eval_batch(self.data, seed=1,
+                                                                    frame_stack=self.frame_stack).items()}
         agents = state.agents
         if state.mesh is not None:
             # On a mesh, run the diagnostics on gathered copies: the partitioned program (it takes SVDs) waited
@@ -194,11 +203,13 @@ def evaluate_checkpoint(run_dir, agent_class: Callable[[str], Any], step=None, e
     seed = (evaluation_seed(int(run_flags['seed']), int(step), seeding) if eval_seed is None else int(eval_seed))
     success_timing = success_timing or presets.success_timing_of(run_flags)
     # The pool of live envs: eval_num_envs, or as many as fit in the free memory (the episodes do not depend on it).
+    frame_stack = run_flags.get('frame_stack')  # None for runs written before flags.json recorded it
+    pixels = {} if frame_stack is None else {'frame_stack': int(frame_stack)}
     with seeds_evaluator(run_flags['env_name'], eval_episodes, 1, pool_size=eval_num_envs,
-                         success_timing=success_timing) as evaluator:
+                         success_timing=success_timing, **pixels) as evaluator:
         res = evaluator(policy_fn_for(agent), temperature=temperature, seed=seed,
                         video_episodes=video_episodes, video_frame_skip=video_frame_skip)
-    qs = q_estimates(agent, eval_batch(data), num_steps)
+    qs = q_estimates(agent, eval_batch(data, frame_stack=frame_stack), num_steps)
     summary = dict(run_dir=storage.absolute(run_dir), step=int(step), env_name=run_flags['env_name'],
                    agent_name=agent.config.agent_name, episodes=int(eval_episodes), eval_protocol=eval_protocol,
                    eval_protocol_description=presets.describe_eval_protocol(eval_protocol),

@@ -36,7 +36,7 @@ class OfflinePhase:
 
     def step(self, state, i: int, start: int, n: int):
         if state.host_sampler is None:  # the chunk constructors are cached: one jitted function per (size, n)
-            chunk = parallel.make_train_chunk(self.batch_size, n, state.mesh, state.seed_map)
+            chunk = parallel.make_train_chunk(self.batch_size, n, state.mesh, state.seed_map, state.pixels)
             state.agents, state.rngs, infos = chunk(state.agents, state.device_data, state.rngs)
             return infos
         batches = state.host_sampler.get(start, n)

@@ -123,6 +123,10 @@ class RunOptions:
     use_mesh: Optional[bool] = None      # None: shard over devices when there is more than one
     # None: sample on the host (numpy, prefetched) only when the dataset exceeds half the free device memory.
     host_sampling: Optional[bool] = None
+    # Pixels (published --frame_stack / --p_aug): frames per observation (None: no stacking) and the probability of
+    # a batch being randomly cropped (None: never); floq_jax.data.sampling.Pixels.
+    frame_stack: Optional[int] = None
+    p_aug: Optional[float] = None
     # How each device runs its seeds (offline and online): 'vmap' batches them, 'map' runs them one by one (plain
     # GEMMs), 'auto' maps on CPU with one seed per device or large matmuls (floq_jax.training.parallel.use_seed_map).
     seed_loop: str = 'auto'
@@ -163,6 +167,15 @@ class RunOptions:
             if int(k) < 1:
                 raise OptionError(['eval_num_steps'], [','.join(map(str, self.eval_num_steps))],
                                   'expected a comma list of positive integers, e.g. 1,4,8')
+        if self.frame_stack is not None and int(self.frame_stack) < 1:
+            raise OptionError(['frame_stack'], [self.frame_stack], 'accepted: a positive integer (or unset)')
+        if self.p_aug is not None and not 0.0 <= float(self.p_aug) <= 1.0:
+            raise OptionError(['p_aug'], [self.p_aug], 'accepted: a probability in [0, 1] (or unset)')
+        pixel_options = [n for n in ('frame_stack', 'p_aug') if getattr(self, n) is not None]
+        if pixel_options and self.online_steps > 0:
+            raise OptionError(pixel_options + ['online_steps'], [getattr(self, n) for n in pixel_options] +
+                              [self.online_steps], 'pixel options train offline only (the published main.py has no '
+                              'online fine-tuning on visual environments)')
         for entry in self.config_schedule:
             if len(entry) != 2 or int(entry[0]) < 0 or not isinstance(entry[1], dict):
                 raise OptionError(['config_schedule'], [entry], 'entries must be (step >= 0, dict of config values)')

@@ -123,14 +123,15 @@ def stack(trees):
 # ----------------------------------------------------------------------------- the jitted chunk
 
 
-def _single_seed_chunk(batch_size: int, steps: int, batch_constraint: Optional[Callable]):
-    """(agent, data, rng) -> (agent, rng, chunk-mean info) running ``steps`` updates of one seed."""
+def _single_seed_chunk(batch_size: int, steps: int, pixels, batch_constraint: Optional[Callable]):
+    """(agent, data, rng) -> (agent, rng, chunk-mean info) running ``steps`` updates of one seed (frames stacked and
+    cropped as ``pixels``, a ``floq_jax.data.sampling.Pixels`` or None, says)."""
 
     def chunk(agent, data, rng):
         def body(carry, _):
             agent, rng = carry
             rng, key = jax.random.split(rng)
-            batch = sample_batch(data, key, batch_size)
+            batch = sample_batch(data, key, batch_size, pixels)
             if batch_constraint is not None:
                 batch = batch_constraint(batch)
             agent, info = agent.update(batch)
@@ -230,7 +231,7 @@ def over_seeds(make_one_seed: Callable[[Optional[Callable]], Callable], in_axes:
 
 
 @functools.lru_cache(maxsize=64)
-def make_train_chunk(batch_size: int, steps: int, mesh: Optional[Mesh] = None, seed_map: bool = False):
+def make_train_chunk(batch_size: int, steps: int, mesh: Optional[Mesh] = None, seed_map: bool = False, pixels=None):
     """The jitted multi-seed chunk: (agents (S, ...), data {(N, ...)}, rngs (S, 2)) -> (agents, rngs, infos {(S,)}).
 
     Cached: runs in one process (sweeps, resumes, tests) with the same arguments reuse one jitted function and so
@@ -241,7 +242,7 @@ def make_train_chunk(batch_size: int, steps: int, mesh: Optional[Mesh] = None, s
     ``seed_map`` (see :func:`use_seed_map`): each device runs its seeds one after another with ``lax.map``
     (inside ``shard_map`` on a mesh whose 'batch' axis is 1) instead of ``vmap``; results equal per-seed runs.
     """
-    make_one_seed = functools.partial(_single_seed_chunk, batch_size, steps)
+    make_one_seed = functools.partial(_single_seed_chunk, batch_size, steps, pixels)
     chunk = over_seeds(make_one_seed, (0, None, 0), 3, mesh, seed_map, donate_argnums=(0, 2))
     if mesh is not None:
         return chunk

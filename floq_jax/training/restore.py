@@ -28,9 +28,11 @@ def load_run(run_directory: str, agent_class: Callable[[str], Any], step: Option
     flags = json.loads(storage.read_text(storage.join(run_directory, 'flags.json')))
     config = rundirs.canonical_config(flags['agent'])
     data = load_offline_data(flags['env_name'], dataset_path=dataset_path or flags['dataset_file'])
-    arrays = sampling.batch_arrays(data.train)
+    frame_stack = flags.get('frame_stack')  # None for runs written before flags.json recorded it
+    arrays = sampling.batch_arrays(data.train, frame_stack=frame_stack)
     agent_cls = agent_registry.class_for_run(config.agent_name, flags, agent_class)  # else flags' agent_file
-    agent = agent_cls.create(int(flags['seed']), arrays['observations'][:1], arrays['actions'][:1], config)
+    agent = agent_cls.create(int(flags['seed']), sampling.example_observations(arrays, frame_stack),
+                             arrays['actions'][:1], config)
     target = {'agent': agent, 'data_rng': parallel.seed_rngs([int(flags['seed'])])[0]}
     if int(flags.get('online_steps') or 0) > 0:
         from floq_jax.training.online import initial_buffer

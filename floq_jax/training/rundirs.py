@@ -64,10 +64,19 @@ def flags_record(config, data, options: RunOptions, seed: int) -> dict:
                   num_seeds=options.num_seeds, offline_steps=options.offline_steps, online_steps=options.online_steps,
                   eval_protocol=options.eval_protocol, balanced_sampling=bool(options.balanced_sampling),
                   eval_protocol_description=presets.describe_eval_protocol(options.eval_protocol),
-                  success_timing=options.success_timing, eval_seeding=options.eval_seeding)
+                  success_timing=options.success_timing, eval_seeding=options.eval_seeding,
+                  frame_stack=options.frame_stack, p_aug=options.p_aug)
     if options.config_schedule:
         record['config_schedule'] = jsonable([[int(s), dict(c)] for s, c in options.config_schedule])
     return record
+
+
+def added_keys_read_as_none(old_config, new_config):
+    """``new_config`` less the keys ``old_config`` lacks whose value is None: an agent config written before a key
+    existed (e.g. ``encoder``, added with a None default) reads as having it at None."""
+    if not isinstance(old_config, dict) or not isinstance(new_config, dict):
+        return new_config
+    return {k: v for k, v in new_config.items() if k in old_config or v is not None}
 
 
 def check_run_dir(directory: str, record: dict, resume: bool) -> bool:
@@ -79,6 +88,7 @@ def check_run_dir(directory: str, record: dict, resume: bool) -> bool:
         old = json.loads(storage.read_text(path))
     except (OSError, ValueError) as e:
         raise RunDirConflict(f'{path} is unreadable ({e}); refusing to overwrite {directory}') from None
+    record = dict(record, agent=added_keys_read_as_none(old.get('agent'), record.get('agent')))
     differ = [k for k in IDENTITY_KEYS if old.get(k) != record.get(k)]
     if differ:
         details = []
@@ -102,6 +112,13 @@ def check_run_dir(directory: str, record: dict, resume: bool) -> bool:
         raise RunDirConflict(f'run dir {directory} was trained with balanced_sampling={old_balanced}, this run asks for '
                              f'{new_balanced} (another replay buffer); pass --balanced_sampling={old_balanced} to '
                              f'continue it, or another --run_group')
+    # Pixels: runs written before flags.json recorded frame_stack / p_aug had neither (None).
+    for name in ('frame_stack', 'p_aug'):
+        was, wants = old.get(name), record.get(name)
+        if was != wants:
+            hint = f'--{name}={was}' if was is not None else f'no --{name}'
+            raise RunDirConflict(f'run dir {directory} was trained with {name}={was}, this run asks for {wants}; pass '
+                                 f'{hint} to continue it, or another --run_group')
     # Runs written before flags.json recorded these read as what they ran (presets.success_timing_of / eval_seeding_of).
     for name, of, accepted in (('success_timing', presets.success_timing_of, presets.SUCCESS_TIMINGS),
                                ('eval_seeding', presets.eval_seeding_of, presets.EVAL_SEEDINGS)):

@@ -37,7 +37,10 @@ class RunState:
         self.mesh = parallel.make_mesh(options.num_seeds) if use_mesh else None
         self.seed_map = parallel.use_seed_map(options.seed_loop, config,
                                                parallel.seeds_per_device(options.num_seeds, self.mesh))
-        arrays = sampling.batch_arrays(data.train)
+        # Pixels: --frame_stack / --p_aug (None, None for a state-based run); frames are stacked and cropped where the
+        # batches are drawn (on the device inside the jitted chunk, or on the host by the HostSampler).
+        self.pixels = sampling.Pixels(options.frame_stack, options.p_aug)
+        arrays = sampling.batch_arrays(data.train, frame_stack=options.frame_stack)
         self.host_arrays = arrays
         self.host_sampler = None
         host = sampling.samples_on_host(options.host_sampling, arrays)
@@ -45,11 +48,11 @@ class RunState:
             logging.warning('sampling batches on the host: the dataset (%.2f GiB) is kept in host memory '
                             '(--host_sampling, or more than half the free device memory)',
                             sampling.nbytes(arrays) / 2**30)
-            self.host_sampler = sampling.HostSampler(arrays, config.batch_size, self.seeds)
+            self.host_sampler = sampling.HostSampler(arrays, config.batch_size, self.seeds, self.pixels)
             self.device_data = None
         else:
             self.device_data = sampling.put_replicated(arrays, parallel.replicated(self.mesh) if self.mesh else None)
-        ex_obs, ex_act = arrays['observations'][:1], arrays['actions'][:1]
+        ex_obs, ex_act = sampling.example_observations(arrays, options.frame_stack), arrays['actions'][:1]
         self.agents = parallel.create_agents(agent_cls, config, ex_obs, ex_act, self.seeds, self.mesh)
         self._base_agent_config = self.agents.config
         self.rngs = parallel.seed_rngs(self.seeds)
