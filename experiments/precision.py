@@ -17,9 +17,14 @@ from agents import floq
 from floq_jax.analysis import groundtruth
 from floq_jax.scaling import scaled_config
 
-flags.DEFINE_integer('updates', 1000, 'Updates per check.')
-flags.DEFINE_string('out', None, 'Optional markdown file for the table.')
 FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+    """The entrypoint's flags, defined only when it runs (importing small_config must not define --out, which
+    experiments.benchmark defines too)."""
+    flags.DEFINE_integer('updates', 1000, 'Updates per check.')
+    flags.DEFINE_string('out', None, 'Optional markdown file for the table.')
 
 
 def small_config(**overrides):
@@ -68,4 +73,5 @@ def main(_):
 
 
 if __name__ == '__main__':
+    define_flags()
     app.run(main)

@@ -137,3 +137,18 @@ def test_cpu_scale_refreshes_the_stale_copy_for_a_quarter_of_the_cpu_run():
     from floq_jax import sweeps
 
     assert SCALES['cpu'].keys['stale_copy_until'] == sweeps.CPU_STEPS // 4  # the published 250k of 1M updates
+
+
+@pytest.mark.subprocess
+def test_protocol_modules_import_together():
+    """The modules protocol_configs() reads import into one process beside experiments.benchmark (a pytest worker
+    may hold both): importing experiments.precision must not define --out a second time."""
+    import subprocess
+    import sys
+
+    from tests.conftest import subprocess_env
+
+    code = 'import experiments.benchmark, experiments.precision, experiments.end_to_end, experiments.side_by_side'
+    out = subprocess.run([sys.executable, '-c', code], cwd=REPO, env=subprocess_env(), capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
