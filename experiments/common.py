@@ -122,6 +122,10 @@ def prepare(**extra):
     except ValueError as e:
         raise UsageError(e) from None
     check_dataset(FLAGS.env_name, FLAGS.dataset_dir, FLAGS.dataset_path)
+    try:
+        compose.check_rendering(FLAGS.env_name, options.eval_episodes + options.video_episodes)
+    except DatasetError as e:
+        raise UsageError(f'--env_name={FLAGS.env_name}: {e}') from None
     if FLAGS.distributed:
         distributed.initialize_distributed()
     try:

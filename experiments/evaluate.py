@@ -38,6 +38,7 @@ def main(_):
     def body():
         import agents
         from floq_jax import storage
+        from floq_jax.data import DatasetError
         from floq_jax.training import evaluate
 
         checks.check_readable('run_dir', FLAGS.run_dir)
@@ -66,6 +67,8 @@ def main(_):
                                    success_timing=FLAGS.success_timing or None)
         except FileNotFoundError as e:
             raise errors.UsageError(f'--step: {e}') from None
+        except DatasetError as e:  # e.g. a pixel run's env cannot be rendered here
+            raise errors.UsageError(f'--run_dir={FLAGS.run_dir}: {e}') from None
         print(json.dumps(summary, indent=2))
 
     errors.run_cli(body)

@@ -1,7 +1,11 @@
 """The pixel flags' bad values: one line naming the flag and what is accepted, exit code 2, nothing written."""
 
+import subprocess
+import sys
+
 import pytest
 
+from tests.conftest import REPO, TINY_VISUAL, subprocess_env
 from tests.test_cli import ENV, error_line, run, save_dir  # noqa: F401 - save_dir is a fixture
 
 pytestmark = pytest.mark.subprocess  # starts entrypoints
@@ -17,3 +21,14 @@ pytestmark = pytest.mark.subprocess  # starts entrypoints
 def test_pixel_flags_bad_values(save_dir, module, flags, expected):  # noqa: F811 - the fixture
     out = run([f'--env_name={ENV}', *flags, f'--save_dir={save_dir}'], module=module)
     assert out.returncode == 2 and error_line(out).startswith(expected), error_line(out)
+
+
+def test_pixel_run_where_mujoco_cannot_render(save_dir, tiny_visual_dataset):  # noqa: F811 - the fixture
+    """The dataset loads without rendering; the run's evaluation would render: one line before anything is written."""
+    task = TINY_VISUAL['task']
+    out = subprocess.run([sys.executable, '-m', 'experiments.train_offline', f'--env_name={task}',
+                          f'--dataset_path={tiny_visual_dataset}', '--agent.encoder=impala_debug', '--offline_steps=2',
+                          f'--save_dir={save_dir}'], cwd=REPO, capture_output=True, text=True, timeout=300,
+                         env=subprocess_env(MUJOCO_GL='bogus'))
+    assert out.returncode == 2 and error_line(out).startswith(
+        f"error: --env_name={task}: evaluating {task} needs offscreen rendering: MUJOCO_GL='bogus'"), error_line(out)

@@ -78,6 +78,28 @@ def test_load_offline_data_keeps_frames_uint8(tiny_visual_dataset, loaded):
     assert 0.0 <= dataset_success(TINY_VISUAL['dataset'], tiny_visual_dataset, tasks=(2,))[2] <= 1.0
 
 
+def test_loading_a_visual_file_renders_nothing(tiny_visual_dataset, loaded, monkeypatch):
+    """Loading an existing pixel file needs no GL backend: its frames are read from the file and its rewards come from
+    qpos (relabelled by the state twin env, same task), so neither the rendering check nor a render runs (rendering
+    is for generating frames and for evaluation).  Same arrays as the loader's (and OGBench's, checked above)."""
+    from ogbench.manipspace.envs.manipspace_env import ManipSpaceEnv
+
+    from floq_jax.data import rendering
+
+    def never(*args, **kwargs):
+        raise AssertionError('loading an existing pixel file rendered (or checked rendering)')
+
+    monkeypatch.setattr(rendering, 'require_rendering', never)
+    monkeypatch.setattr(rendering, 'probe_rendering', never)
+    monkeypatch.setattr(ManipSpaceEnv, 'render', never)
+    data = load_offline_data(TASK, dataset_path=tiny_visual_dataset)
+    for split in ('train', 'val'):
+        for k, v in getattr(loaded, split).items():
+            np.testing.assert_array_equal(getattr(data, split)[k], v, err_msg=f'{split}/{k}')
+            assert getattr(data, split)[k].dtype == v.dtype
+    assert data.reward_range == loaded.reward_range
+
+
 def test_ogbench_visual_files_load_untouched_from_dataset_dir(tiny_visual_dataset, loaded, tmp_path):
     """A file written exactly as OGBench writes its visual datasets (np.savez_compressed of observations uint8,
     actions, terminals bool, qpos, qvel; no generator record) is found in --dataset_dir and loaded as 'ogbench'."""
@@ -213,3 +235,26 @@ def test_generate_dataset_checks_rendering_for_pixel_names_only(tmp_path, monkey
                             progress=False)
     with np.load(path) as f:
         assert f['observations'].dtype == np.float32 and f['observations'].shape == (3, 28)
+
+
+def test_a_pixel_run_checks_rendering_before_it_writes(tmp_path, monkeypatch):
+    """Rendering is asked for where frames are made: a pixel run that evaluates (compose.train, before anything is
+    written) raises the one-line DatasetError when MuJoCo cannot render; no episodes, or a state env, never asks."""
+    from floq_jax.data import rendering
+    from floq_jax.training import compose
+    from floq_jax.training.options import RunOptions
+
+    gl = os.environ.get('MUJOCO_GL', 'egl')
+    monkeypatch.setenv('MUJOCO_GL', 'bogus')
+    options = RunOptions(env_name=TASK, offline_steps=1, eval_episodes=2, save_dir=str(tmp_path / 'runs'))
+    with pytest.raises(DatasetError, match=rf"^evaluating {TASK} needs offscreen rendering: MUJOCO_GL='bogus' is not"):
+        compose.train(None, None, None, options)
+    assert not (tmp_path / 'runs').exists()
+    monkeypatch.setenv('MUJOCO_GL', gl)
+
+    def never(what):
+        raise AssertionError(f'{what}: asked for rendering')
+
+    monkeypatch.setattr(rendering, 'require_rendering', never)
+    compose.check_rendering(TASK, 0)
+    compose.check_rendering('cube-single-play-singletask-task2-v0', 50)

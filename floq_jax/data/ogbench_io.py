@@ -17,7 +17,7 @@ import numpy as np
 
 from floq_jax import storage
 from floq_jax.data.errors import DatasetError
-from floq_jax.data.names import parse_name
+from floq_jax.data.names import VISUAL_PREFIX, parse_name
 
 DEFAULT_DATASET_DIR = '~/.ogbench/data'
 ACTION_CLIP = 1 - 1e-5
@@ -26,9 +26,9 @@ OUT_KEYS = ('observations', 'actions', 'rewards', 'masks', 'next_observations', 
 
 @dataclasses.dataclass
 class OfflineData:
-    """An environment (the one that labelled the rewards) plus its offline train/val transitions (see module
-    docstring for shapes); ``eval_env``, a second env, is built on first use (building an env costs seconds, and
-    floq-jax's evaluation builds its own)."""
+    """An environment (the one that labelled the rewards: for a pixel dataset its state twin, which renders nothing)
+    plus its offline train/val transitions (see module docstring for shapes); ``eval_env``, a second env, is built
+    on first use (building an env costs seconds, and floq-jax's evaluation builds its own)."""
 
     env: object
     train: dict
@@ -192,22 +192,23 @@ def load_offline_data(env_name, dataset_dir=None, dataset_path=None):
     path = local_copy(dataset_file)
     vpath = val_path(path)
     has_val = os.path.isfile(vpath)
-    if parsed.visual:  # the env renders its observations (and relabelling resets it)
-        from floq_jax.data.rendering import require_rendering
-
-        require_rendering(f'loading {parsed.dataset_name}')
+    # A pixel dataset is labelled by its state twin (same physics, task and reward, all from qpos / button_states):
+    # a visual env renders a frame on every reset and even to tell its observation space, and loading a file needs
+    # no frame (generation and evaluation do: floq_jax.data.rendering).
+    label_env_name = env_name[len(VISUAL_PREFIX):] if parsed.visual else env_name
     try:
-        env = ogbench.make_env_and_datasets(env_name, env_only=True)
-        obs_space = env.observation_space
+        env = ogbench.make_env_and_datasets(label_env_name, env_only=True)
+        obs_shape, obs_dtype = (visual_frame_shape(parsed.env_name), np.uint8) if parsed.visual else (
+            env.observation_space.shape, env.observation_space.dtype)
     except Exception as e:  # noqa: BLE001
         raise DatasetError(f'cannot create environment for {env_name!r}: {type(e).__name__}: {e}') from None
-    obs_shape, obs_dtype = obs_space.shape, obs_space.dtype
     action_dim = env.action_space.shape[0]
     validate_file(path, parsed.family, obs_shape, action_dim, obs_dtype)
     if has_val:
         validate_file(vpath, parsed.family, obs_shape, action_dim, obs_dtype)
         train, val = ogbench.make_env_and_datasets(env_name, dataset_path=path, cur_env=env, dataset_only=True)
-        # make_env_and_datasets(dataset_only=True) relabels with cur_env; it returns only the datasets.
+        # make_env_and_datasets(dataset_only=True) relabels with cur_env; it returns only the datasets (uint8
+        # observations for a 'visual' name).
     else:
         splits = env_name.split('-')
         pos = splits.index('singletask')
@@ -229,6 +230,16 @@ def load_offline_data(env_name, dataset_dir=None, dataset_path=None):
         reward_range=(float(train['rewards'].min()), float(train['rewards'].max())),
         dataset_file=dataset_file,
     )
+
+
+def visual_frame_shape(env_name):
+    """(height, width, 3) of the frames OGBench's visual env ``env_name`` (its goal-conditioned id, e.g.
+    'visual-cube-single-v0') observes, from its registration (making the env would render one)."""
+    import gymnasium
+    import ogbench  # noqa: F401 - registers the envs
+
+    kwargs = gymnasium.spec(env_name).kwargs
+    return int(kwargs['height']), int(kwargs['width']), 3
 
 
 def local_copy(path: str) -> str:

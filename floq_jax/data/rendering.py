@@ -2,8 +2,9 @@
 
 OGBench's visual environments render every observation with MuJoCo's offscreen renderer, through the OpenGL backend
 that ``$MUJOCO_GL`` names: ``egl`` (libEGL, e.g. Mesa's software llvmpipe or a GPU driver) or ``osmesa`` (libOSMesa,
-software only); ``glfw`` needs a display.  ``require_rendering`` is called before a visual dataset is generated or
-loaded, so a machine that cannot render fails before anything is written.
+software only); ``glfw`` needs a display.  ``require_rendering`` is called before a visual dataset is generated and
+before a pixel run or checkpoint is evaluated (floq_jax.training.compose.check_rendering), so a machine that cannot
+render fails before anything is written; loading an existing visual file renders nothing and needs no GL backend.
 """
 import ctypes.util
 import os

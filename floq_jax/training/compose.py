@@ -98,14 +98,28 @@ def agent_config(config, env_name: str, preset: Optional[str] = None, mode: str 
     return applied
 
 
+def check_rendering(env_name: str, episodes: int) -> None:
+    """Raises floq_jax.data.DatasetError (one line: what is missing, how to install it) when ``episodes`` > 0
+    episodes of ``env_name`` are to be run and it is a pixel env (it renders every observation) that MuJoCo cannot
+    render here (floq_jax.data.rendering).  A state env, or no episodes, never asks for a GL backend."""
+    from floq_jax.data import parse_name
+
+    if episodes > 0 and parse_name(env_name).visual:
+        from floq_jax.data.rendering import require_rendering
+
+        require_rendering(f'evaluating {env_name}')
+
+
 def train(agent_cls, config, data, options, mode: str = 'offline',
           callbacks: Sequence[Callable] = ()) -> List[str]:
     """Trains ``agent_cls`` at ``config`` on ``data`` with RunOptions ``options``: offline, or (``mode=
     'offline_to_online'``) offline then online; returns the run directories, one per seed
-    (floq_jax.training.runner)."""
+    (floq_jax.training.runner).  A pixel run that evaluates checks first, before anything is written, that MuJoCo
+    can render here (:func:`check_rendering`)."""
     from floq_jax.training import runner
 
     if mode not in MODES:
         raise ValueError(f'mode={mode!r}: accepted: {", ".join(MODES)}')
+    check_rendering(options.env_name, options.eval_episodes + options.video_episodes)
     return runner.run_training(agent_cls, config, data, options, online=mode == 'offline_to_online',
                                callbacks=callbacks)

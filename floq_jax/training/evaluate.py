@@ -194,10 +194,12 @@ def evaluate_checkpoint(run_dir, agent_class: Callable[[str], Any], step=None, e
     import io
 
     from floq_jax.envs.evaluation import evaluation_seed, seeds_evaluator
+    from floq_jax.training.compose import check_rendering
     from floq_jax.training.restore import load_run
 
     temperature = presets.eval_temperature(eval_protocol)
     agent, _, _, step, data, run_flags = load_run(run_dir, agent_class, step, dataset_path)
+    check_rendering(run_flags['env_name'], eval_episodes + video_episodes)  # a pixel env renders its episodes
     num_steps = tuple(num_steps) or (int(agent.config.get('critic_flow_steps', 1)),)
     seeding = presets.eval_seeding_of(run_flags)
     seed = (evaluation_seed(int(run_flags['seed']), int(step), seeding) if eval_seed is None else int(eval_seed))
