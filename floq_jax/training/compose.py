@@ -102,9 +102,9 @@ def check_rendering(env_name: str, episodes: int) -> None:
     """Raises floq_jax.data.DatasetError (one line: what is missing, how to install it) when ``episodes`` > 0
     episodes of ``env_name`` are to be run and it is a pixel env (it renders every observation) that MuJoCo cannot
     render here (floq_jax.data.rendering).  A state env, or no episodes, never asks for a GL backend."""
-    from floq_jax.data import parse_name
+    from floq_jax.data.names import VISUAL_PREFIX
 
-    if episodes > 0 and parse_name(env_name).visual:
+    if episodes > 0 and env_name.startswith(VISUAL_PREFIX):  # (a dataset name or an env id)
         from floq_jax.data.rendering import require_rendering
 
         require_rendering(f'evaluating {env_name}')
