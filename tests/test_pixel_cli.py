@@ -23,6 +23,22 @@ def test_pixel_flags_bad_values(save_dir, module, flags, expected):  # noqa: F81
     assert out.returncode == 2 and error_line(out).startswith(expected), error_line(out)
 
 
+def test_encoder_must_match_the_observations(save_dir, tiny_npz, tiny_visual_dataset):  # noqa: F811 - the fixture
+    """An encoder reads frames, a network without one state vectors: either mismatch is one line naming
+    --agent.encoder (both crashed in the agent's create with a traceback, after the run directories were made)."""
+    state = run([f'--env_name={ENV}', f'--dataset_path={tiny_npz}', '--agent.encoder=impala_debug',
+                 '--offline_steps=2', f'--save_dir={save_dir}'])
+    assert state.returncode == 2 and error_line(state).startswith(
+        f"error: --agent.encoder='impala_debug': {ENV} observes state vectors and an encoder reads frames; "
+        'accepted: no --agent.encoder, or a visual-* env'), error_line(state)
+    task = TINY_VISUAL['task']
+    pixels = run([f'--env_name={task}', '--agent=agents/fql.py', f'--dataset_path={tiny_visual_dataset}',
+                  '--offline_steps=2', f'--save_dir={save_dir}'])
+    assert pixels.returncode == 2 and error_line(pixels).startswith(
+        f'error: --agent.encoder=None: {task} observes frames, which a network without an encoder cannot read; '
+        'accepted: --agent.encoder=impala'), error_line(pixels)
+
+
 def test_pixel_run_where_mujoco_cannot_render(save_dir, tiny_visual_dataset):  # noqa: F811 - the fixture
     """The dataset loads without rendering; the run's evaluation would render: one line before anything is written."""
     task = TINY_VISUAL['task']

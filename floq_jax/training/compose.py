@@ -70,7 +70,8 @@ def agent_config(config, env_name: str, preset: Optional[str] = None, mode: str 
     config as the preset left it) and ``sizes``, for the keys the config has; then ``overrides``; then,
     given ``data``, r_min / r_max from its rewards (``reward_range``, floq_jax.training.runner.set_reward_range).
 
-    Returns the preset values applied {key: value}.  Raises ValueError for an unknown preset / agent, an
+    Returns the preset values applied {key: value}.  Raises ValueError for an encoder that does not fit the env's
+    observations (:func:`check_encoder`), an unknown preset / agent, an
     override naming a key the config lacks (``config has no key ...``), or (for a registered agent) a value outside
     the agent file's ``CONFIG_RANGES`` (floq_jax.agent_registry.check_config: one line naming the key).
     """
@@ -95,7 +96,28 @@ def agent_config(config, env_name: str, preset: Optional[str] = None, mode: str 
 
     if config.agent_name in agent_registry.registered():
         agent_registry.check_config(config)
+    check_encoder(config, env_name)
     return applied
+
+
+def check_encoder(config, env_name: str) -> None:
+    """Raises ValueError (one line naming ``--agent.encoder``) when ``config.encoder`` does not fit ``env_name``'s
+    observations: an encoder reads frames (a ``visual-*`` env), a network without one reads state vectors.  A config
+    without an ``encoder`` key (an agent file that reads observations its own way) is left alone."""
+    from floq_jax.data.names import VISUAL_PREFIX
+
+    if 'encoder' not in config:
+        return
+    visual = env_name.startswith(VISUAL_PREFIX)
+    encoder = config['encoder']
+    if encoder is not None and not visual:
+        raise ValueError(f'--agent.encoder={encoder!r}: {env_name} observes state vectors and an encoder reads '
+                         'frames; accepted: no --agent.encoder, or a visual-* env')
+    if encoder is None and visual:
+        from floq_jax.core.encoders import ENCODERS
+
+        raise ValueError(f'--agent.encoder=None: {env_name} observes frames, which a network without an encoder '
+                         f'cannot read; accepted: --agent.encoder={"|".join(ENCODERS)}')
 
 
 def check_rendering(env_name: str, episodes: int) -> None:
