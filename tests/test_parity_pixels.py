@@ -18,7 +18,6 @@ network is ``{'encoder': <the published encoder's params, same names>, 'net': <t
 tests/parity_convert.py>}``; the published FQL keeps the BC policy's encoder in ``modules_actor_bc_flow_encoder``.
 """
 
-import hashlib
 import os
 
 import jax
@@ -28,6 +27,7 @@ import pytest
 from flax import traverse_util
 
 from agents import agent_class
+from experiments.parity_pixels import leaf_digest  # the digest the golden file records
 from floq_jax.core import actor
 from floq_jax.core.encoders import ENCODERS
 from tests import parity_convert
@@ -43,11 +43,6 @@ def golden():
 
 def close(actual, expected, rtol=RTOL, atol=ATOL, err_msg=''):
     np.testing.assert_allclose(np.asarray(actual), np.asarray(expected), rtol=rtol, atol=atol, err_msg=err_msg)
-
-
-def digest(x):
-    x = np.ascontiguousarray(np.asarray(x, np.float32))
-    return hashlib.sha256(repr(x.shape).encode() + x.tobytes()).hexdigest()
 
 
 def tree_of(golden, prefix):
@@ -111,7 +106,7 @@ def test_encoder_init_and_output(golden, name):
     assert frames.dtype == jnp.uint8
     module = ENCODERS[name]()
     params = module.init(jax.random.PRNGKey(0), frames)
-    mine = {k: digest(v) for k, v in traverse_util.flatten_dict(params['params'], sep='/').items()}
+    mine = {k: leaf_digest(v) for k, v in traverse_util.flatten_dict(params['params'], sep='/').items()}
     assert mine == golden.meta['encoders'][name]
     close(module.apply(params, frames), golden.arrays[f'encoders/{name}/output'], rtol=1e-5, atol=1e-6)
 
