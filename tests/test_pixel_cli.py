@@ -48,3 +48,17 @@ def test_pixel_run_where_mujoco_cannot_render(save_dir, tiny_visual_dataset):  #
                          env=subprocess_env(MUJOCO_GL='bogus'))
     assert out.returncode == 2 and error_line(out).startswith(
         f"error: --env_name={task}: evaluating {task} needs offscreen rendering: MUJOCO_GL='bogus'"), error_line(out)
+
+
+def test_frame_stack_from_a_sweep_must_be_a_whole_number():
+    """A sweep's options reach RunOptions without absl's integer parsing: 2.5, 3.0 or True is refused in one line (2.5
+    used to pass validation and fail later in range())."""
+    import numpy as np
+
+    from floq_jax.training.options import OptionError, RunOptions
+
+    for bad in (2.5, 3.0, 0, True):
+        with pytest.raises(OptionError, match='frame_stack=.*accepted: a positive integer'):
+            RunOptions(env_name='cube-single-play-singletask-task1-v0', frame_stack=bad).validate()
+    RunOptions(env_name='cube-single-play-singletask-task1-v0', frame_stack=3).validate()
+    RunOptions(env_name='cube-single-play-singletask-task1-v0', frame_stack=np.int64(3)).validate()

@@ -9,6 +9,7 @@ can end early (the run's exceptions).
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import warnings
 from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Sequence, Tuple
 
@@ -167,7 +168,8 @@ class RunOptions:
             if int(k) < 1:
                 raise OptionError(['eval_num_steps'], [','.join(map(str, self.eval_num_steps))],
                                   'expected a comma list of positive integers, e.g. 1,4,8')
-        if self.frame_stack is not None and int(self.frame_stack) < 1:
+        if self.frame_stack is not None and (isinstance(self.frame_stack, bool) or not isinstance(self.frame_stack, numbers.Integral)
+                                             or self.frame_stack < 1):
             raise OptionError(['frame_stack'], [self.frame_stack], 'accepted: a positive integer (or unset)')
         if self.p_aug is not None and not 0.0 <= float(self.p_aug) <= 1.0:
             raise OptionError(['p_aug'], [self.p_aug], 'accepted: a probability in [0, 1] (or unset)')
