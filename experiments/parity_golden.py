@@ -204,13 +204,22 @@ def golden_args(description, default_out):
     return parser.parse_args()
 
 
+def portable_command(argv=None) -> str:
+    """The command that wrote a golden file, as anyone can rerun it: ``python -m experiments.<script>`` and its
+    arguments, with the reference checkout as a placeholder (no path of the machine that ran it)."""
+    argv = sys.argv if argv is None else argv
+    module = 'experiments.' + os.path.splitext(os.path.basename(argv[0]))[0]
+    return ' '.join(['python', '-m', module] + ['--reference_dir=<checkout of CMU-AIRe/floq at reference_commit>'
+                                                if a.startswith('--reference_dir') else a for a in argv[1:]])
+
+
 def golden_meta(commit, **extra):
     """The metadata every golden file starts with: the reference, the command, the versions."""
     import flax
     import jax
 
     return dict(reference_commit=commit, reference_repo='https://github.com/CMU-AIRe/floq',
-                command=' '.join([sys.executable, *sys.argv]), jax_version=jax.__version__,
+                command=portable_command(), jax_version=jax.__version__,
                 flax_version=flax.__version__, backend=jax.default_backend(), **extra)
 
 

@@ -265,7 +265,7 @@ def main():
     if unknown:
         print(f'--variants: unknown {", ".join(unknown)}; accepted: {", ".join(VARIANTS)}', file=sys.stderr)
         sys.exit(2)
-    from experiments.parity_golden import load_reference, write_golden
+    from experiments.parity_golden import load_reference, portable_command, write_golden
 
     _, commit = load_reference(args.reference_dir)  # its agents/ and utils/ before the repository's own agents/
 
@@ -274,9 +274,7 @@ def main():
     import optax
 
     data, meta = {}, dict(reference_commit=commit, reference_repo='https://github.com/CMU-AIRe/floq',
-                          command='python -m experiments.parity_trajectory ' + ' '.join(
-                              '--reference_dir=<checkout of CMU-AIRe/floq at reference_commit>'
-                              if a.startswith('--reference_dir') else a for a in sys.argv[1:]),
+                          command=portable_command(),
                           jax_version=jax.__version__, flax_version=flax.__version__, optax_version=optax.__version__,
                           backend=jax.default_backend(), num_updates=NUM_UPDATES, samples=SAMPLES,
                           seeds=dict(params=PARAM_SEED, batches=BATCH_SEED, draws=TAPE_SEED), variants={})

@@ -88,7 +88,8 @@ def batch_of(golden):
 
 def test_metadata(golden):
     meta = golden.meta
-    assert len(meta['reference_commit']) == 40 and 'parity_golden.py' in meta['command']
+    assert len(meta['reference_commit']) == 40 and meta['command'].startswith('python -m experiments.parity_golden ')
+    assert not any(a.split('=')[-1].startswith('/') for a in meta['command'].split()), meta['command']
     assert set(meta['agents']) == set(AGENTS)
     assert os.path.getsize(GOLDEN) < 1 << 20
 
@@ -182,3 +183,12 @@ def _zero_targets(name, golden):
     """The published gradients omit the target networks (no gradient reaches them); convert_params reads them."""
     tree = golden.tree(name, 'params')
     return {k: jax.tree_util.tree_map(np.zeros_like, v) for k, v in tree.items() if k.startswith('modules_target_')}
+
+
+def test_golden_files_record_a_command_without_machine_paths():
+    from experiments.parity_golden import portable_command
+
+    assert portable_command(['/somewhere/wt/experiments/parity_pixels.py', '--reference_dir=/home/me/floq',
+                             '--out=tests/data/parity_pixels.npz']) == (
+        'python -m experiments.parity_pixels --reference_dir=<checkout of CMU-AIRe/floq at reference_commit> '
+        '--out=tests/data/parity_pixels.npz')

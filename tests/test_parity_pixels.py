@@ -92,7 +92,8 @@ def fql_agent(golden, params_tree):
 
 def test_metadata(golden):
     meta = golden.meta
-    assert len(meta['reference_commit']) == 40 and 'parity_pixels' in meta['command']
+    assert len(meta['reference_commit']) == 40 and meta['command'].startswith('python -m experiments.parity_pixels ')
+    assert not any(a.split('=')[-1].startswith('/') for a in meta['command'].split()), meta['command']
     assert set(meta['encoders']) == set(ENCODERS)
     assert os.path.getsize(GOLDEN) < 1 << 20
     # The published floq agent fails with an encoder (docs/pixels.md); if a new reference runs, this fixture

@@ -194,7 +194,8 @@ def check_trajectory(variant, num_updates=traj.NUM_UPDATES):
 
 def test_metadata():
     arrays, meta = golden()
-    assert len(meta['reference_commit']) == 40 and 'parity_trajectory' in meta['command']
+    assert len(meta['reference_commit']) == 40 and meta['command'].startswith('python -m experiments.parity_trajectory ')
+    assert not any(a.split('=')[-1].startswith('/') for a in meta['command'].split()), meta['command']
     assert meta['num_updates'] == traj.NUM_UPDATES >= 3
     assert set(meta['variants']) == set(traj.VARIANTS)
     assert {m['agent'] for m in meta['variants'].values()} == {'floq', 'fql', 'fql_iqn'}
