@@ -45,7 +45,14 @@ SUCCESS = [
     ('mechanisms', CUBE, 'floq_stale2', 'floq', '(c) success stale2 vs floq'),
     ('mechanisms', CUBE, 'floq_noise8', 'floq', '(d) success floq_noise8 vs floq'),
     ('mechanisms', CUBE, 'fql_noise8', 'fql', '(d) success fql_noise8 vs FQL'),
+    ('resnet_flops', CUBE, 'floq', 'fql_resnet_matched', 'claim (e): success floq vs FQL-ResNet at matched FLOPs'),
+    ('resnet_flops', CUBE, 'floq', 'fql_resnet', 'claim (e): success floq vs FQL-ResNet, published shape'),
+    ('resnet_flops', CUBE, 'floq', 'fql', 'claim (e): success floq vs FQL'),
+    ('utd_to128', CUBE, 'floq_utd64', 'fql_utd64', 'utd_to128: success at UTD 64, floq vs FQL'),
+    ('utd_to128', CUBE, 'floq_utd128', 'fql_utd128', 'utd_to128: success at UTD 128, floq vs FQL'),
 ]
+# utd_to128 (UTD 1..128 at 500 online env steps): the held-out centered error per seed (heldout_q_per_seed.csv).
+UTD_SET, UTDS_TO128 = 'utd_to128', (1, 4, 16, 64, 128)
 # Success of a frozen critic against the same configuration unfrozen (main_table's cube runs: same config and seeds).
 CROSS = [(('freeze_features', 'floq_frozen'), ('main_table', 'floq'), 'freeze: floq frozen vs unfrozen'),
          (('freeze_features', 'fql_frozen'), ('main_table', 'fql'), 'freeze: FQL frozen vs unfrozen')]
@@ -91,6 +98,49 @@ def per_seed_success(root, result_set, env, variant):
         d = d[(d['env_name'] == env) & (d['train_K'] == k) & (d['eval_K'] == k)]
         return d.sort_values('seed')['success'].to_numpy(float)
     return None
+
+
+def heldout_per_seed(root, result_set, env, variant, col='q_centered_error'):
+    """A variant's per-seed held-out measure ``col`` at its own K (heldout_q_per_seed.csv), ordered by seed."""
+    import pandas as pd
+
+    d = pd.read_csv(os.path.join(root, result_set, 'heldout_q_per_seed.csv'))
+    d = d[(d['env_name'] == env) & (d['variant'] == variant)]
+    if 'eval_K' in d.columns and 'train_K' in d.columns:
+        d = d[d['eval_K'] == d['train_K']]
+    if d.empty or d['seed'].duplicated().any():
+        raise ValueError(f'{result_set}/heldout_q_per_seed.csv: no single row per seed for {variant} on {env}')
+    return d.sort_values('seed')[col].to_numpy(float)
+
+
+def utd_heldout_lines(root):
+    """utd_to128: does more updates per env step degrade a critic's centered error, and floq's less than FQL's?  Per
+    agent, UTD u vs 1 paired by seed (the same seed index starts from the same parameters and data); between agents
+    at each UTD, Welch; and the difference in differences (floq's change from UTD 1 minus FQL's), Welch on the
+    per-seed changes."""
+    from scipy import stats
+
+    from floq_jax.analysis import seed_tests
+
+    x = {(a, u): heldout_per_seed(root, UTD_SET, CUBE, f'{a}_utd{u}') for a in ('floq', 'fql') for u in UTDS_TO128}
+    lines = []
+    # against UTD 1, and past the largest UTD of the first utd set (16): does the error rise again?
+    for a in ('floq', 'fql'):
+        for u, base in [(u, 1) for u in UTDS_TO128[1:]] + [(64, 16), (128, 16)]:
+            xa, xb = x[(a, u)], x[(a, base)]
+            lines.append(row(f'utd_to128: {a} centered error, UTD {u} vs {base}, paired by seed', xa.mean(), xb.mean(),
+                             'paired t', float(stats.ttest_rel(xa, xb).pvalue), seed_tests.paired_permutation(xa, xb),
+                             f'sign-flip p >= {seed_tests.smallest_p(len(xa)):.3f}'))
+    for u in UTDS_TO128:
+        xa, xb = x[('floq', u)], x[('fql', u)]
+        lines.append(row(f'utd_to128: centered error at UTD {u}, floq vs FQL', xa.mean(), xb.mean(), 'Welch',
+                         seed_tests.welch(xa, xb)['p'], seed_tests.permutation(xa, xb)))
+    for u in UTDS_TO128[1:]:
+        da, db = x[('floq', u)] - x[('floq', 1)], x[('fql', u)] - x[('fql', 1)]
+        lines.append(row(f'utd_to128: change in centered error from UTD 1 to {u}, floq vs FQL', da.mean(), db.mean(),
+                         'Welch', seed_tests.welch(da, db)['p'], seed_tests.permutation(da, db),
+                         'per-seed changes (difference in differences)'))
+    return lines
 
 
 def build(root: str) -> str:
@@ -153,6 +203,7 @@ def build(root: str) -> str:
             lines.append(row(f"scale_k: {col}, train K = {k}, eval K' = {eval_ks[-1]} vs {eval_ks[0]}", xa.mean(),
                              xb.mean(), 'paired t', p_t, seed_tests.paired_permutation(xa, xb),
                              f'paired by checkpoint; sign-flip p >= {seed_tests.smallest_p(len(xa)):.3f}'))
+    lines += utd_heldout_lines(root)
     for label in NO_PER_SEED:
         lines.append(f'| {label} | | | | n/a | n/a | no per-seed data committed: inconclusive by the rule |')
     return ('Tests over seeds (two-sided) behind docs/experiments.md\'s verdicts, from the committed CSVs; written by '
