@@ -8,7 +8,10 @@ ways), and the exact permutation test (sign-flip where paired) where per-seed va
 results.csv (a Welch test needs no more); the permutation test needs per-seed values (per_seed.csv,
 scale_k_per_seed.csv).  A comparison whose per-seed values are not committed (the held-out measures of utd and
 mechanisms written before the sweeps wrote heldout_q_per_seed.csv, noise_width's and freeze_features' feature
-metrics) is listed with 'no per-seed data' and no p.
+metrics) is listed with 'no per-seed data' and no p.  Result sets written since then commit per-seed values:
+utd_to128 (the held-out critic measures per seed: paired tests between UTD ratios, Welch between agents),
+resnet_flops (claim (e)) and freeze_features_late (each frozen run against its unfrozen twin in resnet_flops, paired
+by seed).
 """
 
 import os
@@ -50,7 +53,11 @@ SUCCESS = [
     ('resnet_flops', CUBE, 'floq', 'fql', 'claim (e): success floq vs FQL'),
     ('utd_to128', CUBE, 'floq_utd64', 'fql_utd64', 'utd_to128: success at UTD 64, floq vs FQL'),
     ('utd_to128', CUBE, 'floq_utd128', 'fql_utd128', 'utd_to128: success at UTD 128, floq vs FQL'),
+    ('freeze_features_late', CUBE, 'floq_frozen', 'fql_frozen', 'freeze at 45k: frozen floq vs frozen FQL'),
 ]
+# The freeze at 45k of 60k against the same configuration unfrozen: resnet_flops' floq and fql (same config, seeds and
+# data, so each frozen run is its unfrozen twin until step 45k: paired by seed).
+LATE_FREEZE = (('floq_frozen', 'floq'), ('fql_frozen', 'fql'))
 # utd_to128 (UTD 1..128 at 500 online env steps): the held-out centered error per seed (heldout_q_per_seed.csv).
 UTD_SET, UTDS_TO128 = 'utd_to128', (1, 4, 16, 64, 128)
 # Success of a frozen critic against the same configuration unfrozen (main_table's cube runs: same config and seeds).
@@ -143,6 +150,29 @@ def utd_heldout_lines(root):
     return lines
 
 
+def late_freeze_lines(root):
+    """freeze_features_late: each critic frozen at 45k against its unfrozen twin (resnet_flops), paired by seed; and
+    does floq lose less than FQL (Welch on the per-seed drops)?"""
+    from scipy import stats
+
+    from floq_jax.analysis import seed_tests
+
+    lines, drops = [], {}
+    for frozen, unfrozen in LATE_FREEZE:
+        xa = per_seed_success(root, 'freeze_features_late', CUBE, frozen)
+        xb = per_seed_success(root, 'resnet_flops', CUBE, unfrozen)
+        if xa is None or xb is None or len(xa) != len(xb) or not len(xa):
+            raise ValueError(f'freeze_features_late/{frozen} and resnet_flops/{unfrozen}: per-seed success missing')
+        drops[unfrozen] = xb - xa
+        lines.append(row(f'freeze at 45k: {unfrozen} frozen vs unfrozen, paired by seed', xa.mean(), xb.mean(),
+                         'paired t', float(stats.ttest_rel(xa, xb).pvalue), seed_tests.paired_permutation(xa, xb),
+                         f'unfrozen: resnet_flops; sign-flip p >= {seed_tests.smallest_p(len(xa)):.3f}'))
+    da, db = drops['floq'], drops['fql']
+    lines.append(row('freeze at 45k: floq drop vs FQL drop (success)', da.mean(), db.mean(), 'Welch',
+                     seed_tests.welch(da, db)['p'], seed_tests.permutation(da, db), 'per-seed drops'))
+    return lines
+
+
 def build(root: str) -> str:
     import pandas as pd
     from scipy import stats
@@ -204,6 +234,7 @@ def build(root: str) -> str:
                              xb.mean(), 'paired t', p_t, seed_tests.paired_permutation(xa, xb),
                              f'paired by checkpoint; sign-flip p >= {seed_tests.smallest_p(len(xa)):.3f}'))
     lines += utd_heldout_lines(root)
+    lines += late_freeze_lines(root)
     for label in NO_PER_SEED:
         lines.append(f'| {label} | | | | n/a | n/a | no per-seed data committed: inconclusive by the rule |')
     return ('Tests over seeds (two-sided) behind docs/experiments.md\'s verdicts, from the committed CSVs; written by '

@@ -59,6 +59,14 @@ def test_verdict_tests_recompute_the_committed_csvs():
     assert f'| Welch | {verdict_tests.fmt_p(p)} |' in line, line
     with pytest.raises(ValueError, match='no single mean row'):
         verdict_tests.success_stats(root, 'main_table', verdict_tests.CUBE, 'no_such_variant')
+    # A held-out test from per-seed values: utd_to128's floq at UTD 128 vs 16, paired by seed, is scipy's paired t.
+    h = pd.read_csv(os.path.join(root, 'utd_to128', 'heldout_q_per_seed.csv'))
+    x128, x16 = (h[h['variant'] == f'floq_utd{u}'].sort_values('seed')['q_centered_error'] for u in (128, 16))
+    p = stats.ttest_rel(x128.to_numpy(), x16.to_numpy()).pvalue
+    line = next(x for x in md.splitlines() if x.startswith('| utd_to128: floq centered error, UTD 128 vs 16, paired'))
+    assert f'| paired t | {verdict_tests.fmt_p(p)} |' in line, line
+    with pytest.raises(ValueError, match='no single row per seed'):
+        verdict_tests.heldout_per_seed(root, 'utd_to128', verdict_tests.CUBE, 'no_such_variant')
 
 
 @pytest.mark.subprocess
