@@ -7,6 +7,7 @@ in a subprocess with XLA's cheapest CPU optimisation level (compile time dominat
 six experiments are split over two files so that pytest-xdist's two workers (``--dist loadfile``) share them.
 """
 
+import glob
 import json
 import os
 import subprocess
@@ -164,6 +165,9 @@ def check_per_seed_files(name, root, seed_dirs):
     assert len(merged) == len(means), (means, results)
     np.testing.assert_allclose(merged['mean'], merged['mean_results'], atol=1e-9)
     np.testing.assert_array_equal(merged['size'], merged['num_seeds'])
+    for (variant, env, seed), last in per_seed.set_index(['variant', 'env_name', 'seed'])['last_eval_success'].items():
+        (path,) = glob.glob(os.path.join(root, variant, env, '*', f'seed{seed}', 'eval.csv'))
+        np.testing.assert_allclose(last, pd.read_csv(path)['evaluation/success'].iloc[-1], err_msg=path)
     if name in ('noise_width', 'freeze_features'):  # their train.csv metrics per seed, averaging to their tables
         metrics = pd.read_csv(os.path.join(root, sweeps.METRICS_PER_SEED_FILE))
         table = pd.read_csv(os.path.join(root, EXTRA[name][0][0]))

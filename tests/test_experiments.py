@@ -170,3 +170,20 @@ def test_resnet_flops_matched_critic_is_the_closest_block_count(scale):
     assert abs(resnet(blocks) - floq) <= min(abs(resnet(blocks + 1) - floq), abs(resnet(max(1, blocks - 1)) - floq))
     published = by_name['fql_resnet'].overrides
     assert (published['critic_resnet_blocks'], published['critic_resnet_block_depth']) == (4, 2)
+
+
+def test_per_seed_success_scores_the_last_evaluations_and_the_last_alone():
+    """per_seed.csv's ``success`` is the mean of the scale's last_n evaluations (cpu: 2) and ``last_eval_success`` the
+    last evaluation alone (after a late freeze, the only evaluation of the frozen critic)."""
+    import pandas as pd
+
+    from floq_jax import sweeps
+    from floq_jax.analysis.report import Run
+
+    sweep = sweeps.Sweep('freeze_features', [sweeps.Variant('floq_frozen', 'floq')], ['cube'], preset='cpu')
+    runs = [Run(path=f'r{s}', flags=dict(env_name='cube', variant='floq_frozen', sweep_agent='floq', seed=s),
+                eval=pd.DataFrame({'step': [15000, 45000, 30000, 60000], 'evaluation/success': [0.0, 0.2, 0.1, v]}))
+            for s, v in ((0, 0.4), (1, 0.0))]
+    df = sweeps.per_seed_success(sweep, runs)
+    assert df['success'].tolist() == pytest.approx([0.3, 0.1]) and df['last_eval_success'].tolist() == [0.4, 0.0]
+    assert df['last_eval_step'].tolist() == [60000, 60000]

@@ -112,8 +112,9 @@ BASELINES_FILE = 'critic_baselines.csv'            # the data-only predictors' h
 
 def per_seed_success(sweep: Sweep, runs, metric: str = 'evaluation/success'):
     """DataFrame, one row per run (a seed of a (variant, env)): env_name, variant, agent, seed, the step of its last
-    evaluation and ``success``, the mean of its last ``last_n`` evaluations (the value results.csv averages), so that
-    tests over seeds (floq_jax.analysis.seed_tests) can be run on the committed files."""
+    evaluation, ``success``, the mean of its last ``last_n`` evaluations (the value results.csv averages), and
+    ``last_eval_success``, the last evaluation alone (e.g. the only one after a late freeze), so that tests over seeds
+    (floq_jax.analysis.seed_tests) can be run on the committed files."""
     import pandas as pd
 
     from floq_jax.analysis import report
@@ -122,8 +123,10 @@ def per_seed_success(sweep: Sweep, runs, metric: str = 'evaluation/success'):
     order = variant_order(sweep)
     rows = [dict(env_name=r.env_name, variant=str(r.get('variant')), agent=str(r.get('sweep_agent', r.agent_name)),
                  seed=r.seed, last_eval_step=int(r.eval['step'].iloc[-1]) if len(r.eval) else -1,
-                 success=report.final_score(r, metric, last_n)) for r in runs]
-    df = pd.DataFrame(rows, columns=['env_name', 'variant', 'agent', 'seed', 'last_eval_step', 'success'])
+                 success=report.final_score(r, metric, last_n),
+                 last_eval_success=report.final_score(r, metric, 1)) for r in runs]
+    df = pd.DataFrame(rows, columns=['env_name', 'variant', 'agent', 'seed', 'last_eval_step', 'success',
+                                     'last_eval_success'])
     df['_order'] = [order.get(v, 99) for v in df['variant']]
     return df.sort_values(['env_name', '_order', 'seed']).drop(columns='_order').reset_index(drop=True)
 
