@@ -90,14 +90,16 @@ def success_stats(root, result_set, env, variant):
     return float(r['mean'].iloc[0]), float(r['std'].iloc[0]), int(r['num_seeds'].iloc[0])
 
 
-def per_seed_success(root, result_set, env, variant):
-    """Per-seed success values if the result set commits them (per_seed.csv or scale_k_per_seed.csv), else None."""
+def per_seed_success(root, result_set, env, variant, col='success'):
+    """Per-seed success values if the result set commits them (per_seed.csv or scale_k_per_seed.csv), else None.
+    ``col``: per_seed.csv's column (``success``, the score results.csv averages; ``last_eval_success``, the last
+    evaluation alone)."""
     import pandas as pd
 
     path = os.path.join(root, result_set, 'per_seed.csv')
     if os.path.exists(path):
         d = pd.read_csv(path)
-        return d[(d['env_name'] == env) & (d['variant'] == variant)].sort_values('seed')['success'].to_numpy(float)
+        return d[(d['env_name'] == env) & (d['variant'] == variant)].sort_values('seed')[col].to_numpy(float)
     path = os.path.join(root, result_set, 'scale_k_per_seed.csv')
     if result_set == 'scale_k' and os.path.exists(path):
         d = pd.read_csv(path)
@@ -153,23 +155,27 @@ def utd_heldout_lines(root):
 def late_freeze_lines(root):
     """freeze_features_late: each critic frozen at 45k against its unfrozen twin (resnet_flops), paired by seed; and
     does floq lose less than FQL (Welch on the per-seed drops)?"""
+    import numpy as np
     from scipy import stats
 
     from floq_jax.analysis import seed_tests
 
-    lines, drops = [], {}
-    for frozen, unfrozen in LATE_FREEZE:
-        xa = per_seed_success(root, 'freeze_features_late', CUBE, frozen)
-        xb = per_seed_success(root, 'resnet_flops', CUBE, unfrozen)
-        if xa is None or xb is None or len(xa) != len(xb) or not len(xa):
-            raise ValueError(f'freeze_features_late/{frozen} and resnet_flops/{unfrozen}: per-seed success missing')
-        drops[unfrozen] = xb - xa
-        lines.append(row(f'freeze at 45k: {unfrozen} frozen vs unfrozen, paired by seed', xa.mean(), xb.mean(),
-                         'paired t', float(stats.ttest_rel(xa, xb).pvalue), seed_tests.paired_permutation(xa, xb),
-                         f'unfrozen: resnet_flops; sign-flip p >= {seed_tests.smallest_p(len(xa)):.3f}'))
-    da, db = drops['floq'], drops['fql']
-    lines.append(row('freeze at 45k: floq drop vs FQL drop (success)', da.mean(), db.mean(), 'Welch',
-                     seed_tests.welch(da, db)['p'], seed_tests.permutation(da, db), 'per-seed drops'))
+    lines = []
+    for col, what in (('success', 'score (45k and 60k)'), ('last_eval_success', '60k evaluation, the one after the freeze')):
+        drops = {}
+        for frozen, unfrozen in LATE_FREEZE:
+            xa = per_seed_success(root, 'freeze_features_late', CUBE, frozen, col)
+            xb = per_seed_success(root, 'resnet_flops', CUBE, unfrozen, col)
+            if xa is None or xb is None or len(xa) != len(xb) or not len(xa):
+                raise ValueError(f'freeze_features_late/{frozen} and resnet_flops/{unfrozen}: per-seed {col} missing')
+            drops[unfrozen] = np.round(xb - xa, 12)  # success is a multiple of 1/episodes: no float dust
+            lines.append(row(f'freeze at 45k, {what}: {unfrozen} frozen vs unfrozen, paired by seed', xa.mean(),
+                             xb.mean(), 'paired t', float(stats.ttest_rel(xa, xb).pvalue),
+                             seed_tests.paired_permutation(xa, xb),
+                             f'unfrozen: resnet_flops; sign-flip p >= {seed_tests.smallest_p(len(xa)):.3f}'))
+        da, db = drops['floq'], drops['fql']
+        lines.append(row(f'freeze at 45k, {what}: floq drop vs FQL drop', da.mean(), db.mean(), 'Welch',
+                         seed_tests.welch(da, db)['p'], seed_tests.permutation(da, db), 'per-seed drops'))
     return lines
 
 
