@@ -90,6 +90,14 @@ def success_stats(root, result_set, env, variant):
     return float(r['mean'].iloc[0]), float(r['std'].iloc[0]), int(r['num_seeds'].iloc[0])
 
 
+def per_seed_frame(root, result_set, env, variant):
+    """per_seed.csv's rows of one variant on one env, indexed by seed."""
+    import pandas as pd
+
+    d = pd.read_csv(os.path.join(root, result_set, 'per_seed.csv'))
+    return d[(d['env_name'] == env) & (d['variant'] == variant)].set_index('seed').sort_index()
+
+
 def per_seed_success(root, result_set, env, variant, col='success'):
     """Per-seed success values if the result set commits them (per_seed.csv or scale_k_per_seed.csv), else None.
     ``col``: per_seed.csv's column (``success``, the score results.csv averages; ``last_eval_success``, the last
@@ -164,10 +172,13 @@ def late_freeze_lines(root):
     for col, what in (('success', 'score (45k and 60k)'), ('last_eval_success', '60k evaluation, the one after the freeze')):
         drops = {}
         for frozen, unfrozen in LATE_FREEZE:
-            xa = per_seed_success(root, 'freeze_features_late', CUBE, frozen, col)
-            xb = per_seed_success(root, 'resnet_flops', CUBE, unfrozen, col)
-            if xa is None or xb is None or len(xa) != len(xb) or not len(xa):
-                raise ValueError(f'freeze_features_late/{frozen} and resnet_flops/{unfrozen}: per-seed {col} missing')
+            fa = per_seed_frame(root, 'freeze_features_late', CUBE, frozen)
+            fb = per_seed_frame(root, 'resnet_flops', CUBE, unfrozen)
+            seeds = fa.index.intersection(fb.index)  # the twins: the frozen runs' seeds
+            if not len(seeds) or len(seeds) != len(fa):
+                raise ValueError(f'freeze_features_late/{frozen}: not every seed has an unfrozen twin in '
+                                 f'resnet_flops/{unfrozen}')
+            xa, xb = fa.loc[seeds, col].to_numpy(float), fb.loc[seeds, col].to_numpy(float)
             drops[unfrozen] = np.round(xb - xa, 12)  # success is a multiple of 1/episodes: no float dust
             lines.append(row(f'freeze at 45k, {what}: {unfrozen} frozen vs unfrozen, paired by seed', xa.mean(),
                              xb.mean(), 'paired t', float(stats.ttest_rel(xa, xb).pvalue),

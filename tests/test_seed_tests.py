@@ -67,6 +67,14 @@ def test_verdict_tests_recompute_the_committed_csvs():
     assert f'| paired t | {verdict_tests.fmt_p(p)} |' in line, line
     with pytest.raises(ValueError, match='no single row per seed'):
         verdict_tests.heldout_per_seed(root, 'utd_to128', verdict_tests.CUBE, 'no_such_variant')
+    # The late freeze: each frozen seed against its unfrozen twin (the same seed index in resnet_flops), paired.
+    frozen, twin = (pd.read_csv(os.path.join(root, rs, 'per_seed.csv')) for rs in ('freeze_features_late', 'resnet_flops'))
+    xa = frozen[frozen['variant'] == 'floq_frozen'].set_index('seed')['last_eval_success']
+    xb = twin[twin['variant'] == 'floq'].set_index('seed')['last_eval_success'].loc[xa.index]
+    p = stats.ttest_rel(xa.to_numpy(), xb.to_numpy()).pvalue
+    line = next(x for x in md.splitlines() if x.startswith('| freeze at 45k, 60k evaluation, the one after the freeze: '
+                                                            'floq frozen vs unfrozen'))
+    assert f'| paired t | {verdict_tests.fmt_p(p)} |' in line, line
 
 
 @pytest.mark.subprocess
