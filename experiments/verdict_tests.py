@@ -104,10 +104,8 @@ def per_seed_success(root, result_set, env, variant, col='success'):
     evaluation alone)."""
     import pandas as pd
 
-    path = os.path.join(root, result_set, 'per_seed.csv')
-    if os.path.exists(path):
-        d = pd.read_csv(path)
-        return d[(d['env_name'] == env) & (d['variant'] == variant)].sort_values('seed')[col].to_numpy(float)
+    if os.path.exists(os.path.join(root, result_set, 'per_seed.csv')):
+        return per_seed_frame(root, result_set, env, variant)[col].to_numpy(float)
     path = os.path.join(root, result_set, 'scale_k_per_seed.csv')
     if result_set == 'scale_k' and os.path.exists(path):
         d = pd.read_csv(path)
