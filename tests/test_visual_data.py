@@ -159,6 +159,34 @@ def test_visual_names_and_generation_config():
         generation_config('visual-antmaze-medium-navigate-v0')
 
 
+def test_is_visual_is_the_one_prefix_test():
+    from floq_jax.data.names import family_of, is_visual
+
+    assert is_visual('visual-cube-single-play-v0') and is_visual('visual-scene-singletask-task1-v0')
+    assert not is_visual('cube-single-play-v0') and not is_visual('scene-visual-v0')
+    assert family_of('visual-puzzle-4x4-play-v0') == family_of('puzzle-4x4-play-v0') == 'puzzle'
+
+
+def test_rendering_is_probed_once_per_process(monkeypatch):
+    """A CLI pixel run asks twice (experiments.common.prepare for its usage error, compose.train before training):
+    the one-frame render in a child process runs once, the second answer is remembered."""
+    from floq_jax.data import rendering
+
+    calls = []
+
+    def fake_run(*args, **kwargs):
+        calls.append(args)
+        return subprocess.CompletedProcess(args, 0, '', '')
+
+    monkeypatch.setattr(rendering, '_PROBED', {})
+    monkeypatch.setattr(rendering, 'missing_backend', lambda: None)
+    monkeypatch.setattr(rendering.subprocess, 'run', fake_run)
+    monkeypatch.setenv('MUJOCO_GL', 'egl')
+    rendering.require_rendering('evaluating visual-cube-single-singletask-task2-v0')
+    rendering.require_rendering('evaluating visual-cube-single-singletask-task2-v0')
+    assert len(calls) == 1
+
+
 def test_missing_backend_names_what_is_missing():
     def libs(*present):
         return lambda name: f'lib{name}.so.1' if name in present else None

@@ -68,9 +68,14 @@ class ParsedName:
         return f'{self.env_prefix}-singletask-task{task}-{self.version}'
 
 
+def is_visual(name):
+    """True for OGBench's pixel variants: a dataset or env name with the ``visual-`` prefix."""
+    return name.startswith(VISUAL_PREFIX)
+
+
 def family_of(name):
     """Family ('cube', 'pointmaze', ...) of a name (a 'visual-' prefix is looked through), or None if unsupported."""
-    if name.startswith(VISUAL_PREFIX):
+    if is_visual(name):
         name = name[len(VISUAL_PREFIX):]
     first = name.split('-')[0]
     return first if first in FAMILIES else None

@@ -104,11 +104,11 @@ def check_encoder(config, env_name: str) -> None:
     """Raises ValueError (one line naming ``--agent.encoder``) when ``config.encoder`` does not fit ``env_name``'s
     observations: an encoder reads frames (a ``visual-*`` env), a network without one reads state vectors.  A config
     without an ``encoder`` key (an agent file that reads observations its own way) is left alone."""
-    from floq_jax.data.names import VISUAL_PREFIX
+    from floq_jax.data.names import is_visual
 
     if 'encoder' not in config:
         return
-    visual = env_name.startswith(VISUAL_PREFIX)
+    visual = is_visual(env_name)
     encoder = config['encoder']
     if encoder is not None and not visual:
         raise ValueError(f'--agent.encoder={encoder!r}: {env_name} observes state vectors and an encoder reads '
@@ -124,9 +124,9 @@ def check_rendering(env_name: str, episodes: int) -> None:
     """Raises floq_jax.data.DatasetError (one line: what is missing, how to install it) when ``episodes`` > 0
     episodes of ``env_name`` are to be run and it is a pixel env (it renders every observation) that MuJoCo cannot
     render here (floq_jax.data.rendering).  A state env, or no episodes, never asks for a GL backend."""
-    from floq_jax.data.names import VISUAL_PREFIX
+    from floq_jax.data.names import is_visual
 
-    if episodes > 0 and env_name.startswith(VISUAL_PREFIX):  # (a dataset name or an env id)
+    if episodes > 0 and is_visual(env_name):  # (a dataset name or an env id)
         from floq_jax.data.rendering import require_rendering
 
         require_rendering(f'evaluating {env_name}')
