@@ -36,6 +36,8 @@ SUCCESS = [
     ('scale_k', CUBE, 'K4', 'K1', 'scale_k: success K = 4 vs 1'),
     ('main_table', CUBE, 'floq', 'fql', 'main_table: cube floq vs FQL'),
     ('main_table', SCENE, 'floq', 'fql', 'main_table: scene floq vs FQL'),
+    ('main_table_2026-12-03', CUBE, 'floq', 'fql', 'main_table of 2026-12-03 (4 seeds, older protocol): cube'),
+    ('main_table_2026-12-03', SCENE, 'floq', 'fql', 'main_table of 2026-12-03 (4 seeds, older protocol): scene'),
     ('noise_width', CUBE, 'cov0.25', 'cov0', 'noise_width: success 0.25 vs 0'),
     ('noise_width', CUBE, 'cov0.25', 'cov1', 'noise_width: success 0.25 vs 1'),
     ('noise_width', CUBE, 'cov0.1', 'cov1', 'noise_width: success 0.1 vs 1'),
@@ -55,14 +57,24 @@ SUCCESS = [
     ('utd_to128', CUBE, 'floq_utd128', 'fql_utd128', 'utd_to128: success at UTD 128, floq vs FQL'),
     ('freeze_features_late', CUBE, 'floq_frozen', 'fql_frozen', 'freeze at 45k: frozen floq vs frozen FQL'),
 ]
+# Success at the last evaluation alone (per_seed.csv's last_eval_success), where the two evaluations of the score move
+# apart (main_table's scene: FQL falls from 45k to 60k, floq rises).
+LAST_EVAL = [('main_table', SCENE, 'floq', 'fql', 'main_table: scene floq vs FQL, 60k evaluation alone')]
 # The freeze at 45k of 60k against the same configuration unfrozen: resnet_flops' floq and fql (same config, seeds and
 # data, so each frozen run is its unfrozen twin until step 45k: paired by seed).
 LATE_FREEZE = (('floq_frozen', 'floq'), ('fql_frozen', 'fql'))
 # utd_to128 (UTD 1..128 at 500 online env steps): the held-out centered error per seed (heldout_q_per_seed.csv).
 UTD_SET, UTDS_TO128 = 'utd_to128', (1, 4, 16, 64, 128)
-# Success of a frozen critic against the same configuration unfrozen (main_table's cube runs: same config and seeds).
-CROSS = [(('freeze_features', 'floq_frozen'), ('main_table', 'floq'), 'freeze: floq frozen vs unfrozen'),
-         (('freeze_features', 'fql_frozen'), ('main_table', 'fql'), 'freeze: FQL frozen vs unfrozen')]
+# The 2026-12-03 main table (4 seeds; the protocol of that day: 'pre' success timing, the same episodes at every
+# evaluation), kept for the sets run beside it under that protocol.
+MAIN_TABLE_0312 = 'main_table_2026-12-03'
+# Success of a frozen critic against the same configuration unfrozen (the 2026-12-03 main table's cube runs: same
+# config, seeds and protocol).
+CROSS = [(('freeze_features', 'floq_frozen'), (MAIN_TABLE_0312, 'floq'), 'freeze: floq frozen vs unfrozen'),
+         (('freeze_features', 'fql_frozen'), (MAIN_TABLE_0312, 'fql'), 'freeze: FQL frozen vs unfrozen')]
+# noise_width: the widths in order and the curvature measures of metrics_per_seed.csv (noise_width_lines).
+NOISE_WIDTHS = ('cov0', 'cov0.1', 'cov0.25', 'cov1')
+NOISE_WIDTH_MEASURES = ('straightness', 'velocity_spread', 'q_change')
 # Held-out measures whose per-seed values are not in the committed files.
 NO_PER_SEED = ['utd: centered error at UTD 16, floq vs FQL', 'utd: FQL centered error UTD 16 vs 1',
                '(a) centered error / Spearman, distributional floq vs floq; FQL-IQN vs FQL',
@@ -188,6 +200,39 @@ def late_freeze_lines(root):
     return lines
 
 
+def noise_width_lines(root):
+    """noise_width (8 seeds, 2026-12-06): do the paths curve more as the noise widens?  The final curvature measures
+    per seed (metrics_per_seed.csv) between neighbouring widths and between the widest and none: Welch, and paired by
+    seed (the same seed index shares the data order).  No lines for a set without the per-seed file."""
+    import pandas as pd
+    from scipy import stats
+
+    from floq_jax.analysis import seed_tests
+
+    path = os.path.join(root, 'noise_width', 'metrics_per_seed.csv')
+    if not os.path.exists(path):
+        return []
+    d = pd.read_csv(path)
+    d = d[d['env_name'] == CUBE]
+    lines = []
+    for col in NOISE_WIDTH_MEASURES:
+        x = {}
+        for v in NOISE_WIDTHS:
+            sel = d[d['variant'] == v]
+            if sel.empty or sel['seed'].duplicated().any():
+                raise ValueError(f'noise_width/metrics_per_seed.csv: no single row per seed for {v}')
+            x[v] = sel.sort_values('seed')[col].to_numpy(float)
+        for a, b in list(zip(NOISE_WIDTHS[1:], NOISE_WIDTHS[:-1])) + [(NOISE_WIDTHS[-1], NOISE_WIDTHS[0])]:
+            xa, xb = x[a], x[b]
+            label = f'noise_width: {col}, {a} vs {b}'
+            lines.append(row(label, xa.mean(), xb.mean(), 'Welch', seed_tests.welch(xa, xb)['p'],
+                             seed_tests.permutation(xa, xb)))
+            lines.append(row(label + ', paired by seed', xa.mean(), xb.mean(), 'paired t',
+                             float(stats.ttest_rel(xa, xb).pvalue), seed_tests.paired_permutation(xa, xb),
+                             f'sign-flip p >= {seed_tests.smallest_p(len(xa)):.3f}'))
+    return lines
+
+
 def build(root: str) -> str:
     import pandas as pd
     from scipy import stats
@@ -206,7 +251,15 @@ def build(root: str) -> str:
         lines.append(row(label, ma, mb, 'Welch', w['p'], perm, note))
         if perm == perm:  # the same seed index shares data order and evaluation resets: paired by seed as well
             lines.append(row(label + ', paired by seed', ma, mb, 'paired t', float(stats.ttest_rel(xa, xb).pvalue),
-                             seed_tests.paired_permutation(xa, xb), 'sign-flip p >= 0.125'))
+                             seed_tests.paired_permutation(xa, xb),
+                             f'sign-flip p >= {seed_tests.smallest_p(len(xa)):.3f}'))
+    for result_set, env, a, b, label in LAST_EVAL:
+        xa, xb = (per_seed_success(root, result_set, env, v, col='last_eval_success') for v in (a, b))
+        lines.append(row(label, xa.mean(), xb.mean(), 'Welch', seed_tests.welch(xa, xb)['p'],
+                         seed_tests.permutation(xa, xb)))
+        lines.append(row(label + ', paired by seed', xa.mean(), xb.mean(), 'paired t',
+                         float(stats.ttest_rel(xa, xb).pvalue), seed_tests.paired_permutation(xa, xb),
+                         f'sign-flip p >= {seed_tests.smallest_p(len(xa)):.3f}'))
     for (set_a, var_a), (set_b, var_b), label in CROSS:
         ma, sa, na = success_stats(root, set_a, CUBE, var_a)
         mb, sb, nb = success_stats(root, set_b, CUBE, var_b)
@@ -218,8 +271,8 @@ def build(root: str) -> str:
                           [('mechanisms', 'floq_noise8'), ('mechanisms', 'floq'), ('mechanisms', 'fql_noise8'),
                            ('mechanisms', 'fql')]),
                          ('freeze: floq drop - FQL drop when frozen (success)',
-                          [('freeze_features', 'floq_frozen'), ('main_table', 'floq'),
-                           ('freeze_features', 'fql_frozen'), ('main_table', 'fql')])):
+                          [('freeze_features', 'floq_frozen'), (MAIN_TABLE_0312, 'floq'),
+                           ('freeze_features', 'fql_frozen'), (MAIN_TABLE_0312, 'fql')])):
         groups = [success_stats(root, rs, CUBE, v) for rs, v in pairs]
         c = seed_tests.welch_contrast(groups, (1, -1, -1, 1))
         lines.append(row(label, groups[0][0] - groups[1][0], groups[2][0] - groups[3][0], 'Welch contrast', c['p'],
@@ -237,7 +290,8 @@ def build(root: str) -> str:
                              seed_tests.welch(xa, xb)['p'], seed_tests.permutation(xa, xb)))
             lines.append(row(f'scale_k: {col}, train K = {ka} vs {kb} (own K), paired by seed', xa.mean(), xb.mean(),
                              'paired t', float(stats.ttest_rel(xa, xb).pvalue),
-                             seed_tests.paired_permutation(xa, xb), 'sign-flip p >= 0.125'))
+                             seed_tests.paired_permutation(xa, xb),
+                             f'sign-flip p >= {seed_tests.smallest_p(len(xa)):.3f}'))
     eval_ks = sorted(d['eval_K'].unique())
     for k in sorted(d['train_K'].unique()):
         sel = d[d['train_K'] == k]
@@ -250,6 +304,7 @@ def build(root: str) -> str:
                              f'paired by checkpoint; sign-flip p >= {seed_tests.smallest_p(len(xa)):.3f}'))
     lines += utd_heldout_lines(root)
     lines += late_freeze_lines(root)
+    lines += noise_width_lines(root)
     for label in NO_PER_SEED:
         lines.append(f'| {label} | | | | n/a | n/a | no per-seed data committed: inconclusive by the rule |')
     return ('Tests over seeds (two-sided) behind docs/experiments.md\'s verdicts, from the committed CSVs; written by '
@@ -259,7 +314,8 @@ def build(root: str) -> str:
             'paired tests are given too; Welch from summary statistics ignores that pairing (conservative when seeds '
             'are positively correlated).  An exact permutation test over 4 vs 4 seeds cannot give p below '
             f'{seed_tests.smallest_p(4, 4):.3f}, a sign-flip test over 4 pairs not below '
-            f'{seed_tests.smallest_p(4):.3f}.\n\n' + '\n'.join(lines) + '\n')
+            f'{seed_tests.smallest_p(4):.3f} (8 vs 8 seeds: {seed_tests.smallest_p(8, 8):.4f}; 8 pairs: '
+            f'{seed_tests.smallest_p(8):.4f}).\n\n' + '\n'.join(lines) + '\n')
 
 
 def main(_):

@@ -75,6 +75,15 @@ def test_verdict_tests_recompute_the_committed_csvs():
     line = next(x for x in md.splitlines() if x.startswith('| freeze at 45k, 60k evaluation, the one after the freeze: '
                                                             'floq frozen vs unfrozen'))
     assert f'| paired t | {verdict_tests.fmt_p(p)} |' in line, line
+    # main_table at 8 seeds: floq vs FQL on scene paired by seed is scipy's paired t on per_seed.csv, and the note
+    # names the smallest sign-flip p of 8 pairs (2 / 2^8), not 4 pairs'.
+    d = pd.read_csv(os.path.join(root, 'main_table', 'per_seed.csv'))
+    xa, xb = (d[(d['env_name'] == verdict_tests.SCENE) & (d['variant'] == v)].sort_values('seed')['success']
+              for v in ('floq', 'fql'))
+    assert len(xa) == len(xb) == 8
+    p = stats.ttest_rel(xa.to_numpy(), xb.to_numpy()).pvalue
+    line = next(x for x in md.splitlines() if x.startswith('| main_table: scene floq vs FQL, paired by seed |'))
+    assert f'| paired t | {verdict_tests.fmt_p(p)} |' in line and 'sign-flip p >= 0.008' in line, line
 
 
 @pytest.mark.subprocess
