@@ -7,11 +7,12 @@ ways), and the exact permutation test (sign-flip where paired) where per-seed va
 (floq_jax.analysis.seed_tests).  Success comparisons use each variant's mean, standard deviation and seed count from
 results.csv (a Welch test needs no more); the permutation test needs per-seed values (per_seed.csv,
 scale_k_per_seed.csv).  A comparison whose per-seed values are not committed (the held-out measures of utd and
-mechanisms written before the sweeps wrote heldout_q_per_seed.csv, noise_width's and freeze_features' feature
-metrics) is listed with 'no per-seed data' and no p.  Result sets written since then commit per-seed values:
-utd_to128 (the held-out critic measures per seed: paired tests between UTD ratios, Welch between agents),
-resnet_flops (claim (e)) and freeze_features_late (each frozen run against its unfrozen twin in resnet_flops, paired
-by seed).
+mechanisms written before the sweeps wrote heldout_q_per_seed.csv, freeze_features' feature metrics) is listed with
+'no per-seed data' and no p.  Result sets written since then commit per-seed values: utd_to128 (the held-out critic
+measures per seed: paired tests between UTD ratios, Welch between agents), resnet_flops (claim (e)),
+freeze_features_late (each frozen run against its unfrozen twin in resnet_flops, paired by seed), main_table (8
+seeds) and noise_width (the curvature measures per seed, metrics_per_seed.csv).  The sets of 2026-12-03 that were
+re-run are kept under a dated name (main_table_2026-12-03, noise_width_2026-12-03: another evaluation protocol).
 """
 
 import os
@@ -41,6 +42,7 @@ SUCCESS = [
     ('noise_width', CUBE, 'cov0.25', 'cov0', 'noise_width: success 0.25 vs 0'),
     ('noise_width', CUBE, 'cov0.25', 'cov1', 'noise_width: success 0.25 vs 1'),
     ('noise_width', CUBE, 'cov0.1', 'cov1', 'noise_width: success 0.1 vs 1'),
+    ('noise_width', CUBE, 'cov0.1', 'cov0', 'noise_width: success 0.1 vs 0'),
     ('freeze_features', CUBE, 'floq_frozen', 'fql_frozen', 'freeze: frozen floq vs frozen FQL'),
     ('freeze_features', CUBE, 'floq_frozen', 'fql_resnet_frozen', 'freeze: frozen floq vs frozen FQL-ResNet'),
     ('utd', CUBE, 'floq_utd16', 'fql_utd16', 'utd: success at UTD 16, floq vs FQL'),
@@ -80,7 +82,6 @@ NO_PER_SEED = ['utd: centered error at UTD 16, floq vs FQL', 'utd: FQL centered 
                '(a) centered error / Spearman, distributional floq vs floq; FQL-IQN vs FQL',
                '(b) centered error predict_final vs floq', '(c) centered error stale2 vs floq',
                '(d) held-out measures, noise 8 vs 0',
-               'noise_width: straightness, velocity spread, |Q_K - Q_2K| between widths',
                'freeze: feature metrics between critics']
 
 
@@ -201,7 +202,7 @@ def late_freeze_lines(root):
 
 
 def noise_width_lines(root):
-    """noise_width (8 seeds, 2026-12-06): do the paths curve more as the noise widens?  The final curvature measures
+    """noise_width (2026-12-06): do the paths curve more as the noise widens?  The final curvature measures
     per seed (metrics_per_seed.csv) between neighbouring widths and between the widest and none: Welch, and paired by
     seed (the same seed index shares the data order).  No lines for a set without the per-seed file."""
     import pandas as pd

@@ -84,6 +84,12 @@ def test_verdict_tests_recompute_the_committed_csvs():
     p = stats.ttest_rel(xa.to_numpy(), xb.to_numpy()).pvalue
     line = next(x for x in md.splitlines() if x.startswith('| main_table: scene floq vs FQL, paired by seed |'))
     assert f'| paired t | {verdict_tests.fmt_p(p)} |' in line and 'sign-flip p >= 0.008' in line, line
+    # noise_width's curvature per seed: the widest vs no noise, paired by seed, is scipy's paired t.
+    m = pd.read_csv(os.path.join(root, 'noise_width', 'metrics_per_seed.csv'))
+    xa, xb = (m[m['variant'] == v].sort_values('seed')['straightness'] for v in ('cov1', 'cov0'))
+    p = stats.ttest_rel(xa.to_numpy(), xb.to_numpy()).pvalue
+    line = next(x for x in md.splitlines() if x.startswith('| noise_width: straightness, cov1 vs cov0, paired by seed'))
+    assert f'| paired t | {verdict_tests.fmt_p(p)} |' in line, line
 
 
 @pytest.mark.subprocess
