@@ -97,6 +97,20 @@ def row(label, mean_a, mean_b, test, p_t, p_perm=float('nan'), note=''):
     return f'| {label} | {mean_a:.4g} | {mean_b:.4g} | {test} | {fmt_p(p_t)} | {fmt_p(p_perm)} | {note} |'
 
 
+def unpaired_and_paired_rows(label, xa, xb):
+    """Two rows for per-seed values ``xa`` / ``xb`` ordered by seed: Welch with the exact permutation test, and
+    ``label + ', paired by seed'`` with the paired t and sign-flip tests (noting the sign-flip floor for the pair
+    count)."""
+    from scipy import stats
+
+    from floq_jax.analysis import seed_tests
+
+    note = f'sign-flip p >= {seed_tests.smallest_p(len(xa)):.3f}'
+    return [row(label, xa.mean(), xb.mean(), 'Welch', seed_tests.welch(xa, xb)['p'], seed_tests.permutation(xa, xb)),
+            row(label + ', paired by seed', xa.mean(), xb.mean(), 'paired t', float(stats.ttest_rel(xa, xb).pvalue),
+                seed_tests.paired_permutation(xa, xb), note)]
+
+
 def success_stats(root, result_set, env, variant):
     import pandas as pd
 
@@ -210,9 +224,6 @@ def noise_width_lines(root):
     per seed (metrics_per_seed.csv) between neighbouring widths and between the widest and none: Welch, and paired by
     seed (the same seed index shares the data order).  No lines for a set without the per-seed file."""
     import pandas as pd
-    from scipy import stats
-
-    from floq_jax.analysis import seed_tests
 
     path = os.path.join(root, 'noise_width', 'metrics_per_seed.csv')
     if not os.path.exists(path):
@@ -228,13 +239,7 @@ def noise_width_lines(root):
                 raise ValueError(f'noise_width/metrics_per_seed.csv: no single row per seed for {v}')
             x[v] = sel.sort_values('seed')[col].to_numpy(float)
         for a, b in list(zip(NOISE_WIDTHS[1:], NOISE_WIDTHS[:-1])) + [(NOISE_WIDTHS[-1], NOISE_WIDTHS[0])]:
-            xa, xb = x[a], x[b]
-            label = f'noise_width: {col}, {a} vs {b}'
-            lines.append(row(label, xa.mean(), xb.mean(), 'Welch', seed_tests.welch(xa, xb)['p'],
-                             seed_tests.permutation(xa, xb)))
-            lines.append(row(label + ', paired by seed', xa.mean(), xb.mean(), 'paired t',
-                             float(stats.ttest_rel(xa, xb).pvalue), seed_tests.paired_permutation(xa, xb),
-                             f'sign-flip p >= {seed_tests.smallest_p(len(xa)):.3f}'))
+            lines += unpaired_and_paired_rows(f'noise_width: {col}, {a} vs {b}', x[a], x[b])
     return lines
 
 
@@ -259,12 +264,8 @@ def build(root: str) -> str:
                              seed_tests.paired_permutation(xa, xb),
                              f'sign-flip p >= {seed_tests.smallest_p(len(xa)):.3f}'))
     for result_set, env, a, b, label in LAST_EVAL:
-        xa, xb = (per_seed_success(root, result_set, env, v, col='last_eval_success') for v in (a, b))
-        lines.append(row(label, xa.mean(), xb.mean(), 'Welch', seed_tests.welch(xa, xb)['p'],
-                         seed_tests.permutation(xa, xb)))
-        lines.append(row(label + ', paired by seed', xa.mean(), xb.mean(), 'paired t',
-                         float(stats.ttest_rel(xa, xb).pvalue), seed_tests.paired_permutation(xa, xb),
-                         f'sign-flip p >= {seed_tests.smallest_p(len(xa)):.3f}'))
+        lines += unpaired_and_paired_rows(label, *(per_seed_success(root, result_set, env, v, col='last_eval_success')
+                                                   for v in (a, b)))
     for (set_a, var_a), (set_b, var_b), label in CROSS:
         ma, sa, na = success_stats(root, set_a, CUBE, var_a)
         mb, sb, nb = success_stats(root, set_b, CUBE, var_b)
@@ -291,12 +292,7 @@ def build(root: str) -> str:
         for ka, kb in ((2, 1), (4, 2), (8, 4), (8, 1)):
             xa = own[own['train_K'] == ka].sort_values('seed')[col].to_numpy(float)
             xb = own[own['train_K'] == kb].sort_values('seed')[col].to_numpy(float)
-            lines.append(row(f'scale_k: {col}, train K = {ka} vs {kb} (own K)', xa.mean(), xb.mean(), 'Welch',
-                             seed_tests.welch(xa, xb)['p'], seed_tests.permutation(xa, xb)))
-            lines.append(row(f'scale_k: {col}, train K = {ka} vs {kb} (own K), paired by seed', xa.mean(), xb.mean(),
-                             'paired t', float(stats.ttest_rel(xa, xb).pvalue),
-                             seed_tests.paired_permutation(xa, xb),
-                             f'sign-flip p >= {seed_tests.smallest_p(len(xa)):.3f}'))
+            lines += unpaired_and_paired_rows(f'scale_k: {col}, train K = {ka} vs {kb} (own K)', xa, xb)
     eval_ks = sorted(d['eval_K'].unique())
     for k in sorted(d['train_K'].unique()):
         sel = d[d['train_K'] == k]
