@@ -151,11 +151,18 @@ def heldout_per_seed(root, result_set, env, variant, col='q_centered_error'):
     import pandas as pd
 
     d = pd.read_csv(os.path.join(root, result_set, 'heldout_q_per_seed.csv'))
-    d = d[(d['env_name'] == env) & (d['variant'] == variant)]
+    d = d[d['env_name'] == env]
     if 'eval_K' in d.columns and 'train_K' in d.columns:
         d = d[d['eval_K'] == d['train_K']]
+    return one_row_per_seed(d, variant, col, f'{result_set}/heldout_q_per_seed.csv on {env}')
+
+
+def one_row_per_seed(d, variant, col, source):
+    """Column ``col`` of ``variant``'s rows in the per-seed frame ``d``, ordered by seed; raises naming ``source``
+    unless the variant has exactly one row per seed."""
+    d = d[d['variant'] == variant]
     if d.empty or d['seed'].duplicated().any():
-        raise ValueError(f'{result_set}/heldout_q_per_seed.csv: no single row per seed for {variant} on {env}')
+        raise ValueError(f'{source}: no single row per seed for {variant}')
     return d.sort_values('seed')[col].to_numpy(float)
 
 
@@ -232,12 +239,7 @@ def noise_width_lines(root):
     d = d[d['env_name'] == CUBE]
     lines = []
     for col in NOISE_WIDTH_MEASURES:
-        x = {}
-        for v in NOISE_WIDTHS:
-            sel = d[d['variant'] == v]
-            if sel.empty or sel['seed'].duplicated().any():
-                raise ValueError(f'noise_width/metrics_per_seed.csv: no single row per seed for {v}')
-            x[v] = sel.sort_values('seed')[col].to_numpy(float)
+        x = {v: one_row_per_seed(d, v, col, 'noise_width/metrics_per_seed.csv') for v in NOISE_WIDTHS}
         for a, b in list(zip(NOISE_WIDTHS[1:], NOISE_WIDTHS[:-1])) + [(NOISE_WIDTHS[-1], NOISE_WIDTHS[0])]:
             lines += unpaired_and_paired_rows(f'noise_width: {col}, {a} vs {b}', x[a], x[b])
     return lines

@@ -67,6 +67,11 @@ def test_verdict_tests_recompute_the_committed_csvs():
     assert f'| paired t | {verdict_tests.fmt_p(p)} |' in line, line
     with pytest.raises(ValueError, match='no single row per seed'):
         verdict_tests.heldout_per_seed(root, 'utd_to128', verdict_tests.CUBE, 'no_such_variant')
+    # A seed with two rows (e.g. two invocations written into one file) is refused, not averaged or picked from.
+    twice = pd.concat([h, h[h['variant'] == 'floq_utd1'].head(1)])
+    with pytest.raises(ValueError, match='x.csv: no single row per seed for floq_utd1'):
+        verdict_tests.one_row_per_seed(twice, 'floq_utd1', 'q_centered_error', 'x.csv')
+    assert len(verdict_tests.one_row_per_seed(h, 'floq_utd1', 'q_centered_error', 'x.csv')) == 4
     # The late freeze: each frozen seed against its unfrozen twin (the same seed index in resnet_flops), paired.
     frozen, twin = (pd.read_csv(os.path.join(root, rs, 'per_seed.csv')) for rs in ('freeze_features_late', 'resnet_flops'))
     xa = frozen[frozen['variant'] == 'floq_frozen'].set_index('seed')['last_eval_success']
