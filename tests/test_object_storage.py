@@ -4,8 +4,8 @@ preemption (SIGTERM), one live run per run directory, and a full disk.
 Checked: a 2-process run on gs:// (its dataset there too) preempted by a SIGTERM to one process (both stop at one common step and save it),
 re-run, refused a second live command (one line naming the holder, nothing written), SIGKILLed in both processes,
 re-run to the end, equals an uninterrupted 1-process run on gs:// (CSVs and checkpoint digests, exactly); report
-and evaluate read it there; a 1-process run, on a local disk and on gs://, preempted, then locked against a second
-live command and killed, resumes to the same files; an offline-to-online run on gs://; a missing bucket,
+and evaluate read it there; a 1-process run on a local disk preempted, then locked against a second live command
+and killed, resumes to the same files as the gs:// run; an offline-to-online run on gs://; a missing bucket,
 refused credentials, a lock left by a killed run, a full disk.
 """
 
@@ -132,13 +132,13 @@ def test_two_processes_on_gcs_preempted_locked_killed_resumed_equal_one_process(
 
 
 @pytest.mark.subprocess
-@pytest.mark.parametrize('where', ['local', 'gs'])
-def test_one_process_preempted_locked_killed_resumes_exactly(where, tiny_npz, tmp_path, single_gs):
-    """One process, on a local disk and on gs://: a SIGTERM stops it at step 10 with a checkpoint and one line; the
-    same command, paused after step 20 while it holds the run dirs, makes a second live command fail with one line
-    naming the holder (nothing written); SIGKILLed, its lock does not block the resume, which ends equal to the
-    uninterrupted run."""
-    root = str(tmp_path) if where == 'local' else f'gs://bkt/{uuid.uuid4().hex[:8]}'
+def test_one_process_preempted_locked_killed_resumes_exactly(tiny_npz, tmp_path, single_gs):
+    """One process on a local disk: a SIGTERM stops it at step 10 with a checkpoint and one line; the same command,
+    paused after step 20 while it holds the run dirs, makes a second live command fail with one line naming the
+    holder (nothing written); SIGKILLed, its lock does not block the resume, which ends with the same CSVs and
+    checkpoints as the uninterrupted 1-process run on gs:// (``single_gs``).  The same sequence on gs:// is the
+    2-process test above, so it is not repeated here for one process."""
+    root = str(tmp_path)
     args = offline_args(tiny_npz, root, 'one') + ['--noprogress']
     proc = start_hooked('term:10', args)
     _, err = proc.communicate(timeout=TIMEOUT)
