@@ -39,6 +39,23 @@ def test_welch_contrast_reduces_to_welch_for_two_groups():
     assert same['estimate'] == pytest.approx(0.0) and same['p'] == pytest.approx(1.0)
 
 
+def test_power_is_the_noncentral_t():
+    """seeds_per_arm and detectable_difference against the two-sample t test's power written out with scipy's
+    noncentral t: at the returned seeds the power is 0.8; one seed fewer (rounded down) it is below."""
+    def power(diff, sd, n):
+        df, nc = 2 * n - 2, diff / sd * math.sqrt(n / 2)
+        crit = stats.t.ppf(0.975, df)
+        return stats.nct.sf(crit, df, nc) + stats.nct.cdf(-crit, df, nc)
+
+    n = seed_tests.seeds_per_arm(0.05, 0.10)
+    assert power(0.05, 0.10, n) == pytest.approx(0.8, abs=1e-4) and power(0.05, 0.10, math.floor(n)) < 0.8
+    assert seed_tests.seeds_per_arm(-0.05, 0.10) == pytest.approx(n)
+    d = seed_tests.detectable_difference(0.10, 8)
+    assert power(d, 0.10, 8) == pytest.approx(0.8, abs=1e-4)
+    assert seed_tests.seeds_per_arm(d, 0.10) == pytest.approx(8, rel=1e-4)
+    assert math.isinf(seed_tests.seeds_per_arm(0.0, 0.10)) and seed_tests.seeds_per_arm(0.1, 0.0) == 2.0
+
+
 def test_verdict_tests_recompute_the_committed_csvs():
     """experiments/verdict_tests.py on the committed result sets: its Welch p of main_table's cube cell is scipy's
     from results.csv's mean, std and n, and a result set without the variant is an error."""
@@ -57,6 +74,17 @@ def test_verdict_tests_recompute_the_committed_csvs():
                                    equal_var=False).pvalue
     line = next(x for x in md.splitlines() if x.startswith('| main_table: cube floq vs FQL |'))
     assert f'| Welch | {verdict_tests.fmt_p(p)} |' in line, line
+    # Against the paper's size (floq = 2 x FQL): the Welch-Satterthwaite t of floq - 2 x FQL, written out here.
+    var = a['std'] ** 2 / a['num_seeds'] + 4 * b['std'] ** 2 / b['num_seeds']
+    df = var ** 2 / ((a['std'] ** 2 / a['num_seeds']) ** 2 / (a['num_seeds'] - 1)
+                     + (4 * b['std'] ** 2 / b['num_seeds']) ** 2 / (b['num_seeds'] - 1))
+    p2x = 2 * stats.t.sf(abs(a['mean'] - 2 * b['mean']) / math.sqrt(var), df)
+    line = next(x for x in md.splitlines() if x.startswith("| main_table: cube floq vs FQL, against the paper's size"))
+    assert f'| Welch contrast | {verdict_tests.fmt_p(p2x)} |' in line, line
+    # Power: the cube row's pooled SD and the seeds a 2x effect would take.
+    sd = math.sqrt((a['std'] ** 2 + b['std'] ** 2) / 2)
+    line = next(x for x in md.splitlines() if x.startswith('| main_table: cube floq vs FQL | 8 |'))
+    assert f'| {sd:.3f} |' in line and line.rstrip(' |').endswith(str(math.ceil(seed_tests.seeds_per_arm(b['mean'], sd)))), line
     with pytest.raises(ValueError, match='no single mean row'):
         verdict_tests.success_stats(root, 'main_table', verdict_tests.CUBE, 'no_such_variant')
     # A held-out test from per-seed values: utd_to128's floq at UTD 128 vs 16, paired by seed, is scipy's paired t.

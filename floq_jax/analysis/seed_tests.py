@@ -12,6 +12,9 @@ over seeds at p < 0.05.  Three tests, all two-sided:
   seeds can never reach p < 0.05;
 - ``equivalence``: two one-sided Welch tests (TOST) that two samples' means differ by less than a margin written
   down before the runs (docs/parity.md).
+
+And power, for planning: ``seeds_per_arm`` (the seeds per variant a t test needs to detect a given difference 80% of
+the time) and ``detectable_difference`` (the smallest difference a given number of seeds detects 80% of the time).
 """
 
 from __future__ import annotations
@@ -104,3 +107,27 @@ def smallest_p(n1: int, n2: int = 0) -> float:
     """The smallest two-sided p an exact permutation test can give: paired (n2 = 0) 2 / 2^n1, else
     2 / C(n1 + n2, n1)."""
     return 2.0 / (2 ** n1 if n2 == 0 else math.comb(n1 + n2, n1))
+
+
+def seeds_per_arm(diff: float, sd: float, alpha: float = 0.05, power: float = 0.8) -> float:
+    """Seeds per variant (equal numbers) a two-sided two-sample t test at ``alpha`` needs to detect a true difference of
+    means ``diff`` with probability ``power``, the seeds' standard deviation being ``sd`` in both variants
+    (statsmodels' ``TTestIndPower``, the noncentral t).  inf when ``diff`` is 0 or ``sd`` is NaN; 2 (the least a t
+    test takes) when ``sd`` is 0 and ``diff`` is not.  A planning figure: it says how many seeds a difference of that
+    size would take, not how likely the observed one is."""
+    from statsmodels.stats.power import TTestIndPower
+
+    if diff == 0 or sd != sd:
+        return math.inf
+    if sd == 0:
+        return 2.0
+    return max(2.0, float(TTestIndPower().solve_power(effect_size=abs(diff) / sd, alpha=alpha, power=power)))
+
+
+def detectable_difference(sd: float, n: int, alpha: float = 0.05, power: float = 0.8) -> float:
+    """The smallest true difference of means that ``n`` seeds per variant detect with probability ``power`` by a
+    two-sided two-sample t test at ``alpha``, the seeds' standard deviation being ``sd`` (the inverse of
+    :func:`seeds_per_arm`)."""
+    from statsmodels.stats.power import TTestIndPower
+
+    return float(sd * TTestIndPower().solve_power(nobs1=n, alpha=alpha, power=power))
