@@ -198,63 +198,98 @@ def one_row_per_seed(d, variant, col, source):
     return d.sort_values('seed')[col].to_numpy(float)
 
 
-def utd_heldout_lines(root):
-    """utd_to128: does more updates per env step degrade a critic's centered error, and floq's less than FQL's?  Per
-    agent, UTD u vs 1 paired by seed (the same seed index starts from the same parameters and data); between agents
-    at each UTD, Welch; and the difference in differences (floq's change from UTD 1 minus FQL's), Welch on the
-    per-seed changes."""
+def utd_heldout_lines(root, result_set=UTD_SET, utds=UTDS_TO128):
+    """A utd set (``utds``: its UTD ratios, ascending): does more updates per env step degrade a critic's centered
+    error, and floq's less than FQL's?  Per agent, UTD u vs 1 paired by seed (the same seed index starts from the
+    same parameters and data), and past UTD 16 vs 16; between agents at each UTD, Welch; and the difference in
+    differences (floq's change from UTD 1 minus FQL's), Welch on the per-seed changes.  No lines for a set without
+    heldout_q_per_seed.csv."""
     from scipy import stats
 
     from floq_jax.analysis import seed_tests
 
-    x = {(a, u): heldout_per_seed(root, UTD_SET, CUBE, f'{a}_utd{u}') for a in ('floq', 'fql') for u in UTDS_TO128}
+    if not os.path.exists(os.path.join(root, result_set, 'heldout_q_per_seed.csv')):
+        return []
+    x = {(a, u): heldout_per_seed(root, result_set, CUBE, f'{a}_utd{u}') for a in ('floq', 'fql') for u in utds}
     lines = []
     # against UTD 1, and past the largest UTD of the first utd set (16): does the error rise again?
     for a in ('floq', 'fql'):
-        for u, base in [(u, 1) for u in UTDS_TO128[1:]] + [(64, 16), (128, 16)]:
+        for u, base in [(u, 1) for u in utds[1:]] + [(u, 16) for u in utds if u > 16]:
             xa, xb = x[(a, u)], x[(a, base)]
-            lines.append(row(f'utd_to128: {a} centered error, UTD {u} vs {base}, paired by seed', xa.mean(), xb.mean(),
-                             'paired t', float(stats.ttest_rel(xa, xb).pvalue), seed_tests.paired_permutation(xa, xb),
+            lines.append(row(f'{result_set}: {a} centered error, UTD {u} vs {base}, paired by seed', xa.mean(),
+                             xb.mean(), 'paired t', float(stats.ttest_rel(xa, xb).pvalue),
+                             seed_tests.paired_permutation(xa, xb),
                              f'sign-flip p >= {seed_tests.smallest_p(len(xa)):.3f}'))
-    for u in UTDS_TO128:
+    for u in utds:
         xa, xb = x[('floq', u)], x[('fql', u)]
-        lines.append(row(f'utd_to128: centered error at UTD {u}, floq vs FQL', xa.mean(), xb.mean(), 'Welch',
+        lines.append(row(f'{result_set}: centered error at UTD {u}, floq vs FQL', xa.mean(), xb.mean(), 'Welch',
                          seed_tests.welch(xa, xb)['p'], seed_tests.permutation(xa, xb)))
-    for u in UTDS_TO128[1:]:
+    for u in utds[1:]:
         da, db = x[('floq', u)] - x[('floq', 1)], x[('fql', u)] - x[('fql', 1)]
-        lines.append(row(f'utd_to128: change in centered error from UTD 1 to {u}, floq vs FQL', da.mean(), db.mean(),
-                         'Welch', seed_tests.welch(da, db)['p'], seed_tests.permutation(da, db),
+        lines.append(row(f'{result_set}: change in centered error from UTD 1 to {u}, floq vs FQL', da.mean(),
+                         db.mean(), 'Welch', seed_tests.welch(da, db)['p'], seed_tests.permutation(da, db),
                          'per-seed changes (difference in differences)'))
     return lines
 
 
-def late_freeze_lines(root):
-    """freeze_features_late: each critic frozen at 45k against its unfrozen twin (resnet_flops), paired by seed; and
-    does floq lose less than FQL (Welch on the per-seed drops)?"""
+def freeze_lines(root, result_set='freeze_features_late', when='45k', twins=LATE_FREEZE):
+    """A freeze set: each critic frozen at ``when`` against its unfrozen twin (resnet_flops: the same config, seeds
+    and data), paired by seed; and does floq lose less than each other critic (Welch on the per-seed drops)?  No lines
+    for a set without per_seed.csv."""
     import numpy as np
     from scipy import stats
 
     from floq_jax.analysis import seed_tests
 
+    if not os.path.exists(os.path.join(root, result_set, 'per_seed.csv')):
+        return []
     lines = []
-    for col, what in (('success', 'score (45k and 60k)'), ('last_eval_success', '60k evaluation, the one after the freeze')):
+    for col, what in (('success', 'score (45k and 60k)'), ('last_eval_success', '60k evaluation')):
+        if when == '45k' and col == 'last_eval_success':
+            what = '60k evaluation, the one after the freeze'
         drops = {}
-        for frozen, unfrozen in LATE_FREEZE:
-            fa = per_seed_frame(root, 'freeze_features_late', CUBE, frozen)
+        for frozen, unfrozen in twins:
+            fa = per_seed_frame(root, result_set, CUBE, frozen)
             fb = per_seed_frame(root, 'resnet_flops', CUBE, unfrozen)
             seeds = fa.index.intersection(fb.index)  # the twins: the frozen runs' seeds
             if not len(seeds) or len(seeds) != len(fa):
-                raise ValueError(f'freeze_features_late/{frozen}: not every seed has an unfrozen twin in '
+                raise ValueError(f'{result_set}/{frozen}: not every seed has an unfrozen twin in '
                                  f'resnet_flops/{unfrozen}')
             xa, xb = fa.loc[seeds, col].to_numpy(float), fb.loc[seeds, col].to_numpy(float)
             drops[unfrozen] = np.round(xb - xa, 12)  # success is a multiple of 1/episodes: no float dust
-            lines.append(row(f'freeze at 45k, {what}: {unfrozen} frozen vs unfrozen, paired by seed', xa.mean(),
+            lines.append(row(f'freeze at {when}, {what}: {unfrozen} frozen vs unfrozen, paired by seed', xa.mean(),
                              xb.mean(), 'paired t', float(stats.ttest_rel(xa, xb).pvalue),
                              seed_tests.paired_permutation(xa, xb),
                              f'unfrozen: resnet_flops; sign-flip p >= {seed_tests.smallest_p(len(xa)):.3f}'))
-        da, db = drops['floq'], drops['fql']
-        lines.append(row(f'freeze at 45k, {what}: floq drop vs FQL drop', da.mean(), db.mean(), 'Welch',
-                         seed_tests.welch(da, db)['p'], seed_tests.permutation(da, db), 'per-seed drops'))
+        for other in [u for _, u in twins if u != 'floq']:
+            da, db = drops['floq'], drops[other]
+            name = {'fql': 'FQL', 'fql_resnet': 'FQL-ResNet'}.get(other, other)
+            lines.append(row(f'freeze at {when}, {what}: floq drop vs {name} drop', da.mean(), db.mean(), 'Welch',
+                             seed_tests.welch(da, db)['p'], seed_tests.permutation(da, db), 'per-seed drops'))
+    return lines
+
+
+def freeze_feature_lines(root, result_set, when):
+    """A freeze set's final feature measures (metrics_per_seed.csv) between the frozen critics: floq against each other
+    critic on the effective rank and the feature norm, and floq against floq_t0 on the critic loss after the freeze
+    (both flow matching: the one like-for-like loss comparison); Welch, and paired by seed (the same seed index shares
+    the data order).  No lines for a set without the file."""
+    import pandas as pd
+
+    path = os.path.join(root, result_set, 'metrics_per_seed.csv')
+    if not os.path.exists(path):
+        return []
+    d = pd.read_csv(path)
+    d = d[d['env_name'] == CUBE]
+    present = set(d['variant'])
+    lines = []
+    for other in ('floq_t0_frozen', 'fql_frozen', 'fql_resnet_frozen'):
+        if other not in present:
+            continue
+        cols = ('effective_rank', 'feature_norm') + (('critic/critic_loss',) if other == 'floq_t0_frozen' else ())
+        for col in cols:
+            x = [one_row_per_seed(d, v, col, f'{result_set}/metrics_per_seed.csv') for v in ('floq_frozen', other)]
+            lines += unpaired_and_paired_rows(f'freeze at {when}: {col}, floq_frozen vs {other}', *x)
     return lines
 
 
@@ -342,7 +377,8 @@ def build(root: str) -> str:
                              xb.mean(), 'paired t', p_t, seed_tests.paired_permutation(xa, xb),
                              f'paired by checkpoint; sign-flip p >= {seed_tests.smallest_p(len(xa)):.3f}'))
     lines += utd_heldout_lines(root)
-    lines += late_freeze_lines(root)
+    lines += freeze_lines(root)
+    lines += freeze_feature_lines(root, 'freeze_features_late', '45k')
     lines += noise_width_lines(root)
     for label in NO_PER_SEED:
         lines.append(f'| {label} | | | | n/a | n/a | no per-seed data committed: inconclusive by the rule |')
