@@ -54,6 +54,11 @@ def test_power_is_the_noncentral_t():
     assert power(d, 0.10, 8) == pytest.approx(0.8, abs=1e-4)
     assert seed_tests.seeds_per_arm(d, 0.10) == pytest.approx(8, rel=1e-4)
     assert math.isinf(seed_tests.seeds_per_arm(0.0, 0.10)) and seed_tests.seeds_per_arm(0.1, 0.0) == 2.0
+    # Paired (one-sample t on the differences): df n - 1, noncentrality d / sd * sqrt(n).
+    dp = seed_tests.detectable_paired_difference(0.04, 8)
+    crit = stats.t.ppf(0.975, 7)
+    nc = dp / 0.04 * math.sqrt(8)
+    assert stats.nct.sf(crit, 7, nc) + stats.nct.cdf(-crit, 7, nc) == pytest.approx(0.8, abs=1e-4)
 
 
 def test_verdict_tests_recompute_the_committed_csvs():

@@ -14,7 +14,8 @@ over seeds at p < 0.05.  Three tests, all two-sided:
   down before the runs (docs/parity.md).
 
 And power, for planning: ``seeds_per_arm`` (the seeds per variant a t test needs to detect a given difference 80% of
-the time) and ``detectable_difference`` (the smallest difference a given number of seeds detects 80% of the time).
+the time), ``detectable_difference`` (the smallest difference a given number of seeds detects 80% of the time) and
+``detectable_paired_difference`` (the same for a paired design).
 """
 
 from __future__ import annotations
@@ -131,3 +132,12 @@ def detectable_difference(sd: float, n: int, alpha: float = 0.05, power: float =
     from statsmodels.stats.power import TTestIndPower
 
     return float(sd * TTestIndPower().solve_power(nobs1=n, alpha=alpha, power=power))
+
+
+def detectable_paired_difference(sd_diff: float, n: int, alpha: float = 0.05, power: float = 0.8) -> float:
+    """The smallest true mean paired difference that ``n`` pairs detect with probability ``power`` by a two-sided
+    paired t test at ``alpha``, the per-pair differences having standard deviation ``sd_diff`` (statsmodels'
+    ``TTestPower``, the one-sample noncentral t)."""
+    from statsmodels.stats.power import TTestPower
+
+    return float(sd_diff * TTestPower().solve_power(nobs=n, alpha=alpha, power=power))
