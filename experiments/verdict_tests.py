@@ -6,13 +6,15 @@ Per comparison: the two means, Welch's t test (unpaired) or the paired t test (t
 ways), and the exact permutation test (sign-flip where paired) where per-seed values are committed
 (floq_jax.analysis.seed_tests).  Success comparisons use each variant's mean, standard deviation and seed count from
 results.csv (a Welch test needs no more); the permutation test needs per-seed values (per_seed.csv,
-scale_k_per_seed.csv).  A comparison whose per-seed values are not committed (the held-out measures of utd and
-mechanisms written before the sweeps wrote heldout_q_per_seed.csv, freeze_features' feature metrics) is listed with
-'no per-seed data' and no p.  Result sets written since then commit per-seed values: utd_to128 (the held-out critic
-measures per seed: paired tests between UTD ratios, Welch between agents), resnet_flops (claim (e)),
-freeze_features_late (each frozen run against its unfrozen twin in resnet_flops, paired by seed), main_table (8
-seeds) and noise_width (the curvature measures per seed, metrics_per_seed.csv).  The sets of 2026-12-03 that were
-re-run are kept under a dated name (main_table_2026-12-03, noise_width_2026-12-03: another evaluation protocol).
+scale_k_per_seed.csv).  A comparison whose per-seed values are not committed (the held-out measures of the sets
+written before the sweeps wrote heldout_q_per_seed.csv: mechanisms, utd_2026-12-03; the feature metrics of
+freeze_features of 2026-12-03) is listed with 'no per-seed data' and no p.  Result sets written since then commit
+per-seed values: utd and utd_to128 (the held-out critic measures per seed: paired tests between UTD ratios, Welch
+between agents), resnet_flops (claim (e)), the freeze sets (each frozen run against its unfrozen twin in
+resnet_flops, paired by seed; feature metrics per seed), main_table (8 seeds) and noise_width (the curvature measures
+per seed, metrics_per_seed.csv).  The sets of 2026-12-03 that were re-run are kept under a dated name
+(main_table_2026-12-03, noise_width_2026-12-03, utd_2026-12-03: another evaluation protocol).  At the end, the power
+of every success comparison (planning figures, not tests).
 """
 
 import os
@@ -50,6 +52,7 @@ SUCCESS = [
     ('freeze_features', CUBE, 'floq_frozen', 'fql_frozen', 'freeze: frozen floq vs frozen FQL'),
     ('freeze_features', CUBE, 'floq_frozen', 'fql_resnet_frozen', 'freeze: frozen floq vs frozen FQL-ResNet'),
     ('utd', CUBE, 'floq_utd16', 'fql_utd16', 'utd: success at UTD 16, floq vs FQL'),
+    ('utd_2026-12-03', CUBE, 'floq_utd16', 'fql_utd16', 'utd of 2026-12-03 (older protocol): success at UTD 16, floq vs FQL'),
     ('mechanisms', CUBE, 'floq_distributional', 'floq', '(a) success distributional floq vs floq'),
     ('mechanisms', CUBE, 'fql_iqn', 'fql', '(a) success FQL-IQN vs FQL'),
     ('mechanisms', CUBE, 'floq_predict_final', 'floq', '(b) success predict_final vs floq'),
@@ -82,7 +85,7 @@ CROSS = [(('freeze_features', 'floq_frozen'), (MAIN_TABLE_0312, 'floq'), 'freeze
 NOISE_WIDTHS = ('cov0', 'cov0.1', 'cov0.25', 'cov1')
 NOISE_WIDTH_MEASURES = ('straightness', 'velocity_spread', 'q_change')
 # Held-out measures whose per-seed values are not in the committed files.
-NO_PER_SEED = ['utd: centered error at UTD 16, floq vs FQL', 'utd: FQL centered error UTD 16 vs 1',
+NO_PER_SEED = ['utd of 2026-12-03: centered error at UTD 16, floq vs FQL', 'utd of 2026-12-03: FQL centered error UTD 16 vs 1',
                '(a) centered error / Spearman, distributional floq vs floq; FQL-IQN vs FQL',
                '(b) centered error predict_final vs floq', '(c) centered error stale2 vs floq',
                '(d) held-out measures, noise 8 vs 0',
@@ -388,6 +391,7 @@ def build(root: str) -> str:
             lines.append(row(f"scale_k: {col}, train K = {k}, eval K' = {eval_ks[-1]} vs {eval_ks[0]}", xa.mean(),
                              xb.mean(), 'paired t', p_t, seed_tests.paired_permutation(xa, xb),
                              f'paired by checkpoint; sign-flip p >= {seed_tests.smallest_p(len(xa)):.3f}'))
+    lines += utd_heldout_lines(root, 'utd', (1, 4, 16))
     lines += utd_heldout_lines(root)
     lines += freeze_lines(root)
     lines += freeze_feature_lines(root, 'freeze_features_late', '45k')
