@@ -217,21 +217,22 @@ def utd_heldout_lines(root, result_set=UTD_SET, utds=UTDS_TO128):
     lines = []
     # against UTD 1, and past the largest UTD of the first utd set (16): does the error rise again?
     for a in ('floq', 'fql'):
-        for u, base in [(u, 1) for u in utds[1:]] + [(u, 16) for u in utds if u > 16]:
+        for u, base in [(u, 1) for u in utds[1:]] + [(16, 4)] * (4 in utds and 16 in utds) + \
+                [(u, 16) for u in utds if u > 16]:
             xa, xb = x[(a, u)], x[(a, base)]
             lines.append(row(f'{result_set}: {a} centered error, UTD {u} vs {base}, paired by seed', xa.mean(),
                              xb.mean(), 'paired t', float(stats.ttest_rel(xa, xb).pvalue),
                              seed_tests.paired_permutation(xa, xb),
                              f'sign-flip p >= {seed_tests.smallest_p(len(xa)):.3f}'))
+    # Between the agents: Welch, and paired by seed (the same seed index shares the dataset order and env resets, and
+    # the two agents' per-seed values move together), as the rule for verdicts asks where per-seed values exist.
     for u in utds:
-        xa, xb = x[('floq', u)], x[('fql', u)]
-        lines.append(row(f'{result_set}: centered error at UTD {u}, floq vs FQL', xa.mean(), xb.mean(), 'Welch',
-                         seed_tests.welch(xa, xb)['p'], seed_tests.permutation(xa, xb)))
+        lines += unpaired_and_paired_rows(f'{result_set}: centered error at UTD {u}, floq vs FQL', x[('floq', u)],
+                                          x[('fql', u)])
     for u in utds[1:]:
         da, db = x[('floq', u)] - x[('floq', 1)], x[('fql', u)] - x[('fql', 1)]
-        lines.append(row(f'{result_set}: change in centered error from UTD 1 to {u}, floq vs FQL', da.mean(),
-                         db.mean(), 'Welch', seed_tests.welch(da, db)['p'], seed_tests.permutation(da, db),
-                         'per-seed changes (difference in differences)'))
+        lines += unpaired_and_paired_rows(f'{result_set}: change in centered error from UTD 1 to {u}, floq vs FQL '
+                                          '(difference in differences)', da, db)
     return lines
 
 

@@ -100,6 +100,11 @@ def test_verdict_tests_recompute_the_committed_csvs():
     assert f'| paired t | {verdict_tests.fmt_p(p)} |' in line, line
     with pytest.raises(ValueError, match='no single row per seed'):
         verdict_tests.heldout_per_seed(root, 'utd_to128', verdict_tests.CUBE, 'no_such_variant')
+    # Between the agents the rule pairs by seed too: utd's floq vs FQL at UTD 16, paired, is scipy's paired t.
+    u = pd.read_csv(os.path.join(root, 'utd', 'heldout_q_per_seed.csv'))
+    xf, xq = (u[u['variant'] == v].sort_values('seed')['q_centered_error'].to_numpy() for v in ('floq_utd16', 'fql_utd16'))
+    line = next(x for x in md.splitlines() if x.startswith('| utd: centered error at UTD 16, floq vs FQL, paired by seed'))
+    assert f'| paired t | {verdict_tests.fmt_p(stats.ttest_rel(xf, xq).pvalue)} |' in line, line
     # A seed with two rows (e.g. two invocations written into one file) is refused, not averaged or picked from.
     twice = pd.concat([h, h[h['variant'] == 'floq_utd1'].head(1)])
     with pytest.raises(ValueError, match='x.csv: no single row per seed for floq_utd1'):
