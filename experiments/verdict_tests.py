@@ -32,6 +32,8 @@ def define_flags() -> None:
 
 CUBE = 'cube-single-play-singletask-task2-v0'
 SCENE = 'scene-play-singletask-task1-v0'
+# The freeze at 15k of 2026-12-03 (that day's protocol; no per-seed files), kept beside its re-run.
+FREEZE_0312 = 'freeze_features_2026-12-03'
 
 # (result set, env, variant a, variant b, what the comparison tests); success from results.csv
 SUCCESS = [
@@ -49,8 +51,12 @@ SUCCESS = [
     ('noise_width_2026-12-03', CUBE, 'cov0.25', 'cov0', 'noise_width of 2026-12-03 (older protocol): success 0.25 vs 0'),
     ('noise_width_2026-12-03', CUBE, 'cov0.25', 'cov1', 'noise_width of 2026-12-03 (older protocol): success 0.25 vs 1'),
     ('noise_width_2026-12-03', CUBE, 'cov0.1', 'cov1', 'noise_width of 2026-12-03 (older protocol): success 0.1 vs 1'),
-    ('freeze_features', CUBE, 'floq_frozen', 'fql_frozen', 'freeze: frozen floq vs frozen FQL'),
-    ('freeze_features', CUBE, 'floq_frozen', 'fql_resnet_frozen', 'freeze: frozen floq vs frozen FQL-ResNet'),
+    ('freeze_features', CUBE, 'floq_frozen', 'fql_frozen', 'freeze at 15k: frozen floq vs frozen FQL'),
+    ('freeze_features', CUBE, 'floq_frozen', 'fql_resnet_frozen', 'freeze at 15k: frozen floq vs frozen FQL-ResNet'),
+    ('freeze_features', CUBE, 'floq_frozen', 'floq_t0_frozen', 'freeze at 15k: frozen floq vs frozen floq_t0'),
+    (FREEZE_0312, CUBE, 'floq_frozen', 'fql_frozen', 'freeze at 15k of 2026-12-03 (older protocol): frozen floq vs frozen FQL'),
+    (FREEZE_0312, CUBE, 'floq_frozen', 'fql_resnet_frozen',
+     'freeze at 15k of 2026-12-03 (older protocol): frozen floq vs frozen FQL-ResNet'),
     ('utd', CUBE, 'floq_utd16', 'fql_utd16', 'utd: success at UTD 16, floq vs FQL'),
     ('utd_2026-12-03', CUBE, 'floq_utd16', 'fql_utd16', 'utd of 2026-12-03 (older protocol): success at UTD 16, floq vs FQL'),
     ('mechanisms', CUBE, 'floq_distributional', 'floq', '(a) success distributional floq vs floq'),
@@ -79,8 +85,11 @@ UTD_SET, UTDS_TO128 = 'utd_to128', (1, 4, 16, 64, 128)
 MAIN_TABLE_0312 = 'main_table_2026-12-03'
 # Success of a frozen critic against the same configuration unfrozen (the 2026-12-03 main table's cube runs: same
 # config, seeds and protocol).
-CROSS = [(('freeze_features', 'floq_frozen'), (MAIN_TABLE_0312, 'floq'), 'freeze: floq frozen vs unfrozen'),
-         (('freeze_features', 'fql_frozen'), (MAIN_TABLE_0312, 'fql'), 'freeze: FQL frozen vs unfrozen')]
+CROSS = [((FREEZE_0312, 'floq_frozen'), (MAIN_TABLE_0312, 'floq'), 'freeze of 2026-12-03: floq frozen vs unfrozen'),
+         ((FREEZE_0312, 'fql_frozen'), (MAIN_TABLE_0312, 'fql'), 'freeze of 2026-12-03: FQL frozen vs unfrozen')]
+# The freeze at 15k (re-run 2026-12-06) against the same configurations unfrozen in resnet_flops (paired by seed);
+# floq_t0 has no unfrozen runs.
+EARLY_FREEZE = (('floq_frozen', 'floq'), ('fql_frozen', 'fql'), ('fql_resnet_frozen', 'fql_resnet'))
 # noise_width: the widths in order and the curvature measures of metrics_per_seed.csv (noise_width_lines).
 NOISE_WIDTHS = ('cov0', 'cov0.1', 'cov0.25', 'cov1')
 NOISE_WIDTH_MEASURES = ('straightness', 'velocity_spread', 'q_change')
@@ -89,7 +98,7 @@ NO_PER_SEED = ['utd of 2026-12-03: centered error at UTD 16, floq vs FQL', 'utd 
                '(a) centered error / Spearman, distributional floq vs floq; FQL-IQN vs FQL',
                '(b) centered error predict_final vs floq', '(c) centered error stale2 vs floq',
                '(d) held-out measures, noise 8 vs 0',
-               'freeze: feature metrics between critics']
+               'freeze of 2026-12-03: feature metrics between critics']
 
 
 # Success comparisons whose claim has a size in the paper: floq about 2x FQL (the main table; 59 vs 47 on average), so
@@ -365,9 +374,9 @@ def build(root: str) -> str:
     for label, pairs in (('(d) floq drop - FQL drop under noise 8 (success)',
                           [('mechanisms', 'floq_noise8'), ('mechanisms', 'floq'), ('mechanisms', 'fql_noise8'),
                            ('mechanisms', 'fql')]),
-                         ('freeze: floq drop - FQL drop when frozen (success)',
-                          [('freeze_features', 'floq_frozen'), (MAIN_TABLE_0312, 'floq'),
-                           ('freeze_features', 'fql_frozen'), (MAIN_TABLE_0312, 'fql')])):
+                         ('freeze of 2026-12-03: floq drop - FQL drop when frozen (success)',
+                          [(FREEZE_0312, 'floq_frozen'), (MAIN_TABLE_0312, 'floq'),
+                           (FREEZE_0312, 'fql_frozen'), (MAIN_TABLE_0312, 'fql')])):
         groups = [success_stats(root, rs, CUBE, v) for rs, v in pairs]
         c = seed_tests.welch_contrast(groups, (1, -1, -1, 1))
         lines.append(row(label, groups[0][0] - groups[1][0], groups[2][0] - groups[3][0], 'Welch contrast', c['p'],
@@ -395,6 +404,8 @@ def build(root: str) -> str:
     lines += utd_heldout_lines(root, 'utd', (1, 4, 16))
     lines += utd_heldout_lines(root)
     lines += freeze_lines(root)
+    lines += freeze_lines(root, 'freeze_features', '15k', EARLY_FREEZE)
+    lines += freeze_feature_lines(root, 'freeze_features', '15k')
     lines += freeze_feature_lines(root, 'freeze_features_late', '45k')
     lines += noise_width_lines(root)
     for label in NO_PER_SEED:
