@@ -74,7 +74,9 @@ SUCCESS = [
 ]
 # Success at the last evaluation alone (per_seed.csv's last_eval_success), where the two evaluations of the score move
 # apart (main_table's scene: FQL falls from 45k to 60k, floq rises).
-LAST_EVAL = [('main_table', SCENE, 'floq', 'fql', 'main_table: scene floq vs FQL, 60k evaluation alone')]
+LAST_EVAL = [('main_table', SCENE, 'floq', 'fql', 'main_table: scene floq vs FQL, 60k evaluation alone'),
+             ('freeze_features', CUBE, 'floq_frozen', 'fql_resnet_frozen',
+              'freeze at 15k: frozen floq vs frozen FQL-ResNet, 60k evaluation alone')]
 # The freeze at 45k of 60k against the same configuration unfrozen: resnet_flops' floq and fql (same config, seeds and
 # data, so each frozen run is its unfrozen twin until step 45k: paired by seed).
 LATE_FREEZE = (('floq_frozen', 'floq'), ('fql_frozen', 'fql'))
@@ -276,6 +278,9 @@ def freeze_lines(root, result_set='freeze_features_late', when='45k', twins=LATE
                              seed_tests.paired_permutation(xa, xb),
                              f'unfrozen: resnet_flops; sign-flip p >= {seed_tests.smallest_p(len(xa)):.3f}; '
                              f'a drop detectable 80% of the time: {detectable:.3f}'))
+            lines.append(row(f'freeze at {when}, {what}: {unfrozen} frozen vs unfrozen', xa.mean(), xb.mean(),
+                             'Welch', seed_tests.welch(xa, xb)['p'], seed_tests.permutation(xa, xb),
+                             'unfrozen: resnet_flops; the pairing ignored'))
         for other in [u for _, u in twins if u != 'floq']:
             da, db = drops['floq'], drops[other]
             name = {'fql': 'FQL', 'fql_resnet': 'FQL-ResNet'}.get(other, other)
@@ -284,6 +289,10 @@ def freeze_lines(root, result_set='freeze_features_late', when='45k', twins=LATE
                              seed_tests.welch(da, db)['p'], seed_tests.permutation(da, db),
                              f'per-seed drops; a difference detectable 80% of the time: '
                              f'{seed_tests.detectable_difference(sd, len(da)):.3f}'))
+            lines.append(row(f'freeze at {when}, {what}: floq drop vs {name} drop, paired by seed', da.mean(),
+                             db.mean(), 'paired t', float(stats.ttest_rel(da, db).pvalue),
+                             seed_tests.paired_permutation(da, db),
+                             f'per-seed drops; sign-flip p >= {seed_tests.smallest_p(len(da)):.3f}'))
     return lines
 
 
