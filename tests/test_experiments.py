@@ -191,20 +191,23 @@ def test_per_seed_success_scores_the_last_evaluations_and_the_last_alone():
 
 def test_report_note_counts_the_seeds_it_reports():
     """A sweep directory written by two invocations (seeds 0-3, then ``--seed=4 --num_seeds=4``) reports 8 seeds, not
-    the last invocation's 4; cells with different seed counts give the range."""
+    the last invocation's 4; cells with different seed counts give the range.  The count is the results table's, the
+    one its 'Seeds per cell' line gives."""
     import pandas as pd
 
     from floq_jax import sweeps
+    from floq_jax.analysis import report
     from floq_jax.analysis.report import Run
 
     sweep = sweeps.Sweep('freeze_features', [sweeps.Variant('a', 'floq'), sweeps.Variant('b', 'fql')], ['cube'],
                          preset='cpu', options={'num_seeds': 4})
 
-    def runs(seeds_a, seeds_b):
-        return [Run(path=f'{v}{s}', flags=dict(env_name='cube', variant=v, seed=s),
+    def table(seeds_a, seeds_b):
+        runs = [Run(path=f'{v}{s}', flags=dict(env_name='cube', variant=v, seed=s),
                     eval=pd.DataFrame({'step': [60000], 'evaluation/success': [0.1]}))
                 for v, seeds in (('a', seeds_a), ('b', seeds_b)) for s in seeds]
+        return report.results_table(runs, 'evaluation/success', last_n=1, group_by='variant', reps=10)
 
     assert ', 4 seeds,' in sweeps.run_length_note(sweep)
-    assert ', 8 seeds,' in sweeps.run_length_note(sweep, runs(range(8), range(8)))
-    assert ', 4-8 seeds,' in sweeps.run_length_note(sweep, runs(range(8), range(4)))
+    assert ', 8 seeds,' in sweeps.run_length_note(sweep, table(range(8), range(8)))
+    assert ', 4-8 seeds,' in sweeps.run_length_note(sweep, table(range(8), range(4)))

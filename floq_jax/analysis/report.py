@@ -497,6 +497,12 @@ def _md_table(header: List[str], rows: List[List[str]]) -> str:
     return '\n'.join(lines)
 
 
+def seeds_per_cell(table) -> str:
+    """The seed count of a results table's cells (its ``num_seeds`` column): '8', or '4-8' when the cells differ."""
+    seeds = sorted(set(int(n) for n in table['num_seeds']))
+    return str(seeds[0]) + (f'-{seeds[-1]}' if len(seeds) > 1 else '')
+
+
 def to_markdown(table: pd.DataFrame, iqm: Optional[pd.DataFrame] = None,
                 title: Optional[str] = None, scale: Optional[float] = None,
                 digits: int = 1) -> str:
@@ -556,8 +562,7 @@ def to_markdown(table: pd.DataFrame, iqm: Optional[pd.DataFrame] = None,
             row.append(format_ci(c[stat], c['ci_low'], c['ci_high'], scale, digits))
         rows.append(row)
     out.append(_md_table([str(task_key), 'data'] + [str(g) for g in groups], rows))
-    seeds = sorted(set(int(n) for n in table['num_seeds']))
-    notes = [f'Seeds per cell: {seeds[0]}' + (f'-{seeds[-1]}' if len(seeds) > 1 else '') + '.']
+    notes = [f'Seeds per cell: {seeds_per_cell(table)}.']
     if single:
         notes.append(f'† {SINGLE_SEED_FOOTNOTE}.')
     notes += list(table.attrs.get('notes', ()))

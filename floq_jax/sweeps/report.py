@@ -55,21 +55,17 @@ def load_sweep_runs(sweep: Sweep):
         return [r for r in report.load_runs(sweep.root) if str(r.get('variant')) in names and r.env_name in envs]
 
 
-def run_length_note(sweep: Sweep, runs=None) -> str:
-    """The run length, seeds, evaluation episodes and device of the report.  The seeds are those of ``runs`` (the
-    runs reported: several invocations, e.g. ``--seed=4 --num_seeds=4`` after the first 4 seeds, may have written
-    into one sweep directory), per (variant, env); without ``runs``, this invocation's ``num_seeds``."""
+def run_length_note(sweep: Sweep, table=None) -> str:
+    """The run length, seeds, evaluation episodes and device of the report.  The seeds are those of the results
+    ``table`` reported (several invocations, e.g. ``--seed=4 --num_seeds=4`` after the first 4 seeds, may have written
+    into one sweep directory; floq_jax.analysis.report.seeds_per_cell); without it, this invocation's ``num_seeds``."""
+    from floq_jax.analysis import report
+
     o = merged_options(sweep)
     steps = f'{o.get("offline_steps")} offline updates'
     if sweep.mode == 'offline_to_online':
         steps += f' + {o.get("online_steps")} online env steps'
-    seeds = str(o.get('num_seeds'))
-    if runs:
-        per_cell = {}
-        for r in runs:
-            per_cell.setdefault((str(r.get('variant')), r.env_name), set()).add(r.seed)
-        counts = sorted({len(v) for v in per_cell.values()})
-        seeds = str(counts[0]) if len(counts) == 1 else f'{counts[0]}-{counts[-1]}'
+    seeds = str(o.get('num_seeds')) if table is None or not len(table) else report.seeds_per_cell(table)
     note = (f'preset `{sweep.preset}`: {steps}, {seeds} seeds, {o.get("eval_episodes")} evaluation '
             f'episodes per evaluation; device: {training_devices(sweep)}.')
     if sweep.preset == 'smoke':
@@ -91,7 +87,7 @@ def write_sweep_report(sweep: Sweep, group_by: str = 'variant', extra_md: str = 
     paths = {name: os.path.join(sweep.root, name) for name in ('results.md', 'results.csv', 'learning_curves.png')}
     skipped = _read_skipped(sweep)
     md = report.to_markdown(table, iqm, title=title or f'{sweep.name} ({sweep.preset} preset)')
-    md += '\n' + run_length_note(sweep, runs) + '\n'
+    md += '\n' + run_length_note(sweep, table) + '\n'
     if sweep.description:
         md += '\n' + sweep.description.strip() + '\n'
     if skipped:
