@@ -143,18 +143,31 @@ def row(label, mean_a, mean_b, test, p_t, p_perm=float('nan'), note=''):
     return f'| {label} | {mean_a:.4g} | {mean_b:.4g} | {test} | {fmt_p(p_t)} | {fmt_p(p_perm)} | {note} |'
 
 
-def unpaired_and_paired_rows(label, xa, xb):
-    """Two rows for per-seed values ``xa`` / ``xb`` ordered by seed: Welch with the exact permutation test, and
-    ``label + ', paired by seed'`` with the paired t and sign-flip tests (noting the sign-flip floor for the pair
-    count)."""
+def welch_row(label, xa, xb, note=''):
+    """The row of Welch's t and the exact permutation test for per-seed values ``xa`` / ``xb``."""
+    from floq_jax.analysis import seed_tests
+
+    return row(label, xa.mean(), xb.mean(), 'Welch', seed_tests.welch(xa, xb)['p'], seed_tests.permutation(xa, xb),
+               note)
+
+
+def paired_row(label, xa, xb, before='', after='', means=None):
+    """The row of the paired t and sign-flip tests for per-seed values ``xa`` / ``xb`` ordered by seed; its note names
+    the sign-flip floor for the pair count, between ``before`` and ``after``.  ``means``: the (a, b) means to print
+    (default the samples')."""
     from scipy import stats
 
     from floq_jax.analysis import seed_tests
 
-    note = f'sign-flip p >= {seed_tests.smallest_p(len(xa)):.3f}'
-    return [row(label, xa.mean(), xb.mean(), 'Welch', seed_tests.welch(xa, xb)['p'], seed_tests.permutation(xa, xb)),
-            row(label + ', paired by seed', xa.mean(), xb.mean(), 'paired t', float(stats.ttest_rel(xa, xb).pvalue),
-                seed_tests.paired_permutation(xa, xb), note)]
+    ma, mb = means if means is not None else (xa.mean(), xb.mean())
+    return row(label, ma, mb, 'paired t', float(stats.ttest_rel(xa, xb).pvalue), seed_tests.paired_permutation(xa, xb),
+               f'{before}sign-flip p >= {seed_tests.smallest_p(len(xa)):.3f}{after}')
+
+
+def unpaired_and_paired_rows(label, xa, xb):
+    """Two rows for per-seed values ``xa`` / ``xb`` ordered by seed: :func:`welch_row`, and :func:`paired_row` as
+    ``label + ', paired by seed'``."""
+    return [welch_row(label, xa, xb), paired_row(label + ', paired by seed', xa, xb)]
 
 
 def success_stats(root, result_set, env, variant):
@@ -218,9 +231,7 @@ def utd_heldout_lines(root, result_set=UTD_SET, utds=UTDS_TO128):
     same parameters and data), and past UTD 16 vs 16; between agents at each UTD, Welch; and the difference in
     differences (floq's change from UTD 1 minus FQL's), Welch on the per-seed changes.  No lines for a set without
     heldout_q_per_seed.csv."""
-    from scipy import stats
 
-    from floq_jax.analysis import seed_tests
 
     if not os.path.exists(os.path.join(root, result_set, 'heldout_q_per_seed.csv')):
         return []
@@ -230,11 +241,8 @@ def utd_heldout_lines(root, result_set=UTD_SET, utds=UTDS_TO128):
     for a in ('floq', 'fql'):
         for u, base in [(u, 1) for u in utds[1:]] + [(16, 4)] * (4 in utds and 16 in utds) + \
                 [(u, 16) for u in utds if u > 16]:
-            xa, xb = x[(a, u)], x[(a, base)]
-            lines.append(row(f'{result_set}: {a} centered error, UTD {u} vs {base}, paired by seed', xa.mean(),
-                             xb.mean(), 'paired t', float(stats.ttest_rel(xa, xb).pvalue),
-                             seed_tests.paired_permutation(xa, xb),
-                             f'sign-flip p >= {seed_tests.smallest_p(len(xa)):.3f}'))
+            lines.append(paired_row(f'{result_set}: {a} centered error, UTD {u} vs {base}, paired by seed', x[(a, u)],
+                                    x[(a, base)]))
     # Between the agents: Welch, and paired by seed (the same seed index shares the dataset order and env resets, and
     # the two agents' per-seed values move together), as the rule for verdicts asks where per-seed values exist.
     for u in utds:
@@ -252,7 +260,6 @@ def freeze_lines(root, result_set='freeze_features_late', when='45k', twins=LATE
     and data), paired by seed; and does floq lose less than each other critic (Welch on the per-seed drops)?  No lines
     for a set without per_seed.csv."""
     import numpy as np
-    from scipy import stats
 
     from floq_jax.analysis import seed_tests
 
@@ -273,26 +280,19 @@ def freeze_lines(root, result_set='freeze_features_late', when='45k', twins=LATE
             xa, xb = fa.loc[seeds, col].to_numpy(float), fb.loc[seeds, col].to_numpy(float)
             drops[unfrozen] = np.round(xb - xa, 12)  # success is a multiple of 1/episodes: no float dust
             detectable = seed_tests.detectable_paired_difference(float(np.std(xb - xa, ddof=1)), len(xa))
-            lines.append(row(f'freeze at {when}, {what}: {unfrozen} frozen vs unfrozen, paired by seed', xa.mean(),
-                             xb.mean(), 'paired t', float(stats.ttest_rel(xa, xb).pvalue),
-                             seed_tests.paired_permutation(xa, xb),
-                             f'unfrozen: resnet_flops; sign-flip p >= {seed_tests.smallest_p(len(xa)):.3f}; '
-                             f'a drop detectable 80% of the time: {detectable:.3f}'))
-            lines.append(row(f'freeze at {when}, {what}: {unfrozen} frozen vs unfrozen', xa.mean(), xb.mean(),
-                             'Welch', seed_tests.welch(xa, xb)['p'], seed_tests.permutation(xa, xb),
-                             'unfrozen: resnet_flops; the pairing ignored'))
+            lines.append(paired_row(f'freeze at {when}, {what}: {unfrozen} frozen vs unfrozen, paired by seed', xa, xb,
+                                    'unfrozen: resnet_flops; ', f'; a drop detectable 80% of the time: {detectable:.3f}'))
+            lines.append(welch_row(f'freeze at {when}, {what}: {unfrozen} frozen vs unfrozen', xa, xb,
+                                   'unfrozen: resnet_flops; the pairing ignored'))
         for other in [u for _, u in twins if u != 'floq']:
             da, db = drops['floq'], drops[other]
             name = {'fql': 'FQL', 'fql_resnet': 'FQL-ResNet'}.get(other, other)
             sd = float(np.sqrt((np.var(da, ddof=1) + np.var(db, ddof=1)) / 2))
-            lines.append(row(f'freeze at {when}, {what}: floq drop vs {name} drop', da.mean(), db.mean(), 'Welch',
-                             seed_tests.welch(da, db)['p'], seed_tests.permutation(da, db),
-                             f'per-seed drops; a difference detectable 80% of the time: '
-                             f'{seed_tests.detectable_difference(sd, len(da)):.3f}'))
-            lines.append(row(f'freeze at {when}, {what}: floq drop vs {name} drop, paired by seed', da.mean(),
-                             db.mean(), 'paired t', float(stats.ttest_rel(da, db).pvalue),
-                             seed_tests.paired_permutation(da, db),
-                             f'per-seed drops; sign-flip p >= {seed_tests.smallest_p(len(da)):.3f}'))
+            lines.append(welch_row(f'freeze at {when}, {what}: floq drop vs {name} drop', da, db,
+                                   f'per-seed drops; a difference detectable 80% of the time: '
+                                   f'{seed_tests.detectable_difference(sd, len(da)):.3f}'))
+            lines.append(paired_row(f'freeze at {when}, {what}: floq drop vs {name} drop, paired by seed', da, db,
+                                    'per-seed drops; '))
     return lines
 
 
@@ -341,7 +341,6 @@ def noise_width_lines(root):
 
 def build(root: str) -> str:
     import pandas as pd
-    from scipy import stats
 
     from floq_jax.analysis import seed_tests
 
@@ -367,9 +366,7 @@ def build(root: str) -> str:
             lines.append(row(label + ', against the paper\'s size (floq = 2 x FQL)', ma, 2 * mb, 'Welch contrast',
                              p_ratio(2.0), note=note))
         if perm == perm:  # the same seed index shares data order and evaluation resets: paired by seed as well
-            lines.append(row(label + ', paired by seed', ma, mb, 'paired t', float(stats.ttest_rel(xa, xb).pvalue),
-                             seed_tests.paired_permutation(xa, xb),
-                             f'sign-flip p >= {seed_tests.smallest_p(len(xa)):.3f}'))
+            lines.append(paired_row(label + ', paired by seed', xa, xb, means=(ma, mb)))
     for result_set, env, a, b, label in LAST_EVAL:
         lines += unpaired_and_paired_rows(label, *(per_seed_success(root, result_set, env, v, col='last_eval_success')
                                                    for v in (a, b)))
@@ -405,11 +402,8 @@ def build(root: str) -> str:
         sel = d[d['train_K'] == k]
         lo, hi = (sel[sel['eval_K'] == e].sort_values('seed') for e in (eval_ks[-1], eval_ks[0]))
         for col in ('q_centered_error', 'q_rank_corr'):
-            xa, xb = lo[col].to_numpy(float), hi[col].to_numpy(float)
-            p_t = float(stats.ttest_rel(xa, xb).pvalue)
-            lines.append(row(f"scale_k: {col}, train K = {k}, eval K' = {eval_ks[-1]} vs {eval_ks[0]}", xa.mean(),
-                             xb.mean(), 'paired t', p_t, seed_tests.paired_permutation(xa, xb),
-                             f'paired by checkpoint; sign-flip p >= {seed_tests.smallest_p(len(xa)):.3f}'))
+            lines.append(paired_row(f"scale_k: {col}, train K = {k}, eval K' = {eval_ks[-1]} vs {eval_ks[0]}",
+                                    lo[col].to_numpy(float), hi[col].to_numpy(float), 'paired by checkpoint; '))
     lines += utd_heldout_lines(root, 'utd', (1, 4, 16))
     lines += utd_heldout_lines(root)
     lines += freeze_lines(root)
