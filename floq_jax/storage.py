@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import posixpath
+import re
 import shutil
 import uuid
 from typing import List
@@ -231,13 +232,20 @@ def full_what(path) -> str:
     return f'the disk mounted at {mount} ({usage.free / 2**20:.1f} MiB free of {usage.total / 2**20:.1f} MiB)'
 
 
-def _reason(error: BaseException) -> str:
+def _reason(error: BaseException, path: str = '') -> str:
+    """Why ``error`` (raised while touching ``path``) happened, in a few words.  The classification reads the
+    message with ``path`` taken out and status codes as whole words: a path's own characters (a probe's random hex
+    holding '401', a bucket named 'forbidden-data') never decide it."""
     text = ' '.join(str(error).split())[:200]
     kind = type(error).__name__
-    low = text.lower()
-    if 'credential' in low or 'unauthorized' in low or '401' in low or '403' in low or 'forbidden' in low:
+    low = str(error)
+    if path:  # gcsfs names objects with or without the scheme
+        for name in (path, path[len('gs://'):] if path.startswith('gs://') else path):
+            low = low.replace(name, ' ')
+    low = low.lower()
+    if re.search(r'credential|unauthori[sz]ed|forbidden|\b40[13]\b', low):
         return f'no usable credentials ({kind}: {text})'
-    if isinstance(error, FileNotFoundError) or 'not found' in low or '404' in low:
+    if isinstance(error, FileNotFoundError) or re.search(r'not found|\b404\b', low):
         return f'the bucket does not exist ({kind}: {text})'
     if isinstance(error, ImportError):
         return f'gs:// needs the gcsfs package: pip install gcsfs ({text})'
@@ -258,7 +266,7 @@ def check_writable(path) -> None:
         write_bytes(probe, b'')
         remove(probe)
     except Exception as e:  # noqa: BLE001 - gcsfs raises many kinds (HttpError, OSError, auth errors)
-        raise StorageError(f'cannot write to {path}: {_reason(e)}') from None
+        raise StorageError(f'cannot write to {path}: {_reason(e, probe)}') from None
 
 
 def check_readable(path, kind: str = 'any') -> bool:
@@ -269,4 +277,4 @@ def check_readable(path, kind: str = 'any') -> bool:
     try:
         return test(path)
     except Exception as e:  # noqa: BLE001
-        raise StorageError(f'cannot read {path}: {_reason(e)}') from None
+        raise StorageError(f'cannot read {path}: {_reason(e, absolute(path))}') from None

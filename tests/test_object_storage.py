@@ -197,6 +197,22 @@ def test_a_device_out_of_memory_is_not_a_full_disk():
     assert storage.is_full_error(wrapped)
 
 
+def test_a_path_never_decides_why_storage_failed():
+    """The reason reads the error with the path taken out: a write probe's random hex holding '401' or '403' (CI
+    once failed on it), or a bucket named like a status, is not a credentials error."""
+    for hexpart in ('0401', 'a403b', '404'):
+        probe = f'gs://no-such-bucket/runs/.floq_write_probe_{hexpart}{uuid.uuid4().hex}'
+        for name in (probe, probe[len('gs://'):]):
+            reason = storage._reason(FileNotFoundError(f'{name}'), probe)
+            assert reason.startswith('the bucket does not exist (FileNotFoundError: '), reason
+    bucket = 'gs://forbidden-401-credentials/runs'
+    assert storage._reason(FileNotFoundError(bucket[len('gs://'):]), bucket).startswith('the bucket does not exist')
+    assert storage._reason(RuntimeError(f'{bucket}: 403 Forbidden'), bucket).startswith('no usable credentials')
+    assert storage._reason(OSError(f'{bucket}: Anonymous caller (401)'), bucket).startswith('no usable credentials')
+    assert storage._reason(OSError(f'{bucket}: HTTP 404 bucket'), bucket).startswith('the bucket does not exist')
+    assert storage._reason(OSError(f'{bucket}: timed out'), bucket) == f'OSError: {bucket}: timed out'
+
+
 class _Refuse(BaseHTTPRequestHandler):
     """A storage endpoint that refuses every request as GCS does without credentials (401)."""
 
