@@ -35,6 +35,48 @@ SCENE = 'scene-play-singletask-task1-v0'
 # The freeze at 15k of 2026-12-03 (that day's protocol; no per-seed files), kept beside its re-run.
 FREEZE_0312 = 'freeze_features_2026-12-03'
 
+# The mechanisms sets: the re-run (published protocol, per-seed files; its baselines floq and FQL are resnet_flops'
+# runs, 8 seeds) and the set of 2026-12-03 (older protocol, 4 seeds, no per-seed files).  Each part's comparisons
+# come from the re-run where it holds the part's variant, else from the older set.
+MECH, MECH_0312 = 'mechanisms', 'mechanisms_2026-12-03'
+# (part, variant, its baseline, what the comparison tests)
+MECHANISM_PAIRS = (('a', 'floq_distributional', 'floq', 'distributional floq vs floq'),
+                   ('a', 'fql_iqn', 'fql', 'FQL-IQN vs FQL'),
+                   ('b', 'floq_predict_final', 'floq', 'predict_final vs floq'),
+                   ('c', 'floq_stale2', 'floq', 'stale2 vs floq'),
+                   ('d', 'floq_noise8', 'floq', 'floq_noise8 vs floq'),
+                   ('d', 'fql_noise8', 'fql', 'fql_noise8 vs FQL'))
+
+
+def mechanisms_set(root, variant):
+    """The mechanisms set that holds ``variant``: the re-run if its results.csv has it, else the set of 2026-12-03."""
+    import pandas as pd
+
+    path = os.path.join(root, MECH, 'results.csv')
+    if os.path.exists(path) and variant in set(pd.read_csv(path)['variant']):
+        return MECH
+    return MECH_0312
+
+
+def mechanisms_label(result_set, part, what):
+    return f'({part}) {"" if result_set == MECH else "of 2026-12-03 (older protocol, 4 seeds): "}{what}'
+
+
+def per_seed_part_d(root):
+    """Whether part d's runs (both noisy variants) are in the re-run with its per-seed files."""
+    return mechanisms_set(root, 'floq_noise8') == mechanisms_set(root, 'fql_noise8') == MECH and all(
+        os.path.exists(os.path.join(root, MECH, f)) for f in ('per_seed.csv', 'heldout_q_per_seed.csv'))
+
+
+def success_comparisons(root):
+    """SUCCESS and the mechanisms parts' success comparisons, each from the set that holds its variant."""
+    out = list(SUCCESS)
+    for part, variant, base, what in MECHANISM_PAIRS:
+        rs = mechanisms_set(root, variant)
+        out.append((rs, CUBE, variant, base, mechanisms_label(rs, part, f'success {what}')))
+    return out
+
+
 # (result set, env, variant a, variant b, what the comparison tests); success from results.csv
 SUCCESS = [
     ('scale_k', CUBE, 'K8', 'K1', 'scale_k: success K = 8 vs 1'),
@@ -59,12 +101,6 @@ SUCCESS = [
      'freeze at 15k of 2026-12-03 (older protocol): frozen floq vs frozen FQL-ResNet'),
     ('utd', CUBE, 'floq_utd16', 'fql_utd16', 'utd: success at UTD 16, floq vs FQL'),
     ('utd_2026-12-03', CUBE, 'floq_utd16', 'fql_utd16', 'utd of 2026-12-03 (older protocol): success at UTD 16, floq vs FQL'),
-    ('mechanisms', CUBE, 'floq_distributional', 'floq', '(a) success distributional floq vs floq'),
-    ('mechanisms', CUBE, 'fql_iqn', 'fql', '(a) success FQL-IQN vs FQL'),
-    ('mechanisms', CUBE, 'floq_predict_final', 'floq', '(b) success predict_final vs floq'),
-    ('mechanisms', CUBE, 'floq_stale2', 'floq', '(c) success stale2 vs floq'),
-    ('mechanisms', CUBE, 'floq_noise8', 'floq', '(d) success floq_noise8 vs floq'),
-    ('mechanisms', CUBE, 'fql_noise8', 'fql', '(d) success fql_noise8 vs FQL'),
     ('resnet_flops', CUBE, 'floq', 'fql_resnet_matched', 'claim (e): success floq vs FQL-ResNet at matched FLOPs'),
     ('resnet_flops', CUBE, 'floq', 'fql_resnet', 'claim (e): success floq vs FQL-ResNet, published shape'),
     ('resnet_flops', CUBE, 'floq', 'fql', 'claim (e): success floq vs FQL'),
@@ -97,9 +133,6 @@ NOISE_WIDTHS = ('cov0', 'cov0.1', 'cov0.25', 'cov1')
 NOISE_WIDTH_MEASURES = ('straightness', 'velocity_spread', 'q_change')
 # Held-out measures whose per-seed values are not in the committed files.
 NO_PER_SEED = ['utd of 2026-12-03: centered error at UTD 16, floq vs FQL', 'utd of 2026-12-03: FQL centered error UTD 16 vs 1',
-               '(a) centered error / Spearman, distributional floq vs floq; FQL-IQN vs FQL',
-               '(b) centered error predict_final vs floq', '(c) centered error stale2 vs floq',
-               '(d) held-out measures, noise 8 vs 0',
                'freeze of 2026-12-03: feature metrics between critics']
 
 
@@ -124,10 +157,10 @@ def power_lines(root):
     def seeds(x):
         return 'never' if math.isinf(x) else f'{math.ceil(x)}'
 
-    for result_set, env, a, b, label in SUCCESS:
+    for result_set, env, a, b, label in success_comparisons(root):
         ma, sa, na = success_stats(root, result_set, env, a)
         mb, sb, nb = success_stats(root, result_set, env, b)
-        sd, n = math.sqrt((sa ** 2 + sb ** 2) / 2), min(na, nb)
+        sd, n = seed_tests.pooled_sd(sa, sb), min(na, nb)
         two_x = seeds(seed_tests.seeds_per_arm(mb, sd)) if label in CLAIMED_2X else ''
         lines.append(f'| {label} | {n} | {ma - mb:+.3f} | {sd:.3f} | {seed_tests.detectable_difference(sd, n):.3f} | '
                      f'{seed_tests.detectable_difference(sd, 8):.3f} | {seeds(seed_tests.seeds_per_arm(ma - mb, sd))} | '
@@ -205,6 +238,16 @@ def per_seed_success(root, result_set, env, variant, col='success'):
     return None
 
 
+def paired_success(root, result_set, env, a, b):
+    """Per-seed success of ``a`` and ``b`` on the seeds both have, ordered by seed (per_seed.csv; scale_k's own file
+    has every seed of every K)."""
+    if not os.path.exists(os.path.join(root, result_set, 'per_seed.csv')):
+        return per_seed_success(root, result_set, env, a), per_seed_success(root, result_set, env, b)
+    fa, fb = (per_seed_frame(root, result_set, env, v)['success'] for v in (a, b))
+    seeds = fa.index.intersection(fb.index)
+    return fa.loc[seeds].to_numpy(float), fb.loc[seeds].to_numpy(float)
+
+
 def heldout_per_seed(root, result_set, env, variant, col='q_centered_error'):
     """A variant's per-seed held-out measure ``col`` at its own K (heldout_q_per_seed.csv), ordered by seed."""
     import pandas as pd
@@ -255,7 +298,8 @@ def utd_heldout_lines(root, result_set=UTD_SET, utds=UTDS_TO128):
     return lines
 
 
-def freeze_lines(root, result_set='freeze_features_late', when='45k', twins=LATE_FREEZE):
+def freeze_lines(root, result_set='freeze_features_late', when='45k', twins=LATE_FREEZE,
+                 last_eval='60k evaluation, the one after the freeze'):
     """A freeze set: each critic frozen at ``when`` against its unfrozen twin (resnet_flops: the same config, seeds
     and data), paired by seed; and does floq lose less than each other critic (Welch on the per-seed drops)?  No lines
     for a set without per_seed.csv."""
@@ -266,9 +310,7 @@ def freeze_lines(root, result_set='freeze_features_late', when='45k', twins=LATE
     if not os.path.exists(os.path.join(root, result_set, 'per_seed.csv')):
         return []
     lines = []
-    for col, what in (('success', 'score (45k and 60k)'), ('last_eval_success', '60k evaluation')):
-        if when == '45k' and col == 'last_eval_success':
-            what = '60k evaluation, the one after the freeze'
+    for col, what in (('success', 'score (45k and 60k)'), ('last_eval_success', last_eval)):
         drops = {}
         for frozen, unfrozen in twins:
             fa = per_seed_frame(root, result_set, CUBE, frozen)
@@ -287,7 +329,7 @@ def freeze_lines(root, result_set='freeze_features_late', when='45k', twins=LATE
         for other in [u for _, u in twins if u != 'floq']:
             da, db = drops['floq'], drops[other]
             name = {'fql': 'FQL', 'fql_resnet': 'FQL-ResNet'}.get(other, other)
-            sd = float(np.sqrt((np.var(da, ddof=1) + np.var(db, ddof=1)) / 2))
+            sd = seed_tests.pooled_sd(float(np.std(da, ddof=1)), float(np.std(db, ddof=1)))
             lines.append(welch_row(f'freeze at {when}, {what}: floq drop vs {name} drop', da, db,
                                    f'per-seed drops; a difference detectable 80% of the time: '
                                    f'{seed_tests.detectable_difference(sd, len(da)):.3f}'))
@@ -339,6 +381,60 @@ def noise_width_lines(root):
     return lines
 
 
+def by_seed(d, variant, col, source):
+    """Column ``col`` of ``variant``'s rows in the per-seed frame ``d`` as a Series indexed by seed; raises naming
+    ``source`` unless the variant has exactly one row per seed."""
+    d = d[d['variant'] == variant]
+    if d.empty or d['seed'].duplicated().any():
+        raise ValueError(f'{source}: no single row per seed for {variant}')
+    return d.set_index('seed').sort_index()[col].astype(float)
+
+
+def all_and_common_seed_rows(label, a, b):
+    """Per-seed Series ``a`` / ``b`` (indexed by seed): Welch over every seed of each, and paired by seed over the
+    seeds both have (named in the note when fewer than either has)."""
+    seeds = a.index.intersection(b.index)
+    subset = len(seeds) < max(len(a), len(b))
+    return [welch_row(label, a.to_numpy(), b.to_numpy()),
+            paired_row(label + ', paired by seed', a.loc[seeds].to_numpy(), b.loc[seeds].to_numpy(),
+                       after=f'; the {len(seeds)} seeds both have' if subset else '')]
+
+
+def mechanisms_lines(root):
+    """The mechanisms parts' held-out critic measures (centered error, Spearman) per variant against its baseline,
+    from the set that holds the variant: Welch and paired by seed where heldout_q_per_seed.csv is committed, a
+    'no per-seed data' row where not.  Part d in the re-run: does floq lose less success and accuracy under noisy
+    targets than FQL?  Per-seed drops (baseline - noisy, the same seed), Welch and paired."""
+    import pandas as pd
+
+    lines, missing = [], []
+    for part, variant, base, what in MECHANISM_PAIRS:
+        rs = mechanisms_set(root, variant)
+        path = os.path.join(root, rs, 'heldout_q_per_seed.csv')
+        if not os.path.exists(path):
+            missing.append(mechanisms_label(rs, part, f'centered error / Spearman, {what}'))
+            continue
+        d = pd.read_csv(path)
+        d = d[d['env_name'] == CUBE]
+        for col in ('q_centered_error', 'q_rank_corr'):
+            x = [by_seed(d, v, col, f'{rs}/heldout_q_per_seed.csv') for v in (variant, base)]
+            lines += all_and_common_seed_rows(mechanisms_label(rs, part, f'{col}, {what}'), *x)
+    if per_seed_part_d(root):
+        succ = pd.read_csv(os.path.join(root, MECH, 'per_seed.csv'))
+        held = pd.read_csv(os.path.join(root, MECH, 'heldout_q_per_seed.csv'))
+        for frame, col, name in ((succ, 'success', 'success'), (held, 'q_centered_error', 'centered error')):
+            frame = frame[frame['env_name'] == CUBE]
+            drops = []
+            for agent in ('floq', 'fql'):
+                noisy, clean = (by_seed(frame, v, col, f'{MECH}: {col}') for v in (f'{agent}_noise8', agent))
+                seeds = noisy.index.intersection(clean.index)
+                drops.append((clean.loc[seeds] - noisy.loc[seeds]).round(12))
+            lines += all_and_common_seed_rows(f'(d) {name}: floq drop vs FQL drop under noise 8 (baseline - noisy, '
+                                              'per seed)', *drops)
+    return lines + [f'| {label} | | | | n/a | n/a | no per-seed data committed: inconclusive by the rule |'
+                    for label in missing]
+
+
 def build(root: str) -> str:
     import pandas as pd
 
@@ -346,7 +442,7 @@ def build(root: str) -> str:
 
     lines = ['| comparison | mean a | mean b | test | p (t test) | p (exact permutation) | note |',
              '|---|---|---|---|---|---|---|']
-    for result_set, env, a, b, label in SUCCESS:
+    for result_set, env, a, b, label in success_comparisons(root):
         ma, sa, na = success_stats(root, result_set, env, a)
         mb, sb, nb = success_stats(root, result_set, env, b)
         w = seed_tests.welch_from_summary(ma, sa, na, mb, sb, nb)
@@ -366,7 +462,10 @@ def build(root: str) -> str:
             lines.append(row(label + ', against the paper\'s size (floq = 2 x FQL)', ma, 2 * mb, 'Welch contrast',
                              p_ratio(2.0), note=note))
         if perm == perm:  # the same seed index shares data order and evaluation resets: paired by seed as well
-            lines.append(paired_row(label + ', paired by seed', xa, xb, means=(ma, mb)))
+            pa, pb = paired_success(root, result_set, env, a, b)
+            subset = len(pa) < max(len(xa), len(xb))
+            lines.append(paired_row(label + ', paired by seed', pa, pb, means=None if subset else (ma, mb),
+                                    after=f'; the {len(pa)} seeds both have' if subset else ''))
     for result_set, env, a, b, label in LAST_EVAL:
         lines += unpaired_and_paired_rows(label, *(per_seed_success(root, result_set, env, v, col='last_eval_success')
                                                    for v in (a, b)))
@@ -377,12 +476,13 @@ def build(root: str) -> str:
                          note='per-seed success not committed: Welch from mean, std, n'))
     # Does floq lose less than FQL (under noisy targets; when frozen)?  The contrast (floq' - floq) - (FQL' - FQL) of
     # four independent groups.
-    for label, pairs in (('(d) floq drop - FQL drop under noise 8 (success)',
-                          [('mechanisms', 'floq_noise8'), ('mechanisms', 'floq'), ('mechanisms', 'fql_noise8'),
-                           ('mechanisms', 'fql')]),
-                         ('freeze of 2026-12-03: floq drop - FQL drop when frozen (success)',
+    d_set = mechanisms_set(root, 'floq_noise8')
+    contrasts = [] if per_seed_part_d(root) else [
+        (mechanisms_label(d_set, 'd', 'floq drop - FQL drop under noise 8 (success)'),
+         [(d_set, 'floq_noise8'), (d_set, 'floq'), (d_set, 'fql_noise8'), (d_set, 'fql')])]
+    for label, pairs in contrasts + [('freeze of 2026-12-03: floq drop - FQL drop when frozen (success)',
                           [(FREEZE_0312, 'floq_frozen'), (MAIN_TABLE_0312, 'floq'),
-                           (FREEZE_0312, 'fql_frozen'), (MAIN_TABLE_0312, 'fql')])):
+                           (FREEZE_0312, 'fql_frozen'), (MAIN_TABLE_0312, 'fql')])]:
         groups = [success_stats(root, rs, CUBE, v) for rs, v in pairs]
         c = seed_tests.welch_contrast(groups, (1, -1, -1, 1))
         lines.append(row(label, groups[0][0] - groups[1][0], groups[2][0] - groups[3][0], 'Welch contrast', c['p'],
@@ -407,10 +507,11 @@ def build(root: str) -> str:
     lines += utd_heldout_lines(root, 'utd', (1, 4, 16))
     lines += utd_heldout_lines(root)
     lines += freeze_lines(root)
-    lines += freeze_lines(root, 'freeze_features', '15k', EARLY_FREEZE)
+    lines += freeze_lines(root, 'freeze_features', '15k', EARLY_FREEZE, '60k evaluation')
     lines += freeze_feature_lines(root, 'freeze_features', '15k')
     lines += freeze_feature_lines(root, 'freeze_features_late', '45k')
     lines += noise_width_lines(root)
+    lines += mechanisms_lines(root)
     for label in NO_PER_SEED:
         lines.append(f'| {label} | | | | n/a | n/a | no per-seed data committed: inconclusive by the rule |')
     return ('Tests over seeds (two-sided) behind docs/experiments.md\'s verdicts, from the committed CSVs; written by '

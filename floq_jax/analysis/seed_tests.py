@@ -110,6 +110,12 @@ def smallest_p(n1: int, n2: int = 0) -> float:
     return 2.0 / (2 ** n1 if n2 == 0 else math.comb(n1 + n2, n1))
 
 
+def pooled_sd(sd1: float, sd2: float) -> float:
+    """The pooled standard deviation of two variants with equal seed counts, sqrt((sd1^2 + sd2^2) / 2): the ``sd`` of
+    :func:`seeds_per_arm` and :func:`detectable_difference`."""
+    return math.sqrt((sd1 ** 2 + sd2 ** 2) / 2)
+
+
 def seeds_per_arm(diff: float, sd: float, alpha: float = 0.05, power: float = 0.8) -> float:
     """Seeds per variant (equal numbers) a two-sided two-sample t test at ``alpha`` needs to detect a true difference of
     means ``diff`` with probability ``power``, the seeds' standard deviation being ``sd`` in both variants
