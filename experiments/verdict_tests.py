@@ -7,13 +7,14 @@ ways), and the exact permutation test (sign-flip where paired) where per-seed va
 (floq_jax.analysis.seed_tests).  Success comparisons use each variant's mean, standard deviation and seed count from
 results.csv (a Welch test needs no more); the permutation test needs per-seed values (per_seed.csv,
 scale_k_per_seed.csv).  A comparison whose per-seed values are not committed (the held-out measures of the sets
-written before the sweeps wrote heldout_q_per_seed.csv: mechanisms, utd_2026-12-03; the feature metrics of
-freeze_features of 2026-12-03) is listed with 'no per-seed data' and no p.  Result sets written since then commit
+written before the sweeps wrote heldout_q_per_seed.csv: mechanisms_2026-12-03's part a, utd_2026-12-03; the feature
+metrics of freeze_features of 2026-12-03) is listed with 'no per-seed data' and no p.  Result sets written since then commit
 per-seed values: utd and utd_to128 (the held-out critic measures per seed: paired tests between UTD ratios, Welch
 between agents), resnet_flops (claim (e)), the freeze sets (each frozen run against its unfrozen twin in
 resnet_flops, paired by seed; feature metrics per seed), main_table (8 seeds) and noise_width (the curvature measures
-per seed, metrics_per_seed.csv).  The sets of 2026-12-03 that were re-run are kept under a dated name
-(main_table_2026-12-03, noise_width_2026-12-03, utd_2026-12-03: another evaluation protocol).  At the end, the power
+per seed, metrics_per_seed.csv) and mechanisms (parts b, c, d at 8 seeds; part a only in
+mechanisms_2026-12-03).  The sets of 2026-12-03 that were re-run are kept under a dated name (main_table_2026-12-03,
+noise_width_2026-12-03, utd_2026-12-03, mechanisms_2026-12-03: another evaluation protocol).  At the end, the power
 of every success comparison (planning figures, not tests).
 """
 

@@ -172,3 +172,44 @@ def test_equivalence_is_two_one_sided_welch_tests():
     assert not seed_tests.equivalence(x, y, margin=0.005)['equivalent']
     # Wide spread with 2 seeds: undecided even though the means are equal.
     assert not seed_tests.equivalence([0.0, 0.3], [0.3, 0.0], margin=0.05)['equivalent']
+
+
+def test_mechanisms_rows_come_from_the_set_that_holds_each_part(tmp_path):
+    """verdict_tests' mechanisms rows: a part in the re-run (per-seed files) is tested paired by seed as scipy does,
+    its held-out measures too; a part only the 2026-12-03 set holds is labelled so, with 'no per-seed data' for its
+    held-out measures; a variant with fewer seeds than its baseline is paired on the seeds both have."""
+    import os
+    import shutil
+
+    import pandas as pd
+
+    from experiments import verdict_tests
+    from tests.conftest import REPO
+
+    root = os.path.join(REPO, 'docs', 'results')
+    md = verdict_tests.build(root).splitlines()
+
+    def line(prefix):
+        return next(x for x in md if x.startswith(prefix))
+
+    s = pd.read_csv(os.path.join(root, 'mechanisms', 'per_seed.csv'))
+    xb, xf = (s[s['variant'] == v].sort_values('seed')['success'].to_numpy() for v in ('floq_predict_final', 'floq'))
+    assert f'| paired t | {verdict_tests.fmt_p(stats.ttest_rel(xb, xf).pvalue)} |' in \
+        line('| (b) success predict_final vs floq, paired by seed |')
+    h = pd.read_csv(os.path.join(root, 'mechanisms', 'heldout_q_per_seed.csv'))
+    xb, xf = (h[h['variant'] == v].sort_values('seed')['q_centered_error'].to_numpy() for v in ('floq_stale2', 'floq'))
+    assert f'| paired t | {verdict_tests.fmt_p(stats.ttest_rel(xb, xf).pvalue)} |' in \
+        line('| (c) q_centered_error, stale2 vs floq, paired by seed |')
+    assert line('| (a) of 2026-12-03 (older protocol, 4 seeds): success distributional floq vs floq |')
+    assert 'no per-seed data' in line('| (a) of 2026-12-03 (older protocol, 4 seeds): centered error / Spearman, FQL-IQN')
+    # A variant run at 4 seeds beside 8-seed baselines: Welch over all seeds, paired over the 4 both have.
+    shutil.copytree(os.path.join(root, 'mechanisms'), tmp_path / 'mechanisms')
+    short = s[~((s['variant'] == 'floq_stale2') & (s['seed'] >= 4))]
+    short.to_csv(tmp_path / 'mechanisms' / 'per_seed.csv', index=False)
+    xs, xf = (short[short['variant'] == v].set_index('seed')['success'] for v in ('floq_stale2', 'floq'))
+    rows = verdict_tests.all_and_common_seed_rows('x', xs, xf)
+    assert f'| Welch | {verdict_tests.fmt_p(stats.ttest_ind(xs, xf, equal_var=False).pvalue)} |' in rows[0]
+    assert rows[1].endswith('; the 4 seeds both have |') and \
+        f'| {verdict_tests.fmt_p(stats.ttest_rel(xs, xf.loc[xs.index]).pvalue)} |' in rows[1]
+    pa, pb = verdict_tests.paired_success(str(tmp_path), 'mechanisms', verdict_tests.CUBE, 'floq_stale2', 'floq')
+    assert len(pa) == len(pb) == 4
