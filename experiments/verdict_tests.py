@@ -402,7 +402,7 @@ def all_and_common_seed_rows(label, a, b):
 
 
 def mechanisms_lines(root):
-    """The mechanisms parts' held-out critic measures (centered error, Spearman) per variant against its baseline,
+    """The mechanisms parts' held-out critic measures (centered error, Spearman, mean abs error) per variant against its baseline,
     from the set that holds the variant: Welch and paired by seed where heldout_q_per_seed.csv is committed, a
     'no per-seed data' row where not.  Part d in the re-run: does floq lose less success and accuracy under noisy
     targets than FQL?  Per-seed drops (baseline - noisy, the same seed), Welch and paired."""
@@ -417,7 +417,7 @@ def mechanisms_lines(root):
             continue
         d = pd.read_csv(path)
         d = d[d['env_name'] == CUBE]
-        for col in ('q_centered_error', 'q_rank_corr'):
+        for col in ('q_centered_error', 'q_rank_corr', 'q_abs_error'):  # the last: the critic's offset too
             x = [by_seed(d, v, col, f'{rs}/heldout_q_per_seed.csv') for v in (variant, base)]
             lines += all_and_common_seed_rows(mechanisms_label(rs, part, f'{col}, {what}'), *x)
     if per_seed_part_d(root):
