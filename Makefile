@@ -19,10 +19,10 @@ demo: setup
 	$(BIN)/python -m experiments.demo
 
 test: setup
-	$(BIN)/python -m pytest -q -rxf -n 2 --dist loadfile --no-loadscope-reorder --durations=15 tests
+	$(BIN)/python -m pytest -q -rxf -n 2 --dist loadfile --durations=15 tests
 
 test-fast: setup
-	$(BIN)/python -m pytest -q -rxf -n 2 --dist loadfile --no-loadscope-reorder -m "not slow and not subprocess" tests
+	$(BIN)/python -m pytest -q -rxf -n 2 --dist loadfile -m "not slow and not subprocess" tests
 
 lint: setup
 	$(BIN)/ruff check .

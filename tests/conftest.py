@@ -64,23 +64,6 @@ from floq_jax.training import compile_cache  # noqa: E402
 compile_cache.enable(compile_cache.default_dir())  # in-process tests share the session's cache too
 
 
-# The test files that take longest, longest first (seconds of setup + call + teardown on the idle 2-core CPU,
-# 2026-12-06, `pytest -n 2 --dist loadfile --durations=0`: 319, 208, 196, 140, 134, 119, 117, 108, 105, 87, 83, 77,
-# 68, 62 of the suite's 2314).  pytest-xdist's loadfile hands files to the two workers in collection order when told
-# not to reorder them (the Makefile's --no-loadscope-reorder; its own order is by test count, which ran the few-test
-# long files last, one worker finishing them alone): collecting these first is the longest-first schedule.  The rest
-# keep their order.  test_layout checks that every name is a test file.
-LONGEST_FILES = ('test_object_storage.py', 'test_multihost.py', 'test_agents.py', 'test_cli.py',
-                 'test_pixel_end_to_end.py', 'test_agent_files.py', 'test_experiments_regimes.py', 'test_runner.py',
-                 'test_experiments.py', 'test_train.py', 'test_parity_trajectory.py', 'test_parity_pixels.py',
-                 'test_runner_options.py', 'test_online.py')
-
-
-def pytest_collection_modifyitems(config, items):
-    rank = {name: i for i, name in enumerate(LONGEST_FILES)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each file's tests stay in order
-
-
 def _starts_python(args) -> bool:
     """Whether a Popen argv runs Python code of its own (a module or a script); a library's one-line ``python -c``
     probe (glfw asks a child interpreter for the GLFW version when MuJoCo renders) does not count."""

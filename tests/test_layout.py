@@ -75,12 +75,3 @@ def test_the_agent_name_checker_sees_constants_not_docstrings(tmp_path):
     path = tmp_path / 'm.py'
     path.write_text('"""floq"""\ndef f(a=\'fql\'):\n    """fql_iqn"""\n    return {\'fql_resnet\': 1, \'floqs\': 2}\n')
     assert agent_name_constants(str(path), {'floq', 'fql', 'fql_iqn', 'fql_resnet'}) == [(2, 'fql'), (4, 'fql_resnet')]
-
-
-def test_the_longest_files_named_for_the_schedule_exist():
-    """conftest.LONGEST_FILES (the files the two pytest-xdist workers start with) names test files that exist: a
-    renamed file would silently lose its place."""
-    from tests.conftest import LONGEST_FILES
-
-    missing = [name for name in LONGEST_FILES if not os.path.isfile(os.path.join(REPO, 'tests', name))]
-    assert not missing and len(set(LONGEST_FILES)) == len(LONGEST_FILES), missing
