@@ -263,10 +263,7 @@ def heldout_per_seed(root, result_set, env, variant, col='q_centered_error'):
 def one_row_per_seed(d, variant, col, source):
     """Column ``col`` of ``variant``'s rows in the per-seed frame ``d``, ordered by seed; raises naming ``source``
     unless the variant has exactly one row per seed."""
-    d = d[d['variant'] == variant]
-    if d.empty or d['seed'].duplicated().any():
-        raise ValueError(f'{source}: no single row per seed for {variant}')
-    return d.sort_values('seed')[col].to_numpy(float)
+    return by_seed(d, variant, col, source).to_numpy(float)
 
 
 def utd_heldout_lines(root, result_set=UTD_SET, utds=UTDS_TO128):
@@ -275,8 +272,6 @@ def utd_heldout_lines(root, result_set=UTD_SET, utds=UTDS_TO128):
     same parameters and data), and past UTD 16 vs 16; between agents at each UTD, Welch; and the difference in
     differences (floq's change from UTD 1 minus FQL's), Welch on the per-seed changes.  No lines for a set without
     heldout_q_per_seed.csv."""
-
-
     if not os.path.exists(os.path.join(root, result_set, 'heldout_q_per_seed.csv')):
         return []
     x = {(a, u): heldout_per_seed(root, result_set, CUBE, f'{a}_utd{u}') for a in ('floq', 'fql') for u in utds}
