@@ -12,12 +12,14 @@ metrics of freeze_features of 2026-12-03) is listed with 'no per-seed data' and 
 per-seed values: utd and utd_to128 (the held-out critic measures per seed: paired tests between UTD ratios, Welch
 between agents), resnet_flops (claim (e)), the freeze sets (each frozen run against its unfrozen twin in
 resnet_flops, paired by seed; feature metrics per seed), main_table (8 seeds) and noise_width (the curvature measures
-per seed, metrics_per_seed.csv) and mechanisms (parts b, c, d at 8 seeds; part a only in
-mechanisms_2026-12-03).  The sets of 2026-12-03 that were re-run are kept under a dated name (main_table_2026-12-03,
+per seed, metrics_per_seed.csv) and mechanisms (parts b, c, d at 8 seeds), with mechanisms_part_a (part a's two
+variants at 4 seeds, compared with the mechanisms re-run's baselines on the seeds both have; part a's rows come from
+mechanisms_2026-12-03 where mechanisms_part_a is not committed).  The sets of 2026-12-03 that were re-run are kept under a dated name (main_table_2026-12-03,
 noise_width_2026-12-03, utd_2026-12-03, mechanisms_2026-12-03: another evaluation protocol).  At the end, the power
 of every success comparison (planning figures, not tests).
 """
 
+import functools
 import os
 
 from absl import app, flags
@@ -37,9 +39,11 @@ SCENE = 'scene-play-singletask-task1-v0'
 FREEZE_0312 = 'freeze_features_2026-12-03'
 
 # The mechanisms sets: the re-run (published protocol, per-seed files; its baselines floq and FQL are resnet_flops'
-# runs, 8 seeds) and the set of 2026-12-03 (older protocol, 4 seeds, no per-seed files).  Each part's comparisons
-# come from the re-run where it holds the part's variant, else from the older set.
-MECH, MECH_0312 = 'mechanisms', 'mechanisms_2026-12-03'
+# runs, 8 seeds), part a's run (the same protocol, 4 seeds, only the part's two variants: they are compared with the
+# re-run's baselines, paired on the seeds both have) and the set of 2026-12-03 (older protocol, 4 seeds, no per-seed
+# files).  Each part's comparisons come from the first of these sets that holds the part's variant.
+MECH, MECH_A, MECH_0312 = 'mechanisms', 'mechanisms_part_a', 'mechanisms_2026-12-03'
+MECH_SETS = (MECH, MECH_A, MECH_0312)
 # (part, variant, its baseline, what the comparison tests)
 MECHANISM_PAIRS = (('a', 'floq_distributional', 'floq', 'distributional floq vs floq'),
                    ('a', 'fql_iqn', 'fql', 'FQL-IQN vs FQL'),
@@ -49,18 +53,30 @@ MECHANISM_PAIRS = (('a', 'floq_distributional', 'floq', 'distributional floq vs 
                    ('d', 'fql_noise8', 'fql', 'fql_noise8 vs FQL'))
 
 
-def mechanisms_set(root, variant):
-    """The mechanisms set that holds ``variant``: the re-run if its results.csv has it, else the set of 2026-12-03."""
+@functools.lru_cache(maxsize=None)
+def variants_in(root, result_set):
+    """The variants of a result set's results.csv (empty if the set is not committed)."""
     import pandas as pd
 
-    path = os.path.join(root, MECH, 'results.csv')
-    if os.path.exists(path) and variant in set(pd.read_csv(path)['variant']):
-        return MECH
-    return MECH_0312
+    path = os.path.join(root, result_set, 'results.csv')
+    return frozenset(pd.read_csv(path)['variant']) if os.path.exists(path) else frozenset()
+
+
+def mechanisms_set(root, variant):
+    """The first mechanisms set (MECH_SETS) that holds ``variant``; the set of 2026-12-03 if none does."""
+    return next((rs for rs in MECH_SETS if variant in variants_in(root, rs)), MECH_0312)
+
+
+def mechanisms_sets(root, variant):
+    """(the set of ``variant``, the set of its baseline): part a's run is compared with the re-run's baselines."""
+    rs = mechanisms_set(root, variant)
+    return rs, MECH if rs == MECH_A else rs
 
 
 def mechanisms_label(result_set, part, what):
-    return f'({part}) {"" if result_set == MECH else "of 2026-12-03 (older protocol, 4 seeds): "}{what}'
+    where = {MECH: '', MECH_A: 'of mechanisms_part_a (4 seeds; baselines: the re-run\'s 8): ',
+             MECH_0312: 'of 2026-12-03 (older protocol, 4 seeds): '}[result_set]
+    return f'({part}) {where}{what}'
 
 
 def per_seed_part_d(root):
@@ -70,11 +86,12 @@ def per_seed_part_d(root):
 
 
 def success_comparisons(root):
-    """SUCCESS and the mechanisms parts' success comparisons, each from the set that holds its variant."""
-    out = list(SUCCESS)
+    """Every success comparison as (set of a, set of b, env, a, b, label): SUCCESS (one set each) and the mechanisms
+    parts', each from the set that holds its variant."""
+    out = [(rs, rs, env, a, b, label) for rs, env, a, b, label in SUCCESS]
     for part, variant, base, what in MECHANISM_PAIRS:
-        rs = mechanisms_set(root, variant)
-        out.append((rs, CUBE, variant, base, mechanisms_label(rs, part, f'success {what}')))
+        rs, rs_base = mechanisms_sets(root, variant)
+        out.append((rs, rs_base, CUBE, variant, base, mechanisms_label(rs, part, f'success {what}')))
     return out
 
 
@@ -158,9 +175,9 @@ def power_lines(root):
     def seeds(x):
         return 'never' if math.isinf(x) else f'{math.ceil(x)}'
 
-    for result_set, env, a, b, label in success_comparisons(root):
-        ma, sa, na = success_stats(root, result_set, env, a)
-        mb, sb, nb = success_stats(root, result_set, env, b)
+    for set_a, set_b, env, a, b, label in success_comparisons(root):
+        ma, sa, na = success_stats(root, set_a, env, a)
+        mb, sb, nb = success_stats(root, set_b, env, b)
         sd, n = seed_tests.pooled_sd(sa, sb), min(na, nb)
         two_x = seeds(seed_tests.seeds_per_arm(mb, sd)) if label in CLAIMED_2X else ''
         lines.append(f'| {label} | {n} | {ma - mb:+.3f} | {sd:.3f} | {seed_tests.detectable_difference(sd, n):.3f} | '
@@ -239,12 +256,12 @@ def per_seed_success(root, result_set, env, variant, col='success'):
     return None
 
 
-def paired_success(root, result_set, env, a, b):
-    """Per-seed success of ``a`` and ``b`` on the seeds both have, ordered by seed (per_seed.csv; scale_k's own file
-    has every seed of every K)."""
-    if not os.path.exists(os.path.join(root, result_set, 'per_seed.csv')):
-        return per_seed_success(root, result_set, env, a), per_seed_success(root, result_set, env, b)
-    fa, fb = (per_seed_frame(root, result_set, env, v)['success'] for v in (a, b))
+def paired_success(root, set_a, set_b, env, a, b):
+    """Per-seed success of ``a`` (in result set ``set_a``) and ``b`` (in ``set_b``) on the seeds both have, ordered
+    by seed (per_seed.csv; scale_k's own file has every seed of every K)."""
+    if not all(os.path.exists(os.path.join(root, rs, 'per_seed.csv')) for rs in (set_a, set_b)):
+        return per_seed_success(root, set_a, env, a), per_seed_success(root, set_b, env, b)
+    fa, fb = (per_seed_frame(root, rs, env, v)['success'] for rs, v in ((set_a, a), (set_b, b)))
     seeds = fa.index.intersection(fb.index)
     return fa.loc[seeds].to_numpy(float), fb.loc[seeds].to_numpy(float)
 
@@ -405,15 +422,15 @@ def mechanisms_lines(root):
 
     lines, missing = [], []
     for part, variant, base, what in MECHANISM_PAIRS:
-        rs = mechanisms_set(root, variant)
-        path = os.path.join(root, rs, 'heldout_q_per_seed.csv')
-        if not os.path.exists(path):
+        rs, rs_base = mechanisms_sets(root, variant)
+        paths = [os.path.join(root, r, 'heldout_q_per_seed.csv') for r in (rs, rs_base)]
+        if not all(os.path.exists(p) for p in paths):
             missing.append(mechanisms_label(rs, part, f'centered error / Spearman, {what}'))
             continue
-        d = pd.read_csv(path)
-        d = d[d['env_name'] == CUBE]
+        frames = [pd.read_csv(p) for p in paths]
         for col in ('q_centered_error', 'q_rank_corr', 'q_abs_error'):  # the last: the critic's offset too
-            x = [by_seed(d, v, col, f'{rs}/heldout_q_per_seed.csv') for v in (variant, base)]
+            x = [by_seed(d[d['env_name'] == CUBE], v, col, f'{r}/heldout_q_per_seed.csv')
+                 for d, v, r in zip(frames, (variant, base), (rs, rs_base))]
             lines += all_and_common_seed_rows(mechanisms_label(rs, part, f'{col}, {what}'), *x)
     if per_seed_part_d(root):
         succ = pd.read_csv(os.path.join(root, MECH, 'per_seed.csv'))
@@ -438,11 +455,11 @@ def build(root: str) -> str:
 
     lines = ['| comparison | mean a | mean b | test | p (t test) | p (exact permutation) | note |',
              '|---|---|---|---|---|---|---|']
-    for result_set, env, a, b, label in success_comparisons(root):
-        ma, sa, na = success_stats(root, result_set, env, a)
-        mb, sb, nb = success_stats(root, result_set, env, b)
+    for set_a, set_b, env, a, b, label in success_comparisons(root):
+        ma, sa, na = success_stats(root, set_a, env, a)
+        mb, sb, nb = success_stats(root, set_b, env, b)
         w = seed_tests.welch_from_summary(ma, sa, na, mb, sb, nb)
-        xa, xb = per_seed_success(root, result_set, env, a), per_seed_success(root, result_set, env, b)
+        xa, xb = per_seed_success(root, set_a, env, a), per_seed_success(root, set_b, env, b)
         perm = seed_tests.permutation(xa, xb) if xa is not None and len(xa) and len(xb) else float('nan')
         note = '' if perm == perm else 'per-seed success not committed: Welch from mean, std, n'
         lines.append(row(label, ma, mb, 'Welch', w['p'], perm, note))
@@ -458,7 +475,7 @@ def build(root: str) -> str:
             lines.append(row(label + ', against the paper\'s size (floq = 2 x FQL)', ma, 2 * mb, 'Welch contrast',
                              p_ratio(2.0), note=note))
         if perm == perm:  # the same seed index shares data order and evaluation resets: paired by seed as well
-            pa, pb = paired_success(root, result_set, env, a, b)
+            pa, pb = paired_success(root, set_a, set_b, env, a, b)
             subset = len(pa) < max(len(xa), len(xb))
             lines.append(paired_row(label + ', paired by seed', pa, pb, means=None if subset else (ma, mb),
                                     after=f'; the {len(pa)} seeds both have' if subset else ''))

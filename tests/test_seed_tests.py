@@ -211,5 +211,51 @@ def test_mechanisms_rows_come_from_the_set_that_holds_each_part(tmp_path):
     assert f'| Welch | {verdict_tests.fmt_p(stats.ttest_ind(xs, xf, equal_var=False).pvalue)} |' in rows[0]
     assert rows[1].endswith('; the 4 seeds both have |') and \
         f'| {verdict_tests.fmt_p(stats.ttest_rel(xs, xf.loc[xs.index]).pvalue)} |' in rows[1]
-    pa, pb = verdict_tests.paired_success(str(tmp_path), 'mechanisms', verdict_tests.CUBE, 'floq_stale2', 'floq')
+    pa, pb = verdict_tests.paired_success(str(tmp_path), 'mechanisms', 'mechanisms', verdict_tests.CUBE,
+                                          'floq_stale2', 'floq')
     assert len(pa) == len(pb) == 4
+
+
+def test_part_a_run_alone_is_compared_with_the_reruns_baselines(tmp_path):
+    """A mechanisms part run on its own (mechanisms_part_a: only its variants, 4 seeds) is tested against the
+    re-run's baselines (8 seeds): success and held-out rows labelled with that set, Welch over every seed of each,
+    paired by seed on the 4 both have; its 2026-12-03 rows are gone."""
+    import os
+    import shutil
+
+    import pandas as pd
+
+    from experiments import verdict_tests
+    from tests.conftest import REPO
+
+    root = os.path.join(REPO, 'docs', 'results')
+    for name in os.listdir(root):
+        if os.path.isdir(os.path.join(root, name)) and name != verdict_tests.MECH_A:
+            shutil.copytree(os.path.join(root, name), tmp_path / name)
+    # A stand-in for part a's run: the re-run's stale2 rows of seeds 0-3 named floq_distributional.
+    os.makedirs(tmp_path / verdict_tests.MECH_A)
+    for f in ('results.csv', 'per_seed.csv', 'heldout_q_per_seed.csv'):
+        d = pd.read_csv(tmp_path / 'mechanisms' / f)
+        d = d[d['variant'] == 'floq_stale2'].assign(variant='floq_distributional')
+        if 'seed' in d.columns:
+            d = d[d['seed'] < 4]
+        d.to_csv(tmp_path / verdict_tests.MECH_A / f, index=False)
+    assert verdict_tests.mechanisms_sets(str(tmp_path), 'floq_distributional') == ('mechanisms_part_a', 'mechanisms')
+    assert verdict_tests.mechanisms_sets(str(tmp_path), 'fql_iqn')[0] == 'mechanisms_2026-12-03'
+    md = verdict_tests.build(str(tmp_path)).splitlines()
+    label = "(a) of mechanisms_part_a (4 seeds; baselines: the re-run's 8): "
+    s = pd.read_csv(tmp_path / 'mechanisms' / 'per_seed.csv')
+    xf = s[s['variant'] == 'floq'].set_index('seed')['success']
+    xd = s[(s['variant'] == 'floq_stale2') & (s['seed'] < 4)].set_index('seed')['success']
+    paired = next(x for x in md if x.startswith(f'| {label}success distributional floq vs floq, paired by seed |'))
+    assert f'| {verdict_tests.fmt_p(stats.ttest_rel(xd, xf.loc[xd.index]).pvalue)} |' in paired
+    assert paired.endswith('; the 4 seeds both have |')
+    welch = next(x for x in md if x.startswith(f'| {label}success distributional floq vs floq |'))
+    assert f' | {xf.mean():.4g} | Welch |' in welch  # the baseline's mean over all 8 seeds
+    h = pd.read_csv(tmp_path / 'mechanisms' / 'heldout_q_per_seed.csv')
+    hf = h[h['variant'] == 'floq'].set_index('seed')['q_centered_error']
+    hd = h[(h['variant'] == 'floq_stale2') & (h['seed'] < 4)].set_index('seed')['q_centered_error']
+    held = next(x for x in md if x.startswith(f'| {label}q_centered_error, distributional floq vs floq |'))
+    assert f'| Welch | {verdict_tests.fmt_p(stats.ttest_ind(hd, hf, equal_var=False).pvalue)} |' in held
+    assert not any(x.startswith('| (a) of 2026-12-03 (older protocol, 4 seeds): success distributional') for x in md)
+    assert any(x.startswith('| (a) of 2026-12-03 (older protocol, 4 seeds): success FQL-IQN vs FQL |') for x in md)
