@@ -259,3 +259,45 @@ def test_part_a_run_alone_is_compared_with_the_reruns_baselines(tmp_path):
     assert f'| Welch | {verdict_tests.fmt_p(stats.ttest_ind(hd, hf, equal_var=False).pvalue)} |' in held
     assert not any(x.startswith('| (a) of 2026-12-03 (older protocol, 4 seeds): success distributional') for x in md)
     assert any(x.startswith('| (a) of 2026-12-03 (older protocol, 4 seeds): success FQL-IQN vs FQL |') for x in md)
+
+
+def test_a_seed_batch_extends_its_result_set(tmp_path):
+    """A result set's later seeds, committed as a batch directory (SEED_BATCHES), count as the set's own: success
+    statistics and paired tests over all 8 seeds, feature metrics too; a seed in two batches is refused."""
+    import os
+    import shutil
+
+    import pandas as pd
+
+    from experiments import verdict_tests
+    from tests.conftest import REPO
+
+    root = os.path.join(REPO, 'docs', 'results')
+    batch = verdict_tests.SEED_BATCHES['freeze_features'][0]
+    for name in os.listdir(root):
+        if os.path.isdir(os.path.join(root, name)) and name != batch:
+            shutil.copytree(os.path.join(root, name), tmp_path / name)
+    # A stand-in for seeds 4-7: seeds 0-3's rows, seeds shifted, success halved.
+    os.makedirs(tmp_path / batch)
+    for f in ('per_seed.csv', 'metrics_per_seed.csv'):
+        d = pd.read_csv(tmp_path / 'freeze_features' / f)
+        d.assign(seed=d['seed'] + 4, success=d['success'] / 2).to_csv(tmp_path / batch / f, index=False)
+    s = pd.concat([pd.read_csv(tmp_path / x / 'per_seed.csv') for x in ('freeze_features', batch)])
+    xa, xb = (s[s['variant'] == v].sort_values('seed')['success'] for v in ('floq_frozen', 'fql_resnet_frozen'))
+    assert len(xa) == len(xb) == 8
+    assert verdict_tests.success_stats(str(tmp_path), 'freeze_features', verdict_tests.CUBE, 'floq_frozen') == \
+        pytest.approx((xa.mean(), xa.std(ddof=1), 8))
+    md = verdict_tests.build(str(tmp_path)).splitlines()
+    welch = next(x for x in md if x.startswith('| freeze at 15k: frozen floq vs frozen FQL-ResNet |'))
+    assert f'| Welch | {verdict_tests.fmt_p(stats.ttest_ind(xa, xb, equal_var=False).pvalue)} |' in welch
+    paired = next(x for x in md if x.startswith('| freeze at 15k: frozen floq vs frozen FQL-ResNet, paired by seed |'))
+    assert f'| paired t | {verdict_tests.fmt_p(stats.ttest_rel(xa, xb).pvalue)} |' in paired
+    m = pd.concat([pd.read_csv(tmp_path / x / 'metrics_per_seed.csv') for x in ('freeze_features', batch)])
+    ea, eb = (m[m['variant'] == v].sort_values('seed')['effective_rank'] for v in ('floq_frozen', 'fql_frozen'))
+    rank = next(x for x in md if x.startswith('| freeze at 15k: effective_rank, floq_frozen vs fql_frozen, paired'))
+    assert f'| paired t | {verdict_tests.fmt_p(stats.ttest_rel(ea, eb).pvalue)} |' in rank
+    twin = next(x for x in md if x.startswith('| freeze at 15k, score (45k and 60k): floq frozen vs unfrozen, paired'))
+    assert 'sign-flip p >= 0.008' in twin  # 8 pairs
+    pd.read_csv(tmp_path / 'freeze_features' / 'per_seed.csv').to_csv(tmp_path / batch / 'per_seed.csv', index=False)
+    with pytest.raises(ValueError, match='more than one'):
+        verdict_tests.build(str(tmp_path))
