@@ -91,6 +91,9 @@ def check_smoke_run(name, dirs):
     with open(os.path.join(root, 'wall_times.json')) as f:
         times = json.load(f)
     assert times and all(v > 0 for v in times.values()), times
+    with open(os.path.join(root, 'datasets.json')) as f:  # the content digest of the data every env trained on
+        datasets = json.load(f)
+    assert datasets and all(len(v) == 1 and len(v[0]['sha256']) == 64 for v in datasets.values()), datasets
     for f, cols in EXTRA[name]:
         path = os.path.join(root, f)
         assert os.path.getsize(path) > 0, f

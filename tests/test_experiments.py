@@ -211,3 +211,31 @@ def test_report_note_counts_the_seeds_it_reports():
     assert ', 4 seeds,' in sweeps.run_length_note(sweep)
     assert ', 8 seeds,' in sweeps.run_length_note(sweep, table(range(8), range(8)))
     assert ', 4-8 seeds,' in sweeps.run_length_note(sweep, table(range(8), range(4)))
+
+
+def test_sweep_records_the_digest_of_the_data_each_env_trained_on(tmp_path):
+    """datasets.json: one entry per distinct dataset of an env (content digests of the training and -val files);
+    the same content again adds nothing, other content is added beside it with one logged line."""
+    import hashlib
+    import json
+
+    import numpy as np
+
+    sweep = sweeps.Sweep('s', [sweeps.Variant('floq', 'floq')], ['cube-single-play-singletask-task2-v0'],
+                         save_dir=str(tmp_path), registry=agents)
+    os.makedirs(sweep.root)
+    data = tmp_path / 'data'
+    data.mkdir()
+    np.savez(data / 'cube-single-play-v0.npz', x=np.arange(3))
+    np.savez(data / 'cube-single-play-v0-val.npz', x=np.arange(2))
+    logged = []
+    entry = sweeps.record_dataset(sweep, 'cube', str(data / 'cube-single-play-v0.npz'), logged.append)
+    assert entry['sha256'] == hashlib.sha256((data / 'cube-single-play-v0.npz').read_bytes()).hexdigest()
+    assert entry['val_sha256'] == hashlib.sha256((data / 'cube-single-play-v0-val.npz').read_bytes()).hexdigest()
+    sweeps.record_dataset(sweep, 'cube', str(data / 'cube-single-play-v0.npz'), logged.append)
+    assert not logged and len(json.load(open(os.path.join(sweep.root, sweeps.DATASETS_FILE)))['cube']) == 1
+    np.savez(data / 'cube-single-play-v0.npz', x=np.arange(4))  # generated again, other content
+    sweeps.record_dataset(sweep, 'cube', str(data / 'cube-single-play-v0.npz'), logged.append)
+    recorded = json.load(open(os.path.join(sweep.root, sweeps.DATASETS_FILE)))['cube']
+    assert len(recorded) == 2 and recorded[0]['sha256'] != recorded[1]['sha256']
+    assert len(logged) == 1 and 'differs from the one earlier runs' in logged[0] and recorded[0]['sha256'][:12] in logged[0]

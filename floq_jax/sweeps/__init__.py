@@ -29,8 +29,8 @@ from floq_jax.sweeps.report import (BASELINES_FILE, HELDOUT_PER_SEED_FILE, METRI
                                     heldout_q_errors, load_sweep_runs, measured_time_md, per_seed_success,
                                     per_variant_metrics, run_length_note, scatter_vs_success, training_devices,
                                     truncated_returns_note, write_heldout_files, write_sweep_report)
-from floq_jax.sweeps.run import (COMMANDS_FILE, TIMES_FILE, record_command, record_run_time, recorded_run_times,
-                                 run_sweep)
+from floq_jax.sweeps.run import (COMMANDS_FILE, DATASETS_FILE, TIMES_FILE, file_sha256, record_command,
+                                 record_dataset, record_run_time, recorded_run_times, run_sweep)
 from floq_jax.sweeps.spec import (CPU_ENV, CPU_STEPS, OPTIONAL_RUNNER_OPTIONS, PRESETS, SMOKE_ENV, SUITE,
                                   SUITE_ENVS, Sweep, SweepData, Variant, agent_available,
                                   make_config, merged_options, offline_steps_of, parse_list, preset, run_options,
@@ -38,11 +38,11 @@ from floq_jax.sweeps.spec import (CPU_ENV, CPU_STEPS, OPTIONAL_RUNNER_OPTIONS, P
 from floq_jax.training.compose import load_data
 
 __all__ = [
-    'BASELINES_FILE', 'COMMANDS_FILE', 'CPU_ENV', 'CPU_STEPS', 'HELDOUT_PER_SEED_FILE', 'METRICS_PER_SEED_FILE',
+    'BASELINES_FILE', 'COMMANDS_FILE', 'CPU_ENV', 'DATASETS_FILE', 'CPU_STEPS', 'HELDOUT_PER_SEED_FILE', 'METRICS_PER_SEED_FILE',
     'OPTIONAL_RUNNER_OPTIONS', 'PER_SEED_FILE', 'PRESETS', 'SMOKE_ENV', 'SUITE', 'SUITE_ENVS', 'Sweep', 'SweepData', 'TIMES_FILE', 'Variant', 'agent_available', 'bar_plot',
-    'baselines_md', 'env_baselines', 'final_train_metric', 'heldout_baselines', 'heldout_q_errors', 'load_data',
+    'baselines_md', 'env_baselines', 'file_sha256', 'final_train_metric', 'heldout_baselines', 'heldout_q_errors', 'load_data',
     'load_sweep_runs', 'make_config', 'measured_time_md', 'merged_options', 'offline_steps_of', 'parse_list',
-    'per_seed_success', 'per_variant_metrics', 'preset', 'record_command', 'record_run_time',
+    'per_seed_success', 'per_variant_metrics', 'preset', 'record_command', 'record_dataset', 'record_run_time',
     'recorded_run_times', 'run_length_note', 'run_options', 'run_sweep', 'scatter_vs_success', 'seed_count',
     'training_devices', 'truncated_returns_note', 'variant_order', 'write_heldout_files', 'write_sweep_report',
 ]

@@ -39,6 +39,7 @@ def run_sweep(sweep: Sweep, source: DataSource, log: Callable[[str], None] = pri
             skipped.append(f'env {env_name} skipped: {" ".join(str(e).split())[:300]}')
             log(skipped[-1])
             continue
+        record_dataset(sweep, env_name, data.dataset_file, log)
         for v in variants:
             config = make_config(v, env_name, sweep.preset, sweep.registry, data, mode=sweep.mode)
             agent_cls = sweep.registry.agent_class(config.agent_name)
@@ -64,6 +65,48 @@ TIMES_FILE = 'wall_times.json'      # {'<variant>/<env>': seconds}: a resumed ru
 
 COMMANDS_FILE = 'commands.json'     # one entry per invocation that trained (not one that only reused finished runs):
                                     # command, device, start, wall seconds
+
+
+DATASETS_FILE = 'datasets.json'     # {env: [{file, sha256, val_sha256, first_seen}]}: the content digests of the data the
+                                    # env's runs trained on, one entry per distinct dataset; two entries: not all of the
+                                    # sweep's runs trained on the same data (e.g. a dataset generated again on a host whose
+                                    # MuJoCo arithmetic differs: generated files are deterministic per host only)
+
+
+def file_sha256(path: str) -> str:
+    """SHA-256 of a file's content (local or gs://), read in 8 MiB blocks."""
+    import hashlib
+
+    from floq_jax import storage
+
+    digest = hashlib.sha256()
+    with storage.open_file(path, 'rb') as f:
+        for block in iter(lambda: f.read(8 << 20), b''):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def record_dataset(sweep: Sweep, env_name: str, dataset_file: str, log: Callable[[str], None] = print) -> dict:
+    """Records the content digest of ``env_name``'s training file (and its -val file, where there is one) in the
+    sweep's datasets.json; returns the entry.  A digest other than the ones recorded for the env is added beside them
+    with one logged line: the sweep's runs of that env then did not all train on the same data."""
+    from floq_jax import storage
+    from floq_jax.data.ogbench_io import val_path
+    from floq_jax.training import rundirs
+
+    val = val_path(dataset_file)
+    entry = dict(file=storage.basename(dataset_file), sha256=file_sha256(dataset_file),
+                 val_sha256=file_sha256(val) if storage.exists(val) else None)
+    path = os.path.join(sweep.root, DATASETS_FILE)
+    seen = _read_json(path, {})
+    known = seen.setdefault(env_name, [])
+    if not any((e['sha256'], e['val_sha256']) == (entry['sha256'], entry['val_sha256']) for e in known):
+        if known:
+            log(f'[{sweep.name}] {env_name}: this dataset (sha256 {entry["sha256"][:12]}) differs from the one earlier runs '
+                f'of this sweep trained on (sha256 {known[-1]["sha256"][:12]}); both recorded in {DATASETS_FILE}')
+        known.append(dict(entry, first_seen=time.strftime('%Y-%m-%d %H:%M:%S %Z')))
+        rundirs.write_json(path, seen)
+    return entry
 
 
 def _read_json(path: str, default):
