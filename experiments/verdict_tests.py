@@ -14,8 +14,7 @@ between agents), resnet_flops (claim (e)), the freeze sets (each frozen run agai
 resnet_flops, paired by seed; feature metrics per seed), main_table (8 seeds) and noise_width (the curvature measures
 per seed, metrics_per_seed.csv) and mechanisms (parts b, c, d at 8 seeds), with mechanisms_part_a (part a's two
 variants at 4 seeds, compared with the mechanisms re-run's baselines on the seeds both have; part a's rows come from
-mechanisms_2026-12-03 where mechanisms_part_a is not committed).  A set's later seeds committed in a directory of
-their own (SEED_BATCHES: freeze_features_seeds4-7) are read as the set's own seeds.  The sets of 2026-12-03 that were re-run are kept under a dated name (main_table_2026-12-03,
+mechanisms_2026-12-03 where mechanisms_part_a is not committed).  The sets of 2026-12-03 that were re-run are kept under a dated name (main_table_2026-12-03,
 noise_width_2026-12-03, utd_2026-12-03, mechanisms_2026-12-03: another evaluation protocol).  At the end, the power
 of every success comparison (planning figures, not tests).
 """
@@ -222,37 +221,9 @@ def unpaired_and_paired_rows(label, xa, xb):
     return [welch_row(label, xa, xb), paired_row(label + ', paired by seed', xa, xb)]
 
 
-# Seed batches: later runs of more seeds of a result set (the same command with --seed), committed in a directory of
-# their own since the first batch's run directories were not kept.  The set's per-seed files are read with its
-# batches' appended, and its success statistics are computed from them.
-SEED_BATCHES = {'freeze_features': ('freeze_features_seeds4-7',)}
-
-
-def set_dirs(root, result_set):
-    """The directories of a result set: its own and its committed seed batches'."""
-    return [result_set] + [b for b in SEED_BATCHES.get(result_set, ()) if os.path.isdir(os.path.join(root, b))]
-
-
-def read_set_csv(root, result_set, name):
-    """A per-seed CSV of a result set with its seed batches' rows appended; raises if a seed of a variant repeats."""
-    import pandas as pd
-
-    d = pd.concat([pd.read_csv(os.path.join(root, x, name)) for x in set_dirs(root, result_set)], ignore_index=True)
-    if d.duplicated(['env_name', 'variant', 'seed']).any():
-        raise ValueError(f'{result_set}/{name}: a seed appears in more than one of {set_dirs(root, result_set)}')
-    return d
-
-
 def success_stats(root, result_set, env, variant):
-    """(mean, standard deviation over seeds, seed count) of a variant's success: results.csv's, or for a set with
-    seed batches, computed from its per-seed rows and its batches'."""
     import pandas as pd
 
-    if len(set_dirs(root, result_set)) > 1:
-        x = per_seed_frame(root, result_set, env, variant)['success'].to_numpy(float)
-        if not len(x):
-            raise ValueError(f'{set_dirs(root, result_set)}: no per-seed success for {variant} on {env}')
-        return float(x.mean()), float(x.std(ddof=1)), len(x)
     r = pd.read_csv(os.path.join(root, result_set, 'results.csv'))
     r = r[(r['env_name'] == env) & (r['variant'] == variant) & (r['stat'] == 'mean')]
     if len(r) != 1:
@@ -261,8 +232,10 @@ def success_stats(root, result_set, env, variant):
 
 
 def per_seed_frame(root, result_set, env, variant):
-    """per_seed.csv's rows of one variant on one env (with the set's seed batches'), indexed by seed."""
-    d = read_set_csv(root, result_set, 'per_seed.csv')
+    """per_seed.csv's rows of one variant on one env, indexed by seed."""
+    import pandas as pd
+
+    d = pd.read_csv(os.path.join(root, result_set, 'per_seed.csv'))
     return d[(d['env_name'] == env) & (d['variant'] == variant)].set_index('seed').sort_index()
 
 
@@ -383,10 +356,12 @@ def freeze_feature_lines(root, result_set, when):
     critic on the effective rank and the feature norm, and floq against floq_t0 on the critic loss after the freeze
     (both flow matching: the one like-for-like loss comparison); Welch, and paired by seed (the same seed index shares
     the data order).  No lines for a set without the file."""
+    import pandas as pd
 
-    if not os.path.exists(os.path.join(root, result_set, 'metrics_per_seed.csv')):
+    path = os.path.join(root, result_set, 'metrics_per_seed.csv')
+    if not os.path.exists(path):
         return []
-    d = read_set_csv(root, result_set, 'metrics_per_seed.csv')
+    d = pd.read_csv(path)
     d = d[d['env_name'] == CUBE]
     present = set(d['variant'])
     lines = []
