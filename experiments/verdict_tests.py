@@ -67,15 +67,17 @@ def mechanisms_set(root, variant):
     return next((rs for rs in MECH_SETS if variant in variants_in(root, rs)), MECH_0312)
 
 
-def mechanisms_sets(root, variant):
-    """(the set of ``variant``, the set of its baseline): part a's run is compared with the re-run's baselines."""
+def mechanisms_sets(root, variant, base):
+    """(the set of ``variant``, the set of its baseline ``base``): the variant's own set where it holds the baseline
+    (runs on one dataset file), else, for part a's run, the re-run's baselines."""
     rs = mechanisms_set(root, variant)
-    return rs, MECH if rs == MECH_A else rs
+    return rs, MECH if rs == MECH_A and base not in variants_in(root, MECH_A) else rs
 
 
-def mechanisms_label(result_set, part, what):
-    where = {MECH: '', MECH_A: 'of mechanisms_part_a (4 seeds; baselines: the re-run\'s 8): ',
-             MECH_0312: 'of 2026-12-03 (older protocol, 4 seeds): '}[result_set]
+def mechanisms_label(result_set, part, what, base_set=None):
+    where = {MECH: '', MECH_0312: 'of 2026-12-03 (older protocol, 4 seeds): ',
+             MECH_A: 'of mechanisms_part_a (4 seeds; ' + ('baselines: the re-run\'s 8' if base_set == MECH else
+                                                      'its own baselines') + '): '}[result_set]
     return f'({part}) {where}{what}'
 
 
@@ -90,8 +92,8 @@ def success_comparisons(root):
     parts', each from the set that holds its variant."""
     out = [(rs, rs, env, a, b, label) for rs, env, a, b, label in SUCCESS]
     for part, variant, base, what in MECHANISM_PAIRS:
-        rs, rs_base = mechanisms_sets(root, variant)
-        out.append((rs, rs_base, CUBE, variant, base, mechanisms_label(rs, part, f'success {what}')))
+        rs, rs_base = mechanisms_sets(root, variant, base)
+        out.append((rs, rs_base, CUBE, variant, base, mechanisms_label(rs, part, f'success {what}', rs_base)))
     return out
 
 
@@ -422,16 +424,16 @@ def mechanisms_lines(root):
 
     lines, missing = [], []
     for part, variant, base, what in MECHANISM_PAIRS:
-        rs, rs_base = mechanisms_sets(root, variant)
+        rs, rs_base = mechanisms_sets(root, variant, base)
         paths = [os.path.join(root, r, 'heldout_q_per_seed.csv') for r in (rs, rs_base)]
         if not all(os.path.exists(p) for p in paths):
-            missing.append(mechanisms_label(rs, part, f'centered error / Spearman, {what}'))
+            missing.append(mechanisms_label(rs, part, f'centered error / Spearman, {what}', rs_base))
             continue
         frames = [pd.read_csv(p) for p in paths]
         for col in ('q_centered_error', 'q_rank_corr', 'q_abs_error'):  # the last: the critic's offset too
             x = [by_seed(d[d['env_name'] == CUBE], v, col, f'{r}/heldout_q_per_seed.csv')
                  for d, v, r in zip(frames, (variant, base), (rs, rs_base))]
-            lines += all_and_common_seed_rows(mechanisms_label(rs, part, f'{col}, {what}'), *x)
+            lines += all_and_common_seed_rows(mechanisms_label(rs, part, f'{col}, {what}', rs_base), *x)
     if per_seed_part_d(root):
         succ = pd.read_csv(os.path.join(root, MECH, 'per_seed.csv'))
         held = pd.read_csv(os.path.join(root, MECH, 'heldout_q_per_seed.csv'))

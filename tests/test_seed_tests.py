@@ -176,8 +176,8 @@ def test_equivalence_is_two_one_sided_welch_tests():
 
 def test_mechanisms_rows_come_from_the_set_that_holds_each_part(tmp_path):
     """verdict_tests' mechanisms rows: a part in the re-run (per-seed files) is tested paired by seed as scipy does,
-    its held-out measures too; a part only the 2026-12-03 set holds is labelled so, with 'no per-seed data' for its
-    held-out measures; a variant with fewer seeds than its baseline is paired on the seeds both have."""
+    its held-out measures too; part a comes from its own set; a variant with fewer seeds than its baseline is paired
+    on the seeds both have."""
     import os
     import shutil
 
@@ -200,8 +200,10 @@ def test_mechanisms_rows_come_from_the_set_that_holds_each_part(tmp_path):
     xb, xf = (h[h['variant'] == v].sort_values('seed')['q_centered_error'].to_numpy() for v in ('floq_stale2', 'floq'))
     assert f'| paired t | {verdict_tests.fmt_p(stats.ttest_rel(xb, xf).pvalue)} |' in \
         line('| (c) q_centered_error, stale2 vs floq, paired by seed |')
-    assert line('| (a) of 2026-12-03 (older protocol, 4 seeds): success distributional floq vs floq |')
-    assert 'no per-seed data' in line('| (a) of 2026-12-03 (older protocol, 4 seeds): centered error / Spearman, FQL-IQN')
+    # Part a: its own set (run later, with its own baselines on its dataset file), per-seed rows for both halves.
+    assert line("| (a) of mechanisms_part_a (4 seeds; its own baselines): success distributional floq vs floq, paired")
+    assert line("| (a) of mechanisms_part_a (4 seeds; its own baselines): q_centered_error, FQL-IQN vs FQL, paired")
+    assert not [x for x in md if x.startswith('| (a) of 2026-12-03')]
     # A variant run at 4 seeds beside 8-seed baselines: Welch over all seeds, paired over the 4 both have.
     shutil.copytree(os.path.join(root, 'mechanisms'), tmp_path / 'mechanisms')
     short = s[~((s['variant'] == 'floq_stale2') & (s['seed'] >= 4))]
@@ -240,8 +242,9 @@ def test_part_a_run_alone_is_compared_with_the_reruns_baselines(tmp_path):
         if 'seed' in d.columns:
             d = d[d['seed'] < 4]
         d.to_csv(tmp_path / verdict_tests.MECH_A / f, index=False)
-    assert verdict_tests.mechanisms_sets(str(tmp_path), 'floq_distributional') == ('mechanisms_part_a', 'mechanisms')
-    assert verdict_tests.mechanisms_sets(str(tmp_path), 'fql_iqn')[0] == 'mechanisms_2026-12-03'
+    assert verdict_tests.mechanisms_sets(str(tmp_path), 'floq_distributional', 'floq') == ('mechanisms_part_a',
+                                                                                              'mechanisms')
+    assert verdict_tests.mechanisms_sets(str(tmp_path), 'fql_iqn', 'fql')[0] == 'mechanisms_2026-12-03'
     md = verdict_tests.build(str(tmp_path)).splitlines()
     label = "(a) of mechanisms_part_a (4 seeds; baselines: the re-run's 8): "
     s = pd.read_csv(tmp_path / 'mechanisms' / 'per_seed.csv')
@@ -259,3 +262,20 @@ def test_part_a_run_alone_is_compared_with_the_reruns_baselines(tmp_path):
     assert f'| Welch | {verdict_tests.fmt_p(stats.ttest_ind(hd, hf, equal_var=False).pvalue)} |' in held
     assert not any(x.startswith('| (a) of 2026-12-03 (older protocol, 4 seeds): success distributional') for x in md)
     assert any(x.startswith('| (a) of 2026-12-03 (older protocol, 4 seeds): success FQL-IQN vs FQL |') for x in md)
+    # With its own baselines (trained beside it, on its dataset file) the part is tested against those alone.
+    for f in ('results.csv', 'per_seed.csv', 'heldout_q_per_seed.csv'):
+        d = pd.read_csv(tmp_path / 'mechanisms' / f)
+        own = d[d['variant'] == 'floq']
+        if 'seed' in own.columns:
+            own = own[own['seed'] >= 4].assign(seed=own['seed'] - 4)  # other values than the re-run's seeds 0-3
+        pd.concat([pd.read_csv(tmp_path / verdict_tests.MECH_A / f), own]).to_csv(tmp_path / verdict_tests.MECH_A / f,
+                                                                                 index=False)
+    verdict_tests.variants_in.cache_clear()
+    assert verdict_tests.mechanisms_sets(str(tmp_path), 'floq_distributional', 'floq') == ('mechanisms_part_a',) * 2
+    md = verdict_tests.build(str(tmp_path)).splitlines()
+    label = '(a) of mechanisms_part_a (4 seeds; its own baselines): '
+    paired = next(x for x in md if x.startswith(f'| {label}success distributional floq vs floq, paired by seed |'))
+    xo = s[(s['variant'] == 'floq') & (s['seed'] >= 4)]['success'].to_numpy()
+    assert f'| {verdict_tests.fmt_p(stats.ttest_rel(xd.to_numpy(), xo).pvalue)} |' in paired
+    assert 'seeds both have' not in paired
+
