@@ -12,9 +12,10 @@ metrics of freeze_features of 2026-12-03) is listed with 'no per-seed data' and 
 per-seed values: utd and utd_to128 (the held-out critic measures per seed: paired tests between UTD ratios, Welch
 between agents), resnet_flops (claim (e)), the freeze sets (each frozen run against its unfrozen twin in
 resnet_flops, paired by seed; feature metrics per seed), main_table (8 seeds) and noise_width (the curvature measures
-per seed, metrics_per_seed.csv) and mechanisms (parts b, c, d at 8 seeds), with mechanisms_part_a (part a's two
-variants at 4 seeds, compared with the mechanisms re-run's baselines on the seeds both have; part a's rows come from
-mechanisms_2026-12-03 where mechanisms_part_a is not committed).  The sets of 2026-12-03 that were re-run are kept under a dated name (main_table_2026-12-03,
+per seed, metrics_per_seed.csv) and mechanisms (parts b, c, d at 8 seeds), with mechanisms_part_a (part a at 4 seeds
+with its own floq and FQL baselines, trained on its own dataset file; a part set without them would be compared with
+the mechanisms re-run's baselines on the seeds both have; part a's rows come from mechanisms_2026-12-03 where
+mechanisms_part_a is not committed).  The sets of 2026-12-03 that were re-run are kept under a dated name (main_table_2026-12-03,
 noise_width_2026-12-03, utd_2026-12-03, mechanisms_2026-12-03: another evaluation protocol).  At the end, the power
 of every success comparison (planning figures, not tests).
 """
@@ -39,9 +40,9 @@ SCENE = 'scene-play-singletask-task1-v0'
 FREEZE_0312 = 'freeze_features_2026-12-03'
 
 # The mechanisms sets: the re-run (published protocol, per-seed files; its baselines floq and FQL are resnet_flops'
-# runs, 8 seeds), part a's run (the same protocol, 4 seeds, only the part's two variants: they are compared with the
-# re-run's baselines, paired on the seeds both have) and the set of 2026-12-03 (older protocol, 4 seeds, no per-seed
-# files).  Each part's comparisons come from the first of these sets that holds the part's variant.
+# runs, 8 seeds), part a's run (the same protocol, 4 seeds, its two variants and its own baselines on its own dataset
+# file; mechanisms_sets pairs a variant with the re-run's baselines only where its set has none) and the set of
+# 2026-12-03 (older protocol, 4 seeds, no per-seed files).  Each part's comparisons come from the first of these sets that holds the part's variant.
 MECH, MECH_A, MECH_0312 = 'mechanisms', 'mechanisms_part_a', 'mechanisms_2026-12-03'
 MECH_SETS = (MECH, MECH_A, MECH_0312)
 # (part, variant, its baseline, what the comparison tests)

@@ -19,6 +19,7 @@ must give exactly the direct loop's episodes on this host (every field), and the
 (pointmaze, a point mass: every field; cube and puzzle: the episode lengths).
 """
 
+import functools
 import json
 import os
 
@@ -76,10 +77,11 @@ def test_evaluator_gives_the_published_loops_episodes(env_name, parallel):
                        'episode_final_observation': np.asarray([e['final_observation'] for e in ref], np.float32)}
     np.testing.assert_array_equal([e['episode_return'] for e in ref], [e['monitor_return'] for e in ref])
     np.testing.assert_array_equal(ours['episode_length'], golden_episodes['episode_length'])
-    direct = direct_episodes(env_name, case)
+    direct = direct_episodes(env_name)
+    golden_host = same_episodes(direct, golden_episodes)
     if env_name.startswith('pointmaze'):  # host-independent: the direct loop itself must give the golden episodes
-        assert same_episodes(direct, golden_episodes)
-    if same_episodes(direct, golden_episodes):
+        assert golden_host
+    if golden_host:
         expected = golden_episodes  # this host reproduces the golden host's episodes
         assert ours['success'] == pytest.approx(case['mean_success'])
     else:
@@ -88,10 +90,12 @@ def test_evaluator_gives_the_published_loops_episodes(env_name, parallel):
         np.testing.assert_array_equal(ours[key], value, err_msg=key)
 
 
-def direct_episodes(env_name, case):
+@functools.lru_cache(maxsize=None)  # one loop per env for both drivers' tests (the file runs in one worker)
+def direct_episodes(env_name):
     """The golden case's episodes by a plain loop on this host, without floq-jax's evaluator: per episode i, reset
     with ``reset_seeds[i]``, then step with the policy's action (noise key fold_in(fold_in(PRNGKey(eval_seed), i),
     t), clipped to [-1, 1]) until terminated or truncated; success from the last step's info."""
+    case = golden()[env_name]
     env = envs_lib.make_env(env_name)
     out = {'episode_success': [], 'episode_length': [], 'episode_return': [], 'episode_final_observation': []}
     try:
