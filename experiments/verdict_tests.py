@@ -13,9 +13,8 @@ per-seed values: utd and utd_to128 (the held-out critic measures per seed: paire
 between agents), resnet_flops (claim (e)), the freeze sets (each frozen run against its unfrozen twin in
 resnet_flops, paired by seed; feature metrics per seed), main_table (8 seeds) and noise_width (the curvature measures
 per seed, metrics_per_seed.csv) and mechanisms (parts b, c, d at 8 seeds), with mechanisms_part_a (part a at 4 seeds
-with its own floq and FQL baselines, trained on its own dataset file; a part set without them would be compared with
-the mechanisms re-run's baselines on the seeds both have; part a's rows come from mechanisms_2026-12-03 where
-mechanisms_part_a is not committed).  The sets of 2026-12-03 that were re-run are kept under a dated name (main_table_2026-12-03,
+with its own floq and FQL baselines, trained on its own dataset file: a variant is compared only with the baseline
+of its own run; part a's rows come from mechanisms_2026-12-03 where mechanisms_part_a is not committed).  The sets of 2026-12-03 that were re-run are kept under a dated name (main_table_2026-12-03,
 noise_width_2026-12-03, utd_2026-12-03, mechanisms_2026-12-03: another evaluation protocol).  At the end, the power
 of every success comparison (planning figures, not tests).
 """
@@ -41,8 +40,7 @@ FREEZE_0312 = 'freeze_features_2026-12-03'
 
 # The mechanisms sets: the re-run (published protocol, per-seed files; its baselines floq and FQL are resnet_flops'
 # runs, 8 seeds), part a's run (the same protocol, 4 seeds, its two variants and its own baselines on its own dataset
-# file; mechanisms_sets pairs a variant with the re-run's baselines only where its set has none) and the set of
-# 2026-12-03 (older protocol, 4 seeds, no per-seed files).  Each part's comparisons come from the first of these sets that holds the part's variant.
+# file) and the set of 2026-12-03 (older protocol, 4 seeds, no per-seed files).  Each part's comparisons come from the first of these sets that holds the part's variant.
 MECH, MECH_A, MECH_0312 = 'mechanisms', 'mechanisms_part_a', 'mechanisms_2026-12-03'
 MECH_SETS = (MECH, MECH_A, MECH_0312)
 # (part, variant, its baseline, what the comparison tests)
@@ -69,16 +67,19 @@ def mechanisms_set(root, variant):
 
 
 def mechanisms_sets(root, variant, base):
-    """(the set of ``variant``, the set of its baseline ``base``): the variant's own set where it holds the baseline
-    (runs on one dataset file), else, for part a's run, the re-run's baselines."""
+    """(the set of ``variant``, the set of its baseline ``base``): always the same set.  A variant is compared only
+    with the baseline trained beside it (one invocation, one dataset file: generated files differ between hosts);
+    raises if its set has none."""
     rs = mechanisms_set(root, variant)
-    return rs, MECH if rs == MECH_A and base not in variants_in(root, MECH_A) else rs
+    if variant in variants_in(root, rs) and base not in variants_in(root, rs):
+        raise ValueError(f'{rs}/results.csv: {variant} has no {base} beside it; a variant is compared only with the '
+                         'baseline of its own run (the same dataset file)')
+    return rs, rs
 
 
-def mechanisms_label(result_set, part, what, base_set=None):
+def mechanisms_label(result_set, part, what):
     where = {MECH: '', MECH_0312: 'of 2026-12-03 (older protocol, 4 seeds): ',
-             MECH_A: 'of mechanisms_part_a (4 seeds; ' + ('baselines: the re-run\'s 8' if base_set == MECH else
-                                                      'its own baselines') + '): '}[result_set]
+             MECH_A: 'of mechanisms_part_a (4 seeds; its own baselines): '}[result_set]
     return f'({part}) {where}{what}'
 
 
@@ -94,7 +95,7 @@ def success_comparisons(root):
     out = [(rs, rs, env, a, b, label) for rs, env, a, b, label in SUCCESS]
     for part, variant, base, what in MECHANISM_PAIRS:
         rs, rs_base = mechanisms_sets(root, variant, base)
-        out.append((rs, rs_base, CUBE, variant, base, mechanisms_label(rs, part, f'success {what}', rs_base)))
+        out.append((rs, rs_base, CUBE, variant, base, mechanisms_label(rs, part, f'success {what}')))
     return out
 
 
@@ -224,9 +225,40 @@ def unpaired_and_paired_rows(label, xa, xb):
     return [welch_row(label, xa, xb), paired_row(label + ', paired by seed', xa, xb)]
 
 
-def success_stats(root, result_set, env, variant):
+# Seed batches: a result set's later seeds, run by a later invocation of the same command with --seed (its first
+# batch's run directories not kept, so no report covers both) and committed as a directory of their own.  The set's
+# per-seed files are read with its batches' rows appended, and its success statistics computed from them.  A freeze
+# batch may hold its own unfrozen twins (--unfrozen_baselines): its frozen runs are paired with those
+# (freeze_twin_frames), the first batch's with resnet_flops'.
+SEED_BATCHES = {'freeze_features': ('freeze_features_seeds4-7',)}
+
+
+def set_dirs(root, result_set):
+    """The directories of a result set: its own and its committed seed batches'."""
+    return [result_set] + [b for b in SEED_BATCHES.get(result_set, ()) if os.path.isdir(os.path.join(root, b))]
+
+
+def read_set_csv(root, result_set, name):
+    """A per-seed CSV of a result set with its seed batches' rows appended; raises if a seed of a variant repeats."""
     import pandas as pd
 
+    dirs = set_dirs(root, result_set)
+    d = pd.concat([pd.read_csv(os.path.join(root, x, name)) for x in dirs], ignore_index=True)
+    if d.duplicated(['env_name', 'variant', 'seed']).any():
+        raise ValueError(f'{result_set}/{name}: a seed appears in more than one of {dirs}')
+    return d
+
+
+def success_stats(root, result_set, env, variant):
+    """(mean, standard deviation over seeds, seed count) of a variant's success: results.csv's, or for a set with
+    seed batches, computed from its per-seed rows and its batches'."""
+    import pandas as pd
+
+    if len(set_dirs(root, result_set)) > 1:
+        x = per_seed_frame(root, result_set, env, variant)['success'].to_numpy(float)
+        if not len(x):
+            raise ValueError(f'{set_dirs(root, result_set)}: no per-seed success for {variant} on {env}')
+        return float(x.mean()), float(x.std(ddof=1)), len(x)
     r = pd.read_csv(os.path.join(root, result_set, 'results.csv'))
     r = r[(r['env_name'] == env) & (r['variant'] == variant) & (r['stat'] == 'mean')]
     if len(r) != 1:
@@ -234,12 +266,37 @@ def success_stats(root, result_set, env, variant):
     return float(r['mean'].iloc[0]), float(r['std'].iloc[0]), int(r['num_seeds'].iloc[0])
 
 
-def per_seed_frame(root, result_set, env, variant):
-    """per_seed.csv's rows of one variant on one env, indexed by seed."""
+def per_seed_frame(root, result_set, env, variant, batches=True):
+    """per_seed.csv's rows of one variant on one env (with the set's seed batches' unless ``batches`` is false),
+    indexed by seed."""
     import pandas as pd
 
-    d = pd.read_csv(os.path.join(root, result_set, 'per_seed.csv'))
+    d = read_set_csv(root, result_set, 'per_seed.csv') if batches else pd.read_csv(
+        os.path.join(root, result_set, 'per_seed.csv'))
     return d[(d['env_name'] == env) & (d['variant'] == variant)].set_index('seed').sort_index()
+
+
+def freeze_twin_frames(root, result_set, frozen, unfrozen):
+    """(frozen runs, their unfrozen twins, where the twins come from) of a freeze set, per_seed.csv rows indexed by
+    seed: per directory of the set (set_dirs), the twins trained by the same invocation where it ran ``unfrozen``
+    (the same dataset file), else resnet_flops' runs of the same config and seeds.  Raises unless every frozen run has
+    a twin."""
+    import pandas as pd
+
+    fa, fb, sources = [], [], []
+    for d in set_dirs(root, result_set):
+        a = per_seed_frame(root, d, CUBE, frozen, batches=False)
+        own = per_seed_frame(root, d, CUBE, unfrozen, batches=False)
+        source = d if len(own) else 'resnet_flops'
+        b = own if len(own) else per_seed_frame(root, 'resnet_flops', CUBE, unfrozen)
+        seeds = a.index.intersection(b.index)
+        if not len(a) or len(seeds) != len(a):
+            raise ValueError(f'{d}/{frozen}: not every seed has an unfrozen twin in {source}/{unfrozen}')
+        fa.append(a)
+        fb.append(b.loc[seeds])
+        sources.append(f'{source} (seeds {min(seeds)}-{max(seeds)})' if len(set_dirs(root, result_set)) > 1
+                       else source)
+    return pd.concat(fa), pd.concat(fb), ', '.join(sources)
 
 
 def per_seed_success(root, result_set, env, variant, col='success'):
@@ -289,8 +346,9 @@ def one_row_per_seed(d, variant, col, source):
 def utd_heldout_lines(root, result_set=UTD_SET, utds=UTDS_TO128):
     """A utd set (``utds``: its UTD ratios, ascending): does more updates per env step degrade a critic's centered
     error, and floq's less than FQL's?  Per agent, UTD u vs 1 paired by seed (the same seed index starts from the
-    same parameters and data), and past UTD 16 vs 16; between agents at each UTD, Welch; and the difference in
-    differences (floq's change from UTD 1 minus FQL's), Welch on the per-seed changes.  No lines for a set without
+    same parameters and data), and past UTD 16 vs 16; between agents at each UTD, Welch and paired; and the difference in
+    differences (floq's change from UTD 1 minus FQL's, and past UTD 16 from 16), Welch and paired on the per-seed
+    changes.  No lines for a set without
     heldout_q_per_seed.csv."""
     if not os.path.exists(os.path.join(root, result_set, 'heldout_q_per_seed.csv')):
         return []
@@ -307,17 +365,18 @@ def utd_heldout_lines(root, result_set=UTD_SET, utds=UTDS_TO128):
     for u in utds:
         lines += unpaired_and_paired_rows(f'{result_set}: centered error at UTD {u}, floq vs FQL', x[('floq', u)],
                                           x[('fql', u)])
-    for u in utds[1:]:
-        da, db = x[('floq', u)] - x[('floq', 1)], x[('fql', u)] - x[('fql', 1)]
-        lines += unpaired_and_paired_rows(f'{result_set}: change in centered error from UTD 1 to {u}, floq vs FQL '
+    # floq's change minus FQL's, from UTD 1, and past UTD 16 from 16 (does floq's error rise more than FQL's there?)
+    for u, base in [(u, 1) for u in utds[1:]] + [(u, 16) for u in utds if u > 16]:
+        da, db = x[('floq', u)] - x[('floq', base)], x[('fql', u)] - x[('fql', base)]
+        lines += unpaired_and_paired_rows(f'{result_set}: change in centered error from UTD {base} to {u}, floq vs FQL '
                                           '(difference in differences)', da, db)
     return lines
 
 
 def freeze_lines(root, result_set='freeze_features_late', when='45k', twins=LATE_FREEZE,
                  last_eval='60k evaluation, the one after the freeze'):
-    """A freeze set: each critic frozen at ``when`` against its unfrozen twin (resnet_flops: the same config, seeds
-    and data), paired by seed; and does floq lose less than each other critic (Welch on the per-seed drops)?  No lines
+    """A freeze set: each critic frozen at ``when`` against its unfrozen twin (the same config, seeds and data:
+    freeze_twin_frames), paired by seed; and does floq lose less than each other critic (Welch on the per-seed drops)?  No lines
     for a set without per_seed.csv."""
     import numpy as np
 
@@ -329,19 +388,14 @@ def freeze_lines(root, result_set='freeze_features_late', when='45k', twins=LATE
     for col, what in (('success', 'score (45k and 60k)'), ('last_eval_success', last_eval)):
         drops = {}
         for frozen, unfrozen in twins:
-            fa = per_seed_frame(root, result_set, CUBE, frozen)
-            fb = per_seed_frame(root, 'resnet_flops', CUBE, unfrozen)
-            seeds = fa.index.intersection(fb.index)  # the twins: the frozen runs' seeds
-            if not len(seeds) or len(seeds) != len(fa):
-                raise ValueError(f'{result_set}/{frozen}: not every seed has an unfrozen twin in '
-                                 f'resnet_flops/{unfrozen}')
-            xa, xb = fa.loc[seeds, col].to_numpy(float), fb.loc[seeds, col].to_numpy(float)
+            fa, fb, source = freeze_twin_frames(root, result_set, frozen, unfrozen)
+            xa, xb = fa[col].to_numpy(float), fb[col].to_numpy(float)
             drops[unfrozen] = np.round(xb - xa, 12)  # success is a multiple of 1/episodes: no float dust
             detectable = seed_tests.detectable_paired_difference(float(np.std(xb - xa, ddof=1)), len(xa))
             lines.append(paired_row(f'freeze at {when}, {what}: {unfrozen} frozen vs unfrozen, paired by seed', xa, xb,
-                                    'unfrozen: resnet_flops; ', f'; a drop detectable 80% of the time: {detectable:.3f}'))
+                                    f'unfrozen: {source}; ', f'; a drop detectable 80% of the time: {detectable:.3f}'))
             lines.append(welch_row(f'freeze at {when}, {what}: {unfrozen} frozen vs unfrozen', xa, xb,
-                                   'unfrozen: resnet_flops; the pairing ignored'))
+                                   f'unfrozen: {source}; the pairing ignored'))
         for other in [u for _, u in twins if u != 'floq']:
             da, db = drops['floq'], drops[other]
             name = {'fql': 'FQL', 'fql_resnet': 'FQL-ResNet'}.get(other, other)
@@ -359,12 +413,9 @@ def freeze_feature_lines(root, result_set, when):
     critic on the effective rank and the feature norm, and floq against floq_t0 on the critic loss after the freeze
     (both flow matching: the one like-for-like loss comparison); Welch, and paired by seed (the same seed index shares
     the data order).  No lines for a set without the file."""
-    import pandas as pd
-
-    path = os.path.join(root, result_set, 'metrics_per_seed.csv')
-    if not os.path.exists(path):
+    if not os.path.exists(os.path.join(root, result_set, 'metrics_per_seed.csv')):
         return []
-    d = pd.read_csv(path)
+    d = read_set_csv(root, result_set, 'metrics_per_seed.csv')
     d = d[d['env_name'] == CUBE]
     present = set(d['variant'])
     lines = []
@@ -428,13 +479,13 @@ def mechanisms_lines(root):
         rs, rs_base = mechanisms_sets(root, variant, base)
         paths = [os.path.join(root, r, 'heldout_q_per_seed.csv') for r in (rs, rs_base)]
         if not all(os.path.exists(p) for p in paths):
-            missing.append(mechanisms_label(rs, part, f'centered error / Spearman, {what}', rs_base))
+            missing.append(mechanisms_label(rs, part, f'centered error / Spearman, {what}'))
             continue
         frames = [pd.read_csv(p) for p in paths]
         for col in ('q_centered_error', 'q_rank_corr', 'q_abs_error'):  # the last: the critic's offset too
             x = [by_seed(d[d['env_name'] == CUBE], v, col, f'{r}/heldout_q_per_seed.csv')
                  for d, v, r in zip(frames, (variant, base), (rs, rs_base))]
-            lines += all_and_common_seed_rows(mechanisms_label(rs, part, f'{col}, {what}', rs_base), *x)
+            lines += all_and_common_seed_rows(mechanisms_label(rs, part, f'{col}, {what}'), *x)
     if per_seed_part_d(root):
         succ = pd.read_csv(os.path.join(root, MECH, 'per_seed.csv'))
         held = pd.read_csv(os.path.join(root, MECH, 'heldout_q_per_seed.csv'))

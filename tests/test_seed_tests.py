@@ -218,64 +218,113 @@ def test_mechanisms_rows_come_from_the_set_that_holds_each_part(tmp_path):
     assert len(pa) == len(pb) == 4
 
 
-def test_part_a_run_alone_is_compared_with_the_reruns_baselines(tmp_path):
-    """A mechanisms part run on its own (mechanisms_part_a: only its variants, 4 seeds) is tested against the
-    re-run's baselines (8 seeds): success and held-out rows labelled with that set, Welch over every seed of each,
-    paired by seed on the 4 both have; its 2026-12-03 rows are gone."""
+def _copy_results(tmp_path, leave_out=()):
+    """docs/results' committed sets copied under ``tmp_path`` (less ``leave_out``); returns the copy's root."""
     import os
     import shutil
 
-    import pandas as pd
-
-    from experiments import verdict_tests
     from tests.conftest import REPO
 
     root = os.path.join(REPO, 'docs', 'results')
     for name in os.listdir(root):
-        if os.path.isdir(os.path.join(root, name)) and name != verdict_tests.MECH_A:
+        if os.path.isdir(os.path.join(root, name)) and name not in leave_out:
             shutil.copytree(os.path.join(root, name), tmp_path / name)
-    # A stand-in for part a's run: the re-run's stale2 rows of seeds 0-3 named floq_distributional.
-    os.makedirs(tmp_path / verdict_tests.MECH_A)
+    return str(tmp_path)
+
+
+def test_a_mechanisms_variant_is_compared_only_with_its_own_runs_baselines(tmp_path):
+    """A mechanisms part run on its own (mechanisms_part_a) is tested against the floq and FQL trained beside it (the
+    same dataset file), paired by seed; a part set without them is refused in one line instead of being paired with
+    another run's baselines (generated files differ between hosts)."""
+    import pandas as pd
+
+    from experiments import verdict_tests
+
+    root = _copy_results(tmp_path, leave_out=(verdict_tests.MECH_A,))
+    # A stand-in for part a's run: the re-run's stale2 rows of seeds 0-3 named floq_distributional, and floq's rows
+    # of seeds 4-7 as its own baseline's seeds 0-3.
+    (tmp_path / verdict_tests.MECH_A).mkdir()
     for f in ('results.csv', 'per_seed.csv', 'heldout_q_per_seed.csv'):
         d = pd.read_csv(tmp_path / 'mechanisms' / f)
-        d = d[d['variant'] == 'floq_stale2'].assign(variant='floq_distributional')
+        part = d[d['variant'] == 'floq_stale2'].assign(variant='floq_distributional')
+        own = d[d['variant'] == 'floq']
         if 'seed' in d.columns:
-            d = d[d['seed'] < 4]
-        d.to_csv(tmp_path / verdict_tests.MECH_A / f, index=False)
-    assert verdict_tests.mechanisms_sets(str(tmp_path), 'floq_distributional', 'floq') == ('mechanisms_part_a',
-                                                                                              'mechanisms')
-    assert verdict_tests.mechanisms_sets(str(tmp_path), 'fql_iqn', 'fql')[0] == 'mechanisms_2026-12-03'
-    md = verdict_tests.build(str(tmp_path)).splitlines()
-    label = "(a) of mechanisms_part_a (4 seeds; baselines: the re-run's 8): "
-    s = pd.read_csv(tmp_path / 'mechanisms' / 'per_seed.csv')
-    xf = s[s['variant'] == 'floq'].set_index('seed')['success']
-    xd = s[(s['variant'] == 'floq_stale2') & (s['seed'] < 4)].set_index('seed')['success']
-    paired = next(x for x in md if x.startswith(f'| {label}success distributional floq vs floq, paired by seed |'))
-    assert f'| {verdict_tests.fmt_p(stats.ttest_rel(xd, xf.loc[xd.index]).pvalue)} |' in paired
-    assert paired.endswith('; the 4 seeds both have |')
-    welch = next(x for x in md if x.startswith(f'| {label}success distributional floq vs floq |'))
-    assert f' | {xf.mean():.4g} | Welch |' in welch  # the baseline's mean over all 8 seeds
-    h = pd.read_csv(tmp_path / 'mechanisms' / 'heldout_q_per_seed.csv')
-    hf = h[h['variant'] == 'floq'].set_index('seed')['q_centered_error']
-    hd = h[(h['variant'] == 'floq_stale2') & (h['seed'] < 4)].set_index('seed')['q_centered_error']
-    held = next(x for x in md if x.startswith(f'| {label}q_centered_error, distributional floq vs floq |'))
-    assert f'| Welch | {verdict_tests.fmt_p(stats.ttest_ind(hd, hf, equal_var=False).pvalue)} |' in held
-    assert not any(x.startswith('| (a) of 2026-12-03 (older protocol, 4 seeds): success distributional') for x in md)
-    assert any(x.startswith('| (a) of 2026-12-03 (older protocol, 4 seeds): success FQL-IQN vs FQL |') for x in md)
-    # With its own baselines (trained beside it, on its dataset file) the part is tested against those alone.
+            part = part[part['seed'] < 4]
+            own = own[own['seed'] >= 4].assign(seed=own['seed'] - 4)
+        part.to_csv(tmp_path / verdict_tests.MECH_A / f, index=False)
+    verdict_tests.variants_in.cache_clear()
+    with pytest.raises(ValueError, match='floq_distributional has no floq beside it'):
+        verdict_tests.build(root)
     for f in ('results.csv', 'per_seed.csv', 'heldout_q_per_seed.csv'):
         d = pd.read_csv(tmp_path / 'mechanisms' / f)
         own = d[d['variant'] == 'floq']
         if 'seed' in own.columns:
-            own = own[own['seed'] >= 4].assign(seed=own['seed'] - 4)  # other values than the re-run's seeds 0-3
+            own = own[own['seed'] >= 4].assign(seed=own['seed'] - 4)
         pd.concat([pd.read_csv(tmp_path / verdict_tests.MECH_A / f), own]).to_csv(tmp_path / verdict_tests.MECH_A / f,
                                                                                  index=False)
     verdict_tests.variants_in.cache_clear()
-    assert verdict_tests.mechanisms_sets(str(tmp_path), 'floq_distributional', 'floq') == ('mechanisms_part_a',) * 2
-    md = verdict_tests.build(str(tmp_path)).splitlines()
+    assert verdict_tests.mechanisms_sets(root, 'floq_distributional', 'floq') == ('mechanisms_part_a',) * 2
+    assert verdict_tests.mechanisms_sets(root, 'fql_iqn', 'fql')[0] == 'mechanisms_2026-12-03'
+    md = verdict_tests.build(root).splitlines()
+    verdict_tests.variants_in.cache_clear()
+    s = pd.read_csv(tmp_path / 'mechanisms' / 'per_seed.csv')
+    xd = s[(s['variant'] == 'floq_stale2') & (s['seed'] < 4)]['success'].to_numpy()
+    xo = s[(s['variant'] == 'floq') & (s['seed'] >= 4)]['success'].to_numpy()
     label = '(a) of mechanisms_part_a (4 seeds; its own baselines): '
     paired = next(x for x in md if x.startswith(f'| {label}success distributional floq vs floq, paired by seed |'))
-    xo = s[(s['variant'] == 'floq') & (s['seed'] >= 4)]['success'].to_numpy()
-    assert f'| {verdict_tests.fmt_p(stats.ttest_rel(xd.to_numpy(), xo).pvalue)} |' in paired
+    assert f'| {verdict_tests.fmt_p(stats.ttest_rel(xd, xo).pvalue)} |' in paired
     assert 'seeds both have' not in paired
+    h = pd.read_csv(tmp_path / 'mechanisms' / 'heldout_q_per_seed.csv')
+    hd = h[(h['variant'] == 'floq_stale2') & (h['seed'] < 4)]['q_centered_error'].to_numpy()
+    ho = h[(h['variant'] == 'floq') & (h['seed'] >= 4)]['q_centered_error'].to_numpy()
+    held = next(x for x in md if x.startswith(f'| {label}q_centered_error, distributional floq vs floq |'))
+    assert f'| Welch | {verdict_tests.fmt_p(stats.ttest_ind(hd, ho, equal_var=False).pvalue)} |' in held
+    assert not any(x.startswith('| (a) of 2026-12-03 (older protocol, 4 seeds): success distributional') for x in md)
+    assert any(x.startswith('| (a) of 2026-12-03 (older protocol, 4 seeds): success FQL-IQN vs FQL |') for x in md)
 
+
+def test_a_seed_batch_extends_its_result_set_with_its_own_twins(tmp_path):
+    """A result set's later seeds, committed as a batch directory (SEED_BATCHES), count as the set's own: success
+    statistics, paired tests and feature metrics over all 8 seeds.  The batch's frozen runs are paired with the
+    unfrozen twins the batch trained itself, the first seeds' with resnet_flops'; a seed in two batches is refused."""
+    import pandas as pd
+
+    from experiments import verdict_tests
+
+    batch = verdict_tests.SEED_BATCHES['freeze_features'][0]
+    root = _copy_results(tmp_path, leave_out=(batch,))
+    # A stand-in for seeds 4-7: seeds 0-3's frozen rows with seeds shifted and success halved, and unfrozen twins
+    # (resnet_flops' seeds 0-3 rows, success scaled by 0.75) trained by the batch itself.
+    (tmp_path / batch).mkdir()
+    first = {f: pd.read_csv(tmp_path / 'freeze_features' / f) for f in ('per_seed.csv', 'metrics_per_seed.csv')}
+    twins = pd.read_csv(tmp_path / 'resnet_flops' / 'per_seed.csv')
+    twins = twins[twins['variant'].isin(['floq', 'fql', 'fql_resnet']) & (twins['seed'] < 4)]
+    pd.concat([first['per_seed.csv'].assign(seed=lambda d: d['seed'] + 4, success=lambda d: d['success'] / 2),
+               twins.assign(seed=lambda d: d['seed'] + 4, success=lambda d: d['success'] * 0.75)]).to_csv(
+        tmp_path / batch / 'per_seed.csv', index=False)
+    first['metrics_per_seed.csv'].assign(seed=lambda d: d['seed'] + 4).to_csv(tmp_path / batch / 'metrics_per_seed.csv',
+                                                                            index=False)
+    s = pd.concat([pd.read_csv(tmp_path / x / 'per_seed.csv') for x in ('freeze_features', batch)])
+    xa, xb = (s[s['variant'] == v].sort_values('seed')['success'] for v in ('floq_frozen', 'fql_resnet_frozen'))
+    assert len(xa) == len(xb) == 8
+    assert verdict_tests.success_stats(root, 'freeze_features', verdict_tests.CUBE, 'floq_frozen') == \
+        pytest.approx((xa.mean(), xa.std(ddof=1), 8))
+    md = verdict_tests.build(root).splitlines()
+    welch = next(x for x in md if x.startswith('| freeze at 15k: frozen floq vs frozen FQL-ResNet |'))
+    assert f'| Welch | {verdict_tests.fmt_p(stats.ttest_ind(xa, xb, equal_var=False).pvalue)} |' in welch
+    paired = next(x for x in md if x.startswith('| freeze at 15k: frozen floq vs frozen FQL-ResNet, paired by seed |'))
+    assert f'| paired t | {verdict_tests.fmt_p(stats.ttest_rel(xa, xb).pvalue)} |' in paired
+    m = pd.concat([pd.read_csv(tmp_path / x / 'metrics_per_seed.csv') for x in ('freeze_features', batch)])
+    ea, eb = (m[m['variant'] == v].sort_values('seed')['effective_rank'] for v in ('floq_frozen', 'fql_frozen'))
+    rank = next(x for x in md if x.startswith('| freeze at 15k: effective_rank, floq_frozen vs fql_frozen, paired'))
+    assert f'| paired t | {verdict_tests.fmt_p(stats.ttest_rel(ea, eb).pvalue)} |' in rank
+    # The twins: resnet_flops' floq for seeds 0-3, the batch's own floq for seeds 4-7.
+    r = pd.read_csv(tmp_path / 'resnet_flops' / 'per_seed.csv')
+    unfrozen = pd.concat([r[(r['variant'] == 'floq') & (r['seed'] < 4)]['success'],
+                          twins[twins['variant'] == 'floq'].sort_values('seed')['success'] * 0.75]).to_numpy()
+    twin = next(x for x in md if x.startswith('| freeze at 15k, score (45k and 60k): floq frozen vs unfrozen, paired'))
+    assert f'| paired t | {verdict_tests.fmt_p(stats.ttest_rel(xa.to_numpy(), unfrozen).pvalue)} |' in twin
+    assert f'unfrozen: resnet_flops (seeds 0-3), {batch} (seeds 4-7); sign-flip p >= 0.008' in twin
+    pd.read_csv(tmp_path / 'freeze_features' / 'per_seed.csv').to_csv(tmp_path / batch / 'per_seed.csv', index=False)
+    with pytest.raises(ValueError, match='more than one'):
+        verdict_tests.build(root)
