@@ -33,6 +33,7 @@ from floq_jax.envs import evaluation
 GOLDEN = os.path.join(os.path.dirname(__file__), 'data', 'eval_golden.json')
 
 
+@functools.lru_cache(maxsize=None)
 def golden():
     with open(GOLDEN) as f:
         return json.load(f)

@@ -3,6 +3,7 @@ skipped pieces recorded, and the measured wall time of each run and of each invo
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -74,7 +75,21 @@ DATASETS_FILE = 'datasets.json'     # {env: [{file, sha256, val_sha256, first_se
 
 
 def file_sha256(path: str) -> str:
-    """SHA-256 of a file's content (local or gs://), read in 8 MiB blocks."""
+    """SHA-256 of a file's content (local or gs://), read in 8 MiB blocks; a local file's digest is computed once per
+    process while its size and modification time stay the same (several sweeps of one process train on one file)."""
+    if '://' not in path:
+        st = os.stat(path)
+        return _local_sha256(os.path.abspath(path), st.st_size, st.st_mtime_ns)
+    return _sha256(path)
+
+
+@functools.lru_cache(maxsize=64)
+def _local_sha256(path: str, size: int, mtime_ns: int) -> str:
+    del size, mtime_ns  # the cache key: a rewritten file is hashed again
+    return _sha256(path)
+
+
+def _sha256(path: str) -> str:
     import hashlib
 
     from floq_jax import storage
