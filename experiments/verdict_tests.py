@@ -411,8 +411,8 @@ def freeze_lines(root, result_set='freeze_features_late', when='45k', twins=LATE
 def freeze_feature_lines(root, result_set, when):
     """A freeze set's final feature measures (metrics_per_seed.csv) between the frozen critics: floq against each other
     critic on the effective rank and the feature norm, and floq against floq_t0 on the critic loss after the freeze
-    (both flow matching: the one like-for-like loss comparison); Welch, and paired by seed (the same seed index shares
-    the data order).  No lines for a set without the file."""
+    (both flow matching: the one like-for-like loss comparison); Welch over every seed, and paired by seed (the same
+    seed index shares the data order) over the seeds both have.  No lines for a set without the file."""
     if not os.path.exists(os.path.join(root, result_set, 'metrics_per_seed.csv')):
         return []
     d = read_set_csv(root, result_set, 'metrics_per_seed.csv')
@@ -424,8 +424,8 @@ def freeze_feature_lines(root, result_set, when):
             continue
         cols = ('effective_rank', 'feature_norm') + (('critic/critic_loss',) if other == 'floq_t0_frozen' else ())
         for col in cols:
-            x = [one_row_per_seed(d, v, col, f'{result_set}/metrics_per_seed.csv') for v in ('floq_frozen', other)]
-            lines += unpaired_and_paired_rows(f'freeze at {when}: {col}, floq_frozen vs {other}', *x)
+            x = [by_seed(d, v, col, f'{result_set}/metrics_per_seed.csv') for v in ('floq_frozen', other)]
+            lines += all_and_common_seed_rows(f'freeze at {when}: {col}, floq_frozen vs {other}', *x)
     return lines
 
 

@@ -299,6 +299,8 @@ def test_a_seed_batch_extends_its_result_set_with_its_own_twins(tmp_path):
     first = {f: pd.read_csv(tmp_path / 'freeze_features' / f) for f in ('per_seed.csv', 'metrics_per_seed.csv')}
     twins = pd.read_csv(tmp_path / 'resnet_flops' / 'per_seed.csv')
     twins = twins[twins['variant'].isin(['floq', 'fql', 'fql_resnet']) & (twins['seed'] < 4)]
+    # As committed, the batch has no floq_t0 (beyond reach at 8 seeds): its comparisons pair the 4 seeds both have.
+    first = {f: d[d['variant'] != 'floq_t0_frozen'] for f, d in first.items()}
     pd.concat([first['per_seed.csv'].assign(seed=lambda d: d['seed'] + 4, success=lambda d: d['success'] / 2),
                twins.assign(seed=lambda d: d['seed'] + 4, success=lambda d: d['success'] * 0.75)]).to_csv(
         tmp_path / batch / 'per_seed.csv', index=False)
@@ -318,6 +320,16 @@ def test_a_seed_batch_extends_its_result_set_with_its_own_twins(tmp_path):
     ea, eb = (m[m['variant'] == v].sort_values('seed')['effective_rank'] for v in ('floq_frozen', 'fql_frozen'))
     rank = next(x for x in md if x.startswith('| freeze at 15k: effective_rank, floq_frozen vs fql_frozen, paired'))
     assert f'| paired t | {verdict_tests.fmt_p(stats.ttest_rel(ea, eb).pvalue)} |' in rank
+    t0 = s[s['variant'] == 'floq_t0_frozen'].sort_values('seed')['success']
+    assert len(t0) == 4
+    welch = next(x for x in md if x.startswith('| freeze at 15k: frozen floq vs frozen floq_t0 |'))
+    assert f'| Welch | {verdict_tests.fmt_p(stats.ttest_ind(xa, t0, equal_var=False).pvalue)} |' in welch
+    paired = next(x for x in md if x.startswith('| freeze at 15k: frozen floq vs frozen floq_t0, paired by seed |'))
+    assert f'| paired t | {verdict_tests.fmt_p(stats.ttest_rel(xa.iloc[:4], t0).pvalue)} |' in paired
+    assert paired.endswith('the 4 seeds both have |')
+    loss = next(x for x in md if x.startswith('| freeze at 15k: critic/critic_loss, floq_frozen vs floq_t0_frozen, '
+                                              'paired by seed |'))
+    assert loss.endswith('the 4 seeds both have |')
     # The twins: resnet_flops' floq for seeds 0-3, the batch's own floq for seeds 4-7.
     r = pd.read_csv(tmp_path / 'resnet_flops' / 'per_seed.csv')
     unfrozen = pd.concat([r[(r['variant'] == 'floq') & (r['seed'] < 4)]['success'],
