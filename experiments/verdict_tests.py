@@ -502,6 +502,41 @@ def mechanisms_lines(root):
                     for label in missing]
 
 
+# The columns of a set with seed batches summarised over all of its seeds (seed_batch_lines): per_seed.csv's, then
+# metrics_per_seed.csv's where every directory of the set has the file.
+BATCH_COLUMNS = (('per_seed.csv', ('success', 'last_eval_success')),
+                 ('metrics_per_seed.csv', ('feature_norm', 'effective_rank', 'dormant_0.025', 'critic/critic_loss')))
+
+
+def seed_batch_lines(root):
+    """Per result set with committed seed batches, per variant: the seeds and, per column of BATCH_COLUMNS, the mean
+    over every seed of the set and its batches with its 95% bootstrap CI (floq_jax.analysis.report.mean_ci, as the
+    sweeps' own tables): the set's figures that no single directory's report covers."""
+    from floq_jax.analysis import report
+
+    lines = []
+    for result_set in SEED_BATCHES:
+        dirs = set_dirs(root, result_set)
+        if len(dirs) < 2:
+            continue
+        frames = [(name, read_set_csv(root, result_set, name), cols) for name, cols in BATCH_COLUMNS
+                  if all(os.path.exists(os.path.join(root, d, name)) for d in dirs)]
+        header = [c for _, _, cols in frames for c in cols]
+        lines += ['', f'### {result_set} with {", ".join(dirs[1:])}: mean over all seeds [95% bootstrap CI]', '',
+                  '| variant | seeds | ' + ' | '.join(header) + ' |', '|---|---|' + '---|' * len(header)]
+        first = frames[0][1]
+        for variant in sorted(set(first.loc[first['env_name'] == CUBE, 'variant'])):
+            cells, seeds = [], None
+            for _, d, cols in frames:
+                d = d[(d['env_name'] == CUBE) & (d['variant'] == variant)]
+                seeds = seeds if seeds is not None else sorted(d['seed'])
+                for c in cols:
+                    m, lo, hi = report.mean_ci(d[c].to_numpy(float)) if len(d) else (float('nan'),) * 3
+                    cells.append('' if m != m else f'{m:.4g} [{lo:.4g}, {hi:.4g}]')
+            lines.append(f'| {variant} | {len(seeds)} ({min(seeds)}-{max(seeds)}) | ' + ' | '.join(cells) + ' |')
+    return lines
+
+
 def build(root: str) -> str:
     import pandas as pd
 
@@ -596,7 +631,11 @@ def build(root: str) -> str:
             'with 8 (floq_jax.analysis.seed_tests.detectable_difference), and the seeds per variant a true difference '
             'the size of the observed one would take (seeds_per_arm; "never" for no difference).  Where the paper '
             'gives a size (floq about 2x FQL), the last column is the seeds that size would take here (a difference '
-            'equal to FQL\'s success).  Success in fractions.\n\n' + '\n'.join(power_lines(root)) + '\n')
+            'equal to FQL\'s success).  Success in fractions.\n\n' + '\n'.join(power_lines(root)) + '\n' +
+            ('\n## Result sets with seed batches\n\nA set whose later seeds were run by a later invocation and '
+             'committed in a directory of their own (SEED_BATCHES): its figures over every seed, which no single '
+             'directory\'s report covers.  Success in fractions; feature measures from metrics_per_seed.csv.\n' +
+             '\n'.join(batch) + '\n' if (batch := seed_batch_lines(root)) else ''))
 
 
 def main(_):

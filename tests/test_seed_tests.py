@@ -337,6 +337,13 @@ def test_a_seed_batch_extends_its_result_set_with_its_own_twins(tmp_path):
     twin = next(x for x in md if x.startswith('| freeze at 15k, score (45k and 60k): floq frozen vs unfrozen, paired'))
     assert f'| paired t | {verdict_tests.fmt_p(stats.ttest_rel(xa.to_numpy(), unfrozen).pvalue)} |' in twin
     assert f'unfrozen: resnet_flops (seeds 0-3), {batch} (seeds 4-7); sign-flip p >= 0.008' in twin
+    # The set's figures over all its seeds (no single directory's report has them): mean [bootstrap CI] per variant.
+    from floq_jax.analysis import report
+
+    m, lo, hi = report.mean_ci(xa.to_numpy())
+    assert any(x.startswith(f'| floq_frozen | 8 (0-7) | {m:.4g} [{lo:.4g}, {hi:.4g}] |') for x in md)
+    assert any(x.startswith('| floq_t0_frozen | 4 (0-3) |') for x in md)
+    assert any(x.startswith('| floq | 4 (4-7) |') for x in md)  # the batch's own twins
     pd.read_csv(tmp_path / 'freeze_features' / 'per_seed.csv').to_csv(tmp_path / batch / 'per_seed.csv', index=False)
     with pytest.raises(ValueError, match='more than one'):
         verdict_tests.build(root)
