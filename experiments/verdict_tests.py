@@ -5,13 +5,13 @@
 Per comparison: the two means, Welch's t test (unpaired) or the paired t test (the same seed's checkpoint measured two
 ways), and the exact permutation test (sign-flip where paired) where per-seed values are committed
 (floq_jax.analysis.seed_tests).  Success comparisons use each variant's mean, standard deviation and seed count from
-results.csv (a Welch test needs no more); the permutation test needs per-seed values (per_seed.csv,
+results.csv (a Welch test needs no more; for a set with seed batches, from its per-seed rows and its batches'); the permutation test needs per-seed values (per_seed.csv,
 scale_k_per_seed.csv).  A comparison whose per-seed values are not committed (the held-out measures of the sets
 written before the sweeps wrote heldout_q_per_seed.csv: mechanisms_2026-12-03's part a, utd_2026-12-03; the feature
 metrics of freeze_features of 2026-12-03) is listed with 'no per-seed data' and no p.  Result sets written since then commit
 per-seed values: utd and utd_to128 (the held-out critic measures per seed: paired tests between UTD ratios, Welch
-between agents), resnet_flops (claim (e)), the freeze sets (each frozen run against its unfrozen twin in
-resnet_flops, paired by seed; feature metrics per seed), main_table (8 seeds) and noise_width (the curvature measures
+between agents), resnet_flops (claim (e)), the freeze sets (each frozen run against its unfrozen twin, paired by
+seed: resnet_flops' run, or for a seed batch the twin it trained itself; feature metrics per seed), main_table (8 seeds) and noise_width (the curvature measures
 per seed, metrics_per_seed.csv) and mechanisms (parts b, c, d at 8 seeds), with mechanisms_part_a (part a at 4 seeds
 with its own floq and FQL baselines, trained on its own dataset file: a variant is compared only with the baseline
 of its own run; part a's rows come from mechanisms_2026-12-03 where mechanisms_part_a is not committed).  The sets of 2026-12-03 that were re-run are kept under a dated name (main_table_2026-12-03,
@@ -147,8 +147,8 @@ MAIN_TABLE_0312 = 'main_table_2026-12-03'
 # config, seeds and protocol).
 CROSS = [((FREEZE_0312, 'floq_frozen'), (MAIN_TABLE_0312, 'floq'), 'freeze of 2026-12-03: floq frozen vs unfrozen'),
          ((FREEZE_0312, 'fql_frozen'), (MAIN_TABLE_0312, 'fql'), 'freeze of 2026-12-03: FQL frozen vs unfrozen')]
-# The freeze at 15k (re-run 2026-12-06) against the same configurations unfrozen in resnet_flops (paired by seed);
-# floq_t0 has no unfrozen runs.
+# The freeze at 15k (re-run 2026-12-06) against the same configurations unfrozen (paired by seed; seeds 0-3: resnet_flops'
+# runs, the seed batch's: its own, freeze_twin_frames); floq_t0 has no unfrozen runs.
 EARLY_FREEZE = (('floq_frozen', 'floq'), ('fql_frozen', 'fql'), ('fql_resnet_frozen', 'fql_resnet'))
 # noise_width: the widths in order and the curvature measures of metrics_per_seed.csv (noise_width_lines).
 NOISE_WIDTHS = ('cov0', 'cov0.1', 'cov0.25', 'cov1')
@@ -238,11 +238,26 @@ def set_dirs(root, result_set):
     return [result_set] + [b for b in SEED_BATCHES.get(result_set, ()) if os.path.isdir(os.path.join(root, b))]
 
 
+# results.csv's columns that must agree between a set and its seed batches (one protocol, one kind of data).
+PROTOCOL_COLUMNS = ('data', 'eval_protocol', 'success_timing', 'eval_seeding')
+
+
 def read_set_csv(root, result_set, name):
-    """A per-seed CSV of a result set with its seed batches' rows appended; raises if a seed of a variant repeats."""
+    """A per-seed CSV of a result set with its seed batches' rows appended; raises if a directory lacks the file, if
+    the directories' results.csv name different protocols or data (PROTOCOL_COLUMNS), or if a seed of a variant
+    repeats."""
     import pandas as pd
 
     dirs = set_dirs(root, result_set)
+    if len(dirs) > 1:
+        missing = [x for x in dirs if not os.path.exists(os.path.join(root, x, name))]
+        if missing:
+            raise ValueError(f'{result_set}: {name} is missing in {missing}; a seed batch commits the same files')
+        protocols = {x: {tuple(r) for r in pd.read_csv(os.path.join(root, x, 'results.csv'))[list(PROTOCOL_COLUMNS)]
+                         .astype(str).itertuples(index=False)} for x in dirs}
+        if len({frozenset(v) for v in protocols.values()}) > 1:
+            raise ValueError(f'{result_set}: its seed batches name other protocols or data ({PROTOCOL_COLUMNS}): '
+                             f'{protocols}')
     d = pd.concat([pd.read_csv(os.path.join(root, x, name)) for x in dirs], ignore_index=True)
     if d.duplicated(['env_name', 'variant', 'seed']).any():
         raise ValueError(f'{result_set}/{name}: a seed appears in more than one of {dirs}')
@@ -278,17 +293,17 @@ def per_seed_frame(root, result_set, env, variant, batches=True):
 
 def freeze_twin_frames(root, result_set, frozen, unfrozen):
     """(frozen runs, their unfrozen twins, where the twins come from) of a freeze set, per_seed.csv rows indexed by
-    seed: per directory of the set (set_dirs), the twins trained by the same invocation where it ran ``unfrozen``
-    (the same dataset file), else resnet_flops' runs of the same config and seeds.  Raises unless every frozen run has
-    a twin."""
+    seed: for the set's own directory, resnet_flops' runs of the same config and seeds (or its own unfrozen runs where
+    it has them); for a seed batch, only the unfrozen runs the batch trained itself (the same invocation, the same
+    dataset file: generated files differ between hosts).  Raises unless every frozen run has a twin."""
     import pandas as pd
 
     fa, fb, sources = [], [], []
-    for d in set_dirs(root, result_set):
+    for i, d in enumerate(set_dirs(root, result_set)):
         a = per_seed_frame(root, d, CUBE, frozen, batches=False)
         own = per_seed_frame(root, d, CUBE, unfrozen, batches=False)
-        source = d if len(own) else 'resnet_flops'
-        b = own if len(own) else per_seed_frame(root, 'resnet_flops', CUBE, unfrozen)
+        source = d if len(own) or i else 'resnet_flops'
+        b = own if len(own) or i else per_seed_frame(root, 'resnet_flops', CUBE, unfrozen)
         seeds = a.index.intersection(b.index)
         if not len(a) or len(seeds) != len(a):
             raise ValueError(f'{d}/{frozen}: not every seed has an unfrozen twin in {source}/{unfrozen}')
@@ -509,9 +524,12 @@ BATCH_COLUMNS = (('per_seed.csv', ('success', 'last_eval_success')),
 
 
 def seed_batch_lines(root):
-    """Per result set with committed seed batches, per variant: the seeds and, per column of BATCH_COLUMNS, the mean
-    over every seed of the set and its batches with its 95% bootstrap CI (floq_jax.analysis.report.mean_ci, as the
-    sweeps' own tables): the set's figures that no single directory's report covers."""
+    """Per result set with committed seed batches, per variant of the set's own directory (a batch's unfrozen twins
+    are not the set's variants): the seeds and, per column of BATCH_COLUMNS, the mean over every seed of the set and
+    its batches with its 95% bootstrap CI (floq_jax.analysis.report.mean_ci, as the sweeps' own tables): the set's
+    figures that no single directory's report covers."""
+    import pandas as pd
+
     from floq_jax.analysis import report
 
     lines = []
@@ -520,12 +538,12 @@ def seed_batch_lines(root):
         if len(dirs) < 2:
             continue
         frames = [(name, read_set_csv(root, result_set, name), cols) for name, cols in BATCH_COLUMNS
-                  if all(os.path.exists(os.path.join(root, d, name)) for d in dirs)]
+                  if os.path.exists(os.path.join(root, result_set, name))]
         header = [c for _, _, cols in frames for c in cols]
         lines += ['', f'### {result_set} with {", ".join(dirs[1:])}: mean over all seeds [95% bootstrap CI]', '',
                   '| variant | seeds | ' + ' | '.join(header) + ' |', '|---|---|' + '---|' * len(header)]
-        first = frames[0][1]
-        for variant in sorted(set(first.loc[first['env_name'] == CUBE, 'variant'])):
+        own = pd.read_csv(os.path.join(root, result_set, 'per_seed.csv'))
+        for variant in sorted(set(own.loc[own['env_name'] == CUBE, 'variant'])):
             cells, seeds = [], None
             for _, d, cols in frames:
                 d = d[(d['env_name'] == CUBE) & (d['variant'] == variant)]
@@ -569,8 +587,8 @@ def build(root: str) -> str:
             lines.append(paired_row(label + ', paired by seed', pa, pb, means=None if subset else (ma, mb),
                                     after=f'; the {len(pa)} seeds both have' if subset else ''))
     for result_set, env, a, b, label in LAST_EVAL:
-        lines += unpaired_and_paired_rows(label, *(per_seed_success(root, result_set, env, v, col='last_eval_success')
-                                                   for v in (a, b)))
+        lines += all_and_common_seed_rows(label, *(per_seed_frame(root, result_set, env, v)['last_eval_success']
+                                                   .astype(float) for v in (a, b)))
     for (set_a, var_a), (set_b, var_b), label in CROSS:
         ma, sa, na = success_stats(root, set_a, CUBE, var_a)
         mb, sb, nb = success_stats(root, set_b, CUBE, var_b)
@@ -626,7 +644,8 @@ def build(root: str) -> str:
             f'{seed_tests.smallest_p(4):.3f} (8 vs 8 seeds: {seed_tests.smallest_p(8, 8):.4f}; 8 pairs: '
             f'{seed_tests.smallest_p(8):.4f}).\n\n' + '\n'.join(lines) + '\n\n'
             '## Power of the success comparisons (planning, not a test)\n\n'
-            'Per success comparison above: the pooled seed-to-seed standard deviation of success (results.csv), the '
+            'Per success comparison above: the pooled seed-to-seed standard deviation of success (results.csv; a set '
+            'with seed batches: its per-seed rows), the '
             'smallest true difference a two-sided t test at 0.05 detects 80% of the time with the set\'s seeds and '
             'with 8 (floq_jax.analysis.seed_tests.detectable_difference), and the seeds per variant a true difference '
             'the size of the observed one would take (seeds_per_arm; "never" for no difference).  Where the paper '

@@ -239,3 +239,9 @@ def test_sweep_records_the_digest_of_the_data_each_env_trained_on(tmp_path):
     recorded = json.load(open(os.path.join(sweep.root, sweeps.DATASETS_FILE)))['cube']
     assert len(recorded) == 2 and recorded[0]['sha256'] != recorded[1]['sha256']
     assert len(logged) == 1 and 'differs from the one earlier runs' in logged[0] and recorded[0]['sha256'][:12] in logged[0]
+    size = os.path.getsize(data / 'cube-single-play-v0.npz')
+    np.savez(data / 'cube-single-play-v0.npz', x=np.arange(4) + 1)  # rewritten at the same size: hashed again
+    assert os.path.getsize(data / 'cube-single-play-v0.npz') == size
+    entry = sweeps.record_dataset(sweep, 'cube', str(data / 'cube-single-play-v0.npz'), logged.append)
+    assert entry['sha256'] == hashlib.sha256((data / 'cube-single-play-v0.npz').read_bytes()).hexdigest()
+    assert len(json.load(open(os.path.join(sweep.root, sweeps.DATASETS_FILE)))['cube']) == 3

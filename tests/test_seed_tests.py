@@ -241,21 +241,18 @@ def test_a_mechanisms_variant_is_compared_only_with_its_own_runs_baselines(tmp_p
     from experiments import verdict_tests
 
     root = _copy_results(tmp_path, leave_out=(verdict_tests.MECH_A,))
-    # A stand-in for part a's run: the re-run's stale2 rows of seeds 0-3 named floq_distributional, and floq's rows
-    # of seeds 4-7 as its own baseline's seeds 0-3.
+    # A stand-in for part a's run: the re-run's stale2 rows of seeds 0-3 named floq_distributional, without baselines.
     (tmp_path / verdict_tests.MECH_A).mkdir()
     for f in ('results.csv', 'per_seed.csv', 'heldout_q_per_seed.csv'):
         d = pd.read_csv(tmp_path / 'mechanisms' / f)
         part = d[d['variant'] == 'floq_stale2'].assign(variant='floq_distributional')
-        own = d[d['variant'] == 'floq']
         if 'seed' in d.columns:
             part = part[part['seed'] < 4]
-            own = own[own['seed'] >= 4].assign(seed=own['seed'] - 4)
         part.to_csv(tmp_path / verdict_tests.MECH_A / f, index=False)
     verdict_tests.variants_in.cache_clear()
     with pytest.raises(ValueError, match='floq_distributional has no floq beside it'):
         verdict_tests.build(root)
-    for f in ('results.csv', 'per_seed.csv', 'heldout_q_per_seed.csv'):
+    for f in ('results.csv', 'per_seed.csv', 'heldout_q_per_seed.csv'):  # its own baseline: floq's seeds 4-7 as 0-3
         d = pd.read_csv(tmp_path / 'mechanisms' / f)
         own = d[d['variant'] == 'floq']
         if 'seed' in own.columns:
@@ -306,6 +303,8 @@ def test_a_seed_batch_extends_its_result_set_with_its_own_twins(tmp_path):
         tmp_path / batch / 'per_seed.csv', index=False)
     first['metrics_per_seed.csv'].assign(seed=lambda d: d['seed'] + 4).to_csv(tmp_path / batch / 'metrics_per_seed.csv',
                                                                             index=False)
+    results = pd.read_csv(tmp_path / 'freeze_features' / 'results.csv')
+    results.to_csv(tmp_path / batch / 'results.csv', index=False)  # the same protocol and data
     s = pd.concat([pd.read_csv(tmp_path / x / 'per_seed.csv') for x in ('freeze_features', batch)])
     xa, xb = (s[s['variant'] == v].sort_values('seed')['success'] for v in ('floq_frozen', 'fql_resnet_frozen'))
     assert len(xa) == len(xb) == 8
@@ -343,7 +342,24 @@ def test_a_seed_batch_extends_its_result_set_with_its_own_twins(tmp_path):
     m, lo, hi = report.mean_ci(xa.to_numpy())
     assert any(x.startswith(f'| floq_frozen | 8 (0-7) | {m:.4g} [{lo:.4g}, {hi:.4g}] |') for x in md)
     assert any(x.startswith('| floq_t0_frozen | 4 (0-3) |') for x in md)
-    assert any(x.startswith('| floq | 4 (4-7) |') for x in md)  # the batch's own twins
+    assert not any(x.startswith('| floq | ') for x in md)  # the batch's own twins are not the set's variants
+    last = next(x for x in md if x.startswith('| freeze at 15k: frozen floq vs frozen FQL-ResNet, 60k evaluation alone, '
+                                              'paired by seed |'))
+    la, lb = (s[s['variant'] == v].sort_values('seed')['last_eval_success'] for v in ('floq_frozen', 'fql_resnet_frozen'))
+    assert f'| paired t | {verdict_tests.fmt_p(stats.ttest_rel(la, lb).pvalue)} |' in last
+    power = next(x for x in md if x.startswith('| freeze at 15k: frozen floq vs frozen FQL-ResNet | 8 |'))
+    assert f'| {xa.mean() - xb.mean():+.3f} |' in power
+    # A batch is paired only with twins it trained itself, never with another run's (resnet_flops' seeds 4-7).
+    full = pd.read_csv(tmp_path / batch / 'per_seed.csv')
+    full[full['variant'] != 'fql_resnet'].to_csv(tmp_path / batch / 'per_seed.csv', index=False)
+    with pytest.raises(ValueError, match=f'{batch}/fql_resnet_frozen: not every seed has an unfrozen twin in {batch}/'):
+        verdict_tests.build(root)
+    full.to_csv(tmp_path / batch / 'per_seed.csv', index=False)
+    # A batch run under another protocol is refused.
+    results.assign(success_timing='pre').to_csv(tmp_path / batch / 'results.csv', index=False)
+    with pytest.raises(ValueError, match='other protocols or data'):
+        verdict_tests.build(root)
+    results.to_csv(tmp_path / batch / 'results.csv', index=False)
     pd.read_csv(tmp_path / 'freeze_features' / 'per_seed.csv').to_csv(tmp_path / batch / 'per_seed.csv', index=False)
     with pytest.raises(ValueError, match='more than one'):
         verdict_tests.build(root)

@@ -76,16 +76,17 @@ DATASETS_FILE = 'datasets.json'     # {env: [{file, sha256, val_sha256, first_se
 
 def file_sha256(path: str) -> str:
     """SHA-256 of a file's content (local or gs://), read in 8 MiB blocks; a local file's digest is computed once per
-    process while its size and modification time stay the same (several sweeps of one process train on one file)."""
+    process while its inode, size, modification and change times stay the same (several sweeps of one process train
+    on one file; a rewrite or a replacing copy changes the change time at least)."""
     if '://' not in path:
         st = os.stat(path)
-        return _local_sha256(os.path.abspath(path), st.st_size, st.st_mtime_ns)
+        return _local_sha256(os.path.abspath(path), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
     return _sha256(path)
 
 
 @functools.lru_cache(maxsize=64)
-def _local_sha256(path: str, size: int, mtime_ns: int) -> str:
-    del size, mtime_ns  # the cache key: a rewritten file is hashed again
+def _local_sha256(path: str, *stat_key: int) -> str:
+    del stat_key  # the cache key: a rewritten file is hashed again
     return _sha256(path)
 
 
