@@ -52,13 +52,26 @@ MECHANISM_PAIRS = (('a', 'floq_distributional', 'floq', 'distributional floq vs 
                    ('d', 'fql_noise8', 'fql', 'fql_noise8 vs FQL'))
 
 
-@functools.lru_cache(maxsize=None)
+def file_stamp(path):
+    """(inode, size, mtime, ctime) of a file, or None if it does not exist: the key under which a CSV read is cached,
+    so that a rewritten file is read again."""
+    if not os.path.exists(path):
+        return None
+    st = os.stat(path)
+    return st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
 def variants_in(root, result_set):
     """The variants of a result set's results.csv (empty if the set is not committed)."""
+    path = os.path.join(root, result_set, 'results.csv')
+    return _variants_in(path, file_stamp(path))
+
+
+@functools.lru_cache(maxsize=None)
+def _variants_in(path, stamp):
     import pandas as pd
 
-    path = os.path.join(root, result_set, 'results.csv')
-    return frozenset(pd.read_csv(path)['variant']) if os.path.exists(path) else frozenset()
+    return frozenset(pd.read_csv(path)['variant']) if stamp else frozenset()
 
 
 def mechanisms_set(root, variant):
@@ -242,6 +255,24 @@ def set_dirs(root, result_set):
 PROTOCOL_COLUMNS = ('data', 'eval_protocol', 'success_timing', 'eval_seeding')
 
 
+def check_batch_protocols(root, result_set):
+    """Raises unless the results.csv of a result set and of its seed batches name the same protocol and data
+    (PROTOCOL_COLUMNS)."""
+    paths = tuple(os.path.join(root, x, 'results.csv') for x in set_dirs(root, result_set))
+    _check_batch_protocols(result_set, paths, tuple(file_stamp(p) for p in paths))
+
+
+@functools.lru_cache(maxsize=None)
+def _check_batch_protocols(result_set, paths, stamps):
+    import pandas as pd
+
+    protocols = {os.path.basename(os.path.dirname(p)): {
+        tuple(r) for r in pd.read_csv(p)[list(PROTOCOL_COLUMNS)].astype(str).itertuples(index=False)} for p in paths}
+    if len({frozenset(v) for v in protocols.values()}) > 1:
+        raise ValueError(f'{result_set}: its seed batches name other protocols or data ({PROTOCOL_COLUMNS}): '
+                         f'{protocols}')
+
+
 def read_set_csv(root, result_set, name):
     """A per-seed CSV of a result set with its seed batches' rows appended; raises if a directory lacks the file, if
     the directories' results.csv name different protocols or data (PROTOCOL_COLUMNS), or if a seed of a variant
@@ -253,11 +284,7 @@ def read_set_csv(root, result_set, name):
         missing = [x for x in dirs if not os.path.exists(os.path.join(root, x, name))]
         if missing:
             raise ValueError(f'{result_set}: {name} is missing in {missing}; a seed batch commits the same files')
-        protocols = {x: {tuple(r) for r in pd.read_csv(os.path.join(root, x, 'results.csv'))[list(PROTOCOL_COLUMNS)]
-                         .astype(str).itertuples(index=False)} for x in dirs}
-        if len({frozenset(v) for v in protocols.values()}) > 1:
-            raise ValueError(f'{result_set}: its seed batches name other protocols or data ({PROTOCOL_COLUMNS}): '
-                             f'{protocols}')
+        check_batch_protocols(root, result_set)
     d = pd.concat([pd.read_csv(os.path.join(root, x, name)) for x in dirs], ignore_index=True)
     if d.duplicated(['env_name', 'variant', 'seed']).any():
         raise ValueError(f'{result_set}/{name}: a seed appears in more than one of {dirs}')
@@ -304,11 +331,12 @@ def freeze_twin_frames(root, result_set, frozen, unfrozen):
         own = per_seed_frame(root, d, CUBE, unfrozen, batches=False)
         source = d if len(own) or i else 'resnet_flops'
         b = own if len(own) or i else per_seed_frame(root, 'resnet_flops', CUBE, unfrozen)
-        seeds = a.index.intersection(b.index)
-        if not len(a) or len(seeds) != len(a):
+        twins = common_seeds(a, b)[1]
+        if not len(a) or len(twins) != len(a):
             raise ValueError(f'{d}/{frozen}: not every seed has an unfrozen twin in {source}/{unfrozen}')
+        seeds = twins.index
         fa.append(a)
-        fb.append(b.loc[seeds])
+        fb.append(twins)
         sources.append(f'{source} (seeds {min(seeds)}-{max(seeds)})' if len(set_dirs(root, result_set)) > 1
                        else source)
     return pd.concat(fa), pd.concat(fb), ', '.join(sources)
@@ -336,9 +364,14 @@ def paired_success(root, set_a, set_b, env, a, b):
     by seed (per_seed.csv; scale_k's own file has every seed of every K)."""
     if not all(os.path.exists(os.path.join(root, rs, 'per_seed.csv')) for rs in (set_a, set_b)):
         return per_seed_success(root, set_a, env, a), per_seed_success(root, set_b, env, b)
-    fa, fb = (per_seed_frame(root, rs, env, v)['success'] for rs, v in ((set_a, a), (set_b, b)))
-    seeds = fa.index.intersection(fb.index)
-    return fa.loc[seeds].to_numpy(float), fb.loc[seeds].to_numpy(float)
+    fa, fb = common_seeds(*(per_seed_frame(root, rs, env, v)['success'] for rs, v in ((set_a, a), (set_b, b))))
+    return fa.to_numpy(float), fb.to_numpy(float)
+
+
+def common_seeds(a, b):
+    """Per-seed Series ``a`` and ``b`` (indexed by seed) restricted to the seeds both have, in seed order."""
+    seeds = a.index.intersection(b.index).sort_values()
+    return a.loc[seeds], b.loc[seeds]
 
 
 def heldout_per_seed(root, result_set, env, variant, col='q_centered_error'):
@@ -475,11 +508,11 @@ def by_seed(d, variant, col, source):
 def all_and_common_seed_rows(label, a, b):
     """Per-seed Series ``a`` / ``b`` (indexed by seed): Welch over every seed of each, and paired by seed over the
     seeds both have (named in the note when fewer than either has)."""
-    seeds = a.index.intersection(b.index)
-    subset = len(seeds) < max(len(a), len(b))
+    ca, cb = common_seeds(a, b)
+    subset = len(ca) < max(len(a), len(b))
     return [welch_row(label, a.to_numpy(), b.to_numpy()),
-            paired_row(label + ', paired by seed', a.loc[seeds].to_numpy(), b.loc[seeds].to_numpy(),
-                       after=f'; the {len(seeds)} seeds both have' if subset else '')]
+            paired_row(label + ', paired by seed', ca.to_numpy(), cb.to_numpy(),
+                       after=f'; the {len(ca)} seeds both have' if subset else '')]
 
 
 def mechanisms_lines(root):
@@ -509,8 +542,8 @@ def mechanisms_lines(root):
             drops = []
             for agent in ('floq', 'fql'):
                 noisy, clean = (by_seed(frame, v, col, f'{MECH}: {col}') for v in (f'{agent}_noise8', agent))
-                seeds = noisy.index.intersection(clean.index)
-                drops.append((clean.loc[seeds] - noisy.loc[seeds]).round(12))
+                noisy, clean = common_seeds(noisy, clean)
+                drops.append((clean - noisy).round(12))
             lines += all_and_common_seed_rows(f'(d) {name}: floq drop vs FQL drop under noise 8 (baseline - noisy, '
                                               'per seed)', *drops)
     return lines + [f'| {label} | | | | n/a | n/a | no per-seed data committed: inconclusive by the rule |'

@@ -249,7 +249,6 @@ def test_a_mechanisms_variant_is_compared_only_with_its_own_runs_baselines(tmp_p
         if 'seed' in d.columns:
             part = part[part['seed'] < 4]
         part.to_csv(tmp_path / verdict_tests.MECH_A / f, index=False)
-    verdict_tests.variants_in.cache_clear()
     with pytest.raises(ValueError, match='floq_distributional has no floq beside it'):
         verdict_tests.build(root)
     for f in ('results.csv', 'per_seed.csv', 'heldout_q_per_seed.csv'):  # its own baseline: floq's seeds 4-7 as 0-3
@@ -259,11 +258,9 @@ def test_a_mechanisms_variant_is_compared_only_with_its_own_runs_baselines(tmp_p
             own = own[own['seed'] >= 4].assign(seed=own['seed'] - 4)
         pd.concat([pd.read_csv(tmp_path / verdict_tests.MECH_A / f), own]).to_csv(tmp_path / verdict_tests.MECH_A / f,
                                                                                  index=False)
-    verdict_tests.variants_in.cache_clear()
     assert verdict_tests.mechanisms_sets(root, 'floq_distributional', 'floq') == ('mechanisms_part_a',) * 2
     assert verdict_tests.mechanisms_sets(root, 'fql_iqn', 'fql')[0] == 'mechanisms_2026-12-03'
     md = verdict_tests.build(root).splitlines()
-    verdict_tests.variants_in.cache_clear()
     s = pd.read_csv(tmp_path / 'mechanisms' / 'per_seed.csv')
     xd = s[(s['variant'] == 'floq_stale2') & (s['seed'] < 4)]['success'].to_numpy()
     xo = s[(s['variant'] == 'floq') & (s['seed'] >= 4)]['success'].to_numpy()
