@@ -3,20 +3,26 @@
     python -m experiments.verdict_tests --results_dir=docs/results [--out=docs/results/verdict_tests.md]
 
 Per comparison: the two means, Welch's t test (unpaired) or the paired t test (the same seed's checkpoint measured two
-ways), and the exact permutation test (sign-flip where paired) where per-seed values are committed
-(floq_jax.analysis.seed_tests).  Success comparisons use each variant's mean, standard deviation and seed count from
-results.csv (a Welch test needs no more; for a set with seed batches, from its per-seed rows and its batches'); the permutation test needs per-seed values (per_seed.csv,
-scale_k_per_seed.csv).  A comparison whose per-seed values are not committed (the held-out measures of the sets
-written before the sweeps wrote heldout_q_per_seed.csv: mechanisms_2026-12-03's part a, utd_2026-12-03; the feature
-metrics of freeze_features of 2026-12-03) is listed with 'no per-seed data' and no p.  Result sets written since then commit
+ways, or two variants' runs with the same seed index), and the exact permutation test (sign-flip where paired)
+where per-seed values are committed (floq_jax.analysis.seed_tests).  Success comparisons use each variant's mean,
+standard deviation and seed count from results.csv (a Welch test needs no more); the permutation and paired tests
+need per-seed values (per_seed.csv).  A result set whose later seeds were committed as a directory of their own (a
+seed batch, SEED_BATCHES) is read with its batches: its figures come from the per-seed rows of every directory,
+and a comparison uses the directories that hold both variants.  Runs are compared or pooled only within one
+protocol and data (results.csv's protocol columns; datasets.json's digests where both sets record them).  A
+comparison whose per-seed values are not committed (the held-out measures of the sets written before the sweeps
+wrote heldout_q_per_seed.csv: mechanisms_2026-12-03's part a, utd_2026-12-03; the feature metrics of
+freeze_features of 2026-12-03) is listed with 'no per-seed data' and no p.  Result sets written since then commit
 per-seed values: utd and utd_to128 (the held-out critic measures per seed: paired tests between UTD ratios, Welch
 between agents), resnet_flops (claim (e)), the freeze sets (each frozen run against its unfrozen twin, paired by
-seed: resnet_flops' run, or for a seed batch the twin it trained itself; feature metrics per seed), main_table (8 seeds) and noise_width (the curvature measures
-per seed, metrics_per_seed.csv) and mechanisms (parts b, c, d at 8 seeds), with mechanisms_part_a (part a at 4 seeds
-with its own floq and FQL baselines, trained on its own dataset file: a variant is compared only with the baseline
-of its own run; part a's rows come from mechanisms_2026-12-03 where mechanisms_part_a is not committed).  The sets of 2026-12-03 that were re-run are kept under a dated name (main_table_2026-12-03,
-noise_width_2026-12-03, utd_2026-12-03, mechanisms_2026-12-03: another evaluation protocol).  At the end, the power
-of every success comparison (planning figures, not tests).
+seed: resnet_flops' run, or for a seed batch the twin it trained itself; feature metrics per seed), main_table (8
+seeds) and noise_width (the curvature measures per seed, metrics_per_seed.csv) and mechanisms (parts b, c, d at 8
+seeds, against claim (e)'s floq and FQL runs copied into the set), with mechanisms_part_a (part a at 4 seeds with
+its own floq and FQL baselines, trained on its own dataset file: a variant is compared only with the baseline of its
+own set; part a's rows come from mechanisms_2026-12-03 where mechanisms_part_a is not committed).  The sets of
+2026-12-03 that were re-run are kept under a dated name (main_table_2026-12-03, noise_width_2026-12-03,
+utd_2026-12-03, mechanisms_2026-12-03: another evaluation protocol).  At the end, the power of every success
+comparison (planning figures, not tests).
 """
 
 import functools
@@ -38,9 +44,11 @@ SCENE = 'scene-play-singletask-task1-v0'
 # The freeze at 15k of 2026-12-03 (that day's protocol; no per-seed files), kept beside its re-run.
 FREEZE_0312 = 'freeze_features_2026-12-03'
 
-# The mechanisms sets: the re-run (published protocol, per-seed files; its baselines floq and FQL are resnet_flops'
-# runs, 8 seeds), part a's run (the same protocol, 4 seeds, its two variants and its own baselines on its own dataset
-# file) and the set of 2026-12-03 (older protocol, 4 seeds, no per-seed files).  Each part's comparisons come from the first of these sets that holds the part's variant.
+# The mechanisms sets: the re-run (published protocol, per-seed files, 8 seeds; its baselines floq and FQL are claim
+# (e)'s resnet_flops runs, copied into it as finished runs: the same config, seeds and dataset file), part a's run
+# (the same protocol, 4 seeds, its two variants and its own baselines on its own dataset file) and the set of
+# 2026-12-03 (older protocol, 4 seeds, no per-seed files).  Each part's comparisons come from the first of these sets
+# that holds the part's variant, against the baseline committed in that same set (mechanisms_set).
 MECH, MECH_A, MECH_0312 = 'mechanisms', 'mechanisms_part_a', 'mechanisms_2026-12-03'
 MECH_SETS = (MECH, MECH_A, MECH_0312)
 # (part, variant, its baseline, what the comparison tests)
@@ -52,42 +60,21 @@ MECHANISM_PAIRS = (('a', 'floq_distributional', 'floq', 'distributional floq vs 
                    ('d', 'fql_noise8', 'fql', 'fql_noise8 vs FQL'))
 
 
-def file_stamp(path):
-    """(inode, size, mtime, ctime) of a file, or None if it does not exist: the key under which a CSV read is cached,
-    so that a rewritten file is read again."""
-    if not os.path.exists(path):
-        return None
-    st = os.stat(path)
-    return st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
-
-
 def variants_in(root, result_set):
     """The variants of a result set's results.csv (empty if the set is not committed)."""
     path = os.path.join(root, result_set, 'results.csv')
-    return _variants_in(path, file_stamp(path))
+    return frozenset(read_csv(path)['variant']) if os.path.exists(path) else frozenset()
 
 
-@functools.lru_cache(maxsize=None)
-def _variants_in(path, stamp):
-    import pandas as pd
-
-    return frozenset(pd.read_csv(path)['variant']) if stamp else frozenset()
-
-
-def mechanisms_set(root, variant):
-    """The first mechanisms set (MECH_SETS) that holds ``variant``; the set of 2026-12-03 if none does."""
-    return next((rs for rs in MECH_SETS if variant in variants_in(root, rs)), MECH_0312)
-
-
-def mechanisms_sets(root, variant, base):
-    """(the set of ``variant``, the set of its baseline ``base``): always the same set.  A variant is compared only
-    with the baseline trained beside it (one invocation, one dataset file: generated files differ between hosts);
-    raises if its set has none."""
-    rs = mechanisms_set(root, variant)
-    if variant in variants_in(root, rs) and base not in variants_in(root, rs):
+def mechanisms_set(root, variant, base=None):
+    """The first mechanisms set (MECH_SETS) that holds ``variant``, the set of 2026-12-03 if none does.  With
+    ``base``: raises unless that set holds the baseline too (a variant is compared only with the baseline committed
+    beside it, trained on the same dataset file: generated files differ between hosts)."""
+    rs = next((rs for rs in MECH_SETS if variant in variants_in(root, rs)), MECH_0312)
+    if base is not None and variant in variants_in(root, rs) and base not in variants_in(root, rs):
         raise ValueError(f'{rs}/results.csv: {variant} has no {base} beside it; a variant is compared only with the '
-                         'baseline of its own run (the same dataset file)')
-    return rs, rs
+                         'baseline of its own set (the same dataset file)')
+    return rs
 
 
 def mechanisms_label(result_set, part, what):
@@ -103,16 +90,17 @@ def per_seed_part_d(root):
 
 
 def success_comparisons(root):
-    """Every success comparison as (set of a, set of b, env, a, b, label): SUCCESS (one set each) and the mechanisms
-    parts', each from the set that holds its variant."""
-    out = [(rs, rs, env, a, b, label) for rs, env, a, b, label in SUCCESS]
+    """Every success comparison as (result set, env, a, b, label): SUCCESS and the mechanisms parts', each from the
+    set that holds its variant and baseline (mechanisms_set)."""
+    out = list(SUCCESS)
     for part, variant, base, what in MECHANISM_PAIRS:
-        rs, rs_base = mechanisms_sets(root, variant, base)
-        out.append((rs, rs_base, CUBE, variant, base, mechanisms_label(rs, part, f'success {what}')))
+        rs = mechanisms_set(root, variant, base)
+        out.append((rs, CUBE, variant, base, mechanisms_label(rs, part, f'success {what}')))
     return out
 
 
-# (result set, env, variant a, variant b, what the comparison tests); success from results.csv
+# (result set, env, variant a, variant b, what the comparison tests); success from results.csv, or for a set with seed
+# batches from its per-seed rows (comparison_stats)
 SUCCESS = [
     ('scale_k', CUBE, 'K8', 'K1', 'scale_k: success K = 8 vs 1'),
     ('scale_k', CUBE, 'K4', 'K1', 'scale_k: success K = 4 vs 1'),
@@ -192,9 +180,8 @@ def power_lines(root):
     def seeds(x):
         return 'never' if math.isinf(x) else f'{math.ceil(x)}'
 
-    for set_a, set_b, env, a, b, label in success_comparisons(root):
-        ma, sa, na = success_stats(root, set_a, env, a)
-        mb, sb, nb = success_stats(root, set_b, env, b)
+    for rs, env, a, b, label in success_comparisons(root):
+        (ma, sa, na), (mb, sb, nb), _, _ = comparison_stats(root, rs, env, a, b)
         sd, n = seed_tests.pooled_sd(sa, sb), min(na, nb)
         two_x = seeds(seed_tests.seeds_per_arm(mb, sd)) if label in CLAIMED_2X else ''
         lines.append(f'| {label} | {n} | {ma - mb:+.3f} | {sd:.3f} | {seed_tests.detectable_difference(sd, n):.3f} | '
@@ -240,145 +227,216 @@ def unpaired_and_paired_rows(label, xa, xb):
 
 # Seed batches: a result set's later seeds, run by a later invocation of the same command with --seed (its first
 # batch's run directories not kept, so no report covers both) and committed as a directory of their own.  The set's
-# per-seed files are read with its batches' rows appended, and its success statistics computed from them.  A freeze
-# batch may hold its own unfrozen twins (--unfrozen_baselines): its frozen runs are paired with those
-# (freeze_twin_frames), the first batch's with resnet_flops'.
+# per-seed files are read with its batches' rows appended (read_set_csv), its per-variant figures computed from them,
+# and its comparisons made over the directories that hold both variants (comparison_samples).  A freeze batch holds
+# its own unfrozen twins (--unfrozen_baselines), FREEZE_TWINS names where the other freeze directories find theirs.
 SEED_BATCHES = {'freeze_features': ('freeze_features_seeds4-7',)}
+# Where a freeze directory finds the unfrozen twins of its frozen runs (freeze_twin_frames): a set trained with the
+# same config, seeds and protocol (checked: check_same_protocol).  A directory not named here holds its own.
+FREEZE_TWINS = {'freeze_features': 'resnet_flops', 'freeze_features_late': 'resnet_flops'}
+DIR = 'directory'  # read_set_csv's column: the directory a row comes from
 
 
-def set_dirs(root, result_set):
-    """The directories of a result set: its own and its committed seed batches'."""
-    return [result_set] + [b for b in SEED_BATCHES.get(result_set, ()) if os.path.isdir(os.path.join(root, b))]
+def read_csv(path):
+    """A committed CSV as a DataFrame: a fresh copy, parsed once while the file is unchanged (storage.local_stamp)."""
+    from floq_jax import storage
 
-
-# results.csv's columns that must agree between a set and its seed batches (one protocol, one kind of data).
-PROTOCOL_COLUMNS = ('data', 'eval_protocol', 'success_timing', 'eval_seeding')
-
-
-def check_batch_protocols(root, result_set):
-    """Raises unless the results.csv of a result set and of its seed batches name the same protocol and data
-    (PROTOCOL_COLUMNS)."""
-    paths = tuple(os.path.join(root, x, 'results.csv') for x in set_dirs(root, result_set))
-    _check_batch_protocols(result_set, paths, tuple(file_stamp(p) for p in paths))
+    return _read_csv(path, storage.local_stamp(path)).copy()
 
 
 @functools.lru_cache(maxsize=None)
-def _check_batch_protocols(result_set, paths, stamps):
+def _read_csv(path, stamp):
     import pandas as pd
 
-    protocols = {os.path.basename(os.path.dirname(p)): {
-        tuple(r) for r in pd.read_csv(p)[list(PROTOCOL_COLUMNS)].astype(str).itertuples(index=False)} for p in paths}
-    if len({frozenset(v) for v in protocols.values()}) > 1:
-        raise ValueError(f'{result_set}: its seed batches name other protocols or data ({PROTOCOL_COLUMNS}): '
-                         f'{protocols}')
+    if stamp is None:
+        raise FileNotFoundError(path)
+    return pd.read_csv(path)
+
+
+def set_dirs(root, result_set):
+    """The directories of a result set: its own and its seed batches' (SEED_BATCHES); raises if a batch is not
+    there (the set's figures would silently cover fewer seeds)."""
+    batches = SEED_BATCHES.get(result_set, ())
+    missing = [b for b in batches if not os.path.isdir(os.path.join(root, b))]
+    if missing:
+        raise ValueError(f'{root}: {result_set}\'s seed batch {", ".join(missing)} (SEED_BATCHES) is missing; '
+                         'commit it or take it out of SEED_BATCHES')
+    return [result_set, *batches]
+
+
+def seed_list(seeds):
+    """'0-3' for consecutive seeds, else '0, 2, 5'."""
+    seeds = sorted(int(s) for s in seeds)
+    if seeds == list(range(seeds[0], seeds[-1] + 1)) and len(seeds) > 1:
+        return f'{seeds[0]}-{seeds[-1]}'
+    return ', '.join(map(str, seeds))
+
+
+# results.csv's columns that must agree between result sets whose runs are compared or pooled (one protocol, one kind
+# of data); where both sets record datasets.json, the content digests of their data must agree too.
+PROTOCOL_COLUMNS = ('data', 'eval_protocol', 'success_timing', 'eval_seeding')
+DATASETS = 'datasets.json'
+
+
+def check_same_protocol(root, dirs, what):
+    """Raises (naming ``what``: which sets these are) unless the results.csv of the result sets ``dirs`` name the same
+    protocol and data (PROTOCOL_COLUMNS) and, where two of them commit datasets.json, the same training and -val
+    digests for every env both name.  Sets written before the sweeps recorded datasets.json cannot be checked on
+    their data's content."""
+    from floq_jax import storage
+
+    stamps = tuple(storage.local_stamp(os.path.join(root, x, n)) for x in dirs for n in ('results.csv', DATASETS))
+    _check_same_protocol(root, tuple(dirs), what, stamps)
+
+
+@functools.lru_cache(maxsize=None)
+def _check_same_protocol(root, dirs, what, stamps):
+    import json
+
+    del stamps  # the cache key: a rewritten file is read again
+    protocols = {}
+    for x in dirs:
+        r = read_csv(os.path.join(root, x, 'results.csv'))
+        absent = [c for c in PROTOCOL_COLUMNS if c not in r.columns]
+        if absent:
+            raise ValueError(f'{x}/results.csv: no column {", ".join(absent)}; cannot check that {what} share a protocol')
+        protocols[x] = frozenset(tuple(v) for v in r[list(PROTOCOL_COLUMNS)].astype(str).itertuples(index=False))
+    if len(set(protocols.values())) > 1:
+        raise ValueError(f'{what} name other protocols or data ({", ".join(PROTOCOL_COLUMNS)}): '
+                         + '; '.join(f'{x}: {sorted(v)}' for x, v in protocols.items()))
+    digests = {}
+    for x in dirs:
+        path = os.path.join(root, x, DATASETS)
+        if os.path.exists(path):
+            with open(path) as f:
+                digests[x] = {env: {(e['sha256'], e['val_sha256']) for e in entries}
+                              for env, entries in json.load(f).items()}
+    for x, dx in digests.items():
+        for y, dy in digests.items():
+            for env in set(dx) & set(dy):
+                if x < y and dx[env] != dy[env]:
+                    raise ValueError(f'{what} trained on other data: {x}/{DATASETS} and {y}/{DATASETS} record other '
+                                     f'sha256 for {env}')
 
 
 def read_set_csv(root, result_set, name):
-    """A per-seed CSV of a result set with its seed batches' rows appended; raises if a directory lacks the file, if
-    the directories' results.csv name different protocols or data (PROTOCOL_COLUMNS), or if a seed of a variant
-    repeats."""
+    """A per-seed CSV of a result set with its seed batches' rows appended, column DIR naming each row's directory;
+    raises if a directory lacks the file, if the directories name other protocols or data (check_same_protocol), or
+    if a variant's seed appears twice (naming them)."""
     import pandas as pd
 
     dirs = set_dirs(root, result_set)
+    missing = [f'{x}/{name}' for x in dirs if not os.path.exists(os.path.join(root, x, name))]
+    if missing:
+        raise ValueError(f'{", ".join(missing)} missing' + ('; a seed batch commits the same files as its set'
+                                                           if len(dirs) > 1 else ''))
     if len(dirs) > 1:
-        missing = [x for x in dirs if not os.path.exists(os.path.join(root, x, name))]
-        if missing:
-            raise ValueError(f'{result_set}: {name} is missing in {missing}; a seed batch commits the same files')
-        check_batch_protocols(root, result_set)
-    d = pd.concat([pd.read_csv(os.path.join(root, x, name)) for x in dirs], ignore_index=True)
-    if d.duplicated(['env_name', 'variant', 'seed']).any():
-        raise ValueError(f'{result_set}/{name}: a seed appears in more than one of {dirs}')
+        check_same_protocol(root, dirs, f'{result_set} and its seed batches')
+    d = pd.concat([read_csv(os.path.join(root, x, name)).assign(**{DIR: x}) for x in dirs], ignore_index=True)
+    twice = d[d.duplicated(['env_name', 'variant', 'seed'], keep=False)]
+    if len(twice):
+        raise ValueError(f'{result_set}/{name}: a seed appears more than once: ' + '; '.join(
+            f'{r.variant} seed {r.seed} on {r.env_name} in {r.directory}' for r in twice.itertuples()))
     return d
 
 
 def success_stats(root, result_set, env, variant):
     """(mean, standard deviation over seeds, seed count) of a variant's success: results.csv's, or for a set with
     seed batches, computed from its per-seed rows and its batches'."""
-    import pandas as pd
-
     if len(set_dirs(root, result_set)) > 1:
-        x = per_seed_frame(root, result_set, env, variant)['success'].to_numpy(float)
-        if not len(x):
-            raise ValueError(f'{set_dirs(root, result_set)}: no per-seed success for {variant} on {env}')
-        return float(x.mean()), float(x.std(ddof=1)), len(x)
-    r = pd.read_csv(os.path.join(root, result_set, 'results.csv'))
+        return summary(per_seed_frame(root, result_set, env, variant)['success'], f'{result_set}: {variant} on {env}')
+    r = read_csv(os.path.join(root, result_set, 'results.csv'))
     r = r[(r['env_name'] == env) & (r['variant'] == variant) & (r['stat'] == 'mean')]
     if len(r) != 1:
         raise ValueError(f'{result_set}/results.csv: no single mean row for {variant} on {env}')
     return float(r['mean'].iloc[0]), float(r['std'].iloc[0]), int(r['num_seeds'].iloc[0])
 
 
+def summary(x, what):
+    """(mean, standard deviation, count) of the per-seed values ``x``; raises naming ``what`` if there are none."""
+    x = x.to_numpy(float)
+    if not len(x):
+        raise ValueError(f'{what}: no per-seed values')
+    return float(x.mean()), float(x.std(ddof=1)), len(x)
+
+
 def per_seed_frame(root, result_set, env, variant, batches=True):
     """per_seed.csv's rows of one variant on one env (with the set's seed batches' unless ``batches`` is false),
-    indexed by seed."""
-    import pandas as pd
-
-    d = read_set_csv(root, result_set, 'per_seed.csv') if batches else pd.read_csv(
-        os.path.join(root, result_set, 'per_seed.csv'))
+    indexed by seed, column DIR naming each row's directory."""
+    d = read_set_csv(root, result_set, 'per_seed.csv') if batches else read_csv(
+        os.path.join(root, result_set, 'per_seed.csv')).assign(**{DIR: result_set})
     return d[(d['env_name'] == env) & (d['variant'] == variant)].set_index('seed').sort_index()
+
+
+def in_common_dirs(fa, fb, dirs):
+    """Frames ``fa`` and ``fb`` (per-seed rows with column DIR) restricted to the directories that hold both, and a
+    note naming those where the set has more (``dirs``): an unpaired test over all rows would set one batch (another
+    invocation, possibly another host's data file) against another."""
+    both = [x for x in dirs if x in set(fa[DIR]) and x in set(fb[DIR])]
+    note = '' if len(both) == len(set(fa[DIR]) | set(fb[DIR])) else \
+        f'over {", ".join(both)} only (the directories both variants have)'
+    return fa[fa[DIR].isin(both)], fb[fb[DIR].isin(both)], note
+
+
+def comparison_samples(root, result_set, env, a, b, col='success'):
+    """(per-seed ``col`` of ``a``, of ``b``, a note) as Series indexed by seed, over the directories of the set that
+    hold both (in_common_dirs); None where the set commits no per_seed.csv."""
+    if not os.path.exists(os.path.join(root, result_set, 'per_seed.csv')):
+        return None
+    fa, fb, note = in_common_dirs(*(per_seed_frame(root, result_set, env, v) for v in (a, b)),
+                                  set_dirs(root, result_set))
+    return fa[col].astype(float), fb[col].astype(float), note
+
+
+def comparison_stats(root, result_set, env, a, b):
+    """((mean, sd, n) of ``a``, of ``b``, per-seed success of a and b or None, a note): results.csv's figures, or for a
+    set with seed batches, the per-seed rows' over the directories both variants have (comparison_samples)."""
+    samples = comparison_samples(root, result_set, env, a, b)
+    if samples is not None and len(set_dirs(root, result_set)) > 1:
+        xa, xb, note = samples
+        return summary(xa, f'{result_set}: {a}'), summary(xb, f'{result_set}: {b}'), (xa, xb), note
+    stats = tuple(success_stats(root, result_set, env, v) for v in (a, b))
+    return stats + (samples[:2] if samples and all(len(x) for x in samples[:2]) else None, '')
 
 
 def freeze_twin_frames(root, result_set, frozen, unfrozen):
     """(frozen runs, their unfrozen twins, where the twins come from) of a freeze set, per_seed.csv rows indexed by
-    seed: for the set's own directory, resnet_flops' runs of the same config and seeds (or its own unfrozen runs where
-    it has them); for a seed batch, only the unfrozen runs the batch trained itself (the same invocation, the same
+    seed: each directory's twins from the set FREEZE_TWINS names for it (the same config, seeds and protocol:
+    check_same_protocol), else from the directory itself (a seed batch's, trained by the same invocation on the same
     dataset file: generated files differ between hosts).  Raises unless every frozen run has a twin."""
     import pandas as pd
 
+    dirs = set_dirs(root, result_set)
     fa, fb, sources = [], [], []
-    for i, d in enumerate(set_dirs(root, result_set)):
+    for d in dirs:
         a = per_seed_frame(root, d, CUBE, frozen, batches=False)
-        own = per_seed_frame(root, d, CUBE, unfrozen, batches=False)
-        source = d if len(own) or i else 'resnet_flops'
-        b = own if len(own) or i else per_seed_frame(root, 'resnet_flops', CUBE, unfrozen)
-        twins = common_seeds(a, b)[1]
-        if not len(a) or len(twins) != len(a):
-            raise ValueError(f'{d}/{frozen}: not every seed has an unfrozen twin in {source}/{unfrozen}')
-        seeds = twins.index
+        if not len(a):
+            raise ValueError(f'{d}/per_seed.csv: no rows of {frozen} on {CUBE}')
+        source = FREEZE_TWINS.get(d, d)
+        if source != d:
+            check_same_protocol(root, (d, source), f'{d} and {source} (the set of its unfrozen twins)')
+        twins = common_seeds(a, per_seed_frame(root, source, CUBE, unfrozen, batches=False))[1]
+        if len(twins) != len(a):
+            lost = sorted(set(a.index) - set(twins.index))
+            raise ValueError(f'{d}/{frozen}: not every seed has an unfrozen twin in {source}/{unfrozen} (seeds '
+                             f'{seed_list(lost)} have none)')
         fa.append(a)
         fb.append(twins)
-        sources.append(f'{source} (seeds {min(seeds)}-{max(seeds)})' if len(set_dirs(root, result_set)) > 1
-                       else source)
+        sources.append(f'{source} (seeds {seed_list(a.index)})' if len(dirs) > 1 else source)
     return pd.concat(fa), pd.concat(fb), ', '.join(sources)
 
 
-def per_seed_success(root, result_set, env, variant, col='success'):
-    """Per-seed success values if the result set commits them (per_seed.csv or scale_k_per_seed.csv), else None.
-    ``col``: per_seed.csv's column (``success``, the score results.csv averages; ``last_eval_success``, the last
-    evaluation alone)."""
-    import pandas as pd
-
-    if os.path.exists(os.path.join(root, result_set, 'per_seed.csv')):
-        return per_seed_frame(root, result_set, env, variant)[col].to_numpy(float)
-    path = os.path.join(root, result_set, 'scale_k_per_seed.csv')
-    if result_set == 'scale_k' and os.path.exists(path):
-        d = pd.read_csv(path)
-        k = int(variant[1:])
-        d = d[(d['env_name'] == env) & (d['train_K'] == k) & (d['eval_K'] == k)]
-        return d.sort_values('seed')['success'].to_numpy(float)
-    return None
-
-
-def paired_success(root, set_a, set_b, env, a, b):
-    """Per-seed success of ``a`` (in result set ``set_a``) and ``b`` (in ``set_b``) on the seeds both have, ordered
-    by seed (per_seed.csv; scale_k's own file has every seed of every K)."""
-    if not all(os.path.exists(os.path.join(root, rs, 'per_seed.csv')) for rs in (set_a, set_b)):
-        return per_seed_success(root, set_a, env, a), per_seed_success(root, set_b, env, b)
-    fa, fb = common_seeds(*(per_seed_frame(root, rs, env, v)['success'] for rs, v in ((set_a, a), (set_b, b))))
-    return fa.to_numpy(float), fb.to_numpy(float)
-
-
 def common_seeds(a, b):
-    """Per-seed Series ``a`` and ``b`` (indexed by seed) restricted to the seeds both have, in seed order."""
+    """Per-seed Series (or frames) ``a`` and ``b`` (indexed by seed) restricted to the seeds both have, in seed
+    order."""
     seeds = a.index.intersection(b.index).sort_values()
     return a.loc[seeds], b.loc[seeds]
 
 
 def heldout_per_seed(root, result_set, env, variant, col='q_centered_error'):
     """A variant's per-seed held-out measure ``col`` at its own K (heldout_q_per_seed.csv), ordered by seed."""
-    import pandas as pd
 
-    d = pd.read_csv(os.path.join(root, result_set, 'heldout_q_per_seed.csv'))
+    d = read_csv(os.path.join(root, result_set, 'heldout_q_per_seed.csv'))
     d = d[d['env_name'] == env]
     if 'eval_K' in d.columns and 'train_K' in d.columns:
         d = d[d['eval_K'] == d['train_K']]
@@ -437,30 +495,34 @@ def freeze_lines(root, result_set='freeze_features_late', when='45k', twins=LATE
         drops = {}
         for frozen, unfrozen in twins:
             fa, fb, source = freeze_twin_frames(root, result_set, frozen, unfrozen)
-            xa, xb = fa[col].to_numpy(float), fb[col].to_numpy(float)
-            drops[unfrozen] = np.round(xb - xa, 12)  # success is a multiple of 1/episodes: no float dust
+            xa, xb = common_seeds(fa[col].astype(float), fb[col].astype(float))
+            drops[unfrozen] = (xb - xa).round(12)  # success is a multiple of 1/episodes: no float dust
+            xa, xb = xa.to_numpy(), xb.to_numpy()
             detectable = seed_tests.detectable_paired_difference(float(np.std(xb - xa, ddof=1)), len(xa))
             lines.append(paired_row(f'freeze at {when}, {what}: {unfrozen} frozen vs unfrozen, paired by seed', xa, xb,
                                     f'unfrozen: {source}; ', f'; a drop detectable 80% of the time: {detectable:.3f}'))
             lines.append(welch_row(f'freeze at {when}, {what}: {unfrozen} frozen vs unfrozen', xa, xb,
                                    f'unfrozen: {source}; the pairing ignored'))
         for other in [u for _, u in twins if u != 'floq']:
-            da, db = drops['floq'], drops[other]
+            da, db = common_seeds(drops['floq'], drops[other])
+            fewer = f'; the {len(da)} seeds both have' if len(da) < max(len(drops['floq']), len(drops[other])) else ''
+            da, db = da.to_numpy(), db.to_numpy()
             name = {'fql': 'FQL', 'fql_resnet': 'FQL-ResNet'}.get(other, other)
             sd = seed_tests.pooled_sd(float(np.std(da, ddof=1)), float(np.std(db, ddof=1)))
             lines.append(welch_row(f'freeze at {when}, {what}: floq drop vs {name} drop', da, db,
                                    f'per-seed drops; a difference detectable 80% of the time: '
-                                   f'{seed_tests.detectable_difference(sd, len(da)):.3f}'))
+                                   f'{seed_tests.detectable_difference(sd, len(da)):.3f}{fewer}'))
             lines.append(paired_row(f'freeze at {when}, {what}: floq drop vs {name} drop, paired by seed', da, db,
-                                    'per-seed drops; '))
+                                    'per-seed drops; ', fewer))
     return lines
 
 
 def freeze_feature_lines(root, result_set, when):
     """A freeze set's final feature measures (metrics_per_seed.csv) between the frozen critics: floq against each other
     critic on the effective rank and the feature norm, and floq against floq_t0 on the critic loss after the freeze
-    (both flow matching: the one like-for-like loss comparison); Welch over every seed, and paired by seed (the same
-    seed index shares the data order) over the seeds both have.  No lines for a set without the file."""
+    (both flow matching: the one like-for-like loss comparison); Welch over every seed of the directories both
+    variants have (in_common_dirs), and paired by seed (the same seed index shares the data order) over the seeds
+    both have.  No lines for a set without the file."""
     if not os.path.exists(os.path.join(root, result_set, 'metrics_per_seed.csv')):
         return []
     d = read_set_csv(root, result_set, 'metrics_per_seed.csv')
@@ -470,10 +532,12 @@ def freeze_feature_lines(root, result_set, when):
     for other in ('floq_t0_frozen', 'fql_frozen', 'fql_resnet_frozen'):
         if other not in present:
             continue
+        fa, fb, note = in_common_dirs(d[d['variant'] == 'floq_frozen'], d[d['variant'] == other],
+                                      set_dirs(root, result_set))
         cols = ('effective_rank', 'feature_norm') + (('critic/critic_loss',) if other == 'floq_t0_frozen' else ())
         for col in cols:
-            x = [by_seed(d, v, col, f'{result_set}/metrics_per_seed.csv') for v in ('floq_frozen', other)]
-            lines += all_and_common_seed_rows(f'freeze at {when}: {col}, floq_frozen vs {other}', *x)
+            x = [by_seed(f, v, col, f'{result_set}/metrics_per_seed.csv') for f, v in ((fa, 'floq_frozen'), (fb, other))]
+            lines += all_and_common_seed_rows(f'freeze at {when}: {col}, floq_frozen vs {other}', *x, note=note)
     return lines
 
 
@@ -481,12 +545,11 @@ def noise_width_lines(root):
     """noise_width (2026-12-06): do the paths curve more as the noise widens?  The final curvature measures
     per seed (metrics_per_seed.csv) between neighbouring widths and between the widest and none: Welch, and paired by
     seed (the same seed index shares the data order).  No lines for a set without the per-seed file."""
-    import pandas as pd
 
     path = os.path.join(root, 'noise_width', 'metrics_per_seed.csv')
     if not os.path.exists(path):
         return []
-    d = pd.read_csv(path)
+    d = read_csv(path)
     d = d[d['env_name'] == CUBE]
     lines = []
     for col in NOISE_WIDTH_MEASURES:
@@ -505,13 +568,13 @@ def by_seed(d, variant, col, source):
     return d.set_index('seed').sort_index()[col].astype(float)
 
 
-def all_and_common_seed_rows(label, a, b):
+def all_and_common_seed_rows(label, a, b, note=''):
     """Per-seed Series ``a`` / ``b`` (indexed by seed): Welch over every seed of each, and paired by seed over the
-    seeds both have (named in the note when fewer than either has)."""
+    seeds both have (named in the note when fewer than either has); ``note`` opens both rows' notes."""
     ca, cb = common_seeds(a, b)
     subset = len(ca) < max(len(a), len(b))
-    return [welch_row(label, a.to_numpy(), b.to_numpy()),
-            paired_row(label + ', paired by seed', ca.to_numpy(), cb.to_numpy(),
+    return [welch_row(label, a.to_numpy(), b.to_numpy(), note),
+            paired_row(label + ', paired by seed', ca.to_numpy(), cb.to_numpy(), before=f'{note}; ' if note else '',
                        after=f'; the {len(ca)} seeds both have' if subset else '')]
 
 
@@ -520,23 +583,22 @@ def mechanisms_lines(root):
     from the set that holds the variant: Welch and paired by seed where heldout_q_per_seed.csv is committed, a
     'no per-seed data' row where not.  Part d in the re-run: does floq lose less success and accuracy under noisy
     targets than FQL?  Per-seed drops (baseline - noisy, the same seed), Welch and paired."""
-    import pandas as pd
 
     lines, missing = [], []
     for part, variant, base, what in MECHANISM_PAIRS:
-        rs, rs_base = mechanisms_sets(root, variant, base)
-        paths = [os.path.join(root, r, 'heldout_q_per_seed.csv') for r in (rs, rs_base)]
-        if not all(os.path.exists(p) for p in paths):
+        rs = mechanisms_set(root, variant, base)
+        path = os.path.join(root, rs, 'heldout_q_per_seed.csv')
+        if not os.path.exists(path):
             missing.append(mechanisms_label(rs, part, f'centered error / Spearman, {what}'))
             continue
-        frames = [pd.read_csv(p) for p in paths]
+        d = read_csv(path)
+        d = d[d['env_name'] == CUBE]
         for col in ('q_centered_error', 'q_rank_corr', 'q_abs_error'):  # the last: the critic's offset too
-            x = [by_seed(d[d['env_name'] == CUBE], v, col, f'{r}/heldout_q_per_seed.csv')
-                 for d, v, r in zip(frames, (variant, base), (rs, rs_base))]
+            x = [by_seed(d, v, col, f'{rs}/heldout_q_per_seed.csv') for v in (variant, base)]
             lines += all_and_common_seed_rows(mechanisms_label(rs, part, f'{col}, {what}'), *x)
     if per_seed_part_d(root):
-        succ = pd.read_csv(os.path.join(root, MECH, 'per_seed.csv'))
-        held = pd.read_csv(os.path.join(root, MECH, 'heldout_q_per_seed.csv'))
+        succ = read_csv(os.path.join(root, MECH, 'per_seed.csv'))
+        held = read_csv(os.path.join(root, MECH, 'heldout_q_per_seed.csv'))
         for frame, col, name in ((succ, 'success', 'success'), (held, 'q_centered_error', 'centered error')):
             frame = frame[frame['env_name'] == CUBE]
             drops = []
@@ -557,51 +619,47 @@ BATCH_COLUMNS = (('per_seed.csv', ('success', 'last_eval_success')),
 
 
 def seed_batch_lines(root):
-    """Per result set with committed seed batches, per variant of the set's own directory (a batch's unfrozen twins
-    are not the set's variants): the seeds and, per column of BATCH_COLUMNS, the mean over every seed of the set and
-    its batches with its 95% bootstrap CI (floq_jax.analysis.report.mean_ci, as the sweeps' own tables): the set's
-    figures that no single directory's report covers."""
-    import pandas as pd
-
+    """Per result set with seed batches, per variant of the set's own directory (a batch's unfrozen twins are not the
+    set's variants): the seeds and, per column of BATCH_COLUMNS, the mean over every seed of the set and its batches
+    with its 95% bootstrap CI (floq_jax.analysis.report.mean_ci, as the sweeps' own tables): the set's figures that no
+    single directory's report covers.  Raises if two files of a variant cover other seeds."""
     from floq_jax.analysis import report
 
     lines = []
     for result_set in SEED_BATCHES:
         dirs = set_dirs(root, result_set)
-        if len(dirs) < 2:
-            continue
         frames = [(name, read_set_csv(root, result_set, name), cols) for name, cols in BATCH_COLUMNS
-                  if os.path.exists(os.path.join(root, result_set, name))]
+                  if all(os.path.exists(os.path.join(root, x, name)) for x in dirs)]
         header = [c for _, _, cols in frames for c in cols]
         lines += ['', f'### {result_set} with {", ".join(dirs[1:])}: mean over all seeds [95% bootstrap CI]', '',
                   '| variant | seeds | ' + ' | '.join(header) + ' |', '|---|---|' + '---|' * len(header)]
-        own = pd.read_csv(os.path.join(root, result_set, 'per_seed.csv'))
+        own = read_csv(os.path.join(root, result_set, 'per_seed.csv'))
         for variant in sorted(set(own.loc[own['env_name'] == CUBE, 'variant'])):
             cells, seeds = [], None
-            for _, d, cols in frames:
+            for name, d, cols in frames:
                 d = d[(d['env_name'] == CUBE) & (d['variant'] == variant)]
-                seeds = seeds if seeds is not None else sorted(d['seed'])
+                if seeds is not None and sorted(d['seed']) != seeds:
+                    raise ValueError(f'{result_set}: {variant}\'s seeds in {name} ({seed_list(d["seed"])}) are not '
+                                     f'those of {frames[0][0]} ({seed_list(seeds)})')
+                seeds = sorted(d['seed'])
                 for c in cols:
                     m, lo, hi = report.mean_ci(d[c].to_numpy(float)) if len(d) else (float('nan'),) * 3
                     cells.append('' if m != m else f'{m:.4g} [{lo:.4g}, {hi:.4g}]')
-            lines.append(f'| {variant} | {len(seeds)} ({min(seeds)}-{max(seeds)}) | ' + ' | '.join(cells) + ' |')
+            lines.append(f'| {variant} | {len(seeds)} ({seed_list(seeds)}) | ' + ' | '.join(cells) + ' |')
     return lines
 
 
 def build(root: str) -> str:
-    import pandas as pd
 
     from floq_jax.analysis import seed_tests
 
     lines = ['| comparison | mean a | mean b | test | p (t test) | p (exact permutation) | note |',
              '|---|---|---|---|---|---|---|']
-    for set_a, set_b, env, a, b, label in success_comparisons(root):
-        ma, sa, na = success_stats(root, set_a, env, a)
-        mb, sb, nb = success_stats(root, set_b, env, b)
+    for rs, env, a, b, label in success_comparisons(root):
+        (ma, sa, na), (mb, sb, nb), samples, where = comparison_stats(root, rs, env, a, b)
         w = seed_tests.welch_from_summary(ma, sa, na, mb, sb, nb)
-        xa, xb = per_seed_success(root, set_a, env, a), per_seed_success(root, set_b, env, b)
-        perm = seed_tests.permutation(xa, xb) if xa is not None and len(xa) and len(xb) else float('nan')
-        note = '' if perm == perm else 'per-seed success not committed: Welch from mean, std, n'
+        perm = seed_tests.permutation(*(x.to_numpy() for x in samples)) if samples else float('nan')
+        note = where if samples else 'per-seed success not committed: Welch from mean, std, n'
         lines.append(row(label, ma, mb, 'Welch', w['p'], perm, note))
         if label in CLAIMED_2X:  # is the paper's size (floq = 2 x FQL) itself rejected here?
             def p_ratio(r):
@@ -614,14 +672,14 @@ def build(root: str) -> str:
                 note += f'; ratios up to {optimize.brentq(lambda r: p_ratio(r) - 0.05, 1.0, 2.0):.2f} not rejected at 0.05'
             lines.append(row(label + ', against the paper\'s size (floq = 2 x FQL)', ma, 2 * mb, 'Welch contrast',
                              p_ratio(2.0), note=note))
-        if perm == perm:  # the same seed index shares data order and evaluation resets: paired by seed as well
-            pa, pb = paired_success(root, set_a, set_b, env, a, b)
-            subset = len(pa) < max(len(xa), len(xb))
-            lines.append(paired_row(label + ', paired by seed', pa, pb, means=None if subset else (ma, mb),
+        if samples:  # the same seed index shares data order and evaluation resets: paired by seed as well
+            pa, pb = common_seeds(*samples)
+            subset = len(pa) < max(map(len, samples))
+            lines.append(paired_row(label + ', paired by seed', pa.to_numpy(), pb.to_numpy(),
+                                    before=f'{where}; ' if where else '', means=None if subset else (ma, mb),
                                     after=f'; the {len(pa)} seeds both have' if subset else ''))
     for result_set, env, a, b, label in LAST_EVAL:
-        lines += all_and_common_seed_rows(label, *(per_seed_frame(root, result_set, env, v)['last_eval_success']
-                                                   .astype(float) for v in (a, b)))
+        lines += all_and_common_seed_rows(label, *comparison_samples(root, result_set, env, a, b, 'last_eval_success'))
     for (set_a, var_a), (set_b, var_b), label in CROSS:
         ma, sa, na = success_stats(root, set_a, CUBE, var_a)
         mb, sb, nb = success_stats(root, set_b, CUBE, var_b)
@@ -642,7 +700,7 @@ def build(root: str) -> str:
                          note='per-seed success not committed'))
     # scale_k held-out measures: per seed, at the run's own K (between train K: unpaired) and at K' = 1 vs 8 of the
     # same checkpoint (paired).
-    d = pd.read_csv(os.path.join(root, 'scale_k', 'scale_k_per_seed.csv'))
+    d = read_csv(os.path.join(root, 'scale_k', 'scale_k_per_seed.csv'))
     d = d[d['env_name'] == CUBE]
     own = d[d['train_K'] == d['eval_K']]
     for col in ('q_centered_error', 'q_rank_corr'):

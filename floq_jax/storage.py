@@ -95,6 +95,17 @@ def makedirs(path) -> None:
         os.makedirs(path, exist_ok=True)
 
 
+def local_stamp(path):
+    """(inode, size, modification time, change time) of a local file, or None if there is none: a cache key under
+    which a file's content (a digest, a parsed CSV) can be kept while the file is unchanged (a rewrite, even at the
+    same size, or a replacing copy changes the change time at least)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
 def size(path) -> int:
     """Bytes in the file ``path`` (local, or an object's length from its metadata: nothing is downloaded)."""
     if is_remote(path):

@@ -19,6 +19,7 @@ must give exactly the direct loop's episodes on this host (every field), and the
 (pointmaze, a point mass: every field; cube and puzzle: the episode lengths).
 """
 
+import copy
 import functools
 import json
 import os
@@ -33,8 +34,13 @@ from floq_jax.envs import evaluation
 GOLDEN = os.path.join(os.path.dirname(__file__), 'data', 'eval_golden.json')
 
 
-@functools.lru_cache(maxsize=None)
 def golden():
+    """The golden file's cases: a fresh copy per call (the file is read once)."""
+    return copy.deepcopy(_golden())
+
+
+@functools.lru_cache(maxsize=None)
+def _golden():
     with open(GOLDEN) as f:
         return json.load(f)
 
@@ -91,8 +97,13 @@ def test_evaluator_gives_the_published_loops_episodes(env_name, parallel):
         np.testing.assert_array_equal(ours[key], value, err_msg=key)
 
 
-@functools.lru_cache(maxsize=None)  # one loop per env for both drivers' tests (the file runs in one worker)
 def direct_episodes(env_name):
+    """:func:`_direct_episodes`, a fresh copy per call (the loop runs once per env and process)."""
+    return copy.deepcopy(_direct_episodes(env_name))
+
+
+@functools.lru_cache(maxsize=None)  # one loop per env for both drivers' tests
+def _direct_episodes(env_name):
     """The golden case's episodes by a plain loop on this host, without floq-jax's evaluator: per episode i, reset
     with ``reset_seeds[i]``, then step with the policy's action (noise key fold_in(fold_in(PRNGKey(eval_seed), i),
     t), clipped to [-1, 1]) until terminated or truncated; success from the last step's info."""

@@ -213,13 +213,19 @@ def test_report_note_counts_the_seeds_it_reports():
     assert ', 4-8 seeds,' in sweeps.run_length_note(sweep, table(range(8), range(4)))
 
 
-def test_sweep_records_the_digest_of_the_data_each_env_trained_on(tmp_path):
+def test_sweep_records_the_digest_of_the_data_each_env_trained_on(tmp_path, monkeypatch):
     """datasets.json: one entry per distinct dataset of an env (content digests of the training and -val files);
-    the same content again adds nothing, other content is added beside it with one logged line."""
+    the same content again adds nothing, other content is added beside it with one logged line; an unchanged file is
+    read once per process, a rewritten one (even at the same size) again."""
     import hashlib
     import json
 
     import numpy as np
+
+    from floq_jax.sweeps import run as sweep_run
+
+    reads = []
+    monkeypatch.setattr(sweep_run, '_sha256', lambda path, read=sweep_run._sha256: reads.append(path) or read(path))
 
     sweep = sweeps.Sweep('s', [sweeps.Variant('floq', 'floq')], ['cube-single-play-singletask-task2-v0'],
                          save_dir=str(tmp_path), registry=agents)
@@ -232,8 +238,10 @@ def test_sweep_records_the_digest_of_the_data_each_env_trained_on(tmp_path):
     entry = sweeps.record_dataset(sweep, 'cube', str(data / 'cube-single-play-v0.npz'), logged.append)
     assert entry['sha256'] == hashlib.sha256((data / 'cube-single-play-v0.npz').read_bytes()).hexdigest()
     assert entry['val_sha256'] == hashlib.sha256((data / 'cube-single-play-v0-val.npz').read_bytes()).hexdigest()
+    assert len(reads) == 2  # the training and -val files
     sweeps.record_dataset(sweep, 'cube', str(data / 'cube-single-play-v0.npz'), logged.append)
     assert not logged and len(json.load(open(os.path.join(sweep.root, sweeps.DATASETS_FILE)))['cube']) == 1
+    assert len(reads) == 2  # unchanged: not read again
     np.savez(data / 'cube-single-play-v0.npz', x=np.arange(4))  # generated again, other content
     sweeps.record_dataset(sweep, 'cube', str(data / 'cube-single-play-v0.npz'), logged.append)
     recorded = json.load(open(os.path.join(sweep.root, sweeps.DATASETS_FILE)))['cube']
@@ -245,3 +253,4 @@ def test_sweep_records_the_digest_of_the_data_each_env_trained_on(tmp_path):
     entry = sweeps.record_dataset(sweep, 'cube', str(data / 'cube-single-play-v0.npz'), logged.append)
     assert entry['sha256'] == hashlib.sha256((data / 'cube-single-play-v0.npz').read_bytes()).hexdigest()
     assert len(json.load(open(os.path.join(sweep.root, sweeps.DATASETS_FILE)))['cube']) == 3
+    assert reads.count(str(data / 'cube-single-play-v0-val.npz')) == 1  # never rewritten

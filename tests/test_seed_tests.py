@@ -1,5 +1,6 @@
 """floq_jax.analysis.seed_tests: the tests over seeds behind the verdicts (docs/experiments.md)."""
 
+import json
 import math
 
 import numpy as np
@@ -213,9 +214,11 @@ def test_mechanisms_rows_come_from_the_set_that_holds_each_part(tmp_path):
     assert f'| Welch | {verdict_tests.fmt_p(stats.ttest_ind(xs, xf, equal_var=False).pvalue)} |' in rows[0]
     assert rows[1].endswith('; the 4 seeds both have |') and \
         f'| {verdict_tests.fmt_p(stats.ttest_rel(xs, xf.loc[xs.index]).pvalue)} |' in rows[1]
-    pa, pb = verdict_tests.paired_success(str(tmp_path), 'mechanisms', 'mechanisms', verdict_tests.CUBE,
-                                          'floq_stale2', 'floq')
-    assert len(pa) == len(pb) == 4
+    xs, xf, note = verdict_tests.comparison_samples(str(tmp_path), 'mechanisms', verdict_tests.CUBE, 'floq_stale2',
+                                                    'floq')
+    assert (len(xs), len(xf), note) == (4, 8, '')
+    pa, pb = verdict_tests.common_seeds(xs, xf)
+    assert list(pa.index) == list(pb.index) == [0, 1, 2, 3]
 
 
 def _copy_results(tmp_path, leave_out=()):
@@ -258,8 +261,8 @@ def test_a_mechanisms_variant_is_compared_only_with_its_own_runs_baselines(tmp_p
             own = own[own['seed'] >= 4].assign(seed=own['seed'] - 4)
         pd.concat([pd.read_csv(tmp_path / verdict_tests.MECH_A / f), own]).to_csv(tmp_path / verdict_tests.MECH_A / f,
                                                                                  index=False)
-    assert verdict_tests.mechanisms_sets(root, 'floq_distributional', 'floq') == ('mechanisms_part_a',) * 2
-    assert verdict_tests.mechanisms_sets(root, 'fql_iqn', 'fql')[0] == 'mechanisms_2026-12-03'
+    assert verdict_tests.mechanisms_set(root, 'floq_distributional', 'floq') == 'mechanisms_part_a'
+    assert verdict_tests.mechanisms_set(root, 'fql_iqn', 'fql') == 'mechanisms_2026-12-03'
     md = verdict_tests.build(root).splitlines()
     s = pd.read_csv(tmp_path / 'mechanisms' / 'per_seed.csv')
     xd = s[(s['variant'] == 'floq_stale2') & (s['seed'] < 4)]['success'].to_numpy()
@@ -300,8 +303,13 @@ def test_a_seed_batch_extends_its_result_set_with_its_own_twins(tmp_path):
         tmp_path / batch / 'per_seed.csv', index=False)
     first['metrics_per_seed.csv'].assign(seed=lambda d: d['seed'] + 4).to_csv(tmp_path / batch / 'metrics_per_seed.csv',
                                                                             index=False)
+    # Its results.csv: its own variants (the frozen ones, and the twins' rows as resnet_flops has them), the same
+    # protocol and data.
     results = pd.read_csv(tmp_path / 'freeze_features' / 'results.csv')
-    results.to_csv(tmp_path / batch / 'results.csv', index=False)  # the same protocol and data
+    resnet = pd.read_csv(tmp_path / 'resnet_flops' / 'results.csv')
+    results = pd.concat([results[results['variant'] != 'floq_t0_frozen'],
+                         resnet[resnet['variant'].isin(['floq', 'fql', 'fql_resnet'])]], ignore_index=True)
+    results.to_csv(tmp_path / batch / 'results.csv', index=False)
     s = pd.concat([pd.read_csv(tmp_path / x / 'per_seed.csv') for x in ('freeze_features', batch)])
     xa, xb = (s[s['variant'] == v].sort_values('seed')['success'] for v in ('floq_frozen', 'fql_resnet_frozen'))
     assert len(xa) == len(xb) == 8
@@ -316,16 +324,25 @@ def test_a_seed_batch_extends_its_result_set_with_its_own_twins(tmp_path):
     ea, eb = (m[m['variant'] == v].sort_values('seed')['effective_rank'] for v in ('floq_frozen', 'fql_frozen'))
     rank = next(x for x in md if x.startswith('| freeze at 15k: effective_rank, floq_frozen vs fql_frozen, paired'))
     assert f'| paired t | {verdict_tests.fmt_p(stats.ttest_rel(ea, eb).pvalue)} |' in rank
+    # floq_t0 is not in the batch: its comparisons, unpaired too, use only the directory both variants have (the
+    # batch is another invocation, maybe on another host's data file).
     t0 = s[s['variant'] == 'floq_t0_frozen'].sort_values('seed')['success']
     assert len(t0) == 4
+    only = '| over freeze_features only (the directories both variants have)'
     welch = next(x for x in md if x.startswith('| freeze at 15k: frozen floq vs frozen floq_t0 |'))
-    assert f'| Welch | {verdict_tests.fmt_p(stats.ttest_ind(xa, t0, equal_var=False).pvalue)} |' in welch
+    assert f'| Welch | {verdict_tests.fmt_p(stats.ttest_ind(xa.iloc[:4], t0, equal_var=False).pvalue)} |' in welch
+    assert welch.endswith(f'{only} |')
     paired = next(x for x in md if x.startswith('| freeze at 15k: frozen floq vs frozen floq_t0, paired by seed |'))
     assert f'| paired t | {verdict_tests.fmt_p(stats.ttest_rel(xa.iloc[:4], t0).pvalue)} |' in paired
-    assert paired.endswith('the 4 seeds both have |')
+    assert f'{only}; sign-flip p >= 0.125 |' in paired
+    power = next(x for x in md if x.startswith('| freeze at 15k: frozen floq vs frozen floq_t0 | 4 |'))
+    assert f'| {xa.iloc[:4].mean() - t0.mean():+.3f} |' in power
+    ra, rb = (m[m['variant'] == v].sort_values('seed')['effective_rank'] for v in ('floq_frozen', 'floq_t0_frozen'))
+    rank = next(x for x in md if x.startswith('| freeze at 15k: effective_rank, floq_frozen vs floq_t0_frozen |'))
+    assert f'| Welch | {verdict_tests.fmt_p(stats.ttest_ind(ra.iloc[:4], rb, equal_var=False).pvalue)} |' in rank
     loss = next(x for x in md if x.startswith('| freeze at 15k: critic/critic_loss, floq_frozen vs floq_t0_frozen, '
                                               'paired by seed |'))
-    assert loss.endswith('the 4 seeds both have |')
+    assert f'{only}; sign-flip p >= 0.125 |' in loss
     # The twins: resnet_flops' floq for seeds 0-3, the batch's own floq for seeds 4-7.
     r = pd.read_csv(tmp_path / 'resnet_flops' / 'per_seed.csv')
     unfrozen = pd.concat([r[(r['variant'] == 'floq') & (r['seed'] < 4)]['success'],
@@ -357,6 +374,37 @@ def test_a_seed_batch_extends_its_result_set_with_its_own_twins(tmp_path):
     with pytest.raises(ValueError, match='other protocols or data'):
         verdict_tests.build(root)
     results.to_csv(tmp_path / batch / 'results.csv', index=False)
+    # The same data: where both directories record datasets.json, their digests must agree.
+    entry = {verdict_tests.CUBE: [dict(file='cube-single-play-v0.npz', sha256='a' * 64, val_sha256='b' * 64)]}
+    for x in ('freeze_features', batch):
+        (tmp_path / x / 'datasets.json').write_text(json.dumps(entry))
+    verdict_tests.build(root)
+    entry[verdict_tests.CUBE][0]['sha256'] = 'c' * 64
+    (tmp_path / batch / 'datasets.json').write_text(json.dumps(entry))
+    with pytest.raises(ValueError, match=f'trained on other data: freeze_features/datasets.json and {batch}/'):
+        verdict_tests.build(root)
+    (tmp_path / batch / 'datasets.json').unlink()
+    # The set of the first seeds' twins is checked too.
+    resnet.assign(success_timing='pre').to_csv(tmp_path / 'resnet_flops' / 'results.csv', index=False)
+    with pytest.raises(ValueError, match='freeze_features and resnet_flops .the set of its unfrozen twins. name other '
+                                         'protocols'):
+        verdict_tests.freeze_lines(root, 'freeze_features', '15k', verdict_tests.EARLY_FREEZE)
+    resnet.to_csv(tmp_path / 'resnet_flops' / 'results.csv', index=False)
+    # A file the set has and a batch lacks; a batch that is not there.
+    (tmp_path / batch / 'metrics_per_seed.csv').rename(tmp_path / 'metrics.csv')
+    with pytest.raises(ValueError, match=f'{batch}/metrics_per_seed.csv missing; a seed batch commits the same files'):
+        verdict_tests.freeze_feature_lines(root, 'freeze_features', '15k')
+    (tmp_path / 'metrics.csv').rename(tmp_path / batch / 'metrics_per_seed.csv')
+    (tmp_path / batch).rename(tmp_path / 'elsewhere')
+    with pytest.raises(ValueError, match=f'{batch} .SEED_BATCHES. is missing'):
+        verdict_tests.build(root)
+    (tmp_path / 'elsewhere').rename(tmp_path / batch)
+    # A seed twice, in two directories or in one.
     pd.read_csv(tmp_path / 'freeze_features' / 'per_seed.csv').to_csv(tmp_path / batch / 'per_seed.csv', index=False)
-    with pytest.raises(ValueError, match='more than one'):
+    with pytest.raises(ValueError, match=f'appears more than once: floq_frozen seed 0 on {verdict_tests.CUBE} in '
+                                         'freeze_features;'):
+        verdict_tests.build(root)
+    pd.concat([full, full.iloc[:1]]).to_csv(tmp_path / batch / 'per_seed.csv', index=False)
+    with pytest.raises(ValueError, match=f'appears more than once: {full.iloc[0]["variant"]} seed '
+                                         f'{full.iloc[0]["seed"]} on {verdict_tests.CUBE} in {batch}'):
         verdict_tests.build(root)

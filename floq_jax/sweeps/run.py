@@ -78,15 +78,19 @@ def file_sha256(path: str) -> str:
     """SHA-256 of a file's content (local or gs://), read in 8 MiB blocks; a local file's digest is computed once per
     process while its inode, size, modification and change times stay the same (several sweeps of one process train
     on one file; a rewrite or a replacing copy changes the change time at least)."""
-    if '://' not in path:
-        st = os.stat(path)
-        return _local_sha256(os.path.abspath(path), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    from floq_jax import storage
+
+    if not storage.is_remote(path):
+        stamp = storage.local_stamp(path)
+        if stamp is None:
+            raise FileNotFoundError(path)
+        return _local_sha256(os.path.abspath(path), stamp)
     return _sha256(path)
 
 
 @functools.lru_cache(maxsize=64)
-def _local_sha256(path: str, *stat_key: int) -> str:
-    del stat_key  # the cache key: a rewritten file is hashed again
+def _local_sha256(path: str, stamp) -> str:
+    del stamp  # the cache key: a rewritten file is hashed again
     return _sha256(path)
 
 
