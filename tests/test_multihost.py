@@ -35,14 +35,14 @@ def free_port() -> int:
 
 def offline_args(dataset, save_dir, group):
     return [f'--env_name={ENV}', f'--dataset_path={dataset}', '--offline_steps=40', '--steps_per_call=10',
-            '--log_interval=10', '--eval_interval=20', '--save_interval=20', '--eval_episodes=2', '--num_seeds=2',
+            '--log_interval=10', '--eval_interval=20', '--save_interval=20', '--eval_episodes=1', '--num_seeds=2',
             '--eval_num_steps=2', '--max_checkpoints=5', f'--save_dir={save_dir}', f'--run_group={group}', *TINY]
 
 
 def online_args(dataset, save_dir, group):
     return [f'--env_name={ENV}', f'--dataset_path={dataset}', '--offline_steps=20', '--online_steps=20',
             '--utd_ratio=2', '--buffer_size=10', '--steps_per_call=10', '--log_interval=10', '--eval_interval=40',
-            '--save_interval=20', '--eval_episodes=2', '--noeval_at_start', '--num_seeds=2', f'--save_dir={save_dir}',
+            '--save_interval=20', '--eval_episodes=1', '--noeval_at_start', '--num_seeds=2', f'--save_dir={save_dir}',
             f'--run_group={group}', '--noprogress', *TINY]
 
 
@@ -174,8 +174,8 @@ def test_checkpoints_saved_by_both_restore_in_one_process(offline):
     for step in (20, 40):
         assert os.path.isfile(os.path.join(run, 'checkpoints', str(step), 'commit_success.txt'))
         assert os.listdir(os.path.join(run, 'checkpoints', str(step), 'state')).count('ocdbt.process_0') == 1
-    summary = evaluate.evaluate_checkpoint(run, agents.agent_class, None, 2, [2], 'published')
-    assert summary['step'] == 40 and summary['episodes'] == 2
+    summary = evaluate.evaluate_checkpoint(run, agents.agent_class, None, 1, [2], 'published')
+    assert summary['step'] == 40 and summary['episodes'] == 1
 
 
 def test_sigkill_both_processes_then_rerun_resumes_exactly(offline):

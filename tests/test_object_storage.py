@@ -126,7 +126,7 @@ def test_two_processes_on_gcs_preempted_locked_killed_resumed_equal_one_process(
     import agents
     from floq_jax.training import evaluate
 
-    summary = evaluate.evaluate_checkpoint(seed_dir(root, 'multi', 1), agents.agent_class, None, 2, [2], 'published')
+    summary = evaluate.evaluate_checkpoint(seed_dir(root, 'multi', 1), agents.agent_class, None, 1, [2], 'published')
     assert summary['step'] == 40 and storage.isfile(storage.join(seed_dir(root, 'multi', 1), 'evaluations',
                                                                  'step40.json'))
 

@@ -100,7 +100,7 @@ def test_seeds_sharded_over_cpu_devices_match_one_device(tiny_dataset, tmp_path)
     def cmd(group, devices, seed_loop):
         return [sys.executable, '-m', 'experiments.train_offline', f'--env_name={ENV}',
                 f'--dataset_path={tiny_dataset}', '--offline_steps=100', '--steps_per_call=50', '--log_interval=50',
-                '--eval_interval=100', '--save_interval=100', '--eval_episodes=2', '--noeval_at_start',
+                '--eval_interval=100', '--save_interval=100', '--eval_episodes=1', '--noeval_at_start',
                 '--num_seeds=2', f'--cpu_devices={devices}', f'--seed_loop={seed_loop}', f'--save_dir={tmp_path}',
                 f'--run_group={group}', '--noprogress', '--notensorboard', *TINY]
 
