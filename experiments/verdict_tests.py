@@ -8,8 +8,10 @@ where per-seed values are committed (floq_jax.analysis.seed_tests).  Success com
 standard deviation and seed count from results.csv (a Welch test needs no more); the permutation and paired tests
 need per-seed values (per_seed.csv).  A result set whose later seeds were committed as a directory of their own (a
 seed batch, SEED_BATCHES) is read with its batches: its figures come from the per-seed rows of every directory,
-and a comparison uses the directories that hold both variants.  Runs are compared or pooled only within one
-protocol and data (results.csv's protocol columns; datasets.json's digests where both sets record them).  A
+and a comparison uses the directories that hold both variants.  A set's seed batches, and the set a freeze
+directory takes its unfrozen twins from, are checked to name its protocol (results.csv's protocol columns), the
+twins' set also its data where both record datasets.json (check_same_protocol); the sets of 2026-12-03 compared
+with each other (CROSS) predate those columns.  A
 comparison whose per-seed values are not committed (the held-out measures of the sets written before the sweeps
 wrote heldout_q_per_seed.csv: mechanisms_2026-12-03's part a, utd_2026-12-03; the feature metrics of
 freeze_features of 2026-12-03) is listed with 'no per-seed data' and no p.  Result sets written since then commit
@@ -241,10 +243,11 @@ def read_csv(path):
     """A committed CSV as a DataFrame: a fresh copy, parsed once while the file is unchanged (storage.local_stamp)."""
     from floq_jax import storage
 
+    path = os.path.abspath(path)
     return _read_csv(path, storage.local_stamp(path)).copy()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.lru_cache(maxsize=256)
 def _read_csv(path, stamp):
     import pandas as pd
 
@@ -267,6 +270,8 @@ def set_dirs(root, result_set):
 def seed_list(seeds):
     """'0-3' for consecutive seeds, else '0, 2, 5'."""
     seeds = sorted(int(s) for s in seeds)
+    if not seeds:
+        return 'none'
     if seeds == list(range(seeds[0], seeds[-1] + 1)) and len(seeds) > 1:
         return f'{seeds[0]}-{seeds[-1]}'
     return ', '.join(map(str, seeds))
@@ -278,19 +283,21 @@ PROTOCOL_COLUMNS = ('data', 'eval_protocol', 'success_timing', 'eval_seeding')
 DATASETS = 'datasets.json'
 
 
-def check_same_protocol(root, dirs, what):
+def check_same_protocol(root, dirs, what, digests=True):
     """Raises (naming ``what``: which sets these are) unless the results.csv of the result sets ``dirs`` name the same
-    protocol and data (PROTOCOL_COLUMNS) and, where two of them commit datasets.json, the same training and -val
-    digests for every env both name.  Sets written before the sweeps recorded datasets.json cannot be checked on
-    their data's content."""
+    protocol and kind of data (PROTOCOL_COLUMNS) and, with ``digests`` (runs paired by seed), where two of them commit
+    datasets.json, the same training and -val digests for every env both name.  Sets written before the sweeps
+    recorded datasets.json cannot be checked on their data's content.  A set and its seed batches are pooled, not
+    paired, and need not share the file (freeze_features_seeds4-7: the same generator and seed on another host,
+    docs/experiments.md): checked without ``digests``."""
     from floq_jax import storage
 
     stamps = tuple(storage.local_stamp(os.path.join(root, x, n)) for x in dirs for n in ('results.csv', DATASETS))
-    _check_same_protocol(root, tuple(dirs), what, stamps)
+    _check_same_protocol(root, tuple(dirs), what, digests, stamps)
 
 
-@functools.lru_cache(maxsize=None)
-def _check_same_protocol(root, dirs, what, stamps):
+@functools.lru_cache(maxsize=256)
+def _check_same_protocol(root, dirs, what, digests, stamps):
     import json
 
     del stamps  # the cache key: a rewritten file is read again
@@ -304,15 +311,15 @@ def _check_same_protocol(root, dirs, what, stamps):
     if len(set(protocols.values())) > 1:
         raise ValueError(f'{what} name other protocols or data ({", ".join(PROTOCOL_COLUMNS)}): '
                          + '; '.join(f'{x}: {sorted(v)}' for x, v in protocols.items()))
-    digests = {}
-    for x in dirs:
+    recorded = {}
+    for x in dirs if digests else ():
         path = os.path.join(root, x, DATASETS)
         if os.path.exists(path):
             with open(path) as f:
-                digests[x] = {env: {(e['sha256'], e['val_sha256']) for e in entries}
-                              for env, entries in json.load(f).items()}
-    for x, dx in digests.items():
-        for y, dy in digests.items():
+                recorded[x] = {env: {(e['sha256'], e['val_sha256']) for e in entries}
+                               for env, entries in json.load(f).items()}
+    for x, dx in recorded.items():
+        for y, dy in recorded.items():
             for env in set(dx) & set(dy):
                 if x < y and dx[env] != dy[env]:
                     raise ValueError(f'{what} trained on other data: {x}/{DATASETS} and {y}/{DATASETS} record other '
@@ -331,7 +338,7 @@ def read_set_csv(root, result_set, name):
         raise ValueError(f'{", ".join(missing)} missing' + ('; a seed batch commits the same files as its set'
                                                            if len(dirs) > 1 else ''))
     if len(dirs) > 1:
-        check_same_protocol(root, dirs, f'{result_set} and its seed batches')
+        check_same_protocol(root, dirs, f'{result_set} and its seed batches', digests=False)
     d = pd.concat([read_csv(os.path.join(root, x, name)).assign(**{DIR: x}) for x in dirs], ignore_index=True)
     twice = d[d.duplicated(['env_name', 'variant', 'seed'], keep=False)]
     if len(twice):
@@ -371,7 +378,7 @@ def per_seed_frame(root, result_set, env, variant, batches=True):
 def in_common_dirs(fa, fb, dirs):
     """Frames ``fa`` and ``fb`` (per-seed rows with column DIR) restricted to the directories that hold both, and a
     note naming those where the set has more (``dirs``): an unpaired test over all rows would set one batch (another
-    invocation, possibly another host's data file) against another."""
+    invocation, possibly on another host's data file: generated files differ between hosts) against another."""
     both = [x for x in dirs if x in set(fa[DIR]) and x in set(fb[DIR])]
     note = '' if len(both) == len(set(fa[DIR]) | set(fb[DIR])) else \
         f'over {", ".join(both)} only (the directories both variants have)'
@@ -736,7 +743,7 @@ def build(root: str) -> str:
             f'{seed_tests.smallest_p(8):.4f}).\n\n' + '\n'.join(lines) + '\n\n'
             '## Power of the success comparisons (planning, not a test)\n\n'
             'Per success comparison above: the pooled seed-to-seed standard deviation of success (results.csv; a set '
-            'with seed batches: its per-seed rows), the '
+            'with seed batches: its per-seed rows, over the directories both variants have), the '
             'smallest true difference a two-sided t test at 0.05 detects 80% of the time with the set\'s seeds and '
             'with 8 (floq_jax.analysis.seed_tests.detectable_difference), and the seeds per variant a true difference '
             'the size of the observed one would take (seeds_per_arm; "never" for no difference).  Where the paper '

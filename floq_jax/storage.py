@@ -96,14 +96,15 @@ def makedirs(path) -> None:
 
 
 def local_stamp(path):
-    """(inode, size, modification time, change time) of a local file, or None if there is none: a cache key under
-    which a file's content (a digest, a parsed CSV) can be kept while the file is unchanged (a rewrite, even at the
-    same size, or a replacing copy changes the change time at least)."""
+    """(device, inode, size, modification time, change time) of a local file, or None if there is none: a cache key
+    under which a file's content (a digest, a parsed CSV) is kept while the file is unchanged.  A replacing copy or a
+    rewrite changes it, except a same-size rewrite within one tick of the file system's clock (a few milliseconds on
+    some kernels): a key for files written by earlier commands, not for one rewritten in a tight loop."""
     try:
         st = os.stat(path)
     except FileNotFoundError:
         return None
-    return st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
 
 def size(path) -> int:

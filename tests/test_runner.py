@@ -33,7 +33,7 @@ def tiny_dataset(tmp_path_factory):
 def train_cmd(dataset, save_dir, group, steps=400, extra=()):
     return [sys.executable, '-m', 'experiments.train_offline', f'--env_name={ENV}', f'--dataset_path={dataset}',
             f'--offline_steps={steps}', '--steps_per_call=50', '--log_interval=50', '--eval_interval=200',
-            '--save_interval=100', '--eval_episodes=1', '--max_checkpoints=10', '--eval_num_steps=2',
+            '--save_interval=100', '--eval_episodes=2', '--max_checkpoints=10', '--eval_num_steps=2',
             f'--save_dir={save_dir}', f'--run_group={group}', '--noprogress', '--notensorboard', *TINY, *extra]
 
 
@@ -137,11 +137,11 @@ def test_foreign_run_dir_is_refused(tiny_dataset, full_run):
 def test_evaluate_checkpoint_at_several_k(full_run):
     _, full = full_run
     out = subprocess.run([sys.executable, '-m', 'experiments.evaluate', f'--run_dir={full}', '--step=200',
-                          '--eval_episodes=1', '--num_steps=1,4'], cwd=REPO, env=subprocess_env(),
+                          '--eval_episodes=2', '--num_steps=1,4'], cwd=REPO, env=subprocess_env(),
                          capture_output=True, text=True, timeout=180)
     assert out.returncode == 0, out.stderr[-2000:]
     summary = json.load(open(os.path.join(full, 'evaluations', 'step200.json')))
-    assert summary['step'] == 200 and 0.0 <= summary['success'] <= 1.0 and summary['episodes'] == 1
+    assert summary['step'] == 200 and 0.0 <= summary['success'] <= 1.0 and summary['episodes'] == 2
     assert set(summary['q_estimates']) == {'1', '4'}
     assert all(np.isfinite(v) for v in summary['q_estimates'].values())
     # The step-200 evaluation in eval.csv used the same episodes, noise and policy (its evaluation seed comes from

@@ -374,16 +374,21 @@ def test_a_seed_batch_extends_its_result_set_with_its_own_twins(tmp_path):
     with pytest.raises(ValueError, match='other protocols or data'):
         verdict_tests.build(root)
     results.to_csv(tmp_path / batch / 'results.csv', index=False)
-    # The same data: where both directories record datasets.json, their digests must agree.
+    # The data: a set and its batch are pooled, not paired, and may have trained on other hosts' files (as the
+    # committed batch did); a freeze directory and the set of its twins, paired by seed, must record the same digests
+    # where both record them.
     entry = {verdict_tests.CUBE: [dict(file='cube-single-play-v0.npz', sha256='a' * 64, val_sha256='b' * 64)]}
-    for x in ('freeze_features', batch):
+    for x in ('freeze_features', 'resnet_flops'):
         (tmp_path / x / 'datasets.json').write_text(json.dumps(entry))
-    verdict_tests.build(root)
+    (tmp_path / batch / 'datasets.json').write_text(json.dumps({verdict_tests.CUBE: [dict(entry[verdict_tests.CUBE][0],
+                                                                                          sha256='d' * 64)]}))
+    assert verdict_tests.build(root).splitlines() == md
     entry[verdict_tests.CUBE][0]['sha256'] = 'c' * 64
-    (tmp_path / batch / 'datasets.json').write_text(json.dumps(entry))
-    with pytest.raises(ValueError, match=f'trained on other data: freeze_features/datasets.json and {batch}/'):
+    (tmp_path / 'resnet_flops' / 'datasets.json').write_text(json.dumps(entry))
+    with pytest.raises(ValueError, match='trained on other data: freeze_features/datasets.json and resnet_flops/'):
         verdict_tests.build(root)
-    (tmp_path / batch / 'datasets.json').unlink()
+    for x in ('freeze_features', 'resnet_flops', batch):
+        (tmp_path / x / 'datasets.json').unlink()
     # The set of the first seeds' twins is checked too.
     resnet.assign(success_timing='pre').to_csv(tmp_path / 'resnet_flops' / 'results.csv', index=False)
     with pytest.raises(ValueError, match='freeze_features and resnet_flops .the set of its unfrozen twins. name other '
