@@ -280,7 +280,6 @@ def seed_list(seeds):
 # results.csv's columns that must agree between result sets whose runs are compared or pooled (one protocol, one kind
 # of data); where both sets record datasets.json, the content digests of their data must agree too.
 PROTOCOL_COLUMNS = ('data', 'eval_protocol', 'success_timing', 'eval_seeding')
-DATASETS = 'datasets.json'
 
 
 def check_same_protocol(root, dirs, what, digests=True):
@@ -289,18 +288,11 @@ def check_same_protocol(root, dirs, what, digests=True):
     datasets.json, the same training and -val digests for every env both name.  Sets written before the sweeps
     recorded datasets.json cannot be checked on their data's content.  A set and its seed batches are pooled, not
     paired, and need not share the file (freeze_features_seeds4-7: the same generator and seed on another host,
-    docs/experiments.md): checked without ``digests``."""
-    from floq_jax import storage
-
-    stamps = tuple(storage.local_stamp(os.path.join(root, x, n)) for x in dirs for n in ('results.csv', DATASETS))
-    _check_same_protocol(root, tuple(dirs), what, digests, stamps)
-
-
-@functools.lru_cache(maxsize=256)
-def _check_same_protocol(root, dirs, what, digests, stamps):
+    docs/experiments.md): checked without ``digests``.  The CSVs come from read_csv's cache."""
     import json
 
-    del stamps  # the cache key: a rewritten file is read again
+    from floq_jax.sweeps.run import DATASETS_FILE
+
     protocols = {}
     for x in dirs:
         r = read_csv(os.path.join(root, x, 'results.csv'))
@@ -313,7 +305,7 @@ def _check_same_protocol(root, dirs, what, digests, stamps):
                          + '; '.join(f'{x}: {sorted(v)}' for x, v in protocols.items()))
     recorded = {}
     for x in dirs if digests else ():
-        path = os.path.join(root, x, DATASETS)
+        path = os.path.join(root, x, DATASETS_FILE)
         if os.path.exists(path):
             with open(path) as f:
                 recorded[x] = {env: {(e['sha256'], e['val_sha256']) for e in entries}
@@ -322,7 +314,7 @@ def _check_same_protocol(root, dirs, what, digests, stamps):
         for y, dy in recorded.items():
             for env in set(dx) & set(dy):
                 if x < y and dx[env] != dy[env]:
-                    raise ValueError(f'{what} trained on other data: {x}/{DATASETS} and {y}/{DATASETS} record other '
+                    raise ValueError(f'{what} trained on other data: {x}/{DATASETS_FILE} and {y}/{DATASETS_FILE} record other '
                                      f'sha256 for {env}')
 
 
@@ -379,8 +371,9 @@ def in_common_dirs(fa, fb, dirs):
     """Frames ``fa`` and ``fb`` (per-seed rows with column DIR) restricted to the directories that hold both, and a
     note naming those where the set has more (``dirs``): an unpaired test over all rows would set one batch (another
     invocation, possibly on another host's data file: generated files differ between hosts) against another."""
-    both = [x for x in dirs if x in set(fa[DIR]) and x in set(fb[DIR])]
-    note = '' if len(both) == len(set(fa[DIR]) | set(fb[DIR])) else \
+    in_a, in_b = set(fa[DIR]), set(fb[DIR])
+    both = [x for x in dirs if x in in_a and x in in_b]
+    note = '' if len(both) == len(in_a | in_b) else \
         f'over {", ".join(both)} only (the directories both variants have)'
     return fa[fa[DIR].isin(both)], fb[fb[DIR].isin(both)], note
 
@@ -442,7 +435,6 @@ def common_seeds(a, b):
 
 def heldout_per_seed(root, result_set, env, variant, col='q_centered_error'):
     """A variant's per-seed held-out measure ``col`` at its own K (heldout_q_per_seed.csv), ordered by seed."""
-
     d = read_csv(os.path.join(root, result_set, 'heldout_q_per_seed.csv'))
     d = d[d['env_name'] == env]
     if 'eval_K' in d.columns and 'train_K' in d.columns:
@@ -552,7 +544,6 @@ def noise_width_lines(root):
     """noise_width (2026-12-06): do the paths curve more as the noise widens?  The final curvature measures
     per seed (metrics_per_seed.csv) between neighbouring widths and between the widest and none: Welch, and paired by
     seed (the same seed index shares the data order).  No lines for a set without the per-seed file."""
-
     path = os.path.join(root, 'noise_width', 'metrics_per_seed.csv')
     if not os.path.exists(path):
         return []
@@ -590,7 +581,6 @@ def mechanisms_lines(root):
     from the set that holds the variant: Welch and paired by seed where heldout_q_per_seed.csv is committed, a
     'no per-seed data' row where not.  Part d in the re-run: does floq lose less success and accuracy under noisy
     targets than FQL?  Per-seed drops (baseline - noisy, the same seed), Welch and paired."""
-
     lines, missing = [], []
     for part, variant, base, what in MECHANISM_PAIRS:
         rs = mechanisms_set(root, variant, base)
@@ -657,7 +647,6 @@ def seed_batch_lines(root):
 
 
 def build(root: str) -> str:
-
     from floq_jax.analysis import seed_tests
 
     lines = ['| comparison | mean a | mean b | test | p (t test) | p (exact permutation) | note |',
