@@ -76,8 +76,8 @@ DATASETS_FILE = 'datasets.json'     # {env: [{file, sha256, val_sha256, first_se
 
 def file_sha256(path: str) -> str:
     """SHA-256 of a file's content (local or gs://), read in 8 MiB blocks; a local file's digest is computed once per
-    process while its inode, size, modification and change times stay the same (several sweeps of one process train
-    on one file; a rewrite or a replacing copy changes the change time at least)."""
+    process while its stamp (floq_jax.storage.local_stamp: device, inode, size, modification and change times) stays
+    the same (several sweeps of one process train on one file; a replacing copy or a later rewrite changes it)."""
     from floq_jax import storage
 
     if not storage.is_remote(path):
