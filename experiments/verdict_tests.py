@@ -613,15 +613,30 @@ def mechanisms_lines(root):
 # metrics_per_seed.csv's where every directory of the set has the file.
 BATCH_COLUMNS = (('per_seed.csv', ('success', 'last_eval_success')),
                  ('metrics_per_seed.csv', ('feature_norm', 'effective_rank', 'dormant_0.025', 'critic/critic_loss')))
+# A freeze set with seed batches: the (frozen, unfrozen) pairs whose twins and per-seed drops seed_batch_lines adds.
+BATCH_TWINS = {'freeze_features': EARLY_FREEZE}
+
+
+def mean_ci_cell(x):
+    """'mean [lo, hi]' of the per-seed values ``x`` (95% bootstrap CI, floq_jax.analysis.report.mean_ci, as the
+    sweeps' own tables); '' for none."""
+    import numpy as np
+
+    from floq_jax.analysis import report
+
+    x = np.asarray(x, float)
+    if not len(x):
+        return ''
+    m, lo, hi = report.mean_ci(x)
+    return f'{m:.4g} [{lo:.4g}, {hi:.4g}]'
 
 
 def seed_batch_lines(root):
     """Per result set with seed batches, per variant of the set's own directory (a batch's unfrozen twins are not the
     set's variants): the seeds and, per column of BATCH_COLUMNS, the mean over every seed of the set and its batches
-    with its 95% bootstrap CI (floq_jax.analysis.report.mean_ci, as the sweeps' own tables): the set's figures that no
-    single directory's report covers.  Raises if two files of a variant cover other seeds."""
-    from floq_jax.analysis import report
-
+    with its 95% bootstrap CI (mean_ci_cell): the set's figures that no single directory's report covers.  For a
+    freeze set (BATCH_TWINS), the unfrozen twins' success (freeze_twin_frames: from another set and from the batches)
+    and the per-seed drops (twin - frozen) too.  Raises if two files of a variant cover other seeds."""
     lines = []
     for result_set in SEED_BATCHES:
         dirs = set_dirs(root, result_set)
@@ -639,10 +654,22 @@ def seed_batch_lines(root):
                     raise ValueError(f'{result_set}: {variant}\'s seeds in {name} ({seed_list(d["seed"])}) are not '
                                      f'those of {frames[0][0]} ({seed_list(seeds)})')
                 seeds = sorted(d['seed'])
-                for c in cols:
-                    m, lo, hi = report.mean_ci(d[c].to_numpy(float)) if len(d) else (float('nan'),) * 3
-                    cells.append('' if m != m else f'{m:.4g} [{lo:.4g}, {hi:.4g}]')
+                cells += [mean_ci_cell(d[c]) for c in cols]
             lines.append(f'| {variant} | {len(seeds)} ({seed_list(seeds)}) | ' + ' | '.join(cells) + ' |')
+        success_cols = dict(BATCH_COLUMNS)['per_seed.csv']
+        blank = [''] * (len(header) - len(success_cols))
+        for frozen, unfrozen in BATCH_TWINS.get(result_set, ()):
+            fa, fb, source = freeze_twin_frames(root, result_set, frozen, unfrozen)
+            seeds = seed_list(fb.index)
+            twins = [mean_ci_cell(fb[c]) for c in success_cols]
+            drops = []
+            for c in success_cols:
+                twin, frozen_run = common_seeds(fb[c].astype(float), fa[c].astype(float))
+                drops.append(mean_ci_cell(twin - frozen_run))
+            lines.append(f'| {unfrozen}: the unfrozen twins of {frozen} ({source}) | {len(fb)} ({seeds}) | '
+                         + ' | '.join(twins + blank) + ' |')
+            lines.append(f'| {unfrozen}: drop when frozen (twin - {frozen}, per seed) | {len(fa)} ({seeds}) | '
+                         + ' | '.join(drops + blank) + ' |')
     return lines
 
 
@@ -740,7 +767,8 @@ def build(root: str) -> str:
             'equal to FQL\'s success).  Success in fractions.\n\n' + '\n'.join(power_lines(root)) + '\n' +
             ('\n## Result sets with seed batches\n\nA set whose later seeds were run by a later invocation and '
              'committed in a directory of their own (SEED_BATCHES): its figures over every seed, which no single '
-             'directory\'s report covers.  Success in fractions; feature measures from metrics_per_seed.csv.\n' +
+             'directory\'s report covers; for a freeze set also its unfrozen twins and the per-seed drops when '
+             'frozen.  Success in fractions; feature measures from metrics_per_seed.csv.\n' +
              '\n'.join(batch) + '\n' if (batch := seed_batch_lines(root)) else ''))
 
 

@@ -350,6 +350,12 @@ def test_a_seed_batch_extends_its_result_set_with_its_own_twins(tmp_path):
     twin = next(x for x in md if x.startswith('| freeze at 15k, score (45k and 60k): floq frozen vs unfrozen, paired'))
     assert f'| paired t | {verdict_tests.fmt_p(stats.ttest_rel(xa.to_numpy(), unfrozen).pvalue)} |' in twin
     assert f'unfrozen: resnet_flops (seeds 0-3), {batch} (seeds 4-7); sign-flip p >= 0.008' in twin
+    # Their figures over the 8 seeds, and the per-seed drops, with bootstrap CIs (the batches' section).
+    twins_row = (f'| floq: the unfrozen twins of floq_frozen (resnet_flops (seeds 0-3), {batch} (seeds 4-7)) | 8 (0-7) | '
+                 f'{verdict_tests.mean_ci_cell(unfrozen)} |')
+    drops_row = (f'| floq: drop when frozen (twin - floq_frozen, per seed) | 8 (0-7) | '
+                 f'{verdict_tests.mean_ci_cell(unfrozen - xa.to_numpy())} |')
+    assert any(x.startswith(twins_row) for x in md) and any(x.startswith(drops_row) for x in md)
     # The set's figures over all its seeds (no single directory's report has them): mean [bootstrap CI] per variant.
     from floq_jax.analysis import report
 
@@ -386,7 +392,7 @@ def test_a_seed_batch_extends_its_result_set_with_its_own_twins(tmp_path):
     entry[verdict_tests.CUBE][0]['sha256'] = 'c' * 64
     (tmp_path / 'resnet_flops' / 'datasets.json').write_text(json.dumps(entry))
     with pytest.raises(ValueError, match='trained on other data: freeze_features/datasets.json and resnet_flops/'):
-        verdict_tests.build(root)
+        verdict_tests.freeze_lines(root, 'freeze_features', '15k', verdict_tests.EARLY_FREEZE)
     for x in ('freeze_features', 'resnet_flops', batch):
         (tmp_path / x / 'datasets.json').unlink()
     # The set of the first seeds' twins is checked too.
@@ -402,14 +408,14 @@ def test_a_seed_batch_extends_its_result_set_with_its_own_twins(tmp_path):
     (tmp_path / 'metrics.csv').rename(tmp_path / batch / 'metrics_per_seed.csv')
     (tmp_path / batch).rename(tmp_path / 'elsewhere')
     with pytest.raises(ValueError, match=f'{batch} .SEED_BATCHES. is missing'):
-        verdict_tests.build(root)
+        verdict_tests.set_dirs(root, 'freeze_features')
     (tmp_path / 'elsewhere').rename(tmp_path / batch)
     # A seed twice, in two directories or in one.
     pd.read_csv(tmp_path / 'freeze_features' / 'per_seed.csv').to_csv(tmp_path / batch / 'per_seed.csv', index=False)
     with pytest.raises(ValueError, match=f'appears more than once: floq_frozen seed 0 on {verdict_tests.CUBE} in '
                                          'freeze_features;'):
-        verdict_tests.build(root)
+        verdict_tests.read_set_csv(root, 'freeze_features', 'per_seed.csv')
     pd.concat([full, full.iloc[:1]]).to_csv(tmp_path / batch / 'per_seed.csv', index=False)
     with pytest.raises(ValueError, match=f'appears more than once: {full.iloc[0]["variant"]} seed '
                                          f'{full.iloc[0]["seed"]} on {verdict_tests.CUBE} in {batch}'):
-        verdict_tests.build(root)
+        verdict_tests.read_set_csv(root, 'freeze_features', 'per_seed.csv')
